@@ -1,0 +1,170 @@
+"""On-disk buffer of visited states with the teacher's labels: a self-describing directory.
+
+Layout (readable with numpy alone, no policykd needed)::
+
+    BUFFER/metadata.json          format version, spaces, family, teacher identity + hash, normaliser,
+                                  fields, and the list of committed chunks {file, rows, sha256}
+    BUFFER/chunk_000000.npz       np.savez arrays, all with the same first dimension n (rows):
+        obs          float32 [n, obs_dim]   raw env observation (before normalisation)
+        dist_<name>  float32 [n, ...]       teacher distribution parameters (see distributions.PARAM_NAMES)
+        value        float32 [n]            teacher value of obs
+        reward       float32 [n]            reward of the step taken from obs
+        terminated   bool    [n]            that step ended the episode (terminal state)
+        truncated    bool    [n]            that step hit the time limit
+        episode_id   int64   [n]            unique per episode within the buffer
+        actor        int8    [n]            who acted from obs: 0 = teacher, 1 = student
+        round        int32   [n]            collection round (DAgger iteration)
+
+Appends write the chunk under a temporary name, fsync, rename, then rewrite metadata.json the same way.
+A chunk is part of the buffer only once metadata.json lists it; on load every listed chunk's sha256
+is checked, so a torn or modified file is reported, never silently used.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_versions, sha256_bytes, sha256_file
+from policykd.distributions import PARAM_NAMES
+from policykd.errors import PolicyKDError
+
+FORMAT = "policykd-buffer"
+FORMAT_VERSION = 1
+BASE_FIELDS = ("obs", "value", "reward", "terminated", "truncated", "episode_id", "actor", "round")
+FIELD_DTYPES = {
+    "obs": np.float32, "value": np.float32, "reward": np.float32, "terminated": np.bool_, "truncated": np.bool_,
+    "episode_id": np.int64, "actor": np.int8, "round": np.int32,
+}
+
+
+def space_to_json(space: gym.Space) -> dict[str, Any]:
+    if isinstance(space, gym.spaces.Box):
+        return {"type": "Box", "shape": list(space.shape), "dtype": str(space.dtype),
+                "low": np.asarray(space.low).tolist(), "high": np.asarray(space.high).tolist()}
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    raise PolicyKDError(f"space {space} cannot be stored; policykd handles Box and Discrete spaces")
+
+
+def space_from_json(d: dict[str, Any]) -> gym.Space:
+    if d["type"] == "Box":
+        return gym.spaces.Box(np.array(d["low"], dtype=d["dtype"]), np.array(d["high"], dtype=d["dtype"]), dtype=d["dtype"])
+    return gym.spaces.Discrete(d["n"], start=d.get("start", 0))
+
+
+class Buffer:
+    """A directory of committed chunks plus metadata; use `Buffer.create` or `Buffer.open`."""
+
+    def __init__(self, root: Path, metadata: dict[str, Any]) -> None:
+        self.root = root
+        self.metadata = metadata
+
+    @property
+    def family(self) -> str:
+        return self.metadata["family"]
+
+    @property
+    def rows(self) -> int:
+        return sum(c["rows"] for c in self.metadata["chunks"])
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self.metadata["fields"])
+
+    @classmethod
+    def create(cls, root: str | Path, *, observation_space: gym.Space, action_space: gym.Space, family: str,
+               teacher: dict[str, Any], normalizer: dict[str, Any] | None, config: dict[str, Any] | None = None) -> "Buffer":
+        root = Path(root)
+        if (root / "metadata.json").exists():
+            raise PolicyKDError(f"{root} already holds a buffer; choose a new --out or delete it first")
+        root.mkdir(parents=True, exist_ok=True)
+        metadata = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "observation_space": space_to_json(observation_space),
+            "action_space": space_to_json(action_space),
+            "family": family,
+            "fields": list(BASE_FIELDS) + [f"dist_{n}" for n in PARAM_NAMES[family]],
+            "teacher": teacher,
+            "normalizer": normalizer,
+            "config": config or {},
+            "versions": package_versions(),
+            "chunks": [],
+        }
+        atomic_write_json(root / "metadata.json", metadata)
+        return cls(root, metadata)
+
+    @classmethod
+    def open(cls, root: str | Path) -> "Buffer":
+        root = Path(root)
+        try:
+            metadata = json.loads((root / "metadata.json").read_text())
+        except FileNotFoundError as e:
+            raise PolicyKDError(f"{root} is not a policykd buffer (no metadata.json); collect one with `policykd collect`") from e
+        except json.JSONDecodeError as e:
+            raise PolicyKDError(f"{root}/metadata.json is corrupt ({e}); the buffer cannot be trusted, collect it again") from e
+        if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
+            raise PolicyKDError(f"{root} has format {metadata.get('format')} v{metadata.get('format_version')}; this policykd reads {FORMAT} v{FORMAT_VERSION}")
+        listed = {c["file"] for c in metadata["chunks"]}
+        strays = sorted(p.name for p in root.glob("chunk_*.npz") if p.name not in listed)
+        if strays:
+            warnings.warn(f"{root}: ignoring chunks not committed to metadata.json (interrupted append?): {strays}", stacklevel=2)
+        return cls(root, metadata)
+
+    def append(self, arrays: dict[str, np.ndarray]) -> None:
+        """Commit one chunk atomically. arrays: every field in self.fields, same first dimension."""
+        missing = set(self.fields) - set(arrays)
+        if missing:
+            raise ValueError(f"chunk lacks fields {sorted(missing)}")
+        rows = {len(arrays[f]) for f in self.fields}
+        if len(rows) != 1:
+            raise ValueError(f"chunk fields have different lengths {rows}")
+        (n,) = rows
+        if n == 0:
+            return
+        payload = io.BytesIO()
+        np.savez(payload, **{f: np.ascontiguousarray(arrays[f], dtype=FIELD_DTYPES.get(f, np.float32)) for f in self.fields})
+        data = payload.getvalue()
+        name = f"chunk_{len(self.metadata['chunks']):06d}.npz"
+        atomic_write_bytes(self.root / name, data)
+        metadata = dict(self.metadata)
+        metadata["chunks"] = [*self.metadata["chunks"], {"file": name, "rows": n, "sha256": sha256_bytes(data)}]
+        atomic_write_json(self.root / "metadata.json", metadata)
+        self.metadata = metadata
+
+    def truncate(self, n_chunks: int) -> None:
+        """Keep only the first n_chunks committed chunks (used when resuming from a checkpoint)."""
+        dropped = self.metadata["chunks"][n_chunks:]
+        if not dropped:
+            return
+        metadata = dict(self.metadata)
+        metadata["chunks"] = self.metadata["chunks"][:n_chunks]
+        atomic_write_json(self.root / "metadata.json", metadata)
+        self.metadata = metadata
+        for chunk in dropped:
+            (self.root / chunk["file"]).unlink(missing_ok=True)
+
+    def load(self) -> dict[str, np.ndarray]:
+        """All committed rows, each field concatenated over chunks; verifies every chunk's sha256."""
+        parts: dict[str, list[np.ndarray]] = {f: [] for f in self.fields}
+        for chunk in self.metadata["chunks"]:
+            path = self.root / chunk["file"]
+            if not path.exists():
+                raise PolicyKDError(f"{path} is listed in metadata.json but missing; the buffer is incomplete, collect it again")
+            if sha256_file(path) != chunk["sha256"]:
+                raise PolicyKDError(f"{path} does not match its sha256 in metadata.json (torn write or modified file); collect it again")
+            with np.load(path) as data:
+                for f in self.fields:
+                    parts[f].append(data[f])
+        if not self.metadata["chunks"]:
+            raise PolicyKDError(f"{self.root} holds no committed rows yet; collect some first")
+        return {f: np.concatenate(v) for f, v in parts.items()}

@@ -1,0 +1,60 @@
+"""Resumable distillation state: student weights, Adam state and progress, without pickle.
+
+RUN_DIR/checkpoint/                       the latest complete round
+    student.safetensors, student.json     the student (students.py format)
+    optimizer.safetensors                 Adam tensors, keyed "state.<param index>.<name>"
+    progress.json                         rounds done, buffer chunks committed, metrics history, optimizer groups
+A new checkpoint is written to a temporary folder and renamed over the old one, so an interruption at
+any moment leaves the previous complete checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from policykd.artifacts import atomic_write_json
+from policykd.students import Student, load_student
+
+
+def save_checkpoint(run_dir: Path, student: Student, optimizer: torch.optim.Optimizer, progress: dict[str, Any],
+                    card_extra: dict[str, Any]) -> None:
+    final = run_dir / "checkpoint"
+    tmp = run_dir / "checkpoint.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    student.save(tmp, card_extra=card_extra)
+    state = optimizer.state_dict()
+    tensors = {f"state.{idx}.{name}": value.detach().clone().reshape(value.shape) for idx, entry in state["state"].items()
+               for name, value in entry.items()}
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    atomic_write_json(tmp / "progress.json", {**progress, "optimizer_param_groups": state["param_groups"]})
+    old = run_dir / "checkpoint.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(run_dir: Path, optimizer_factory) -> tuple[Student, torch.optim.Optimizer, dict[str, Any]] | None:
+    """(student, optimizer, progress) from RUN_DIR/checkpoint, or None when there is none yet."""
+    final = run_dir / "checkpoint"
+    if not final.exists() and (run_dir / "checkpoint.old").exists():
+        (run_dir / "checkpoint.old").rename(final)  # interrupted between the two renames
+    if not (final / "progress.json").exists():
+        return None
+    student = load_student(final).train()
+    progress = json.loads((final / "progress.json").read_text())
+    optimizer = optimizer_factory(student)
+    tensors = load_file(str(final / "optimizer.safetensors"))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": progress.pop("optimizer_param_groups")})
+    return student, optimizer, progress

@@ -1,0 +1,154 @@
+"""The distillation loop, top to bottom: seed, teacher, buffer, student, then per round: collect, train, checkpoint.
+
+Round r collects config.round_steps(r) teacher-labelled states with beta = config.beta(r) (the teacher acts with
+probability beta, else the student: DAgger), appends them to the on-disk buffer, then trains the student on all
+data gathered so far for config.epochs_per_round epochs. Every random source is derived from (seed, round), so a
+run resumed from the last checkpoint gives the same student as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from policykd.artifacts import atomic_write_json, package_versions
+from policykd.buffer import Buffer
+from policykd.checkpoint import load_checkpoint, save_checkpoint
+from policykd.config import DistillConfig
+from policykd.distributions import PARAM_NAMES, DistParams
+from policykd.errors import PolicyKDError
+from policykd.losses import LossConfig, distillation_loss
+from policykd.rollout import collect
+from policykd.students import Student, student_spec_for
+from policykd.teachers import Teacher, load_teacher
+from policykd.tracking import Tracker
+
+
+@dataclass
+class DistillResult:
+    run_dir: Path
+    student: Student
+    teacher: Teacher
+    history: list[dict[str, Any]]
+    wall_s: float  # collection + training, this process only (excludes evaluation)
+
+
+def run_dir_for(config: DistillConfig, env_id: str) -> Path:
+    name = config.run_name or f"{env_id.replace('/', '-')}__{config.data_mode}__{config.seed}__{int(time.time())}"
+    return Path(config.out_dir) / name
+
+
+def _round_seed(seed: int, round_index: int) -> int:
+    return int(np.random.SeedSequence([seed, round_index]).generate_state(1)[0])
+
+
+def _make_optimizer(config: DistillConfig):
+    return lambda student: torch.optim.Adam(student.parameters(), lr=config.lr)
+
+
+def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[str, np.ndarray], family: str,
+                config: DistillConfig, seed: int, on_progress=None) -> dict[str, float]:
+    """config.epochs_per_round epochs of minibatch Adam on all rows of `data`; returns last-epoch mean losses."""
+    loss_config = LossConfig(kl_direction=config.kl_direction, tau=config.tau, lambda_v=config.lambda_v)
+    obs = torch.as_tensor(data["obs"])
+    params = {n: torch.as_tensor(data[f"dist_{n}"]) for n in PARAM_NAMES[family]}
+    value = torch.as_tensor(data["value"])
+    if family == "categorical":
+        params["logits"] = params["logits"].float()
+    rng = np.random.default_rng(seed)
+    n = len(obs)
+    student.train()
+    sums: dict[str, float] = {}
+    for epoch in range(config.epochs_per_round):
+        perm = torch.as_tensor(rng.permutation(n))
+        sums = {"loss": 0.0, "kl": 0.0, "value_mse": 0.0}
+        batches = 0
+        for start in range(0, n, config.batch_size):
+            idx = perm[start : start + config.batch_size]
+            target = DistParams(family, {k: v[idx] for k, v in params.items()})
+            dist, student_value = student(obs[idx])
+            terms = distillation_loss(target, value[idx], dist, student_value, value_std=student.value_std, config=loss_config)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            for k in sums:
+                sums[k] += float(terms[k])
+            batches += 1
+        if on_progress is not None:
+            on_progress(1)
+    student.eval()
+    return {f"distill/{k}": v / max(batches, 1) for k, v in sums.items()}
+
+
+def distill(config: DistillConfig, *, resume: bool = False, tracker: Tracker | None = None,
+            teacher: Teacher | None = None) -> DistillResult:
+    torch.set_num_threads(config.torch_threads)
+    teacher = teacher or load_teacher(config.teacher, algo=config.algo, env_id=config.env_id)
+    run_dir = run_dir_for(config, teacher.env_spec.env_id)
+    tracker = tracker or Tracker(run_dir / "history.jsonl")
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise PolicyKDError(f"run dir {run_dir} already exists; pass --resume to continue it or choose another --run-name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", {"config": config.to_dict(), "teacher": teacher.identity(), "versions": package_versions()})
+    card_extra = {"teacher": teacher.identity(), "config": config.to_dict(), "seed": config.seed}
+
+    restored = load_checkpoint(run_dir, _make_optimizer(config)) if resume else None
+    if restored is not None:
+        student, optimizer, progress = restored
+        buffer = Buffer.open(run_dir / "buffer")
+        buffer.truncate(progress["buffer_chunks"])
+        data = buffer.load()
+        tracker.log({"resume/round": progress["rounds_done"], "resume/rows": len(data["obs"])}, step=buffer.rows)
+    else:
+        if (run_dir / "buffer").exists():
+            import shutil
+
+            shutil.rmtree(run_dir / "buffer")  # a buffer without any checkpoint: nothing trained on it yet
+        torch.manual_seed(config.seed)
+        student = Student(student_spec_for(teacher, hidden=tuple(config.hidden), activation=config.activation))
+        optimizer = _make_optimizer(config)(student)
+        buffer = Buffer.create(run_dir / "buffer", observation_space=teacher.observation_space, action_space=teacher.action_space,
+                               family=teacher.family, teacher=teacher.identity(), normalizer=teacher.normalizer.to_json(),
+                               config=config.to_dict())
+        data = None
+        progress = {"rounds_done": 0, "buffer_chunks": 0, "history": [], "wall_s": 0.0, "episodes": 0}
+
+    for round_index in range(progress["rounds_done"], config.rounds):
+        round_start = time.perf_counter()
+        seed = _round_seed(config.seed, round_index)
+        beta = config.beta(round_index)
+        steps = config.round_steps(round_index)
+        with tracker.progress(f"round {round_index + 1}/{config.rounds}: collecting (beta={beta:.2f})", steps) as advance:
+            collect_start = time.perf_counter()
+            chunk = collect(teacher, steps=steps, beta=beta, seed=seed, n_envs=config.n_envs, student=student,
+                            round_index=round_index, episode_offset=progress["episodes"],
+                            sample_actions=config.sample_actions, on_progress=advance)
+            collect_s = time.perf_counter() - collect_start
+        buffer.append(chunk)
+        data = chunk if data is None else {k: np.concatenate([data[k], chunk[k]]) for k in data}
+        if round_index == 0 and restored is None:
+            student.value_mean.fill_(float(data["value"].mean()))
+            student.value_std.fill_(float(data["value"].std()) + 1e-6)
+        with tracker.progress(f"round {round_index + 1}/{config.rounds}: training", config.epochs_per_round) as advance:
+            losses = train_round(student, optimizer, data, teacher.family, config, seed, on_progress=advance)
+        round_s = time.perf_counter() - round_start
+        progress["wall_s"] += round_s
+        progress["episodes"] = int(data["episode_id"].max()) + 1
+        metrics = {
+            **losses, "distill/round": round_index, "distill/beta": beta, "distill/labelled_steps": len(data["obs"]),
+            "distill/student_acted": float(np.mean(chunk["actor"])), "distill/collect_steps_per_s": steps / collect_s,
+            "distill/wall_s": progress["wall_s"],
+        }
+        progress["history"].append(metrics)
+        progress["rounds_done"] = round_index + 1
+        progress["buffer_chunks"] = len(buffer.metadata["chunks"])
+        save_checkpoint(run_dir, student, optimizer, progress, card_extra)
+        tracker.log(metrics, step=len(data["obs"]))
+
+    student.save(run_dir / "student", card_extra={**card_extra, "history": progress["history"], "wall_s": progress["wall_s"]})
+    return DistillResult(run_dir=run_dir, student=student.eval(), teacher=teacher, history=progress["history"], wall_s=progress["wall_s"])

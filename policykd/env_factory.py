@@ -1,0 +1,100 @@
+"""Rebuild a gymnasium env exactly as a teacher was trained: id, kwargs and wrappers, described as data."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+from policykd.errors import PolicyKDError
+
+# Packages that register envs on import, tried in order when an id is not yet registered.
+_REGISTERING_PACKAGES = ("pybullet_envs_gymnasium",)
+
+
+def ensure_registered(env_id: str) -> None:
+    """Import the package that registers `env_id`, or fail with the closest known ids."""
+    if env_id in gym.registry:
+        return
+    namespace = env_id.split("/")[0] if "/" in env_id else None
+    candidates = ((namespace.lower(),) if namespace else ()) + _REGISTERING_PACKAGES
+    for package in candidates:
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            continue
+        if env_id in gym.registry:
+            return
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
+    hint = f" (close matches: {', '.join(close)})" if close else ""
+    raise PolicyKDError(f"unknown env id {env_id!r}{hint}; check the spelling or install the package that registers it")
+
+
+def import_object(path: str) -> Any:
+    """`package.module.Name` or `package.module:Name` -> the object."""
+    module_name, _, attr = path.replace(":", ".").rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise PolicyKDError(f"cannot import {path!r} ({e}); install the package that provides it") from e
+
+
+@dataclass(frozen=True)
+class WrapperSpec:
+    """A gymnasium wrapper by import path, with its keyword arguments."""
+
+    path: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_wrappers(raw: Any) -> tuple[WrapperSpec, ...]:
+    """rl-zoo's `env_wrapper` (a path, a {path: kwargs} dict, or a list of either) -> WrapperSpecs."""
+    if raw is None:
+        return ()
+    items = raw if isinstance(raw, list) else [raw]
+    specs = []
+    for item in items:
+        if isinstance(item, str):
+            specs.append(WrapperSpec(item))
+        elif isinstance(item, dict):
+            specs.extend(WrapperSpec(path, dict(kwargs or {})) for path, kwargs in item.items())
+        else:
+            raise PolicyKDError(f"env_wrapper entry {item!r} is neither an import path nor a {{path: kwargs}} mapping")
+    return tuple(specs)
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Everything needed to rebuild the teacher's training env (observation normalisation excluded)."""
+
+    env_id: str
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    wrappers: tuple[WrapperSpec, ...] = ()
+
+    def make(self, *, render_mode: str | None = None) -> gym.Env:
+        ensure_registered(self.env_id)
+        kwargs = dict(self.env_kwargs)
+        if render_mode is not None:
+            kwargs["render_mode"] = render_mode
+        try:
+            env = gym.make(self.env_id, **kwargs)
+        except TypeError as e:
+            raise PolicyKDError(f"env {self.env_id!r} rejected its kwargs {kwargs}: {e}") from e
+        for wrapper in self.wrappers:
+            env = import_object(wrapper.path)(env, **wrapper.kwargs)
+        return env
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "env_id": self.env_id,
+            "env_kwargs": self.env_kwargs,
+            "wrappers": [{"path": w.path, "kwargs": w.kwargs} for w in self.wrappers],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "EnvSpec":
+        wrappers = tuple(WrapperSpec(w["path"], dict(w.get("kwargs") or {})) for w in d.get("wrappers", []))
+        return cls(env_id=d["env_id"], env_kwargs=dict(d.get("env_kwargs") or {}), wrappers=wrappers)

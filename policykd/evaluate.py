@@ -1,0 +1,152 @@
+"""Teacher vs student: returns on the same fixed seeds, agreement on held-out teacher states, latency, size.
+
+Returns follow the benchmark protocol: deterministic actions, fixed evaluation seeds (episode i uses seed
+eval_seed + i for both policies), mean, std, IQM and a bootstrap 95% interval of the mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from policykd.env_factory import EnvSpec
+from policykd.latency import measure_latency
+from policykd.rollout import make_vector_env
+from policykd.students import Student
+from policykd.teachers import Teacher
+
+ActFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Episodes:
+    returns: np.ndarray  # [n_episodes] float64
+    lengths: np.ndarray  # [n_episodes] int64
+    states: np.ndarray   # [n_states, obs_dim] float32, every state the policy acted in
+
+
+def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2, progress: Callable[[int], None] | None = None) -> Episodes:
+    """One episode per seed, n_envs at a time in lockstep; `act` maps raw obs [B, obs_dim] to env actions."""
+    returns, lengths, states = [], [], []
+    envs = make_vector_env(spec, n_envs)
+    try:
+        for start in range(0, len(seeds), n_envs):
+            batch = seeds[start : start + n_envs]
+            batch_seeds = batch + [batch[-1]] * (n_envs - len(batch))  # pad; padded results are dropped
+            obs, _ = envs.reset(seed=batch_seeds)
+            running = np.ones(n_envs, dtype=bool)
+            running[len(batch):] = False
+            ep_return = np.zeros(n_envs)
+            ep_length = np.zeros(n_envs, dtype=np.int64)
+            while running.any():
+                states.append(obs[running].astype(np.float32))
+                obs, reward, terminated, truncated, _ = envs.step(act(obs))
+                ep_return += np.where(running, reward, 0.0)
+                ep_length += running
+                running &= ~(terminated | truncated)
+            returns.extend(ep_return[: len(batch)])
+            lengths.extend(ep_length[: len(batch)])
+            if progress is not None:
+                progress(len(batch))
+    finally:
+        envs.close()
+    return Episodes(np.array(returns), np.array(lengths), np.concatenate(states))
+
+
+def interquartile_mean(x: np.ndarray) -> float:
+    """Mean of the middle 50% of the sorted values (scipy.stats.trim_mean(x, 0.25))."""
+    x = np.sort(np.asarray(x, dtype=np.float64))
+    cut = int(np.floor(0.25 * len(x)))
+    return float(x[cut : len(x) - cut].mean())
+
+
+def bootstrap_ci(x: np.ndarray, *, n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean."""
+    x = np.asarray(x, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(n_resamples, len(x)))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def summarize_returns(returns: np.ndarray) -> dict[str, float]:
+    low, high = bootstrap_ci(returns)
+    return {"mean": float(np.mean(returns)), "std": float(np.std(returns)), "iqm": interquartile_mean(returns),
+            "ci95_low": low, "ci95_high": high, "episodes": int(len(returns))}
+
+
+@torch.no_grad()
+def agreement(teacher: Teacher, student: Student, states: np.ndarray) -> dict[str, float]:
+    """How closely the student matches the teacher on states [N, obs_dim] the teacher visited."""
+    from policykd.distributions import kl_divergence
+
+    teacher_dist, _ = teacher.dist_and_value(states)
+    student_dist, _ = student(torch.as_tensor(states, dtype=torch.float32))
+    result = {"kl": float(kl_divergence(teacher_dist, student_dist, reduction="mean")), "states": int(len(states))}
+    teacher_action = teacher.to_env_action(teacher_dist.mode())
+    student_action = teacher.to_env_action(student_dist.mode())
+    if teacher.family != "categorical":
+        result["action_mse"] = float(np.mean((teacher_action - student_action) ** 2))
+        return result
+    result.update(classification_agreement(teacher_action, student_action, teacher.action_dim))
+    return result
+
+
+def classification_agreement(reference: np.ndarray, predicted: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Accuracy and macro precision / recall / F1 of predicted vs reference action labels [N]."""
+    precision, recall, f1 = [], [], []
+    for c in range(n_classes):
+        tp = np.sum((predicted == c) & (reference == c))
+        p = tp / max(np.sum(predicted == c), 1)
+        r = tp / max(np.sum(reference == c), 1)
+        precision.append(p)
+        recall.append(r)
+        f1.append(0.0 if p + r == 0 else 2 * p * r / (p + r))
+    return {"accuracy": float(np.mean(reference == predicted)), "precision": float(np.mean(precision)),
+            "recall": float(np.mean(recall)), "f1": float(np.mean(f1))}
+
+
+def compare(teacher: Teacher, student: Student, *, episodes: int = 20, eval_seed: int = 1_000_000, n_envs: int = 2,
+            latency_calls: int = 2_000, max_agreement_states: int = 5_000, teacher_episodes: Episodes | None = None,
+            progress_factory=None) -> dict:
+    """The full teacher-vs-student report (JSON-serialisable)."""
+    seeds = [eval_seed + i for i in range(episodes)]
+
+    def student_act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return student.act(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+
+    def teacher_act(obs: np.ndarray) -> np.ndarray:
+        return teacher.act(obs, deterministic=True)
+
+    def run(name: str, act: ActFn) -> Episodes:
+        if progress_factory is None:
+            return run_episodes(act, teacher.env_spec, seeds, n_envs=n_envs)
+        with progress_factory(f"evaluating {name} ({episodes} episodes)", episodes) as advance:
+            return run_episodes(act, teacher.env_spec, seeds, n_envs=n_envs, progress=advance)
+
+    teacher_eps = teacher_episodes or run("teacher", teacher_act)
+    student_eps = run("student", student_act)
+    rng = np.random.default_rng(eval_seed)
+    states = teacher_eps.states
+    if len(states) > max_agreement_states:
+        states = states[rng.choice(len(states), max_agreement_states, replace=False)]
+    probe = states[:1]
+    latency = {
+        "teacher_torch": measure_latency(lambda: teacher_act(probe), calls=latency_calls),
+        "teacher_sb3_predict": measure_latency(lambda: teacher.sb3_predict(probe), calls=latency_calls),
+        "student_torch": measure_latency(lambda: student_act(probe), calls=latency_calls),
+    }
+    teacher_stats, student_stats = summarize_returns(teacher_eps.returns), summarize_returns(student_eps.returns)
+    return {
+        "env": teacher.env_spec.env_id,
+        "seeds": seeds,
+        "teacher": {**teacher_stats, "returns": teacher_eps.returns.tolist(), "actor_params": teacher.actor_parameter_count()},
+        "student": {**student_stats, "returns": student_eps.returns.tolist(), "params": student.parameter_count()},
+        "ratio": student_stats["mean"] / teacher_stats["mean"] if teacher_stats["mean"] != 0 else float("nan"),
+        "agreement": agreement(teacher, student, states),
+        "latency_us": latency,
+    }

@@ -1,0 +1,42 @@
+"""The distillation loss, per state s with teacher T and student S, averaged over the batch:
+
+    KL(T(.|s) || S(.|s))  [or the reverse KL]  +  lambda_v * ((V_S(s) - V_T(s)) / sigma_V)^2
+
+KL is closed form per family and summed over action dimensions (distributions.kl_divergence); categorical
+targets are softened with temperature tau first (DQN's Q-values become softmax(Q / tau)). The value error is
+measured in units of the teacher's value std sigma_V over the buffer, so lambda_v means the same on every env.
+Every term has reduction "mean" over the batch, so the loss does not depend on the batch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from policykd.distributions import DistParams, kl_divergence, with_temperature
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    kl_direction: str = "forward"  # "forward": KL(T || S) (mode-covering); "reverse": KL(S || T)
+    tau: float = 1.0
+    lambda_v: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.kl_direction not in ("forward", "reverse"):
+            raise ValueError(f"kl_direction must be 'forward' or 'reverse', got {self.kl_direction!r}")
+        if self.lambda_v < 0:
+            raise ValueError(f"lambda_v must be >= 0, got {self.lambda_v}")
+
+
+def distillation_loss(teacher: DistParams, teacher_value: torch.Tensor, student: DistParams, student_value: torch.Tensor,
+                      *, value_std: torch.Tensor | float, config: LossConfig) -> dict[str, torch.Tensor]:
+    """Returns {"loss", "kl", "value_mse"}; teacher/student values [B], value_std a scalar > 0."""
+    target = with_temperature(teacher, config.tau)
+    if config.kl_direction == "forward":
+        kl = kl_divergence(target, student, reduction="mean")
+    else:
+        kl = kl_divergence(student, target, reduction="mean")
+    value_mse = (((student_value - teacher_value) / value_std) ** 2).mean()
+    return {"loss": kl + config.lambda_v * value_mse, "kl": kl, "value_mse": value_mse}

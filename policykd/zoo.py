@@ -1,0 +1,132 @@
+"""Reading rl-baselines3-zoo run folders: config.yml, args.yml, and 2021-era pickles naming `gym`.
+
+An rl-zoo run folder looks like::
+
+    <algo>/<env_id>_1/<env_id>.zip                 the SB3 model
+    <algo>/<env_id>_1/<env_id>/config.yml          hyperparameters (normalize, env_wrapper, ...)
+    <algo>/<env_id>_1/<env_id>/vecnormalize.pkl    VecNormalize statistics, when normalize is true
+    <algo>/<env_id>_1/<env_id>/args.yml            the training command's arguments
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import pickle
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from policykd.errors import PolicyKDError
+from policykd.normalization import ObsNormalizer
+
+_GYM_TO_GYMNASIUM = {
+    "gym": "gymnasium",
+    "gym.spaces": "gymnasium.spaces",
+    "gym.spaces.box": "gymnasium.spaces.box",
+    "gym.spaces.discrete": "gymnasium.spaces.discrete",
+    "gym.spaces.multi_discrete": "gymnasium.spaces.multi_discrete",
+    "gym.spaces.multi_binary": "gymnasium.spaces.multi_binary",
+    "gym.spaces.dict": "gymnasium.spaces.dict",
+    "gym.spaces.tuple": "gymnasium.spaces.tuple",
+    "gym.spaces.space": "gymnasium.spaces.space",
+}
+
+
+@contextlib.contextmanager
+def gym_module_alias() -> Iterator[None]:
+    """Map the old `gym` module names onto gymnasium while a legacy pickle is loaded, then undo it."""
+    added = []
+    for old, new in _GYM_TO_GYMNASIUM.items():
+        if old not in sys.modules:
+            sys.modules[old] = importlib.import_module(new)
+            added.append(old)
+    try:
+        yield
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)
+
+
+class _ZooYamlLoader(yaml.SafeLoader):
+    """Safe YAML loader that understands rl-zoo's `!!python/object/apply:collections.OrderedDict`."""
+
+
+def _ordered_dict(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
+    (pairs,) = loader.construct_sequence(node, deep=True)
+    return {key: value for key, value in pairs}
+
+
+_ZooYamlLoader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.OrderedDict", _ordered_dict)
+
+
+def read_zoo_yaml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            data = yaml.load(f, Loader=_ZooYamlLoader)  # noqa: S506 - safe loader subclass
+    except yaml.YAMLError as e:
+        raise PolicyKDError(f"{path} is not valid YAML ({e.__class__.__name__}); restore it from the rl-zoo run") from e
+    return data or {}
+
+
+@dataclass(frozen=True)
+class ZooRun:
+    """The files of one rl-zoo run folder."""
+
+    root: Path
+    algo: str
+    env_id: str
+    model_zip: Path
+    config: dict[str, Any]
+    args: dict[str, Any]
+    vecnormalize: Path | None
+
+    @property
+    def env_wrapper(self) -> str | dict | list | None:
+        return self.config.get("env_wrapper")
+
+    @property
+    def env_kwargs(self) -> dict[str, Any]:
+        return dict(self.args.get("env_kwargs") or {})
+
+
+def find_zoo_run(folder: Path) -> ZooRun:
+    """Recognise `folder` as an rl-zoo run folder (`<algo>/<env_id>_<n>/`)."""
+    zips = sorted(folder.glob("*.zip"))
+    if not zips:
+        raise PolicyKDError(f"{folder} holds no .zip model; pass an SB3 .zip or an rl-zoo run folder")
+    model_zip = zips[0]
+    env_id = model_zip.stem
+    sub = folder / env_id
+    config = read_zoo_yaml(sub / "config.yml") if (sub / "config.yml").exists() else {}
+    args = read_zoo_yaml(sub / "args.yml") if (sub / "args.yml").exists() else {}
+    algo = str(args.get("algo") or folder.parent.name).lower()
+    vecnorm = sub / "vecnormalize.pkl"
+    if config.get("normalize") and not vecnorm.exists():
+        raise PolicyKDError(f"{sub} says normalize: true but vecnormalize.pkl is missing; copy it from the rl-zoo run")
+    return ZooRun(
+        root=folder,
+        algo=algo,
+        env_id=str(args.get("env") or env_id),
+        model_zip=model_zip,
+        config=config,
+        args=args,
+        vecnormalize=vecnorm if vecnorm.exists() else None,
+    )
+
+
+def load_vecnormalize_stats(path: Path) -> ObsNormalizer:
+    """Read observation statistics from an SB3 VecNormalize pickle (old `gym` pickles included)."""
+    try:
+        with gym_module_alias(), open(path, "rb") as f:
+            vec_normalize = pickle.load(f)  # noqa: S301 - teacher checkpoints are pickles by SB3's design
+    except (pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError, ValueError) as e:
+        raise PolicyKDError(f"cannot read VecNormalize statistics {path}: {e}; the file is corrupt or truncated") from e
+    if not getattr(vec_normalize, "norm_obs", False):
+        return ObsNormalizer.identity(int(vec_normalize.observation_space.shape[0]))
+    rms = vec_normalize.obs_rms
+    return ObsNormalizer(mean=rms.mean, var=rms.var, clip=float(vec_normalize.clip_obs), epsilon=float(vec_normalize.epsilon))
