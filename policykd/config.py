@@ -30,6 +30,7 @@ class DistillConfig:
     beta_decay: float = 0.5
     n_envs: int = 2
     sample_actions: bool = True         # acting policy samples its distribution (broader state coverage)
+    noise_scale: float = 1.0            # multiplies the acting policy's std when sampling
     # student
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"
@@ -37,6 +38,7 @@ class DistillConfig:
     epochs_per_round: int = 20
     batch_size: int = 256
     lr: float = 1e-3
+    lr_schedule: str = "cosine"         # cosine: annealed to 0 over all gradient steps of the run; or constant
     kl_direction: str = "forward"
     tau: float = 1.0
     lambda_v: float = 0.5
@@ -56,6 +58,8 @@ class DistillConfig:
             raise PolicyKDError(f"labelled_steps ({self.labelled_steps}) must be at least rounds ({self.rounds})")
         if not 0.0 <= self.beta0 <= 1.0 or not 0.0 <= self.beta_decay <= 1.0:
             raise PolicyKDError("beta0 and beta_decay must lie in [0, 1]")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise PolicyKDError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.lr <= 0:
             raise PolicyKDError(f"lr must be positive, got {self.lr}")
 

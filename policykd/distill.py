@@ -51,9 +51,23 @@ def _make_optimizer(config: DistillConfig):
     return lambda student: torch.optim.Adam(student.parameters(), lr=config.lr)
 
 
+def total_gradient_steps(config: DistillConfig) -> int:
+    """Minibatch updates over the whole run (round r trains on every row gathered in rounds 0..r)."""
+    rows = np.cumsum([config.round_steps(r) for r in range(config.rounds)])
+    return int(sum(-(-int(n) // config.batch_size) * config.epochs_per_round for n in rows))
+
+
+def learning_rate(config: DistillConfig, step: int) -> float:
+    """lr at global gradient step `step`: constant, or cosine-annealed to 0 over the run."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    return config.lr * 0.5 * (1.0 + np.cos(np.pi * min(step / total_gradient_steps(config), 1.0)))
+
+
 def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[str, np.ndarray], family: str,
-                config: DistillConfig, seed: int, on_progress=None) -> dict[str, float]:
-    """config.epochs_per_round epochs of minibatch Adam on all rows of `data`; returns last-epoch mean losses."""
+                config: DistillConfig, seed: int, first_step: int, on_progress=None) -> dict[str, float]:
+    """config.epochs_per_round epochs of minibatch Adam on all rows of `data`, starting at global gradient step
+    `first_step` (for the lr schedule); returns last-epoch mean losses."""
     loss_config = LossConfig(kl_direction=config.kl_direction, tau=config.tau, lambda_v=config.lambda_v)
     obs = torch.as_tensor(data["obs"])
     params = {n: torch.as_tensor(data[f"dist_{n}"]) for n in PARAM_NAMES[family]}
@@ -64,6 +78,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
     n = len(obs)
     student.train()
     sums: dict[str, float] = {}
+    step = first_step
     for epoch in range(config.epochs_per_round):
         perm = torch.as_tensor(rng.permutation(n))
         sums = {"loss": 0.0, "kl": 0.0, "value_mse": 0.0}
@@ -73,11 +88,14 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
             target = DistParams(family, {k: v[idx] for k, v in params.items()})
             dist, student_value = student(obs[idx])
             terms = distillation_loss(target, value[idx], dist, student_value, value_std=student.value_std, config=loss_config)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, step)
+            step += 1
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
             for k in sums:
-                sums[k] += float(terms[k])
+                sums[k] += terms[k].item()
             batches += 1
         if on_progress is not None:
             on_progress(1)
@@ -116,7 +134,7 @@ def distill(config: DistillConfig, *, resume: bool = False, tracker: Tracker | N
                                family=teacher.family, teacher=teacher.identity(), normalizer=teacher.normalizer.to_json(),
                                config=config.to_dict())
         data = None
-        progress = {"rounds_done": 0, "buffer_chunks": 0, "history": [], "wall_s": 0.0, "episodes": 0}
+        progress = {"rounds_done": 0, "buffer_chunks": 0, "history": [], "wall_s": 0.0, "episodes": 0, "gradient_steps": 0}
 
     for round_index in range(progress["rounds_done"], config.rounds):
         round_start = time.perf_counter()
@@ -127,7 +145,7 @@ def distill(config: DistillConfig, *, resume: bool = False, tracker: Tracker | N
             collect_start = time.perf_counter()
             chunk = collect(teacher, steps=steps, beta=beta, seed=seed, n_envs=config.n_envs, student=student,
                             round_index=round_index, episode_offset=progress["episodes"],
-                            sample_actions=config.sample_actions, on_progress=advance)
+                            sample_actions=config.sample_actions, noise_scale=config.noise_scale, on_progress=advance)
             collect_s = time.perf_counter() - collect_start
         buffer.append(chunk)
         data = chunk if data is None else {k: np.concatenate([data[k], chunk[k]]) for k in data}
@@ -135,7 +153,8 @@ def distill(config: DistillConfig, *, resume: bool = False, tracker: Tracker | N
             student.value_mean.fill_(float(data["value"].mean()))
             student.value_std.fill_(float(data["value"].std()) + 1e-6)
         with tracker.progress(f"round {round_index + 1}/{config.rounds}: training", config.epochs_per_round) as advance:
-            losses = train_round(student, optimizer, data, teacher.family, config, seed, on_progress=advance)
+            losses = train_round(student, optimizer, data, teacher.family, config, seed, progress["gradient_steps"], on_progress=advance)
+        progress["gradient_steps"] += -(-len(data["obs"]) // config.batch_size) * config.epochs_per_round
         round_s = time.perf_counter() - round_start
         progress["wall_s"] += round_s
         progress["episodes"] = int(data["episode_id"].max()) + 1

@@ -57,15 +57,20 @@ class DistParams:
             return torch.tanh(self["mean"])
         return self["action"]
 
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One action per state in policy space, drawn with `generator` (deterministic family returns its action)."""
+    def sample(self, generator: torch.Generator | None = None, *, noise_scale: float = 1.0) -> torch.Tensor:
+        """One action per state in policy space, drawn with `generator`.
+
+        noise_scale multiplies the Gaussian std (exploration wider than the policy's own, as in DART); the
+        deterministic family gets N(0, (0.1 * noise_scale)^2) noise, clipped to [-1, 1]; categorical ignores it.
+        """
         if self.family == "categorical":
             probs = torch.softmax(self["logits"], dim=-1)
             return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         if self.family == "deterministic":
-            return self["action"]
+            noise = torch.randn(self["action"].shape, generator=generator, dtype=self["action"].dtype)
+            return (self["action"] + 0.1 * noise_scale * noise).clamp(-1.0, 1.0)
         noise = torch.randn(self["mean"].shape, generator=generator, dtype=self["mean"].dtype)
-        pre_tanh = self["mean"] + noise * self["log_std"].exp()
+        pre_tanh = self["mean"] + noise * self["log_std"].exp() * noise_scale
         return torch.tanh(pre_tanh) if self.family == "squashed_gaussian" else pre_tanh
 
 

@@ -30,12 +30,13 @@ def make_vector_env(spec: EnvSpec, n_envs: int) -> gym.vector.VectorEnv:
 
 
 def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int = 2, student: Student | None = None,
-            round_index: int = 0, episode_offset: int = 0, sample_actions: bool = True,
+            round_index: int = 0, episode_offset: int = 0, sample_actions: bool = True, noise_scale: float = 1.0,
             on_progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Run `steps` labelled env steps; at each step each env is driven by the teacher with probability beta,
     else by the student. Returns buffer fields (see buffer.py), each with first dimension `steps`.
 
-    sample_actions: the acting policy samples from its distribution (seeded) instead of taking its mode.
+    sample_actions: the acting policy samples from its distribution (seeded) instead of taking its mode,
+    with its std multiplied by noise_scale (distributions.DistParams.sample).
     """
     if beta < 1.0 and student is None:
         raise ValueError("a student is needed when beta < 1")
@@ -52,12 +53,12 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
         recorded = 0
         while recorded < steps:
             dist, value = teacher.dist_and_value(obs)
-            action = dist.sample(generator) if sample_actions else dist.mode()
+            action = dist.sample(generator, noise_scale=noise_scale) if sample_actions else dist.mode()
             by_teacher = rng.random(n_envs) < beta
             if not by_teacher.all():
                 with torch.no_grad():
                     student_dist, _ = student(torch.as_tensor(obs, dtype=torch.float32))
-                student_action = student_dist.sample(generator) if sample_actions else student_dist.mode()
+                student_action = student_dist.sample(generator, noise_scale=noise_scale) if sample_actions else student_dist.mode()
                 mask = torch.as_tensor(by_teacher).view(-1, *([1] * (action.dim() - 1)))
                 action = torch.where(mask, action, student_action)
             next_obs, reward, terminated, truncated, _ = envs.step(teacher.to_env_action(action))

@@ -1,0 +1,239 @@
+"""The `policykd` command line: teacher train|eval, collect, distill, eval.
+
+Every command prints one line, not a traceback, for a problem with its input (PolicyKDError).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from policykd.errors import PolicyKDError
+
+app = typer.Typer(help="Distil large stable-baselines3 teachers into compact, verified student policies.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+teacher_app = typer.Typer(help="Train or evaluate teacher policies.", no_args_is_help=True)
+app.add_typer(teacher_app, name="teacher")
+out = Console()
+
+TEACHER_HELP = "An SB3 .zip (with --env), an rl-zoo run folder (e.g. ../shared/teachers/rl-zoo/ppo/HopperBulletEnv-v0_1), or an agents/ folder."
+
+
+def _fail(error: Exception) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _run(fn):
+    """Run fn(), turning a PolicyKDError into one line on stderr and exit code 2."""
+    try:
+        return fn()
+    except PolicyKDError as e:
+        _fail(e)
+
+
+def _returns_table(title: str, rows: list[tuple[str, dict]]) -> Table:
+    table = Table(title=title)
+    for col in ("policy", "mean", "std", "IQM", "95% CI", "episodes"):
+        table.add_column(col, justify="right" if col != "policy" else "left")
+    for name, s in rows:
+        table.add_row(name, f"{s['mean']:.1f}", f"{s['std']:.1f}", f"{s['iqm']:.1f}", f"[{s['ci95_low']:.1f}, {s['ci95_high']:.1f}]", str(s["episodes"]))
+    return table
+
+
+def print_comparison(report: dict) -> None:
+    """Teacher vs student: returns, ratio, agreement, latency, size."""
+    out.print(_returns_table(f"{report['env']}: teacher vs student on the same {len(report['seeds'])} seeds",
+                             [("teacher", report["teacher"]), ("student", report["student"])]))
+    out.print(f"return ratio (student / teacher): [bold]{report['ratio']:.3f}[/bold]")
+    agreement = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in report["agreement"].items())
+    out.print(f"agreement on held-out teacher states: {agreement}")
+    table = Table(title="batch-1 latency, one thread (us)")
+    for col in ("path", "p50", "p99", "max"):
+        table.add_column(col, justify="right" if col != "path" else "left")
+    for name, lat in report["latency_us"].items():
+        table.add_row(name, f"{lat['p50']:.1f}", f"{lat['p99']:.1f}", f"{lat['max']:.1f}")
+    out.print(table)
+    out.print(f"parameters: teacher actor {report['teacher']['actor_params']:,}, student {report['student']['params']:,} "
+              f"({report['student']['params'] / report['teacher']['actor_params']:.1%})")
+
+
+@teacher_app.command("train")
+def teacher_train(
+    config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/teachers/sac_pendulum.yaml."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Agent folder to write (default agents/NAME)."),
+    timesteps: Optional[int] = typer.Option(None, help="Override n_timesteps."),
+    seed: Optional[int] = typer.Option(None, help="Override the seed."),
+) -> None:
+    """Train a large SB3 teacher from a YAML recipe; writes model.zip + model card into agents/."""
+    from policykd.teacher_training import load_train_config, train_teacher
+
+    def go():
+        cfg = load_train_config(config, {"n_timesteps": timesteps, "seed": seed})
+        path = train_teacher(cfg, out_dir or Path("agents") / cfg.name)
+        card = json.loads((path / "model_card.json").read_text())
+        ev = card["evaluation"]
+        out.print(f"wrote {path}: return {ev['mean']:.1f} +- {ev['std']:.1f} over {ev['episodes']} seeded episodes, "
+                  f"{card['training']['wall_s']:.0f} s of training")
+
+    _run(go)
+
+
+@teacher_app.command("eval")
+def teacher_eval(
+    teacher: Path = typer.Argument(..., help=TEACHER_HELP),
+    episodes: int = typer.Option(10, min=1, help="Episodes, on seeds seed..seed+episodes-1."),
+    seed: int = typer.Option(1_000_000, help="First evaluation seed."),
+    env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
+    algo: Optional[str] = typer.Option(None, help="Algorithm (inferred when absent)."),
+    n_envs: int = typer.Option(2, min=1, help="Worker processes."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON here."),
+) -> None:
+    """Run a teacher deterministically on seeded episodes and report its return."""
+    from policykd.artifacts import atomic_write_json
+    from policykd.evaluate import run_episodes, summarize_returns
+    from policykd.teachers import load_teacher
+    from policykd.tracking import Tracker
+
+    def go():
+        t = load_teacher(teacher, algo=algo, env_id=env)
+        seeds = [seed + i for i in range(episodes)]
+        with Tracker().progress(f"evaluating {t.env_spec.env_id}", episodes) as advance:
+            eps = run_episodes(lambda o: t.act(o), t.env_spec, seeds, n_envs=n_envs, progress=advance)
+        stats = summarize_returns(eps.returns)
+        out.print(_returns_table(f"{t.algo} teacher on {t.env_spec.env_id}", [(str(teacher), stats)]))
+        if json_out:
+            atomic_write_json(json_out, {"teacher": t.identity(), "seeds": seeds, **stats, "returns": eps.returns.tolist(),
+                                         "lengths": eps.lengths.tolist()})
+
+    _run(go)
+
+
+@app.command()
+def collect(
+    teacher: Path = typer.Argument(..., help=TEACHER_HELP),
+    out_dir: Path = typer.Option(..., "--out", help="Buffer directory to create."),
+    steps: int = typer.Option(10_000, min=1, help="Teacher-labelled env steps to collect."),
+    beta: float = typer.Option(1.0, min=0.0, max=1.0, help="Probability the teacher acts at each step (else the student)."),
+    student: Optional[Path] = typer.Option(None, help="Student folder; needed when beta < 1."),
+    seed: int = typer.Option(0),
+    n_envs: int = typer.Option(2, min=1, help="Worker processes."),
+    deterministic: bool = typer.Option(False, help="Acting policy takes its mode instead of sampling."),
+    env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
+    algo: Optional[str] = typer.Option(None),
+) -> None:
+    """Roll out teacher / student / beta-mixture and write every state with the teacher's labels to a buffer."""
+    from policykd.buffer import Buffer
+    from policykd.rollout import collect as collect_states
+    from policykd.students import load_student
+    from policykd.teachers import load_teacher
+    from policykd.tracking import Tracker
+
+    def go():
+        if beta < 1.0 and student is None:
+            raise PolicyKDError("--beta below 1 lets the student act; pass --student STUDENT_DIR")
+        t = load_teacher(teacher, algo=algo, env_id=env)
+        s = load_student(student) if student else None
+        buffer = Buffer.create(out_dir, observation_space=t.observation_space, action_space=t.action_space, family=t.family,
+                               teacher=t.identity(), normalizer=t.normalizer.to_json(),
+                               config={"steps": steps, "beta": beta, "seed": seed, "n_envs": n_envs, "student": str(student) if student else None})
+        with Tracker().progress("collecting", steps) as advance:
+            rows = collect_states(t, steps=steps, beta=beta, seed=seed, n_envs=n_envs, student=s,
+                                  sample_actions=not deterministic, on_progress=advance)
+        buffer.append(rows)
+        out.print(f"wrote {buffer.rows} labelled states ({int(rows['episode_id'].max()) + 1} episodes) to {out_dir}")
+
+    _run(go)
+
+
+@app.command()
+def distill(
+    teacher: Optional[str] = typer.Argument(None, help=TEACHER_HELP + " Overrides the config's `teacher`."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe (configs/distill/*.yaml); flags override it."),
+    steps: Optional[int] = typer.Option(None, help="Budget of teacher-labelled env steps."),
+    mode: Optional[str] = typer.Option(None, help="teacher (teacher-driven) or dagger (beta-mixture per round)."),
+    rounds: Optional[int] = typer.Option(None, help="Collection/training rounds."),
+    hidden: Optional[str] = typer.Option(None, help="Student hidden sizes, e.g. 64,64."),
+    seed: Optional[int] = typer.Option(None),
+    out_dir: Optional[str] = typer.Option(None, help="Where run folders go (default runs/)."),
+    run_name: Optional[str] = typer.Option(None, help="Run folder name (needed with --resume)."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
+    evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate teacher and student afterwards."),
+    episodes: Optional[int] = typer.Option(None, help="Evaluation episodes (default 20)."),
+    env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
+    algo: Optional[str] = typer.Option(None),
+) -> None:
+    """Distil a compact student from a teacher (KL on actions + value matching), then compare both."""
+    from policykd.artifacts import atomic_write_json
+    from policykd.config import load_config
+    from policykd.distill import distill as run_distill
+    from policykd.evaluate import compare
+    from policykd.tracking import Tracker
+
+    def go():
+        if resume and run_name is None:
+            raise PolicyKDError("--resume needs --run-name NAME of the run to continue")
+        overrides = {"teacher": teacher, "labelled_steps": steps, "data_mode": mode, "rounds": rounds, "seed": seed,
+                     "out_dir": out_dir, "run_name": run_name, "eval_episodes": episodes, "env_id": env, "algo": algo,
+                     "hidden": [int(h) for h in hidden.split(",")] if hidden else None}
+        cfg = load_config(config, overrides)
+        if not cfg.teacher:
+            raise PolicyKDError("no teacher given; pass TEACHER or a --config with a `teacher:` key")
+        result = run_distill(cfg, resume=resume)
+        out.print(f"student written to {result.run_dir / 'student'} ({result.wall_s:.1f} s collection + training)")
+        if evaluate:
+            tracker = Tracker()
+            report = compare(result.teacher, result.student, episodes=cfg.eval_episodes, eval_seed=cfg.eval_seed,
+                             n_envs=cfg.n_envs, latency_calls=cfg.latency_calls, progress_factory=tracker.progress)
+            atomic_write_json(result.run_dir / "eval.json", report)
+            print_comparison(report)
+            out.print(f"report: {result.run_dir / 'eval.json'}")
+
+    _run(go)
+
+
+@app.command("eval")
+def eval_command(
+    teacher: Path = typer.Argument(..., help=TEACHER_HELP),
+    student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors)."),
+    episodes: int = typer.Option(20, min=1),
+    seed: int = typer.Option(1_000_000, help="First evaluation seed; episode i uses seed + i for both policies."),
+    n_envs: int = typer.Option(2, min=1),
+    latency_calls: int = typer.Option(2_000, min=10, help="Timed batch-1 calls per latency path."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
+    env: Optional[str] = typer.Option(None),
+    algo: Optional[str] = typer.Option(None),
+) -> None:
+    """Compare teacher and student: returns on the same seeds, agreement, latency, parameter counts."""
+    from policykd.artifacts import atomic_write_json
+    from policykd.evaluate import compare
+    from policykd.students import load_student
+    from policykd.teachers import load_teacher
+    from policykd.tracking import Tracker
+
+    def go():
+        t = load_teacher(teacher, algo=algo, env_id=env)
+        s = load_student(student)
+        if s.spec.obs_dim != t.obs_dim or s.spec.family != t.family:
+            raise PolicyKDError(f"student ({s.spec.family}, obs {s.spec.obs_dim}) does not fit teacher ({t.family}, obs {t.obs_dim})")
+        report = compare(t, s, episodes=episodes, eval_seed=seed, n_envs=n_envs, latency_calls=latency_calls,
+                         progress_factory=Tracker().progress)
+        print_comparison(report)
+        if json_out:
+            atomic_write_json(json_out, report)
+
+    _run(go)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

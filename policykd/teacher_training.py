@@ -1,0 +1,140 @@
+"""Train a large SB3 teacher from a YAML recipe and write it as a policykd agent folder with a model card.
+
+Agent folder::
+
+    agents/NAME/model.zip          the SB3 checkpoint (no replay buffer)
+    agents/NAME/model_card.json    algo, env spec, normaliser (JSON, not pickle), training config, seed, steps,
+                                   wall time, measured return over seeded episodes, package versions
+    agents/NAME/README.md          the same card for people
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_versions, sha256_file
+from policykd.env_factory import EnvSpec, parse_wrappers
+from policykd.errors import PolicyKDError
+from policykd.evaluate import run_episodes, summarize_returns
+from policykd.normalization import ObsNormalizer
+from policykd.teachers import ALGOS, MODEL_CARD, algo_class, load_teacher
+
+
+@dataclass
+class TeacherTrainConfig:
+    algo: str
+    env_id: str
+    n_timesteps: int
+    name: str = ""
+    seed: int = 0
+    n_envs: int = 1
+    normalize: bool = False
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    env_wrapper: Any = None
+    policy: str = "MlpPolicy"
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    eval_episodes: int = 20
+    eval_seed: int = 1_000_000
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any]) -> TeacherTrainConfig:
+    path = Path(path)
+    if not path.exists():
+        raise PolicyKDError(f"teacher config {path} does not exist; see configs/teachers/ for examples")
+    values = yaml.safe_load(path.read_text()) or {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        config = TeacherTrainConfig(**values)
+    except TypeError as e:
+        raise PolicyKDError(f"teacher config {path}: {e}") from e
+    if config.algo not in ALGOS:
+        raise PolicyKDError(f"unknown algorithm {config.algo!r} in {path}; policykd trains {', '.join(ALGOS)}")
+    config.name = config.name or f"{config.algo}-{config.env_id.replace('/', '-')}"
+    return config
+
+
+def _policy_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
+    kwargs = dict(raw)
+    if isinstance(kwargs.get("activation_fn"), str):
+        kwargs["activation_fn"] = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU}[kwargs["activation_fn"].lower()]
+    return kwargs
+
+
+def train_teacher(config: TeacherTrainConfig, out_dir: str | Path, *, progress_bar: bool = True) -> Path:
+    """Train, evaluate on seeded episodes, and write the agent folder atomically (rename at the end)."""
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise PolicyKDError(f"{out_dir} already exists; remove it or pass another --out")
+    spec = EnvSpec(config.env_id, config.env_kwargs, parse_wrappers(config.env_wrapper))
+    spec.make().close()  # fail early on an unknown id or bad kwargs
+    torch.set_num_threads(1)
+    venv = make_vec_env(lambda: spec.make(), n_envs=config.n_envs, seed=config.seed)
+    if config.normalize:
+        venv = VecNormalize(venv, gamma=config.hyperparams.get("gamma", 0.99))
+    model = algo_class(config.algo)(config.policy, venv, seed=config.seed, device="cpu", verbose=0,
+                                    policy_kwargs=_policy_kwargs(config.policy_kwargs), **config.hyperparams)
+    start = time.perf_counter()
+    model.learn(total_timesteps=config.n_timesteps, progress_bar=progress_bar)
+    wall_s = time.perf_counter() - start
+
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save(tmp / "model.zip")
+    normalizer = None
+    if config.normalize:
+        rms = venv.obs_rms
+        normalizer = ObsNormalizer(rms.mean, rms.var, clip=float(venv.clip_obs), epsilon=float(venv.epsilon)).to_json()
+    card: dict[str, Any] = {
+        "format": "policykd-agent", "format_version": 1, "name": config.name, "algo": config.algo,
+        "model_file": "model.zip", "env": spec.to_json(), "normalizer": normalizer,
+        "training": {"config": config.__dict__, "command": " ".join(["policykd", *sys.argv[1:]]) or "policykd teacher train",
+                     "seed": config.seed, "n_timesteps": config.n_timesteps, "wall_s": wall_s},
+        "versions": package_versions(),
+    }
+    atomic_write_json(tmp / MODEL_CARD, card)
+    teacher = load_teacher(tmp)
+    seeds = [config.eval_seed + i for i in range(config.eval_episodes)]
+    episodes = run_episodes(lambda o: teacher.act(o), spec, seeds, n_envs=1)
+    card["evaluation"] = {**summarize_returns(episodes.returns), "returns": episodes.returns.tolist(), "seeds": seeds,
+                          "deterministic": True}
+    card["sha256"] = sha256_file(tmp / "model.zip")
+    card["actor_params"] = teacher.actor_parameter_count()
+    atomic_write_json(tmp / MODEL_CARD, card)
+    atomic_write_bytes(tmp / "README.md", model_card_markdown(card).encode())
+    venv.close()
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def model_card_markdown(card: dict[str, Any]) -> str:
+    ev, tr = card["evaluation"], card["training"]
+    return "\n".join([
+        f"# {card['name']}",
+        "",
+        f"{card['algo'].upper()} teacher for `{card['env']['env_id']}`, trained by policykd.",
+        "",
+        "| field | value |", "|---|---|",
+        f"| command | `{tr['command']}` |",
+        f"| seed | {tr['seed']} |",
+        f"| env steps | {tr['n_timesteps']} |",
+        f"| wall time | {tr['wall_s']:.0f} s |",
+        f"| policy | {tr['config']['policy_kwargs']} |",
+        f"| actor parameters | {card['actor_params']} |",
+        f"| return ({ev['episodes']} seeded episodes, deterministic) | {ev['mean']:.1f} +- {ev['std']:.1f} (IQM {ev['iqm']:.1f}) |",
+        f"| versions | {', '.join(f'{k} {v}' for k, v in card['versions'].items())} |",
+        "",
+    ])

@@ -1,0 +1,47 @@
+"""Shared fixtures: the rl-zoo teachers in ../shared (skipped when absent) and tiny teachers trained here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+torch.set_num_threads(1)
+
+ZOO = Path(__file__).resolve().parents[2] / "shared" / "teachers" / "rl-zoo"
+if not ZOO.exists():
+    ZOO = Path(__file__).resolve().parents[1].parent / "shared" / "teachers" / "rl-zoo"
+
+
+def zoo_run(algo: str, env_id: str) -> Path:
+    path = ZOO / algo / f"{env_id}_1"
+    if not path.exists():
+        pytest.skip(f"rl-zoo teacher {algo}/{env_id} not found under {ZOO}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_teachers(tmp_path_factory) -> dict[str, Path]:
+    """SAC, TD3, TQC (Pendulum-v1) and QR-DQN (CartPole-v1) checkpoints, trained for a few hundred steps."""
+    import sb3_contrib
+    import stable_baselines3 as sb3
+
+    root = tmp_path_factory.mktemp("tiny_teachers")
+    specs = {
+        "sac": (sb3.SAC, "Pendulum-v1", {"learning_starts": 100, "buffer_size": 1000}),
+        "td3": (sb3.TD3, "Pendulum-v1", {"learning_starts": 100, "buffer_size": 1000}),
+        "tqc": (sb3_contrib.TQC, "Pendulum-v1", {"learning_starts": 100, "buffer_size": 1000}),
+        "qrdqn": (sb3_contrib.QRDQN, "CartPole-v1", {"learning_starts": 100, "buffer_size": 1000}),
+        "dqn": (sb3.DQN, "CartPole-v1", {"learning_starts": 100, "buffer_size": 1000}),
+    }
+    paths = {}
+    for algo, (cls, env_id, kwargs) in specs.items():
+        model = cls("MlpPolicy", env_id, seed=0, device="cpu", policy_kwargs={"net_arch": [32, 32]}, **kwargs)
+        model.learn(300)
+        paths[algo] = root / f"{algo}.zip"
+        model.save(paths[algo])
+        paths[f"{algo}_env"] = env_id
+    return paths

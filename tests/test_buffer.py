@@ -1,0 +1,83 @@
+import json
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from policykd.buffer import Buffer
+from policykd.errors import PolicyKDError
+
+
+def _rows(n, start=0):
+    rng = np.random.default_rng(start)
+    return {
+        "obs": rng.normal(size=(n, 3)).astype(np.float32), "value": rng.normal(size=n), "reward": rng.normal(size=n),
+        "terminated": np.zeros(n, bool), "truncated": np.zeros(n, bool), "episode_id": np.arange(start, start + n),
+        "actor": np.zeros(n), "round": np.zeros(n), "dist_mean": rng.normal(size=(n, 2)), "dist_log_std": np.zeros((n, 2)),
+    }
+
+
+def _create(root):
+    return Buffer.create(root, observation_space=gym.spaces.Box(-1, 1, (3,)), action_space=gym.spaces.Box(-1, 1, (2,)),
+                         family="gaussian", teacher={"sha256": "abc"}, normalizer=None)
+
+
+def test_append_and_load_roundtrip_with_dtypes(tmp_path):
+    buf = _create(tmp_path / "b")
+    buf.append(_rows(5))
+    buf.append(_rows(7, start=5))
+    data = Buffer.open(tmp_path / "b").load()
+    assert data["obs"].shape == (12, 3) and data["obs"].dtype == np.float32
+    assert data["terminated"].dtype == np.bool_ and data["episode_id"].dtype == np.int64
+    np.testing.assert_array_equal(data["episode_id"], np.arange(12))
+
+
+def test_buffer_is_readable_with_numpy_and_json_alone(tmp_path):
+    buf = _create(tmp_path / "b")
+    rows = _rows(4)
+    buf.append(rows)
+    meta = json.loads((tmp_path / "b" / "metadata.json").read_text())
+    assert meta["format"] == "policykd-buffer" and meta["family"] == "gaussian"
+    assert meta["observation_space"]["shape"] == [3]
+    with np.load(tmp_path / "b" / meta["chunks"][0]["file"]) as chunk:
+        np.testing.assert_allclose(chunk["dist_mean"], rows["dist_mean"].astype(np.float32))
+
+
+def test_torn_or_modified_chunk_is_detected(tmp_path):
+    buf = _create(tmp_path / "b")
+    buf.append(_rows(5))
+    chunk = tmp_path / "b" / buf.metadata["chunks"][0]["file"]
+    chunk.write_bytes(chunk.read_bytes()[:-10])
+    with pytest.raises(PolicyKDError, match="sha256"):
+        Buffer.open(tmp_path / "b").load()
+
+
+def test_uncommitted_chunk_is_ignored_with_a_warning(tmp_path):
+    buf = _create(tmp_path / "b")
+    buf.append(_rows(5))
+    (tmp_path / "b" / "chunk_000001.npz").write_bytes(b"partial")
+    with pytest.warns(UserWarning, match="not committed"):
+        reopened = Buffer.open(tmp_path / "b")
+    assert reopened.rows == 5 and len(reopened.load()["obs"]) == 5
+
+
+def test_truncate_drops_later_chunks(tmp_path):
+    buf = _create(tmp_path / "b")
+    buf.append(_rows(5))
+    buf.append(_rows(5, start=5))
+    buf.truncate(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Buffer.open(tmp_path / "b").rows == 5
+    assert not (tmp_path / "b" / "chunk_000001.npz").exists()
+
+
+def test_bad_input_errors(tmp_path):
+    with pytest.raises(PolicyKDError, match="not a policykd buffer"):
+        Buffer.open(tmp_path)
+    buf = _create(tmp_path / "b")
+    with pytest.raises(PolicyKDError, match="already holds"):
+        _create(tmp_path / "b")
+    with pytest.raises(ValueError, match="lacks fields"):
+        buf.append({"obs": np.zeros((1, 3))})

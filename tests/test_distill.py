@@ -1,0 +1,96 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import policykd.distill as distill_module
+from policykd.config import DistillConfig, load_config
+from policykd.distill import distill
+from policykd.errors import PolicyKDError
+from policykd.evaluate import compare
+from policykd.students import load_student
+from policykd.teachers import load_teacher
+from policykd.tracking import Tracker
+from tests.conftest import zoo_run
+
+
+def _config(tiny_teachers, tmp_path, **kw):
+    base = dict(teacher=str(tiny_teachers["dqn"]), env_id="CartPole-v1", labelled_steps=600, rounds=3, epochs_per_round=2,
+                out_dir=str(tmp_path), run_name="run", seed=3, hidden=[16, 16], tau=0.5)
+    base.update(kw)
+    return DistillConfig(**base)
+
+
+def _weights(student):
+    return {k: v.clone() for k, v in student.state_dict().items()}
+
+
+def test_same_seed_and_config_give_the_same_student(tiny_teachers, tmp_path):
+    a = distill(_config(tiny_teachers, tmp_path / "a"), tracker=Tracker(None, quiet=True))
+    b = distill(_config(tiny_teachers, tmp_path / "b"), tracker=Tracker(None, quiet=True))
+    c = distill(_config(tiny_teachers, tmp_path / "c", seed=4), tracker=Tracker(None, quiet=True))
+    for k, v in _weights(a.student).items():
+        torch.testing.assert_close(v, b.student.state_dict()[k], rtol=0, atol=0)
+    assert not all(torch.equal(v, c.student.state_dict()[k]) for k, v in _weights(a.student).items())
+    assert [h["distill/labelled_steps"] for h in a.history] == [200, 400, 600]
+    assert [h["distill/beta"] for h in a.history] == [1.0, 0.5, 0.25]
+
+
+def test_interrupted_run_resumes_to_the_same_student(tiny_teachers, tmp_path, monkeypatch):
+    reference = distill(_config(tiny_teachers, tmp_path / "ref"), tracker=Tracker(None, quiet=True))
+    real_train = distill_module.train_round
+    calls = {"n": 0}
+
+    def crash_in_round_three(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(distill_module, "train_round", crash_in_round_three)
+    with pytest.raises(KeyboardInterrupt):
+        distill(_config(tiny_teachers, tmp_path / "int"), tracker=Tracker(None, quiet=True))
+    progress = json.loads((tmp_path / "int" / "run" / "checkpoint" / "progress.json").read_text())
+    assert progress["rounds_done"] == 2
+    monkeypatch.setattr(distill_module, "train_round", real_train)
+    with pytest.raises(PolicyKDError, match="--resume"):
+        distill(_config(tiny_teachers, tmp_path / "int"), tracker=Tracker(None, quiet=True))
+    resumed = distill(_config(tiny_teachers, tmp_path / "int"), resume=True, tracker=Tracker(None, quiet=True))
+    for k, v in _weights(reference.student).items():
+        torch.testing.assert_close(v, resumed.student.state_dict()[k], rtol=0, atol=0)
+    final = load_student(tmp_path / "int" / "run" / "student")
+    assert final.card["config"]["seed"] == 3 and len(final.card["history"]) == 3
+
+
+def test_distilled_student_reaches_teacher_return_on_cartpole(tmp_path):
+    teacher = load_teacher(zoo_run("ppo", "CartPole-v1"))
+    config = DistillConfig(teacher=str(teacher.source.path), labelled_steps=4000, rounds=4, out_dir=str(tmp_path), run_name="cp", seed=0)
+    result = distill(config, teacher=teacher, tracker=Tracker(None, quiet=True))
+    report = compare(teacher, result.student, episodes=5, latency_calls=20)
+    assert report["teacher"]["mean"] == pytest.approx(500.0)
+    assert report["ratio"] >= 0.95
+    assert report["agreement"]["accuracy"] >= 0.7 and report["agreement"]["kl"] < 0.3
+    assert result.student.parameter_count() < teacher.actor_parameter_count()
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("teacher: x\nlabelled_steps: 1000\nrounds: 2\n")
+    config = load_config(path, {"rounds": 4, "seed": None})
+    assert (config.labelled_steps, config.rounds, config.seed) == (1000, 4, 0)
+    assert sum(config.round_steps(r) for r in range(4)) == 1000
+    path.write_text("teacher: x\nlabeled_steps: 1000\n")
+    with pytest.raises(PolicyKDError, match="unknown config keys \\['labeled_steps'\\]"):
+        load_config(path, {})
+    with pytest.raises(PolicyKDError, match="data_mode"):
+        DistillConfig(teacher="x", data_mode="bc")
+    with pytest.raises(PolicyKDError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml", {})
+
+
+def test_teacher_mode_never_lets_the_student_act(tiny_teachers, tmp_path):
+    result = distill(_config(tiny_teachers, tmp_path, data_mode="teacher"), tracker=Tracker(None, quiet=True))
+    assert all(h["distill/student_acted"] == 0.0 for h in result.history)
+    data = np.load(sorted((tmp_path / "run" / "buffer").glob("chunk_*.npz"))[-1])
+    assert (data["actor"] == 0).all()

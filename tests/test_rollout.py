@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from policykd.rollout import ACTOR_STUDENT, ACTOR_TEACHER, collect
+from policykd.students import Student, student_spec_for
+from policykd.teachers import load_teacher
+
+
+@pytest.fixture(scope="module")
+def cartpole_teacher(tiny_teachers):
+    return load_teacher(tiny_teachers["dqn"], env_id="CartPole-v1")
+
+
+def test_teacher_driven_collection_labels_every_recorded_state(cartpole_teacher):
+    rows = collect(cartpole_teacher, steps=301, beta=1.0, seed=0, n_envs=2)
+    assert all(len(v) == 301 for v in rows.values())
+    assert (rows["actor"] == ACTOR_TEACHER).all()
+    dist, value = cartpole_teacher.dist_and_value(rows["obs"])
+    np.testing.assert_allclose(rows["dist_logits"], dist["logits"].numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(rows["value"], value.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_autoreset_transition_is_masked(cartpole_teacher):
+    """After a done, the next recorded state of that episode id sequence is a fresh reset state (|x| <= 0.05)."""
+    rows = collect(cartpole_teacher, steps=2000, beta=1.0, seed=1, n_envs=2, sample_actions=True)
+    done = rows["terminated"] | rows["truncated"]
+    assert done.sum() >= 4
+    ids = rows["episode_id"]
+    for episode in np.unique(ids):
+        states = rows["obs"][ids == episode]
+        assert np.abs(states[0]).max() <= 0.05  # every episode starts at a reset state
+        ends = np.flatnonzero(done[ids == episode])
+        assert len(ends) <= 1 and (len(ends) == 0 or ends[0] == len(states) - 1)  # nothing after the terminal step
+
+
+def test_beta_zero_is_student_driven_and_collection_is_deterministic(cartpole_teacher):
+    student = Student(student_spec_for(cartpole_teacher, hidden=(8,), activation="tanh"))
+    a = collect(cartpole_teacher, steps=200, beta=0.0, seed=5, n_envs=2, student=student)
+    b = collect(cartpole_teacher, steps=200, beta=0.0, seed=5, n_envs=2, student=student)
+    assert (a["actor"] == ACTOR_STUDENT).all()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    mixed = collect(cartpole_teacher, steps=400, beta=0.5, seed=5, n_envs=2, student=student)
+    assert 0.35 < mixed["actor"].mean() < 0.65
+
+
+def test_student_needed_below_beta_one(cartpole_teacher):
+    with pytest.raises(ValueError, match="student"):
+        collect(cartpole_teacher, steps=10, beta=0.5, seed=0)
