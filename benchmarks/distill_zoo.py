@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from policykd.artifacts import atomic_write_json, package_versions
-from policykd.config import DistillConfig
+from policykd.config import load_config
 from policykd.distill import distill
 from policykd.evaluate import compare, run_episodes
 from policykd.rollout import collect, raw_env_throughput
@@ -28,6 +28,7 @@ from policykd.teachers import load_teacher
 from policykd.tracking import Tracker
 
 ZOO = Path(__file__).resolve().parents[1].parent / "shared" / "teachers" / "rl-zoo"
+RECIPES = Path(__file__).resolve().parents[1] / "configs" / "distill"
 RESULTS = Path(__file__).resolve().parent / "results"
 EVAL_SEED = 1_000_000
 
@@ -69,8 +70,10 @@ def main() -> None:
                     run_name = f"bench__{env_id}__{mode}__{budget}__{seed}"
                     out = Path("runs") / "bench"
                     shutil.rmtree(out / run_name, ignore_errors=True)
-                    config = DistillConfig(teacher=str(teacher.source.path), seed=seed, data_mode=mode, labelled_steps=budget,
-                                           out_dir=str(out), run_name=run_name, eval_seed=EVAL_SEED)
+                    recipe = RECIPES / f"bench_{budget // 1000}k.yaml"
+                    config = load_config(recipe if recipe.exists() else None, {
+                        "teacher": str(teacher.source.path), "seed": seed, "data_mode": mode, "labelled_steps": budget,
+                        "out_dir": str(out), "run_name": run_name, "eval_seed": EVAL_SEED})
                     result = distill(config, teacher=teacher, tracker=Tracker(None, quiet=True))
                     report = compare(teacher, result.student, episodes=args.episodes, eval_seed=EVAL_SEED,
                                      teacher_episodes=teacher_eps, latency_calls=200)
@@ -83,7 +86,8 @@ def main() -> None:
                         "ratio": report["ratio"], "student_params": report["student"]["params"],
                         "teacher_actor_params": report["teacher"]["actor_params"], "wall_s": result.wall_s,
                         "agreement_kl": report["agreement"]["kl"], "agreement_action_mse": report["agreement"]["action_mse"],
-                        "eval_seeds": [EVAL_SEED, EVAL_SEED + args.episodes - 1], "config": config.to_dict(),
+                        "eval_seeds": [EVAL_SEED, EVAL_SEED + args.episodes - 1], "recipe": recipe.name if recipe.exists() else None,
+                        "config": config.to_dict(),
                         "versions": package_versions(),
                     }
                     records.append(record)

@@ -33,7 +33,7 @@ class DistillConfig:
     noise_scale: float = 1.0            # multiplies the acting policy's std when sampling
     # student
     hidden: list[int] = field(default_factory=lambda: [64, 64])
-    activation: str = "tanh"
+    activation: str = "relu"
     # optimisation
     epochs_per_round: int = 20
     batch_size: int = 256
