@@ -231,6 +231,104 @@ def eval_command(
     _run(go)
 
 
+@app.command()
+def export(
+    student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors)."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="safetensors, onnx, onnx-int8, torchscript or c."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default STUDENT/../export-FORMAT)."),
+) -> None:
+    """Export a student; every artefact has normalisation and action scaling inside."""
+    from policykd.export import export_student
+
+    def go():
+        files = export_student(student, out_dir or student.parent / f"export-{fmt}", fmt)
+        for f in files:
+            out.print(f"wrote {f} ({f.stat().st_size:,} bytes)")
+
+    _run(go)
+
+
+@app.command()
+def bench(
+    student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors)."),
+    backends: str = typer.Option("torch,numpy,onnx,c", help="Comma-separated: torch, numpy, onnx, c."),
+    teacher: Optional[Path] = typer.Option(None, help="Teacher to time beside (default: the one in the student card; 'none' to skip)."),
+    calls: int = typer.Option(10_000, min=100, help="Timed batch-1 calls per backend (after a warm-up)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the table as JSON here."),
+) -> None:
+    """Batch-1, one-thread, pinned latency of the student per backend, the teacher and SB3 predict() beside it."""
+    from policykd.artifacts import atomic_write_json, package_versions
+    from policykd.latency import backend_latencies
+    from policykd.students import load_student
+    from policykd.teachers import load_teacher
+
+    def go():
+        card = load_student(student).card
+        teacher_path = teacher or (card.get("teacher") or {}).get("path")
+        t = None
+        if teacher_path and str(teacher_path) != "none":
+            env_id = (card.get("teacher") or {}).get("env", {}).get("env_id")
+            t = load_teacher(teacher_path, algo=(card.get("teacher") or {}).get("algo"), env_id=env_id)
+        results = backend_latencies(student, tuple(b.strip() for b in backends.split(",") if b.strip()), teacher=t, calls=calls)
+        table = Table(title=f"batch-1 latency, one thread, pinned, {calls:,} calls (us)")
+        for col in ("path", "p50", "p99", "max", "p50 vs SB3 predict"):
+            table.add_column(col, justify="right" if col != "path" else "left")
+        base = results.get("sb3_predict", {}).get("p50")
+        for name, lat in results.items():
+            ratio = f"{base / lat['p50']:.1f}x faster" if base and name != "sb3_predict" else ""
+            table.add_row(name, f"{lat['p50']:.2f}", f"{lat['p99']:.2f}", f"{lat['max']:.1f}", ratio)
+        out.print(table)
+        if json_out:
+            atomic_write_json(json_out, {"student": str(student), "calls": calls, "latency_us": results, "versions": package_versions()})
+
+    _run(go)
+
+
+@app.command()
+def embedded(
+    student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors)."),
+    target: list[str] = typer.Option(["cortex-m4", "aarch64"], help="Target name in configs/targets/ or a YAML path (repeatable)."),
+    rate: float = typer.Option(1000.0, help="Control rate in Hz to check the student against."),
+    observations: int = typer.Option(32, min=1, help="Random test observations compared with the host build."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
+) -> None:
+    """Cross-compile the C export, run it under qemu, report flash/RAM, instructions, time and output parity."""
+    import tempfile
+
+    import numpy as np
+
+    from policykd.artifacts import atomic_write_json, package_versions
+    from policykd.embedded import load_target, run_on_target
+    from policykd.students import load_student
+
+    def go():
+        s = load_student(student)
+        rng = np.random.default_rng(0)
+        obs = (s.obs_mean.numpy() + rng.normal(size=(observations, s.spec.obs_dim)) * s.obs_std.numpy()).astype(np.float32)
+        results = []
+        table = Table(title=f"{student} on embedded targets")
+        for col in ("target", "flash", "RAM", "instr/inference", "est. time", f"fits {rate:g} Hz", "output = host"):
+            table.add_column(col, justify="right" if col != "target" else "left")
+        for name in target:
+            spec = load_target(name)
+            with tempfile.TemporaryDirectory() as work:
+                r = run_on_target(student, spec, obs, work)
+            us = r.get("us_per_inference")
+            r["control_rate_hz"] = rate
+            r["fits_rate"] = None if us is None else bool(us * 1e-6 * rate < 1.0)
+            r["budget_fraction"] = None if us is None else us * 1e-6 * rate
+            results.append(r)
+            table.add_row(r["target"], f"{r['flash_bytes'] / 1024:.1f} KiB", f"{r['ram_bytes'] / 1024:.1f} KiB",
+                          f"{r['instructions_per_inference']:,.0f}" if us else "-", f"{us:.1f} us" if us else "- (user-mode qemu)",
+                          "-" if us is None else f"{'yes' if r['fits_rate'] else 'NO'} ({r['budget_fraction']:.0%} of the period)",
+                          "yes" if r["outputs_equal_host"] else f"max diff {r['max_abs_diff_vs_host']:.2g}")
+        out.print(table)
+        if json_out:
+            atomic_write_json(json_out, {"student": str(student), "results": results, "versions": package_versions()})
+
+    _run(go)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

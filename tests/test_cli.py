@@ -59,3 +59,22 @@ def test_collect_distill_eval_end_to_end(tmp_path, tiny_teachers):
 
     result = _invoke("collect", teacher, "--env", "CartPole-v1", "--out", tmp_path / "buf2", "--beta", 0.5)
     assert result.exit_code == 2 and "--student" in result.output
+
+
+def test_export_and_bench_commands(tmp_path, tiny_teachers):
+    teacher = tiny_teachers["dqn"]
+    config = tmp_path / "recipe.yaml"
+    config.write_text("labelled_steps: 200\nrounds: 1\nepochs_per_round: 1\nhidden: [8]\n")
+    assert _invoke("distill", teacher, "--env", "CartPole-v1", "-c", config, "--out-dir", tmp_path, "--run-name", "r", "--no-eval").exit_code == 0
+    student = tmp_path / "r" / "student"
+    result = _invoke("export", student, "--format", "onnx", "--out", tmp_path / "onnx")
+    assert result.exit_code == 0 and (tmp_path / "onnx" / "student.onnx").exists()
+    result = _invoke("export", student, "--format", "tflite")
+    assert result.exit_code == 2 and "unknown export format" in result.output
+    result = _invoke("bench", student, "--backends", "torch,numpy", "--calls", 100, "--json", tmp_path / "lat.json")
+    assert result.exit_code == 0, result.output
+    lat = json.loads((tmp_path / "lat.json").read_text())["latency_us"]
+    assert set(lat) == {"teacher_torch", "sb3_predict", "torch", "numpy"}
+    assert all(v["calls"] == 100 and v["p50"] <= v["p99"] for v in lat.values())
+    result = _invoke("bench", student, "--backends", "gpu", "--teacher", "none", "--calls", 100)
+    assert result.exit_code == 2 and "unknown backends" in result.output

@@ -65,7 +65,8 @@ def test_interrupted_run_resumes_to_the_same_student(tiny_teachers, tmp_path, mo
 
 def test_distilled_student_reaches_teacher_return_on_cartpole(tmp_path):
     teacher = load_teacher(zoo_run("ppo", "CartPole-v1"))
-    config = DistillConfig(teacher=str(teacher.source.path), labelled_steps=4000, rounds=4, out_dir=str(tmp_path), run_name="cp", seed=0)
+    config = DistillConfig(teacher=str(teacher.source.path), labelled_steps=4000, rounds=4, hidden=[32, 32], out_dir=str(tmp_path),
+                           run_name="cp", seed=0)
     result = distill(config, teacher=teacher, tracker=Tracker(None, quiet=True))
     report = compare(teacher, result.student, episodes=5, latency_calls=20)
     assert report["teacher"]["mean"] == pytest.approx(500.0)

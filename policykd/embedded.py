@@ -1,0 +1,179 @@
+"""Cross-compile a student's C export for an embedded target, run it under emulation, and measure it.
+
+Targets are YAML files in configs/targets/. For a microcontroller (kind: mcu) the firmware is a bare-metal
+newlib program with its own vector table (initial SP, reset handler that enables the FPU, then newlib's
+_start), printed through semihosting under qemu-system-arm. For a Linux board (kind: linux) it is a static
+binary run by qemu user-mode emulation.
+
+Reported: the outputs on fixed test observations (float bits, compared with the host build of the same C),
+the student's flash (code + const weights) and static RAM plus its stack (from -fstack-usage), and, for
+microcontrollers, instructions per inference counted from qemu's execution trace (N inferences minus none,
+divided by N) and the cycle / time estimate at the target clock for the target's stated CPI.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from policykd.errors import PolicyKDError
+from policykd.export import export_student
+
+TARGETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "targets"
+
+_STARTUP = r"""
+/* Minimal Cortex-M startup: vector table at address 0, FPU enabled before newlib's _start. */
+extern void _start(void);
+void policykd_reset(void);
+void policykd_fault(void);
+
+void policykd_fault(void) { for (;;) { } }
+
+void policykd_reset(void)
+{
+  *(volatile unsigned long *)0xE000ED88UL |= (0xFUL << 20); /* CPACR: full access to CP10, CP11 */
+  __asm volatile ("dsb\n\tisb");
+  _start();
+}
+
+__attribute__((section(".vectors"), used))
+void (*const policykd_vectors[16])(void) = {
+  (void (*)(void))0x20100000UL, policykd_reset, policykd_fault, policykd_fault, policykd_fault, policykd_fault,
+  policykd_fault, 0, 0, 0, 0, policykd_fault, policykd_fault, 0, policykd_fault, policykd_fault,
+};
+"""
+
+_MAIN = r"""
+#include <stdio.h>
+#include <string.h>
+#include "policykd_student.h"
+#include "test_obs.h"
+
+#ifndef N_INFER
+#define N_INFER 0
+#endif
+
+static unsigned long bits(float f) { unsigned long u = 0; memcpy(&u, &f, sizeof f); return u; }
+
+int main(void)
+{
+  float action[POLICYKD_ACTION_DIM];
+  volatile float sink = 0.0f;
+  int i, j;
+  for (i = 0; i < N_INFER; ++i) {
+    policykd_act(TEST_OBS[i % N_TEST], action);
+    sink += action[0];
+  }
+  for (i = 0; i < N_TEST; ++i) {
+    policykd_act(TEST_OBS[i], action);
+    for (j = 0; j < POLICYKD_ACTION_DIM; ++j) printf("%08lx ", bits(action[j]));
+    printf("\n");
+  }
+  (void)sink;
+  return 0;
+}
+"""
+
+
+def load_target(name_or_path: str | Path) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if not path.exists():
+        path = TARGETS_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = ", ".join(p.stem for p in sorted(TARGETS_DIR.glob("*.yaml")))
+        raise PolicyKDError(f"unknown target {name_or_path!r}; known targets: {known} (or pass a YAML path)")
+    return yaml.safe_load(path.read_text())
+
+
+def missing_tools(target: dict[str, Any]) -> list[str]:
+    tools = [target["compiler"], target["emulator"][0], "cc"]
+    return [t for t in tools if shutil.which(t) is None]
+
+
+def _test_obs_header(obs: np.ndarray) -> str:
+    rows = ",\n".join("  {" + ", ".join(f"{float(v)!r}f" for v in row) + "}" for row in obs.astype(np.float32))
+    return f"#define N_TEST {len(obs)}\nstatic const float TEST_OBS[{len(obs)}][{obs.shape[1]}] = {{\n{rows}\n}};\n"
+
+
+def _run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise PolicyKDError(f"`{' '.join(command[:3])} ...` failed: {(result.stderr or result.stdout).strip()[:300]}")
+    return result
+
+
+def _parse_outputs(text: str, n_test: int, action_dim: int) -> np.ndarray:
+    rows = [line.split() for line in text.strip().splitlines() if re.fullmatch(r"([0-9a-f]{8} ?)+", line.strip())]
+    if len(rows) != n_test:
+        raise PolicyKDError(f"expected {n_test} output lines from the target, got {len(rows)}: {text[:200]!r}")
+    flat = [struct.unpack("<f", struct.pack("<I", int(v, 16)))[0] for row in rows for v in row]
+    return np.array(flat, dtype=np.float32).reshape(n_test, action_dim)
+
+
+def _build(compiler: str, cflags: list[str], ldflags: list[str], work: Path, output: str, n_infer: int, startup: bool) -> Path:
+    sources = ["main.c", "policykd_student.c"] + (["startup.c"] if startup else [])
+    _run([compiler, "-std=c99", "-Wall", "-Wextra", "-Werror", *cflags, f"-DN_INFER={n_infer}", *sources, "-o", output, *ldflags, "-lm"], work)
+    return work / output
+
+
+def run_on_target(student_dir: str | Path, target: dict[str, Any], test_obs: np.ndarray, work_dir: str | Path,
+                  *, n_infer: int = 20) -> dict[str, Any]:
+    """Build, run and measure the student on `target`; test_obs [n, obs_dim] are compared with the host build."""
+    missing = missing_tools(target)
+    if missing:
+        raise PolicyKDError(f"target {target['name']} needs {', '.join(missing)}; run scripts/install-toolchains.sh (as root)")
+    work = Path(work_dir)
+    export_student(student_dir, work, "c")
+    (work / "test_obs.h").write_text(_test_obs_header(test_obs))
+    (work / "main.c").write_text(_MAIN)
+    mcu = target["kind"] == "mcu"
+    if mcu:
+        (work / "startup.c").write_text(_STARTUP)
+    action_dim = int(re.search(r"#define POLICYKD_ACTION_DIM (\d+)", (work / "policykd_student.h").read_text()).group(1))
+
+    host = _build("cc", ["-O2"], [], work, "host", 0, startup=False)
+    host_out = _parse_outputs(_run([str(host)], work).stdout, len(test_obs), action_dim)
+
+    cflags, ldflags = list(target["cflags"]), list(target.get("ldflags", []))
+    _run([target["compiler"], "-std=c99", "-Wall", "-Wextra", "-Werror", *cflags, "-fstack-usage", "-c", "policykd_student.c",
+          "-o", "student.o"], work)
+    sizes = _run([target["size_tool"], "-A", "student.o"], work).stdout
+    section = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\.\S+)\s+(\d+)", sizes, re.M)}
+    flash = sum(v for k, v in section.items() if k.startswith((".text", ".rodata", ".data")))
+    static_ram = sum(v for k, v in section.items() if k.startswith((".data", ".bss")))
+    stack = max((int(m.group(1)) for m in re.finditer(r"policykd_act\s+(\d+)", (work / "student.su").read_text())), default=0)
+
+    firmware = _build(target["compiler"], cflags, ldflags, work, "firmware.elf", 0, startup=mcu)
+    emulator = [*target["emulator"], str(firmware)]
+    target_out = _parse_outputs(_run(emulator, work).stdout, len(test_obs), action_dim)
+    result: dict[str, Any] = {
+        "target": target["name"], "description": target["description"], "clock_hz": target["clock_hz"],
+        "outputs_equal_host": bool(np.array_equal(target_out.view(np.uint32), host_out.view(np.uint32))),
+        "max_abs_diff_vs_host": float(np.max(np.abs(target_out - host_out))), "test_observations": int(len(test_obs)),
+        "flash_bytes": flash, "static_ram_bytes": static_ram, "stack_bytes": stack, "ram_bytes": static_ram + stack,
+        "flash_fraction": flash / target["flash_bytes"] if target.get("flash_bytes") else None,
+        "ram_fraction": (static_ram + stack) / target["ram_bytes"],
+        "cflags": cflags, "target_outputs": target_out.tolist(), "host_outputs": host_out.tolist(),
+    }
+    if mcu:
+        counts = []
+        for n in (0, n_infer):
+            elf = _build(target["compiler"], cflags, ldflags, work, f"count{n}.elf", n, startup=True)
+            trace = work / f"trace{n}.log"
+            _run([*target["emulator"][:-1], "-singlestep", "-d", "exec,nochain", "-D", str(trace), "-kernel", str(elf)], work)
+            with open(trace, "rb") as f:
+                counts.append(sum(chunk.count(b"Trace ") for chunk in iter(lambda: f.read(1 << 24), b"")))
+            trace.unlink()
+        instructions = (counts[1] - counts[0]) / n_infer
+        cycles = instructions * target["cpi"]
+        result.update({"instructions_per_inference": instructions, "cpi_assumed": target["cpi"],
+                       "cycles_per_inference": cycles, "us_per_inference": cycles / target["clock_hz"] * 1e6,
+                       "max_rate_hz": target["clock_hz"] / cycles})
+    return result

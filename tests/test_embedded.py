@@ -1,0 +1,46 @@
+"""Cross-compiled students under emulation (skipped, with the reason, when a toolchain is absent)."""
+
+import numpy as np
+import pytest
+import torch
+
+from policykd.embedded import load_target, missing_tools, run_on_target
+from policykd.errors import PolicyKDError
+from policykd.normalization import ObsNormalizer
+from policykd.students import Student, StudentSpec
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    spec = StudentSpec(obs_dim=26, action_dim=6, family="gaussian", activation="relu", action_low=(-1.0,) * 6,
+                       action_high=(1.0,) * 6, normalizer=ObsNormalizer(np.zeros(26), np.ones(26), clip=10.0).to_json())
+    directory = tmp_path_factory.mktemp("student")
+    Student(spec).save(directory)
+    return directory
+
+
+def _target_or_skip(name):
+    target = load_target(name)
+    missing = missing_tools(target)
+    if missing:
+        pytest.skip(f"{name}: {', '.join(missing)} not installed (scripts/install-toolchains.sh installs them)")
+    return target
+
+
+@pytest.mark.parametrize("name", ["cortex-m4", "aarch64"])
+def test_target_output_equals_host_and_fits(student_dir, tmp_path, name):
+    target = _target_or_skip(name)
+    obs = np.random.default_rng(0).normal(size=(8, 26)).astype(np.float32)
+    result = run_on_target(student_dir, target, obs, tmp_path, n_infer=5)
+    assert result["max_abs_diff_vs_host"] <= 1e-6
+    assert 4 * (26 * 64 + 64 * 64 + 64 * 6) <= result["flash_bytes"] < 64 * 1024  # the weights are in flash
+    assert result["ram_bytes"] < 4 * 1024
+    if name == "cortex-m4":
+        assert 6_000 < result["instructions_per_inference"] < 100_000  # at least one instruction per MAC
+        assert result["us_per_inference"] == pytest.approx(result["cycles_per_inference"] / 168.0, rel=1e-9)
+
+
+def test_unknown_target_is_reported():
+    with pytest.raises(PolicyKDError, match="unknown target 'esp32'.*cortex-m4"):
+        load_target("esp32")
