@@ -72,6 +72,16 @@ def bootstrap_ci(x: np.ndarray, *, n_resamples: int = 10_000, confidence: float 
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
+def return_ratio(student_mean: float, teacher_mean: float) -> float:
+    """Student return as a fraction of the teacher's: student / teacher, 1 = parity, lower = worse.
+
+    For a negative teacher return (costs, as in Pendulum) it is teacher / student, so that it keeps that meaning.
+    """
+    if teacher_mean == 0 or student_mean == 0:
+        return float("nan")
+    return student_mean / teacher_mean if teacher_mean > 0 else teacher_mean / student_mean
+
+
 def summarize_returns(returns: np.ndarray) -> dict[str, float]:
     low, high = bootstrap_ci(returns)
     return {"mean": float(np.mean(returns)), "std": float(np.std(returns)), "iqm": interquartile_mean(returns),
@@ -146,7 +156,7 @@ def compare(teacher: Teacher, student: Student, *, episodes: int = 20, eval_seed
         "seeds": seeds,
         "teacher": {**teacher_stats, "returns": teacher_eps.returns.tolist(), "actor_params": teacher.actor_parameter_count()},
         "student": {**student_stats, "returns": student_eps.returns.tolist(), "params": student.parameter_count()},
-        "ratio": student_stats["mean"] / teacher_stats["mean"] if teacher_stats["mean"] != 0 else float("nan"),
+        "ratio": return_ratio(student_stats["mean"], teacher_stats["mean"]),
         "agreement": agreement(teacher, student, states),
         "latency_us": latency,
     }

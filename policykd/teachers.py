@@ -208,35 +208,43 @@ class Teacher:
     def dist_and_value(self, obs: np.ndarray) -> tuple[DistParams, torch.Tensor]:
         """raw obs [B, obs_dim] -> (action distribution of batch B, value [B])."""
         x = self.obs_tensor(obs)
-        policy, algo = self.policy, self.algo
-        if algo in ON_POLICY:
-            dist = policy.get_distribution(x)
-            value = policy.predict_values(x).squeeze(-1)
-            if self.family == "categorical":
-                return DistParams("categorical", {"logits": dist.distribution.logits}), value
-            normal = dist.distribution
-            return DistParams("gaussian", {"mean": normal.mean, "log_std": normal.stddev.log()}), value
-        if algo in SQUASHED:
-            mean, log_std, _ = policy.actor.get_action_dist_params(x)
-            q = policy.critic(x, torch.tanh(mean))
-            q = q.mean(dim=-1) if algo == "tqc" else torch.cat(q, dim=-1)
-            log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-            return DistParams("squashed_gaussian", {"mean": mean, "log_std": log_std}), q.min(dim=-1).values
-        if algo in DETERMINISTIC:
-            action = policy.actor(x)
-            q = torch.cat(policy.critic(x, action), dim=-1)
-            return DistParams("deterministic", {"action": action}), q.min(dim=-1).values
-        if algo == "qrdqn":
-            q_values = policy.quantile_net(x).mean(dim=1)
-        else:
-            q_values = policy.q_net(x)
-        return DistParams("categorical", {"logits": q_values}), q_values.max(dim=-1).values
+        dist = self._dist(x)
+        return dist, self._value(x, dist)
 
+    @torch.no_grad()
     def action_dist(self, obs: np.ndarray) -> DistParams:
-        return self.dist_and_value(obs)[0]
+        """raw obs [B, obs_dim] -> action distribution of batch B (no value computed)."""
+        return self._dist(self.obs_tensor(obs))
 
     def value(self, obs: np.ndarray) -> torch.Tensor:
         return self.dist_and_value(obs)[1]
+
+    def _dist(self, x: torch.Tensor) -> DistParams:
+        policy, algo = self.policy, self.algo
+        if algo in ON_POLICY:
+            dist = policy.get_distribution(x).distribution
+            if self.family == "categorical":
+                return DistParams("categorical", {"logits": dist.logits})
+            return DistParams("gaussian", {"mean": dist.mean, "log_std": dist.stddev.log()})
+        if algo in SQUASHED:
+            mean, log_std, _ = policy.actor.get_action_dist_params(x)
+            return DistParams("squashed_gaussian", {"mean": mean, "log_std": log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)})
+        if algo in DETERMINISTIC:
+            return DistParams("deterministic", {"action": policy.actor(x)})
+        q_values = policy.quantile_net(x).mean(dim=1) if algo == "qrdqn" else policy.q_net(x)
+        return DistParams("categorical", {"logits": q_values})
+
+    def _value(self, x: torch.Tensor, dist: DistParams) -> torch.Tensor:
+        policy, algo = self.policy, self.algo
+        if algo in ON_POLICY:
+            return policy.predict_values(x).squeeze(-1)
+        if algo in SQUASHED:
+            q = policy.critic(x, torch.tanh(dist["mean"]))
+            q = q.mean(dim=-1) if algo == "tqc" else torch.cat(q, dim=-1)
+            return q.min(dim=-1).values
+        if algo in DETERMINISTIC:
+            return torch.cat(policy.critic(x, dist["action"]), dim=-1).min(dim=-1).values
+        return dist["logits"].max(dim=-1).values
 
     @torch.no_grad()
     def features(self, obs: np.ndarray) -> dict[str, torch.Tensor]:
@@ -252,7 +260,7 @@ class Teacher:
 
     def act(self, obs: np.ndarray, *, deterministic: bool = True, generator: torch.Generator | None = None) -> np.ndarray:
         """raw obs [B, obs_dim] -> env actions [B, A] (or [B] ints for discrete)."""
-        dist, _ = self.dist_and_value(obs)
+        dist = self.action_dist(obs)
         return self.to_env_action(dist.mode() if deterministic else dist.sample(generator))
 
     def sb3_predict(self, obs: np.ndarray) -> np.ndarray:

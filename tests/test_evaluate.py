@@ -40,3 +40,11 @@ def test_run_episodes_uses_the_given_seeds_reproducibly():
 def test_latency_reports_percentiles_in_order():
     lat = measure_latency(lambda: sum(range(100)), calls=200)
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"] and lat["calls"] == 200
+
+
+def test_return_ratio_keeps_its_meaning_for_negative_returns():
+    from policykd.evaluate import return_ratio
+
+    assert return_ratio(2900.0, 2950.0) == pytest.approx(2900 / 2950)
+    assert return_ratio(-160.0, -150.0) == pytest.approx(150 / 160)  # worse student -> below 1
+    assert return_ratio(-140.0, -150.0) > 1.0
