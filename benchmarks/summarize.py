@@ -54,6 +54,30 @@ def teacher_table() -> str:
     return "\n".join(lines)
 
 
+def deploy_tables() -> str:
+    path = RESULTS / "deploy_halfcheetah.json"
+    if not path.exists():
+        return ""
+    d = json.loads(path.read_text())
+    lines = [f"Deployment of a 2x64 student ({d['student_params']:,} parameters) of the rl-zoo PPO HalfCheetahBullet teacher "
+             f"({d['teacher_actor_params']:,} actor parameters), `python benchmarks/deploy.py` "
+             "(`benchmarks/results/deploy_halfcheetah.json`). Batch 1, one thread, pinned, 10,000 calls after warm-up, one run:", "",
+             "| path | p50 us | p99 us | max us | p50 speed-up vs SB3 predict() |", "|---|---:|---:|---:|---:|"]
+    for name, lat in d["latency_us"].items():
+        lines.append(f"| {name} | {lat['p50']:.2f} | {lat['p99']:.2f} | {lat['max']:.1f} | {d['speedup_vs_sb3_predict_p50'][name]:.1f}x |")
+    lines += ["", "`c` is timed from C (16 calls per clock reading); `c-ctypes` and `numpy` from Python. "
+              "Parity, max |action - torch student action| over 1,000 real + 1,000 random observations:", "",
+              "| " + " | ".join(d["parity_max_abs_diff"]) + " |", "|" + "---:|" * len(d["parity_max_abs_diff"]),
+              "| " + " | ".join(f"{v:.2g}" for v in d["parity_max_abs_diff"].values()) + " |", "",
+              "| target | flash | RAM (static + stack) | instructions / inference | estimated time | output vs host |", "|---|---:|---:|---:|---:|---|"]
+    for t in d["embedded"]:
+        est = f"{t['us_per_inference']:.0f} us at {t['clock_hz'] / 1e6:.0f} MHz (CPI {t['cpi_assumed']})" if "us_per_inference" in t else "not timed (user-mode qemu)"
+        instr = f"{t['instructions_per_inference']:,.0f}" if "instructions_per_inference" in t else "-"
+        lines.append(f"| {t['target']} | {t['flash_bytes'] / 1024:.1f} KiB | {t['ram_bytes']} B | {instr} | {est} | "
+                     f"{'bit-identical' if t['outputs_equal_host'] else 'max diff %.2g' % t['max_abs_diff_vs_host']} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     blocks = [
         "Distillation of the rl-zoo PPO Bullet teachers into 2x64 students (`python benchmarks/distill_zoo.py`; raw records in "
@@ -65,6 +89,7 @@ def main() -> None:
         throughput_table(),
         "Loading the third-party rl-zoo teachers reproduces their published returns (`python benchmarks/zoo_teacher_eval.py`):",
         teacher_table(),
+        deploy_tables(),
     ]
     text = "\n\n".join(b for b in blocks if b)
     readme = (ROOT / "README.md").read_text()
