@@ -14,6 +14,14 @@ Layout: each weight matrix [out, in] is stored in blocks of 4 output rows, inter
 independent accumulators that share each x[j] load: SIMD-friendly on x86/aarch64 and fewer loads on a
 Cortex-M4, while every output is still summed in the order bias + w0*x0 + w1*x1 + ..., so all targets give
 bit-identical results (C99 mode disables FMA contraction).
+
+arithmetic="int16" (export format `c-int16`) is for microcontrollers without SIMD floats: each weight row is
+quantised symmetrically to 12 bits (+-2047, one float scale per row) and each layer input to 14 bits (+-8191,
+one scale per call, from its largest magnitude), products are summed exactly in int32 (at most 2^24 each, so
+any input width up to 128 cannot overflow), and the sum is rescaled to float before bias and activation.
+Pairs of inputs are packed into one 32-bit word so that a Cortex-M4 does two multiply-accumulates per
+instruction (SMLAD, through ACLE's __smlad when __ARM_FEATURE_DSP is defined; portable C elsewhere, with
+identical integer results). The quantisation error is measured in tests and benchmarks, not assumed.
 """
 
 from __future__ import annotations
@@ -40,12 +48,111 @@ def _blocked(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return padded.reshape(blocks, 4, inp).transpose(0, 2, 1), bias_padded
 
 
+def _packed_int16(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """W [out, in] -> (words [blocks, in_pairs, 4] uint32, row scales [4*blocks] float32, bias [4*blocks]).
+
+    Row r is quantised to round(W[r] / scale[r]) in [-2047, 2047]; word (block, p, r) holds the int16 weights of
+    row 4*block + r for inputs 2p (low half) and 2p + 1 (high half).
+    """
+    out, inp = weight.shape
+    blocks, pairs = -(-out // 4), -(-inp // 2)
+    padded = np.zeros((blocks * 4, pairs * 2), dtype=np.float64)
+    padded[:out, :inp] = weight
+    scale = np.abs(padded).max(axis=1) / 2047.0
+    scale[scale == 0] = 1.0
+    q = np.rint(padded / scale[:, None]).astype(np.int64)
+    low, high = q[:, 0::2] & 0xFFFF, q[:, 1::2] & 0xFFFF
+    words = (low | (high << 16)).astype(np.uint32)  # [4*blocks, pairs]
+    bias_padded = np.zeros(blocks * 4, dtype=np.float32)
+    bias_padded[:out] = bias
+    return words.reshape(blocks, 4, pairs).transpose(0, 2, 1), scale.astype(np.float32), bias_padded
+
+
+def _uint32_array(name: str, values: np.ndarray) -> str:
+    flat = np.asarray(values, dtype=np.uint32).reshape(-1)
+    body = ",\n".join("  " + ", ".join(f"0x{int(v):08x}u" for v in flat[i : i + 6]) for i in range(0, len(flat), 6))
+    return f"static const uint32_t {name}[{len(flat)}] = {{\n{body}\n}};\n"
+
+
+_DENSE_FLOAT = """
+/* y[0:4*ceil(out/4)] = act?(W x + b), W in 4-row interleaved blocks (see policykd/c_codegen.py). */
+static void dense(const float *w, const float *b, int out, int in, const float *x, float *y, int activate)
+{
+  int i, j;
+  for (i = 0; i < out; i += 4) {
+    const float *wb = w + i * in;
+    float s0 = b[i], s1 = b[i + 1], s2 = b[i + 2], s3 = b[i + 3];
+    for (j = 0; j < in; ++j) {
+      const float xj = x[j];
+      s0 += wb[4 * j] * xj;
+      s1 += wb[4 * j + 1] * xj;
+      s2 += wb[4 * j + 2] * xj;
+      s3 += wb[4 * j + 3] * xj;
+    }
+    if (activate) {
+      y[i] = ACT(s0); y[i + 1] = ACT(s1); y[i + 2] = ACT(s2); y[i + 3] = ACT(s3);
+    } else {
+      y[i] = s0; y[i + 1] = s1; y[i + 2] = s2; y[i + 3] = s3;
+    }
+  }
+}
+"""
+
+_DENSE_INT16 = """
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#define SMLAD(a, b, acc) __smlad((a), (b), (acc))
+#else
+static int32_t lo16(uint32_t v) { int32_t x = (int32_t)(v & 0xFFFFu); return x >= 32768 ? x - 65536 : x; }
+static int32_t hi16(uint32_t v) { return lo16(v >> 16); }
+#define SMLAD(a, b, acc) ((acc) + lo16(a) * lo16(b) + hi16(a) * hi16(b))
+#endif
+
+static uint32_t pack(int32_t low, int32_t high) { return ((uint32_t)low & 0xFFFFu) | (((uint32_t)high & 0xFFFFu) << 16); }
+
+#define OUT(r, acc) do { const float v = (float)(acc) * (inv * ws[i + (r)]) + b[i + (r)]; y[i + (r)] = activate ? ACT(v) : v; } while (0)
+
+/* y[0:4*ceil(out/4)] = act?(dequantised(Wq xq) + b), Wq packed 12-bit rows in 4-row blocks (policykd/c_codegen.py). */
+static void dense(const uint32_t *w, const float *ws, const float *b, int out, int in, const float *x, float *y, int activate)
+{
+  uint32_t xq[WIDTH / 2];
+  float m = 0.0f, sx, inv;
+  int i, p, pairs = (in + 1) / 2;
+  for (i = 0; i < in; ++i) { float v = x[i] < 0.0f ? -x[i] : x[i]; if (v > m) m = v; }
+  sx = m > 0.0f ? 8191.0f / m : 0.0f;
+  inv = m / 8191.0f;
+  for (p = 0; p < pairs; ++p) {
+    int32_t low = (int32_t)(x[2 * p] * sx);  /* truncation: |error| < 1 step of 1/8191 of the layer's max */
+    int32_t high = 2 * p + 1 < in ? (int32_t)(x[2 * p + 1] * sx) : 0;
+    xq[p] = pack(low, high);
+  }
+  for (i = 0; i < out; i += 4) {
+    const uint32_t *wb = w + i * pairs;
+    int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (p = 0; p < pairs; ++p) {
+      const uint32_t xp = xq[p];
+      s0 = SMLAD(wb[4 * p], xp, s0);
+      s1 = SMLAD(wb[4 * p + 1], xp, s1);
+      s2 = SMLAD(wb[4 * p + 2], xp, s2);
+      s3 = SMLAD(wb[4 * p + 3], xp, s3);
+    }
+    OUT(0, s0); OUT(1, s1); OUT(2, s2); OUT(3, s3);
+  }
+}
+"""
+
+
 def _c_float(v: float) -> str:
     return "INFINITY" if np.isinf(v) else f"{float(np.float32(v))!r}f"
 
 
-def generate_c(card: dict, weights: dict[str, np.ndarray]) -> tuple[str, str]:
-    """(header, source) for the student described by card (student.json) and its weights (student.safetensors)."""
+def generate_c(card: dict, weights: dict[str, np.ndarray], *, arithmetic: str = "float") -> tuple[str, str]:
+    """(header, source) for the student described by card (student.json) and its weights (student.safetensors).
+
+    arithmetic: "float" (exact up to float rounding) or "int16" (12-bit weights, 14-bit activations; see above).
+    """
+    if arithmetic not in ("float", "int16"):
+        raise ValueError(f"arithmetic must be 'float' or 'int16', got {arithmetic!r}")
     spec = card["spec"]
     family, hidden, activation = spec["family"], spec["hidden"], spec["activation"]
     if activation not in ("relu", "tanh"):
@@ -54,7 +161,9 @@ def generate_c(card: dict, weights: dict[str, np.ndarray]) -> tuple[str, str]:
     out_dim = spec["action_dim"]
     action_dim = 1 if family == "categorical" else out_dim
     width = 4 * -(-max([obs_dim, *hidden, out_dim]) // 4)
-    header = f"""/* Generated by policykd: a {family} student, MLP {obs_dim}-{'-'.join(map(str, hidden))}-{out_dim} ({activation}). */
+    if arithmetic == "int16" and max([obs_dim, *hidden]) > 128:
+        raise ValueError("int16 C export supports layer inputs of at most 128 (int32 sums could overflow beyond)")
+    header = f"""/* Generated by policykd: a {family} student, MLP {obs_dim}-{'-'.join(map(str, hidden))}-{out_dim} ({activation}), {arithmetic} arithmetic. */
 #ifndef POLICYKD_STUDENT_H
 #define POLICYKD_STUDENT_H
 
@@ -66,64 +175,47 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
 
 #endif
 """
-    parts = ['#include "policykd_student.h"\n#include <math.h>\n\n', f"#define WIDTH {width}\n\n"]
+    parts = ['#include "policykd_student.h"\n#include <math.h>\n#include <stdint.h>\n\n', f"#define WIDTH {width}\n\n"]
     parts.append(_array("OBS_MEAN", weights["obs_mean"]))
-    parts.append(_array("OBS_STD", weights["obs_std"]))
+    parts.append(_array("OBS_INV_STD", 1.0 / weights["obs_std"].astype(np.float64)))
     if family != "categorical":
         parts.append(_array("ACTION_LOW", weights["action_low"]))
         parts.append(_array("ACTION_HIGH", weights["action_high"]))
-    layer_dims = []
+    matrices = [(f"W{i}", f"B{i}", weights[f"trunk.{2 * i}.weight"], weights[f"trunk.{2 * i}.bias"]) for i in range(len(hidden))]
+    matrices.append(("WOUT", "BOUT", weights["action_head.weight"], weights["action_head.bias"]))
+    calls = []
     in_dim = obs_dim
-    for i, h in enumerate(hidden):
-        w4, b4 = _blocked(weights[f"trunk.{2 * i}.weight"], weights[f"trunk.{2 * i}.bias"])
-        parts.append(_array(f"W{i}", w4))
-        parts.append(_array(f"B{i}", b4))
-        layer_dims.append((f"W{i}", f"B{i}", h, in_dim))
-        in_dim = h
-    w4, b4 = _blocked(weights["action_head.weight"], weights["action_head.bias"])
-    parts.append(_array("WOUT", w4))
-    parts.append(_array("BOUT", b4))
+    for index, (w_name, b_name, weight, bias) in enumerate(matrices):
+        out = int(weight.shape[0])
+        activate = int(index < len(hidden))
+        if arithmetic == "float":
+            w4, b4 = _blocked(weight, bias)
+            parts += [_array(w_name, w4), _array(b_name, b4)]
+            calls.append(f"dense({w_name}, {b_name}, {out}, {in_dim}, %s, %s, {activate});")
+        else:
+            words, scales, b4 = _packed_int16(weight, bias)
+            parts += [_uint32_array(w_name, words), _array(f"{w_name}S", scales), _array(b_name, b4)]
+            calls.append(f"dense({w_name}, {w_name}S, {b_name}, {out}, {in_dim}, %s, %s, {activate});")
+        in_dim = out
     act = "(v > 0.0f ? v : 0.0f)" if activation == "relu" else "tanhf(v)"
+    parts.append(f"\n#define ACT(v) {act}\n")
+    parts.append(_DENSE_FLOAT if arithmetic == "float" else _DENSE_INT16)
     parts.append(f"""
-#define ACT(v) {act}
-
-/* y[0:4*ceil(out/4)] = act?(W x + b), W in 4-row interleaved blocks (see policykd/c_codegen.py). */
-static void dense(const float *w, const float *b, int out, int in, const float *x, float *y, int activate)
-{{
-  int i, j;
-  for (i = 0; i < out; i += 4) {{
-    const float *wb = w + i * in;
-    float s0 = b[i], s1 = b[i + 1], s2 = b[i + 2], s3 = b[i + 3];
-    for (j = 0; j < in; ++j) {{
-      const float xj = x[j];
-      s0 += wb[4 * j] * xj;
-      s1 += wb[4 * j + 1] * xj;
-      s2 += wb[4 * j + 2] * xj;
-      s3 += wb[4 * j + 3] * xj;
-    }}
-    if (activate) {{
-      y[i] = ACT(s0); y[i + 1] = ACT(s1); y[i + 2] = ACT(s2); y[i + 3] = ACT(s3);
-    }} else {{
-      y[i] = s0; y[i + 1] = s1; y[i + 2] = s2; y[i + 3] = s3;
-    }}
-  }}
-}}
-
 int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION_DIM])
 {{
   float a[WIDTH], b[WIDTH];
   const float clip = {_c_float(float(weights["obs_clip"]))};
   int i;
   for (i = 0; i < POLICYKD_OBS_DIM; ++i) {{
-    float z = (obs[i] - OBS_MEAN[i]) / OBS_STD[i];
+    float z = (obs[i] - OBS_MEAN[i]) * OBS_INV_STD[i];  /* multiply: VDIV takes 14 cycles on a Cortex-M4 */
     a[i] = z > clip ? clip : (z < -clip ? -clip : z);
   }}
 """)
     src, dst = "a", "b"
-    for w, bias, out, inp in layer_dims:
-        parts.append(f"  dense({w}, {bias}, {out}, {inp}, {src}, {dst}, 1);\n")
+    for call in calls:
+        parts.append("  " + call % (src, dst) + "\n")
         src, dst = dst, src
-    parts.append(f"  dense(WOUT, BOUT, {out_dim}, {in_dim}, {src}, {dst}, 0);\n")
+    dst = src  # the buffer the action head wrote last
     if family == "categorical":
         parts.append(f"""  {{
     int best = 0;

@@ -64,6 +64,50 @@ def print_comparison(report: dict) -> None:
               f"({report['student']['params'] / report['teacher']['actor_params']:.1%})")
 
 
+def print_latency(results: dict[str, dict], calls: int) -> None:
+    table = Table(title=f"batch-1 latency, one thread, pinned, {calls:,} calls (us)")
+    for col in ("path", "p50", "p99", "max", "p50 vs SB3 predict"):
+        table.add_column(col, justify="right" if col != "path" else "left")
+    base = results.get("sb3_predict", {}).get("p50")
+    for name, lat in results.items():
+        ratio = f"{base / lat['p50']:.1f}x faster" if base and name != "sb3_predict" else ""
+        table.add_row(name, f"{lat['p50']:.2f}", f"{lat['p99']:.2f}", f"{lat['max']:.1f}", ratio)
+    out.print(table)
+
+
+def embedded_report(student: Path, targets: list[str], *, rate: float, observations: int = 32,
+                    export_format: str | None = None) -> list[dict]:
+    """Run the student on each embedded target, print a table, return the results (with fit to `rate` Hz)."""
+    import tempfile
+
+    import numpy as np
+
+    from policykd.embedded import load_target, run_on_target
+    from policykd.students import load_student
+
+    s = load_student(student)
+    rng = np.random.default_rng(0)
+    obs = (s.obs_mean.numpy() + rng.normal(size=(observations, s.spec.obs_dim)) * s.obs_std.numpy()).astype(np.float32)
+    results = []
+    table = Table(title=f"{student} on embedded targets")
+    for col in ("target", "export", "flash", "RAM", "instr/inference", "est. time", f"fits {rate:g} Hz", "output = host"):
+        table.add_column(col, justify="right" if col != "target" else "left")
+    for name in targets:
+        with tempfile.TemporaryDirectory() as work:
+            r = run_on_target(student, load_target(name), obs, work, export_format=export_format)
+        us = r.get("us_per_inference")
+        r["control_rate_hz"] = rate
+        r["budget_fraction"] = None if us is None else us * 1e-6 * rate
+        r["fits_rate"] = None if us is None else bool(r["budget_fraction"] < 1.0)
+        results.append(r)
+        table.add_row(r["target"], r["export_format"], f"{r['flash_bytes'] / 1024:.1f} KiB", f"{r['ram_bytes'] / 1024:.1f} KiB",
+                      f"{r['instructions_per_inference']:,.0f}" if us else "-", f"{us:.1f} us" if us else "- (user-mode qemu)",
+                      "-" if us is None else f"{'yes' if r['fits_rate'] else 'NO'} ({r['budget_fraction']:.0%} of the period)",
+                      "yes" if r["outputs_equal_host"] else f"max diff {r['max_abs_diff_vs_host']:.2g}")
+    out.print(table)
+    return results
+
+
 @teacher_app.command("train")
 def teacher_train(
     config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/teachers/sac_pendulum.yaml."),
@@ -206,6 +250,9 @@ def eval_command(
     seed: int = typer.Option(1_000_000, help="First evaluation seed; episode i uses seed + i for both policies."),
     n_envs: int = typer.Option(2, min=1),
     latency_calls: int = typer.Option(2_000, min=10, help="Timed batch-1 calls per latency path."),
+    latency: bool = typer.Option(False, "--latency", help="Also time every backend (torch, numpy, onnx, C) and the embedded targets."),
+    rate: float = typer.Option(1000.0, help="With --latency: control rate in Hz the student must fit on each target."),
+    target: list[str] = typer.Option(["cortex-m4", "aarch64"], help="With --latency: embedded targets (repeatable)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
     env: Optional[str] = typer.Option(None),
     algo: Optional[str] = typer.Option(None),
@@ -225,6 +272,13 @@ def eval_command(
         report = compare(t, s, episodes=episodes, eval_seed=seed, n_envs=n_envs, latency_calls=latency_calls,
                          progress_factory=Tracker().progress)
         print_comparison(report)
+        if latency:
+            from policykd.latency import BACKENDS, backend_latencies
+
+            report["backends_latency_us"] = backend_latencies(student, BACKENDS, teacher=t, calls=latency_calls)
+            print_latency(report["backends_latency_us"], latency_calls)
+            report["embedded"] = [{k: v for k, v in r.items() if not k.endswith("_outputs")}
+                                  for r in embedded_report(student, target, rate=rate)]
         if json_out:
             atomic_write_json(json_out, report)
 
@@ -270,14 +324,7 @@ def bench(
             env_id = (card.get("teacher") or {}).get("env", {}).get("env_id")
             t = load_teacher(teacher_path, algo=(card.get("teacher") or {}).get("algo"), env_id=env_id)
         results = backend_latencies(student, tuple(b.strip() for b in backends.split(",") if b.strip()), teacher=t, calls=calls)
-        table = Table(title=f"batch-1 latency, one thread, pinned, {calls:,} calls (us)")
-        for col in ("path", "p50", "p99", "max", "p50 vs SB3 predict"):
-            table.add_column(col, justify="right" if col != "path" else "left")
-        base = results.get("sb3_predict", {}).get("p50")
-        for name, lat in results.items():
-            ratio = f"{base / lat['p50']:.1f}x faster" if base and name != "sb3_predict" else ""
-            table.add_row(name, f"{lat['p50']:.2f}", f"{lat['p99']:.2f}", f"{lat['max']:.1f}", ratio)
-        out.print(table)
+        print_latency(results, calls)
         if json_out:
             atomic_write_json(json_out, {"student": str(student), "calls": calls, "latency_us": results, "versions": package_versions()})
 
@@ -290,39 +337,14 @@ def embedded(
     target: list[str] = typer.Option(["cortex-m4", "aarch64"], help="Target name in configs/targets/ or a YAML path (repeatable)."),
     rate: float = typer.Option(1000.0, help="Control rate in Hz to check the student against."),
     observations: int = typer.Option(32, min=1, help="Random test observations compared with the host build."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="c (float) or c-int16 (fixed point); default: the target's."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
 ) -> None:
     """Cross-compile the C export, run it under qemu, report flash/RAM, instructions, time and output parity."""
-    import tempfile
-
-    import numpy as np
-
     from policykd.artifacts import atomic_write_json, package_versions
-    from policykd.embedded import load_target, run_on_target
-    from policykd.students import load_student
 
     def go():
-        s = load_student(student)
-        rng = np.random.default_rng(0)
-        obs = (s.obs_mean.numpy() + rng.normal(size=(observations, s.spec.obs_dim)) * s.obs_std.numpy()).astype(np.float32)
-        results = []
-        table = Table(title=f"{student} on embedded targets")
-        for col in ("target", "flash", "RAM", "instr/inference", "est. time", f"fits {rate:g} Hz", "output = host"):
-            table.add_column(col, justify="right" if col != "target" else "left")
-        for name in target:
-            spec = load_target(name)
-            with tempfile.TemporaryDirectory() as work:
-                r = run_on_target(student, spec, obs, work)
-            us = r.get("us_per_inference")
-            r["control_rate_hz"] = rate
-            r["fits_rate"] = None if us is None else bool(us * 1e-6 * rate < 1.0)
-            r["budget_fraction"] = None if us is None else us * 1e-6 * rate
-            results.append(r)
-            table.add_row(r["target"], f"{r['flash_bytes'] / 1024:.1f} KiB", f"{r['ram_bytes'] / 1024:.1f} KiB",
-                          f"{r['instructions_per_inference']:,.0f}" if us else "-", f"{us:.1f} us" if us else "- (user-mode qemu)",
-                          "-" if us is None else f"{'yes' if r['fits_rate'] else 'NO'} ({r['budget_fraction']:.0%} of the period)",
-                          "yes" if r["outputs_equal_host"] else f"max diff {r['max_abs_diff_vs_host']:.2g}")
-        out.print(table)
+        results = embedded_report(student, target, rate=rate, observations=observations, export_format=fmt)
         if json_out:
             atomic_write_json(json_out, {"student": str(student), "results": results, "versions": package_versions()})
 

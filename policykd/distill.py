@@ -8,6 +8,8 @@ run resumed from the last checkpoint gives the same student as an uninterrupted 
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +105,20 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
     return {f"distill/{k}": v / max(batches, 1) for k, v in sums.items()}
 
 
+# Settings that may change between an interrupted run and its resumption (they do not affect the student).
+_RESUMABLE_CHANGES = {"eval_episodes", "eval_seed", "latency_calls", "out_dir", "run_name"}
+
+
+def _check_resume_config(run_dir: Path, config: DistillConfig) -> None:
+    path = run_dir / "config.json"
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text())["config"]
+    changed = sorted(k for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES and saved.get(k) != v)
+    if changed:
+        raise PolicyKDError(f"--resume with a different config than {path} ({', '.join(changed)}); resume with the same settings")
+
+
 def distill(config: DistillConfig, *, resume: bool = False, tracker: Tracker | None = None,
             teacher: Teacher | None = None) -> DistillResult:
     torch.set_num_threads(config.torch_threads)
@@ -112,8 +128,11 @@ def distill(config: DistillConfig, *, resume: bool = False, tracker: Tracker | N
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise PolicyKDError(f"run dir {run_dir} already exists; pass --resume to continue it or choose another --run-name")
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", {"config": config.to_dict(), "teacher": teacher.identity(), "versions": package_versions()})
-    card_extra = {"teacher": teacher.identity(), "config": config.to_dict(), "seed": config.seed}
+    if resume:
+        _check_resume_config(run_dir, config)
+    identity = teacher.identity()
+    atomic_write_json(run_dir / "config.json", {"config": config.to_dict(), "teacher": identity, "versions": package_versions()})
+    card_extra = {"teacher": identity, "config": config.to_dict(), "seed": config.seed}
 
     restored = load_checkpoint(run_dir, _make_optimizer(config)) if resume else None
     if restored is not None:
@@ -124,14 +143,12 @@ def distill(config: DistillConfig, *, resume: bool = False, tracker: Tracker | N
         tracker.log({"resume/round": progress["rounds_done"], "resume/rows": len(data["obs"])}, step=buffer.rows)
     else:
         if (run_dir / "buffer").exists():
-            import shutil
-
             shutil.rmtree(run_dir / "buffer")  # a buffer without any checkpoint: nothing trained on it yet
         torch.manual_seed(config.seed)
         student = Student(student_spec_for(teacher, hidden=tuple(config.hidden), activation=config.activation))
         optimizer = _make_optimizer(config)(student)
         buffer = Buffer.create(run_dir / "buffer", observation_space=teacher.observation_space, action_space=teacher.action_space,
-                               family=teacher.family, teacher=teacher.identity(), normalizer=teacher.normalizer.to_json(),
+                               family=teacher.family, teacher=identity, normalizer=teacher.normalizer.to_json(),
                                config=config.to_dict())
         data = None
         progress = {"rounds_done": 0, "buffer_chunks": 0, "history": [], "wall_s": 0.0, "episodes": 0, "gradient_steps": 0}

@@ -124,13 +124,17 @@ def _build(compiler: str, cflags: list[str], ldflags: list[str], work: Path, out
 
 
 def run_on_target(student_dir: str | Path, target: dict[str, Any], test_obs: np.ndarray, work_dir: str | Path,
-                  *, n_infer: int = 20) -> dict[str, Any]:
-    """Build, run and measure the student on `target`; test_obs [n, obs_dim] are compared with the host build."""
+                  *, n_infer: int = 20, export_format: str | None = None) -> dict[str, Any]:
+    """Build, run and measure the student on `target`; test_obs [n, obs_dim] are compared with the host build.
+
+    export_format: "c" (float) or "c-int16" (fixed point); default: the target's `export_format`, else "c".
+    """
+    export_format = export_format or target.get("export_format", "c")
     missing = missing_tools(target)
     if missing:
         raise PolicyKDError(f"target {target['name']} needs {', '.join(missing)}; run scripts/install-toolchains.sh (as root)")
     work = Path(work_dir)
-    export_student(student_dir, work, "c")
+    export_student(student_dir, work, export_format)
     (work / "test_obs.h").write_text(_test_obs_header(test_obs))
     (work / "main.c").write_text(_MAIN)
     mcu = target["kind"] == "mcu"
@@ -155,6 +159,7 @@ def run_on_target(student_dir: str | Path, target: dict[str, Any], test_obs: np.
     target_out = _parse_outputs(_run(emulator, work).stdout, len(test_obs), action_dim)
     result: dict[str, Any] = {
         "target": target["name"], "description": target["description"], "clock_hz": target["clock_hz"],
+        "export_format": export_format,
         "outputs_equal_host": bool(np.array_equal(target_out.view(np.uint32), host_out.view(np.uint32))),
         "max_abs_diff_vs_host": float(np.max(np.abs(target_out - host_out))), "test_observations": int(len(test_obs)),
         "flash_bytes": flash, "static_ram_bytes": static_ram, "stack_bytes": stack, "ram_bytes": static_ram + stack,

@@ -1,4 +1,5 @@
-"""Export a student to the runtimes a robot may have: safetensors+json, ONNX (fp32 / int8), TorchScript, C99.
+"""Export a student to the runtimes a robot may have: safetensors+json, ONNX (fp32 / int8), TorchScript, C99
+(float, or int16 fixed point for microcontrollers: c-int16).
 
 Every artefact computes the student's deterministic env action from the raw observation (normalisation and
 action scaling inside) and is written with a `export.json` record (format, source student, sha256, versions).
@@ -17,7 +18,7 @@ from policykd.c_codegen import generate_c
 from policykd.errors import PolicyKDError
 from policykd.students import CARD_FILE, WEIGHTS_FILE, Student, load_student
 
-FORMATS = ("safetensors", "onnx", "onnx-int8", "torchscript", "c")
+FORMATS = ("safetensors", "onnx", "onnx-int8", "torchscript", "c", "c-int16")
 
 
 class DeterministicActor(torch.nn.Module):
@@ -65,7 +66,8 @@ def export_student(student_dir: str | Path, out_dir: str | Path, fmt: str) -> li
         traced = torch.jit.trace(DeterministicActor(student).eval(), torch.zeros(1, student.spec.obs_dim))
         traced.save(str(files[0]))
     else:
-        header, source = generate_c(student.card, load_file(str(student_dir / WEIGHTS_FILE)))
+        arithmetic = "int16" if fmt == "c-int16" else "float"
+        header, source = generate_c(student.card, load_file(str(student_dir / WEIGHTS_FILE)), arithmetic=arithmetic)
         files = [out_dir / "policykd_student.h", out_dir / "policykd_student.c"]
         atomic_write_bytes(files[0], header.encode())
         atomic_write_bytes(files[1], source.encode())

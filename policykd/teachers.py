@@ -12,6 +12,7 @@ Values: V(s) for actor-critic (PPO/A2C/TRPO); min over critics of Q(s, mu(s)) fo
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,14 @@ _ACTOR_PREFIXES = {
     **{a: ("actor.mu",) for a in DETERMINISTIC},
     "dqn": ("q_net.q_net",),
     "qrdqn": ("quantile_net.quantile_net",),
+}
+
+# Parameter name prefixes of the nets that compute the action (target nets and critics excluded).
+_ACTOR_PARAMETERS = {
+    **{a: ("mlp_extractor.policy_net.", "mlp_extractor.shared_net.", "action_net.", "log_std") for a in ON_POLICY},
+    **{a: ("actor.",) for a in SQUASHED + DETERMINISTIC},
+    "dqn": ("q_net.",),
+    "qrdqn": ("quantile_net.",),
 }
 
 
@@ -179,10 +188,8 @@ class Teacher:
 
     def actor_parameter_count(self) -> int:
         """Parameters used to compute the action (critic/value nets excluded)."""
-        prefixes = _ACTOR_PREFIXES[self.algo] + ("action_net", "log_std", "actor.mu", "actor.log_std", "features_extractor", "pi_features_extractor")
-        if self.algo in Q_BASED:
-            prefixes = _ACTOR_PREFIXES[self.algo]
-        return sum(p.numel() for n, p in self.policy.named_parameters() if n.startswith(prefixes) and not n.startswith("critic"))
+        prefixes = _ACTOR_PARAMETERS[self.algo]
+        return sum(p.numel() for n, p in self.policy.named_parameters() if n.startswith(prefixes))
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -307,7 +314,9 @@ def load_teacher(path: str | Path, *, algo: str | None = None, env_id: str | Non
     source = resolve_source(path, algo=algo, env_id=env_id)
     cls = algo_class(source.algo)
     try:
-        with gym_module_alias():
+        with gym_module_alias(), warnings.catch_warnings():
+            # old DQN checkpoints: SB3 drops their optimizer state, which inference does not need
+            warnings.filterwarnings("ignore", message="You are probably loading a DQN model saved with SB3")
             model = cls.load(source.model_zip, device="cpu", custom_objects=_CUSTOM_OBJECTS)
     except (zipfile.BadZipFile, KeyError, RuntimeError, EOFError, ValueError) as e:
         raise PolicyKDError(f"cannot load {source.model_zip} as {source.algo}: {str(e).splitlines()[0][:200]}; check --algo or re-download the file") from e

@@ -78,3 +78,21 @@ def test_export_and_bench_commands(tmp_path, tiny_teachers):
     assert all(v["calls"] == 100 and v["p50"] <= v["p99"] for v in lat.values())
     result = _invoke("bench", student, "--backends", "gpu", "--teacher", "none", "--calls", 100)
     assert result.exit_code == 2 and "unknown backends" in result.output
+
+
+def test_eval_latency_reports_backends_and_targets(tmp_path, tiny_teachers):
+    from policykd.embedded import load_target, missing_tools
+
+    if missing_tools(load_target("cortex-m4")):
+        pytest.skip("cortex-m4 toolchain not installed (scripts/install-toolchains.sh)")
+    teacher = tiny_teachers["dqn"]
+    config = tmp_path / "recipe.yaml"
+    config.write_text("labelled_steps: 200\nrounds: 1\nepochs_per_round: 1\nhidden: [8, 8]\n")
+    assert _invoke("distill", teacher, "--env", "CartPole-v1", "-c", config, "--out-dir", tmp_path, "--run-name", "r", "--no-eval").exit_code == 0
+    result = _invoke("eval", teacher, tmp_path / "r" / "student", "--env", "CartPole-v1", "--episodes", 2, "--latency",
+                     "--latency-calls", 100, "--target", "cortex-m4", "--rate", 50, "--json", tmp_path / "e.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert set(report["backends_latency_us"]) >= {"sb3_predict", "torch", "numpy", "onnx", "c"}
+    (m4,) = report["embedded"]
+    assert m4["target"] == "cortex-m4" and m4["fits_rate"] is True and m4["outputs_equal_host"] is True

@@ -95,3 +95,9 @@ def test_teacher_mode_never_lets_the_student_act(tiny_teachers, tmp_path):
     assert all(h["distill/student_acted"] == 0.0 for h in result.history)
     data = np.load(sorted((tmp_path / "run" / "buffer").glob("chunk_*.npz"))[-1])
     assert (data["actor"] == 0).all()
+
+
+def test_resume_refuses_a_changed_config(tiny_teachers, tmp_path):
+    distill(_config(tiny_teachers, tmp_path, rounds=1, labelled_steps=100), tracker=Tracker(None, quiet=True))
+    with pytest.raises(PolicyKDError, match="different config.*lr"):
+        distill(_config(tiny_teachers, tmp_path, rounds=1, labelled_steps=100, lr=0.5), resume=True, tracker=Tracker(None, quiet=True))

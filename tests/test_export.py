@@ -109,3 +109,17 @@ def test_c_export_compiles_strictly_and_matches(student_case, tmp_path):
 def test_unknown_export_format(student_case, tmp_path):
     with pytest.raises(PolicyKDError, match="unknown export format"):
         export_student(student_case[0], tmp_path, "tflite")
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on PATH")
+def test_c_int16_export_stays_within_documented_tolerance(student_case, tmp_path):
+    directory, obs, expected, family = student_case
+    _, source = export_student(directory, tmp_path, "c-int16")
+    subprocess.run(["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-c", str(source), "-o", str(tmp_path / "s.o")], check=True)
+    policy = policykd.runtime.load_c(directory, tmp_path)
+    actual = np.array([policy(o) for o in obs])
+    if family == "categorical":
+        assert np.mean(actual.reshape(-1) == expected.reshape(-1)) >= 0.97
+    else:
+        span = float(np.max(expected) - np.min(expected)) or 1.0
+        assert np.max(np.abs(actual - expected)) <= 0.01 * span  # 12-bit weights, 14-bit activations
