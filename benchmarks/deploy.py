@@ -67,12 +67,12 @@ def main() -> None:
         latency = backend_latencies(STUDENT, ("torch", "numpy", "onnx", "c", "c-ctypes"), teacher=teacher, calls=10_000,
                                     work_dir=Path(tmp) / "bench")
         targets = []
-        for name in ("cortex-m4", "aarch64"):
+        for name, fmt in (("cortex-m4", "c"), ("cortex-m4", "c-int16"), ("aarch64", "c"), ("aarch64", "c-int16")):
             target = load_target(name)
             if missing_tools(target):
                 print(f"{name}: skipped, missing {missing_tools(target)}")
                 continue
-            result = run_on_target(STUDENT, target, real[:32], Path(tmp) / name, n_infer=20)
+            result = run_on_target(STUDENT, target, real[:32], Path(tmp) / f"{name}-{fmt}", n_infer=20, export_format=fmt)
             targets.append({k: v for k, v in result.items() if not k.endswith("_outputs")})
     sb3 = latency["sb3_predict"]["p50"]
     report = {
@@ -87,7 +87,7 @@ def main() -> None:
         print(f"{k:14s} p50 {v['p50']:8.2f} us  p99 {v['p99']:8.2f} us  ({sb3 / v['p50']:.1f}x vs SB3 predict)")
     print("parity:", parities)
     for t in targets:
-        print(t["target"], {k: t.get(k) for k in ("flash_bytes", "ram_bytes", "instructions_per_inference", "us_per_inference", "outputs_equal_host")})
+        print(t["target"], t["export_format"], {k: t.get(k) for k in ("flash_bytes", "ram_bytes", "instructions_per_inference", "us_per_inference", "outputs_equal_host")})
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ architecture, spaces, normaliser, action scaling, teacher provenance, metrics); 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,7 @@ class Student(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f".{WEIGHTS_FILE}.tmp"
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp))
+        os.chmod(tmp, 0o644)
         tmp.replace(directory / WEIGHTS_FILE)
         card = {
             "format": CARD_FORMAT,
