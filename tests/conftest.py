@@ -11,9 +11,7 @@ import torch
 os.environ.setdefault("WANDB_MODE", "offline")
 torch.set_num_threads(1)
 
-ZOO = Path(__file__).resolve().parents[2] / "shared" / "teachers" / "rl-zoo"
-if not ZOO.exists():
-    ZOO = Path(__file__).resolve().parents[1].parent / "shared" / "teachers" / "rl-zoo"
+ZOO = Path(__file__).resolve().parents[2] / "shared" / "teachers" / "rl-zoo"  # ../shared beside the checkout
 
 
 def zoo_run(algo: str, env_id: str) -> Path:
