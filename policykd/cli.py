@@ -51,7 +51,7 @@ def print_comparison(report: dict) -> None:
     """Teacher vs student: returns, ratio, agreement, latency, size."""
     out.print(_returns_table(f"{report['env']}: teacher vs student on the same {len(report['seeds'])} seeds",
                              [("teacher", report["teacher"]), ("student", report["student"])]))
-    out.print(f"return ratio (student / teacher): [bold]{report['ratio']:.3f}[/bold]")
+    out.print(f"return ratio (1 = teacher parity, lower = worse): [bold]{report['ratio']:.3f}[/bold]")
     agreement = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in report["agreement"].items())
     out.print(f"agreement on held-out teacher states: {agreement}")
     table = Table(title="batch-1 latency, one thread (us)")
