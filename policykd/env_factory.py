@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +27,8 @@ def ensure_registered(env_id: str) -> None:
     candidates = ((namespace.lower(),) if namespace else ()) + _REGISTERING_PACKAGES
     for package in candidates:
         try:
-            importlib.import_module(package)
+            with native_stdout_silenced((1, 2)):
+                importlib.import_module(package)
         except ImportError:
             continue
         if env_id in gym.registry:
@@ -31,6 +36,33 @@ def ensure_registered(env_id: str) -> None:
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
     hint = f" (close matches: {', '.join(close)})" if close else ""
     raise PolicyKDError(f"unknown env id {env_id!r}{hint}; check the spelling or install the package that registers it")
+
+
+@contextlib.contextmanager
+def native_stdout_silenced(fds: tuple[int, ...] = (1,)) -> Iterator[None]:
+    """Send the file descriptors (default: stdout) to /dev/null for the block: pybullet prints banners from C
+    ('argv[0]=' on stdout when connecting, 'pybullet build time' on stderr when imported)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in fds]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in fds:
+        os.dup2(devnull, fd)
+    try:
+        yield
+    finally:
+        for fd, copy in zip(fds, saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
+
+
+class QuietReset(gym.Wrapper):
+    """Keeps pybullet's C-level connection banner, printed on the first reset, off the user's terminal."""
+
+    def reset(self, **kwargs):
+        with native_stdout_silenced():
+            return self.env.reset(**kwargs)
 
 
 def import_object(path: str) -> Any:
@@ -80,9 +112,12 @@ class EnvSpec:
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
         try:
-            env = gym.make(self.env_id, **kwargs)
+            with native_stdout_silenced((1, 2)):  # Python exceptions still propagate
+                env = gym.make(self.env_id, **kwargs)
         except TypeError as e:
             raise PolicyKDError(f"env {self.env_id!r} rejected its kwargs {kwargs}: {e}") from e
+        if "pybullet" in str(gym.spec(self.env_id).entry_point):
+            env = QuietReset(env)
         for wrapper in self.wrappers:
             env = import_object(wrapper.path)(env, **wrapper.kwargs)
         return env

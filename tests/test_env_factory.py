@@ -1,0 +1,37 @@
+import pytest
+
+from policykd.env_factory import EnvSpec, QuietReset, WrapperSpec, parse_wrappers
+from policykd.errors import PolicyKDError
+
+
+def test_parse_rl_zoo_wrapper_forms():
+    assert parse_wrappers(None) == ()
+    assert parse_wrappers("a.B") == (WrapperSpec("a.B"),)
+    assert parse_wrappers([{"a.B": {"k": 1}}, "c.D"]) == (WrapperSpec("a.B", {"k": 1}), WrapperSpec("c.D"))
+    with pytest.raises(PolicyKDError, match="neither an import path"):
+        parse_wrappers([3])
+
+
+def test_env_spec_roundtrip_and_wrappers_applied():
+    spec = EnvSpec("Pendulum-v1", {"g": 9.81}, (WrapperSpec("sb3_contrib.common.wrappers.TimeFeatureWrapper"),))
+    again = EnvSpec.from_json(spec.to_json())
+    assert again == spec
+    env = again.make()
+    assert env.observation_space.shape == (4,)  # 3 + the time feature
+    env.close()
+
+
+def test_bad_env_kwargs_and_wrappers_are_one_line_errors():
+    with pytest.raises(PolicyKDError, match="rejected its kwargs"):
+        EnvSpec("CartPole-v1", {"bogus": 1}).make()
+    with pytest.raises(PolicyKDError, match="cannot import 'nowhere.Wrapper'"):
+        EnvSpec("CartPole-v1", wrappers=(WrapperSpec("nowhere.Wrapper"),)).make()
+
+
+def test_bullet_envs_are_wrapped_to_keep_native_banners_quiet(capfd):
+    env = EnvSpec("HopperBulletEnv-v0").make()
+    assert isinstance(env, QuietReset)
+    env.reset(seed=0)
+    env.close()
+    assert "argv[0]" not in capfd.readouterr().out
+    assert not isinstance(EnvSpec("CartPole-v1").make(), QuietReset)
