@@ -52,7 +52,7 @@ def main() -> None:
     for env_id in args.envs:
         teacher = load_teacher(args.zoo / "ppo" / f"{env_id}_1")
         torch.set_num_threads(1)
-        teacher_eps = run_episodes(lambda o: teacher.act(o), teacher.env_spec, seeds)
+        teacher_eps = run_episodes(teacher.act, teacher.env_spec, seeds)
         print(f"{env_id}: teacher {teacher_eps.returns.mean():.1f} +- {teacher_eps.returns.std():.1f}", flush=True)
         if not any(t["env"] == env_id for t in throughput):
             raw = raw_env_throughput(teacher.env_spec, steps=10_000)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import numpy as np
 
-PREFIX = "policykd"
 
 
 def _array(name: str, values: np.ndarray) -> str:

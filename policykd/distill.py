@@ -81,7 +81,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
     student.train()
     sums: dict[str, float] = {}
     step = first_step
-    for epoch in range(config.epochs_per_round):
+    for _ in range(config.epochs_per_round):
         perm = torch.as_tensor(rng.permutation(n))
         sums = {"loss": 0.0, "kl": 0.0, "value_mse": 0.0}
         batches = 0

@@ -128,9 +128,7 @@ def backend_latencies(student_dir: Path, backends: tuple[str, ...], *, teacher=N
         results["sb3_predict"] = measure_latency(lambda: teacher.sb3_predict(obs_batch), calls=calls)
     for backend in backends:
         if backend == "torch":
-            obs_t = torch.as_tensor(obs_batch)
-
-            def call() -> object:
+            def call(obs_t: torch.Tensor = torch.as_tensor(obs_batch)) -> object:
                 with torch.no_grad():
                     return student.act(obs_t)
         elif backend == "numpy":
@@ -142,7 +140,7 @@ def backend_latencies(student_dir: Path, backends: tuple[str, ...], *, teacher=N
             options = ort.SessionOptions()
             options.intra_op_num_threads = options.inter_op_num_threads = 1
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            call = lambda: session.run(None, {"obs": obs_batch})  # noqa: E731
+            call = lambda session=session: session.run(None, {"obs": obs_batch})  # noqa: E731
         elif backend == "c":
             export_student(student_dir, work_dir / "c", "c")
             results[backend] = c_native_latency(work_dir / "c", obs, calls=calls)
