@@ -108,6 +108,21 @@ def embedded_report(student: Path, targets: list[str], *, rate: float, observati
     return results
 
 
+def log_evaluation(tracker, report: dict) -> None:
+    """The teacher-vs-student comparison and latency as summary values and tables."""
+    summary = {"eval/ratio": report["ratio"]}
+    for who in ("teacher", "student"):
+        summary.update({f"eval/{who}_return_{k}": report[who][k] for k in ("mean", "std", "iqm", "ci95_low", "ci95_high")})
+    summary.update({f"eval/agreement_{k}": v for k, v in report["agreement"].items()})
+    summary.update({f"latency/{path}_p50_us": lat["p50"] for path, lat in report["latency_us"].items()})
+    summary.update({"eval/student_params": report["student"]["params"], "eval/teacher_actor_params": report["teacher"]["actor_params"]})
+    tracker.summary(summary)
+    tracker.table("eval/comparison", ["policy", "mean", "std", "iqm", "ci95_low", "ci95_high", "episodes"],
+                  [[who] + [report[who][k] for k in ("mean", "std", "iqm", "ci95_low", "ci95_high", "episodes")] for who in ("teacher", "student")])
+    tracker.table("latency/batch1_us", ["path", "p50", "p99", "max"],
+                  [[path, lat["p50"], lat["p99"], lat["max"]] for path, lat in report["latency_us"].items()])
+
+
 @teacher_app.command("train")
 def teacher_train(
     config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/teachers/sac_pendulum.yaml."),
@@ -209,6 +224,8 @@ def distill(
     run_name: Optional[str] = typer.Option(None, help="Run folder name (needed with --resume)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate teacher and student afterwards."),
+    wandb: Optional[bool] = typer.Option(None, "--wandb/--no-wandb", help="Log to Weights & Biases (offline without an API key)."),
+    tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard", help="Write TensorBoard scalars to RUN_DIR/tensorboard."),
     episodes: Optional[int] = typer.Option(None, help="Evaluation episodes (default 20)."),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
     algo: Optional[str] = typer.Option(None),
@@ -218,26 +235,29 @@ def distill(
     from policykd.config import load_config
     from policykd.distill import distill as run_distill
     from policykd.evaluate import compare
-    from policykd.tracking import Tracker
 
     def go():
         if resume and run_name is None:
             raise PolicyKDError("--resume needs --run-name NAME of the run to continue")
         overrides = {"teacher": teacher, "labelled_steps": steps, "data_mode": mode, "rounds": rounds, "seed": seed,
                      "out_dir": out_dir, "run_name": run_name, "eval_episodes": episodes, "env_id": env, "algo": algo,
-                     "hidden": [int(h) for h in hidden.split(",")] if hidden else None}
+                     "hidden": [int(h) for h in hidden.split(",")] if hidden else None, "wandb": wandb,
+                     "tensorboard": tensorboard}
         cfg = load_config(config, overrides)
         if not cfg.teacher:
             raise PolicyKDError("no teacher given; pass TEACHER or a --config with a `teacher:` key")
         result = run_distill(cfg, resume=resume)
         out.print(f"student written to {result.run_dir / 'student'} ({result.wall_s:.1f} s collection + training)")
+        tracker = result.tracker
         if evaluate:
-            tracker = Tracker()
             report = compare(result.teacher, result.student, episodes=cfg.eval_episodes, eval_seed=cfg.eval_seed,
                              n_envs=cfg.n_envs, latency_calls=cfg.latency_calls, progress_factory=tracker.progress)
             atomic_write_json(result.run_dir / "eval.json", report)
             print_comparison(report)
+            log_evaluation(tracker, report)
             out.print(f"report: {result.run_dir / 'eval.json'}")
+        tracker.artifact(result.run_dir / "student", name=f"student-{result.run_dir.name}", kind="student")
+        tracker.finish()
 
     _run(go)
 

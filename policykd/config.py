@@ -43,6 +43,10 @@ class DistillConfig:
     tau: float = 1.0
     lambda_v: float = 0.5
     torch_threads: int = 1
+    # tracking
+    wandb: bool = False                 # log to Weights & Biases (offline when no API key is configured)
+    wandb_project: str = "policykd"
+    tensorboard: bool = False           # scalars into RUN_DIR/tensorboard
     # evaluation after distillation
     eval_episodes: int = 20
     eval_seed: int = 1_000_000

@@ -28,7 +28,7 @@ from policykd.losses import LossConfig, distillation_loss
 from policykd.rollout import collect
 from policykd.students import Student, student_spec_for
 from policykd.teachers import Teacher, load_teacher
-from policykd.tracking import Tracker
+from policykd.tracking import Tracker, make_tracker
 
 
 @dataclass
@@ -38,6 +38,7 @@ class DistillResult:
     teacher: Teacher
     history: list[dict[str, Any]]
     wall_s: float  # collection + training, this process only (excludes evaluation)
+    tracker: Tracker  # still open: the caller logs evaluation to it, then calls finish()
 
 
 def run_dir_for(config: DistillConfig, env_id: str) -> Path:
@@ -106,7 +107,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
 
 
 # Settings that may change between an interrupted run and its resumption (they do not affect the student).
-_RESUMABLE_CHANGES = {"eval_episodes", "eval_seed", "latency_calls", "out_dir", "run_name"}
+_RESUMABLE_CHANGES = {"eval_episodes", "eval_seed", "latency_calls", "out_dir", "run_name", "wandb", "wandb_project", "tensorboard"}
 
 
 def _check_resume_config(run_dir: Path, config: DistillConfig) -> None:
@@ -124,10 +125,11 @@ def distill(config: DistillConfig, *, resume: bool = False, tracker: Tracker | N
     torch.set_num_threads(config.torch_threads)
     teacher = teacher or load_teacher(config.teacher, algo=config.algo, env_id=config.env_id)
     run_dir = run_dir_for(config, teacher.env_spec.env_id)
-    tracker = tracker or Tracker(run_dir / "history.jsonl")
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise PolicyKDError(f"run dir {run_dir} already exists; pass --resume to continue it or choose another --run-name")
     run_dir.mkdir(parents=True, exist_ok=True)
+    tracker = tracker or make_tracker(run_dir, config.to_dict(), wandb=config.wandb, tensorboard=config.tensorboard,
+                                      project=config.wandb_project)
     if resume:
         _check_resume_config(run_dir, config)
     identity = teacher.identity()
@@ -187,4 +189,5 @@ def distill(config: DistillConfig, *, resume: bool = False, tracker: Tracker | N
         tracker.log(metrics, step=len(data["obs"]))
 
     student.save(run_dir / "student", card_extra={**card_extra, "history": progress["history"], "wall_s": progress["wall_s"]})
-    return DistillResult(run_dir=run_dir, student=student.eval(), teacher=teacher, history=progress["history"], wall_s=progress["wall_s"])
+    return DistillResult(run_dir=run_dir, student=student.eval(), teacher=teacher, history=progress["history"],
+                         wall_s=progress["wall_s"], tracker=tracker)

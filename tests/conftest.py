@@ -9,6 +9,7 @@ import pytest
 import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(1)
 
 ZOO = Path(__file__).resolve().parents[2] / "shared" / "teachers" / "rl-zoo"  # ../shared beside the checkout
