@@ -256,6 +256,10 @@ def distill(
             print_comparison(report)
             log_evaluation(tracker, report)
             out.print(f"report: {result.run_dir / 'eval.json'}")
+        from policykd.report import make_plots
+
+        for plot in make_plots(result.run_dir):
+            tracker.image(f"plots/{plot.stem}", plot)
         tracker.artifact(result.run_dir / "student", name=f"student-{result.run_dir.name}", kind="student")
         tracker.finish()
 
@@ -303,6 +307,14 @@ def eval_command(
             atomic_write_json(json_out, report)
 
     _run(go)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run folder written by `policykd distill` (runs/NAME).")) -> None:
+    """Write RUN_DIR/report.md: teacher vs student, latency, per-round metrics, plots, config and versions."""
+    from policykd.report import write_report
+
+    _run(lambda: out.print(f"wrote {write_report(run_dir)}"))
 
 
 @app.command()

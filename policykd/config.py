@@ -49,6 +49,7 @@ class DistillConfig:
     tensorboard: bool = False           # scalars into RUN_DIR/tensorboard
     # evaluation after distillation
     eval_episodes: int = 20
+    eval_every_round: int = 0           # > 0: also evaluate the student on this many seeds after each round (curve)
     eval_seed: int = 1_000_000
     latency_calls: int = 2_000
 

@@ -24,6 +24,7 @@ from policykd.checkpoint import load_checkpoint, save_checkpoint
 from policykd.config import DistillConfig
 from policykd.distributions import PARAM_NAMES, DistParams
 from policykd.errors import PolicyKDError
+from policykd.evaluate import run_episodes
 from policykd.losses import LossConfig, distillation_loss
 from policykd.rollout import collect
 from policykd.students import Student, student_spec_for
@@ -107,7 +108,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
 
 
 # Settings that may change between an interrupted run and its resumption (they do not affect the student).
-_RESUMABLE_CHANGES = {"eval_episodes", "eval_seed", "latency_calls", "out_dir", "run_name", "wandb", "wandb_project", "tensorboard"}
+_RESUMABLE_CHANGES = {"eval_episodes", "eval_every_round", "eval_seed", "latency_calls", "out_dir", "run_name", "wandb", "wandb_project", "tensorboard"}
 
 
 def _check_resume_config(run_dir: Path, config: DistillConfig) -> None:
@@ -182,6 +183,12 @@ def distill(config: DistillConfig, *, resume: bool = False, tracker: Tracker | N
             "distill/student_acted": float(np.mean(chunk["actor"])), "distill/collect_steps_per_s": steps / collect_s,
             "distill/wall_s": progress["wall_s"],
         }
+        if config.eval_every_round > 0:  # not part of wall_s: evaluation is excluded from the distillation budget
+            seeds = [config.eval_seed + i for i in range(config.eval_every_round)]
+            episodes = run_episodes(lambda obs: student.act(torch.as_tensor(obs, dtype=torch.float32)).detach().numpy(),
+                                    teacher.env_spec, seeds, n_envs=config.n_envs)
+            metrics["eval/student_return_mean"] = float(episodes.returns.mean())
+            metrics["eval/student_return_std"] = float(episodes.returns.std())
         progress["history"].append(metrics)
         progress["rounds_done"] = round_index + 1
         progress["buffer_chunks"] = len(buffer.metadata["chunks"])

@@ -129,6 +129,10 @@ class Tracker:
         for sink in self.sinks:
             sink.artifact(path, name, kind)
 
+    def image(self, name: str, path: Path) -> None:
+        for sink in self.sinks:
+            sink.image(name, path)
+
     def finish(self) -> None:
         for sink in self.sinks:
             sink.finish()

@@ -47,3 +47,21 @@ def test_tensorboard_scalars_match_history(tracked_run):
     history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
     assert [e.step for e in kl] == [100, 200, 300]
     assert [e.value for e in kl] == pytest.approx([h["distill/kl"] for h in history], rel=1e-6)
+
+
+def test_report_has_tables_plots_config_and_versions(tracked_run):
+    run_dir, _ = tracked_run
+    result = CliRunner().invoke(app, ["report", str(run_dir)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    text = (run_dir / "report.md").read_text()
+    ratio = json.loads((run_dir / "eval.json").read_text())["ratio"]
+    assert f"Return ratio: **{ratio:.3f}**" in text
+    assert "| round | labelled steps |" in text and '"labelled_steps": 300' in text and "torch " in text
+    for png in ("distillation_curve.png", "latency.png"):
+        assert f"(plots/{png})" in text
+        assert (run_dir / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_on_a_non_run_is_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "not a finished distillation run" in result.output

@@ -1,0 +1,65 @@
+"""`policykd report RUN_DIR`: a markdown report of a distillation run (tables, plots, config, versions, seeds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from policykd.artifacts import atomic_write_bytes
+from policykd.errors import PolicyKDError
+from policykd.plots import distillation_curve, latency_chart
+
+
+def _table(columns: list[str], rows: list[list]) -> str:
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows])
+
+
+def make_plots(run_dir: Path) -> list[Path]:
+    """PNG figures of the run in RUN_DIR/plots (the distillation curve; latency when evaluated)."""
+    card = json.loads((run_dir / "student" / "student.json").read_text())
+    eval_path = run_dir / "eval.json"
+    report = json.loads(eval_path.read_text()) if eval_path.exists() else None
+    plots = run_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    env = card["teacher"]["env"]["env_id"]
+    teacher = report["teacher"] if report else {"mean": float("nan"), "ci95_low": float("nan"), "ci95_high": float("nan")}
+    paths = [distillation_curve(card["history"], teacher, plots / "distillation_curve.png", title=f"{env}: {run_dir.name}")]
+    if report:
+        paths.append(latency_chart(report["latency_us"], plots / "latency.png", title=f"{env}: batch-1 latency"))
+    return paths
+
+
+def write_report(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    if not (run_dir / "student" / "student.json").exists():
+        raise PolicyKDError(f"{run_dir} is not a finished distillation run (no student/student.json); run `policykd distill` first")
+    card = json.loads((run_dir / "student" / "student.json").read_text())
+    report = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").exists() else None
+    plots = make_plots(run_dir)
+    config, teacher = card["config"], card["teacher"]
+    lines = [f"# Distillation report: {run_dir.name}", "",
+             f"Teacher: `{teacher['path']}` ({teacher['algo']}, {teacher['actor_params']:,} actor parameters, sha256 "
+             f"`{teacher['sha256'][:16]}`) on `{teacher['env']['env_id']}`. Student: {config['hidden']} {config['activation']} MLP, "
+             f"{card['parameters']:,} parameters. Data: {config['data_mode']}, {config['labelled_steps']:,} teacher-labelled env steps "
+             f"in {config['rounds']} rounds; distillation seed {config['seed']}; {card['wall_s']:.1f} s of collection + training.", ""]
+    if report:
+        lines += ["## Teacher vs student", "",
+                  f"Same {len(report['seeds'])} seeds ({report['seeds'][0]}-{report['seeds'][-1]}), deterministic actions. "
+                  f"Return ratio: **{report['ratio']:.3f}**.", "",
+                  _table(["policy", "mean", "std", "IQM", "95% CI low", "95% CI high"],
+                         [[who, report[who]["mean"], report[who]["std"], report[who]["iqm"], report[who]["ci95_low"], report[who]["ci95_high"]]
+                          for who in ("teacher", "student")]), "",
+                  "Agreement on held-out teacher states: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                                                      for k, v in report["agreement"].items()), "",
+                  _table(["path", "p50 us", "p99 us", "max us"], [[k, v["p50"], v["p99"], v["max"]] for k, v in report["latency_us"].items()]), ""]
+    lines += ["## Per round", "",
+              _table(["round", "labelled steps", "beta", "student acted", "KL", "value MSE", "student return", "wall s"],
+                     [[h["distill/round"], h["distill/labelled_steps"], h["distill/beta"], h["distill/student_acted"], h["distill/kl"],
+                       h["distill/value_mse"], h.get("eval/student_return_mean", "-"), h["distill/wall_s"]] for h in card["history"]]), "",
+              "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + ["",
+              "## Config", "", "```json", json.dumps(config, indent=2), "```", "",
+              "## Versions", "", ", ".join(f"{k} {v}" for k, v in card["versions"].items()), ""]
+    path = run_dir / "report.md"
+    atomic_write_bytes(path, "\n".join(lines).encode())
+    return path
