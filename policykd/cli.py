@@ -310,6 +310,26 @@ def eval_command(
 
 
 @app.command()
+def sweep(
+    teacher: Optional[str] = typer.Argument(None, help=TEACHER_HELP + " Overrides the config's `teacher`."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Base YAML recipe; every combination overrides it."),
+    grid: list[str] = typer.Option(..., "--grid", help="KEY=V1|V2 (values in YAML), repeatable; the sweep is their product."),
+    out_dir: Path = typer.Option(Path("runs/sweep"), "--out", help="Sweep folder (results.json, results.md, pareto.png, runs/)."),
+    seed: Optional[int] = typer.Option(None),
+    env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
+) -> None:
+    """A local grid sweep (student size, loss variants, data mode, ...) with a table and a Pareto plot."""
+    from policykd.sweep import parse_grid, run_sweep
+
+    def go():
+        results = run_sweep(config, {"teacher": teacher, "seed": seed, "env_id": env}, parse_grid(grid), out_dir)
+        out.print((out_dir / "results.md").read_text())
+        out.print(f"{len(results)} runs; table {out_dir / 'results.md'}, plot {out_dir / 'pareto.png'}")
+
+    _run(go)
+
+
+@app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run folder written by `policykd distill` (runs/NAME).")) -> None:
     """Write RUN_DIR/report.md: teacher vs student, latency, per-round metrics, plots, config and versions."""
     from policykd.report import write_report

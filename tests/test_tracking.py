@@ -65,3 +65,24 @@ def test_report_has_tables_plots_config_and_versions(tracked_run):
 def test_report_on_a_non_run_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "not a finished distillation run" in result.output
+
+
+def test_sweep_runs_the_grid_and_marks_the_pareto_front(tmp_path, tiny_teachers):
+    from policykd.sweep import pareto_front
+
+    assert pareto_front([(1, 0.5), (2, 0.9), (3, 0.8), (1, 0.4)]) == [0, 1]
+    config = tmp_path / "base.yaml"
+    config.write_text("labelled_steps: 200\nrounds: 1\nepochs_per_round: 1\neval_episodes: 2\n")
+    result = CliRunner().invoke(app, ["sweep", str(tiny_teachers["dqn"]), "--env", "CartPole-v1", "-c", str(config),
+                                      "--grid", "hidden=[8]|[16,16]", "--grid", "data_mode=teacher|dagger", "--out", str(tmp_path / "s")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    runs = json.loads((tmp_path / "s" / "results.json").read_text())["runs"]
+    assert sorted((r["param/hidden"], r["param/data_mode"]) for r in runs) == sorted(
+        [([8], "teacher"), ([8], "dagger"), ([16, 16], "teacher"), ([16, 16], "dagger")])
+    assert {r["student_params"] for r in runs} == {4 * 8 + 8 + 8 * 2 + 2, 4 * 16 + 16 + 16 * 16 + 16 + 16 * 2 + 2}
+    table = (tmp_path / "s" / "results.md").read_text()
+    assert table.count("\n") == 2 + 4 and "params" in table
+    assert (tmp_path / "s" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    bad = CliRunner().invoke(app, ["sweep", str(tiny_teachers["dqn"]), "--env", "CartPole-v1", "--grid", "hidden"])
+    assert bad.exit_code == 2 and "KEY=V1|V2" in bad.output
