@@ -23,6 +23,7 @@ from policykd.embedded import load_target, missing_tools, run_on_target
 from policykd.evaluate import run_episodes
 from policykd.export import FORMATS, export_student
 from policykd.latency import backend_latencies
+from policykd.plots import latency_histograms
 from policykd.students import load_student
 from policykd.teachers import load_teacher
 
@@ -64,8 +65,11 @@ def main() -> None:
     obs = np.concatenate([real, random]).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         parities = parity(STUDENT, obs, Path(tmp))
+        samples: dict = {}
         latency = backend_latencies(STUDENT, ("torch", "numpy", "onnx", "c", "c-ctypes"), teacher=teacher, calls=10_000,
-                                    work_dir=Path(tmp) / "bench")
+                                    work_dir=Path(tmp) / "bench", samples=samples)
+        latency_histograms(samples, ROOT / "benchmarks" / "results" / "latency_halfcheetah.png",
+                           title="HalfCheetahBullet 2x64 student vs teacher: batch-1 latency, 10,000 calls per path")
         targets = []
         for name, fmt in (("cortex-m4", "c"), ("cortex-m4", "c-int16"), ("aarch64", "c"), ("aarch64", "c-int16")):
             target = load_target(name)

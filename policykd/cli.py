@@ -361,6 +361,7 @@ def bench(
     teacher: Optional[Path] = typer.Option(None, help="Teacher to time beside (default: the one in the student card; 'none' to skip)."),
     calls: int = typer.Option(10_000, min=100, help="Timed batch-1 calls per backend (after a warm-up)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the table as JSON here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write latency histograms per backend to this PNG."),
 ) -> None:
     """Batch-1, one-thread, pinned latency of the student per backend, the teacher and SB3 predict() beside it."""
     from policykd.artifacts import atomic_write_json, package_versions
@@ -375,8 +376,15 @@ def bench(
         if teacher_path and str(teacher_path) != "none":
             env_id = (card.get("teacher") or {}).get("env", {}).get("env_id")
             t = load_teacher(teacher_path, algo=(card.get("teacher") or {}).get("algo"), env_id=env_id)
-        results = backend_latencies(student, tuple(b.strip() for b in backends.split(",") if b.strip()), teacher=t, calls=calls)
+        samples: dict = {}
+        results = backend_latencies(student, tuple(b.strip() for b in backends.split(",") if b.strip()), teacher=t,
+                                    calls=calls, samples=samples)
         print_latency(results, calls)
+        if plot:
+            from policykd.plots import latency_histograms
+
+            latency_histograms(samples, plot, title=f"{student}: batch-1 latency, {calls:,} calls per path")
+            out.print(f"wrote {plot}")
         if json_out:
             atomic_write_json(json_out, {"student": str(student), "calls": calls, "latency_us": results, "versions": package_versions()})
 

@@ -29,8 +29,8 @@ def single_thread_pinned(core: int | None = None) -> Iterator[None]:
             os.sched_setaffinity(0, affinity)
 
 
-def measure_latency(fn: Callable[[], object], *, calls: int = 10_000, warmup: int | None = None) -> dict[str, float]:
-    """p50 / p99 / max / mean wall time of fn() in microseconds over `calls` timed calls."""
+def timed_samples(fn: Callable[[], object], *, calls: int = 10_000, warmup: int | None = None) -> np.ndarray:
+    """Wall time of each of `calls` calls of fn() in microseconds [calls], after a warm-up, pinned, one thread."""
     warmup = warmup if warmup is not None else max(calls // 10, 10)
     samples = np.empty(calls)
     with single_thread_pinned():
@@ -41,9 +41,17 @@ def measure_latency(fn: Callable[[], object], *, calls: int = 10_000, warmup: in
             start = clock()
             fn()
             samples[i] = clock() - start
-    samples /= 1_000.0
+    return samples / 1_000.0
+
+
+def summarize_samples(samples: np.ndarray) -> dict[str, float]:
     return {"p50": float(np.percentile(samples, 50)), "p99": float(np.percentile(samples, 99)),
-            "max": float(samples.max()), "mean": float(samples.mean()), "calls": calls}
+            "max": float(samples.max()), "mean": float(samples.mean()), "calls": int(len(samples))}
+
+
+def measure_latency(fn: Callable[[], object], *, calls: int = 10_000, warmup: int | None = None) -> dict[str, float]:
+    """p50 / p99 / max / mean wall time of fn() in microseconds over `calls` timed calls."""
+    return summarize_samples(timed_samples(fn, calls=calls, warmup=warmup))
 
 
 BACKENDS = ("torch", "numpy", "onnx", "c", "c-ctypes")
@@ -81,12 +89,13 @@ int main(void)
   qsort(samples, CALLS, sizeof samples[0], compare);
   printf("%%f %%f %%f\n", samples[CALLS / 2] / 1000.0 / INNER, samples[(CALLS * 99) / 100] / 1000.0 / INNER,
          samples[CALLS - 1] / 1000.0 / INNER);
+  for (i = 0; i < CALLS; ++i) printf("%%f\n", samples[i] / 1000.0 / INNER);
   return (int)(sink * 0.0f);
 }
 """
 
 
-def c_native_latency(export_dir: Path, obs: np.ndarray, *, calls: int = 10_000) -> dict[str, float]:
+def c_native_latency(export_dir: Path, obs: np.ndarray, *, calls: int = 10_000, samples_out: list | None = None) -> dict[str, float]:
     """Latency of the C export called from C (no Python in the loop), pinned to one core. Each sample times
     16 back-to-back calls (a single call is shorter than the clock's resolution) and is divided by 16."""
     import subprocess
@@ -98,14 +107,19 @@ def c_native_latency(export_dir: Path, obs: np.ndarray, *, calls: int = 10_000) 
                     str(export_dir / "policykd_student.c"), "-lm"], check=True, capture_output=True)
     core = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
     output = subprocess.run(["taskset", "-c", str(core), str(binary)], check=True, capture_output=True, text=True).stdout
-    p50, p99, worst = (float(x) for x in output.split())
+    first, *rest = output.splitlines()
+    p50, p99, worst = (float(x) for x in first.split())
+    if samples_out is not None:
+        samples_out.append(np.array([float(x) for x in rest]))
     return {"p50": p50, "p99": p99, "max": worst, "calls": calls, "batched_per_sample": 16}
 
 
 def backend_latencies(student_dir: Path, backends: tuple[str, ...], *, teacher=None, calls: int = 10_000,
-                      work_dir: Path | None = None, seed: int = 0) -> dict[str, dict[str, float]]:
+                      work_dir: Path | None = None, seed: int = 0,
+                      samples: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, float]]:
     """Batch-1 latency of the student on each backend, plus the teacher (torch) and SB3 predict() when a teacher
-    is given, all in one run on the same observation. Observations: the normaliser mean plus unit noise."""
+    is given, all in one run on the same observation. Observations: the normaliser mean plus unit noise.
+    samples: if given, filled with each path's raw per-call times in microseconds (for histograms)."""
     import tempfile
 
     import policykd.runtime as runtime
@@ -123,9 +137,10 @@ def backend_latencies(student_dir: Path, backends: tuple[str, ...], *, teacher=N
     obs_batch = obs[None]
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="policykd-bench-"))
     results: dict[str, dict[str, float]] = {}
+    raw: dict[str, np.ndarray] = {}
     if teacher is not None:
-        results["teacher_torch"] = measure_latency(lambda: teacher.act(obs_batch), calls=calls)
-        results["sb3_predict"] = measure_latency(lambda: teacher.sb3_predict(obs_batch), calls=calls)
+        raw["teacher_torch"] = timed_samples(lambda: teacher.act(obs_batch), calls=calls)
+        raw["sb3_predict"] = timed_samples(lambda: teacher.sb3_predict(obs_batch), calls=calls)
     for backend in backends:
         if backend == "torch":
             def call(obs_t: torch.Tensor = torch.as_tensor(obs_batch)) -> object:
@@ -143,10 +158,17 @@ def backend_latencies(student_dir: Path, backends: tuple[str, ...], *, teacher=N
             call = lambda session=session: session.run(None, {"obs": obs_batch})  # noqa: E731
         elif backend == "c":
             export_student(student_dir, work_dir / "c", "c")
-            results[backend] = c_native_latency(work_dir / "c", obs, calls=calls)
+            native: list = []
+            results[backend] = c_native_latency(work_dir / "c", obs, calls=calls, samples_out=native)
+            raw[backend] = native[0]
             continue
         else:
             export_student(student_dir, work_dir / "c", "c")
             call = lambda policy=runtime.load_c(student_dir, work_dir / "c"): policy(obs)  # noqa: E731
-        results[backend] = measure_latency(call, calls=calls)
-    return results
+        raw[backend] = timed_samples(call, calls=calls)
+    for name, values in raw.items():
+        results.setdefault(name, summarize_samples(values))
+    ordered = {name: results[name] for name in raw}
+    if samples is not None:
+        samples.update(raw)
+    return ordered

@@ -52,3 +52,28 @@ def latency_chart(latency_us: dict[str, dict], path: Path, *, title: str) -> Pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def latency_histograms(samples: dict, path: Path, *, title: str) -> Path:
+    """One histogram per inference path of its per-call latency (us, log-spaced bins), p50 and p99 marked."""
+    import numpy as np
+
+    names = list(samples)
+    fig, axes = plt.subplots(len(names), 1, figsize=(8, 1.5 * len(names) + 1), sharex=True, constrained_layout=True)
+    axes = np.atleast_1d(axes)
+    low = min(float(np.percentile(v, 0.1)) for v in samples.values())
+    high = max(float(np.percentile(v, 99.9)) for v in samples.values())
+    bins = np.geomspace(max(low * 0.8, 1e-3), high * 1.2, 80)
+    for ax, name in zip(axes, names):
+        values = np.asarray(samples[name])
+        ax.hist(np.clip(values, bins[0], bins[-1]), bins=bins, color="tab:blue")
+        p50, p99 = np.percentile(values, [50, 99])
+        ax.axvline(p50, color="black", lw=1)
+        ax.axvline(p99, color="tab:red", lw=1, ls="--")
+        ax.set_ylabel("calls", fontsize=8)
+        ax.set_title(f"{name}: p50 {p50:.2f} us, p99 {p99:.2f} us", fontsize=9, loc="left")
+    axes[-1].set(xscale="log", xlabel="batch-1 latency per call (us, log scale; black p50, red p99)")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
