@@ -61,7 +61,8 @@ def deploy_tables() -> str:
     d = json.loads(path.read_text())
     lines = [f"Deployment of a 2x64 student ({d['student_params']:,} parameters) of the rl-zoo PPO HalfCheetahBullet teacher "
              f"({d['teacher_actor_params']:,} actor parameters), `python benchmarks/deploy.py` "
-             "(`benchmarks/results/deploy_halfcheetah.json`). Batch 1, one thread, pinned, 10,000 calls after warm-up, one run:", "",
+             "(`benchmarks/results/deploy_halfcheetah.json`, histograms in `benchmarks/results/latency_halfcheetah.png`). "
+             "Batch 1, one thread, pinned, 10,000 calls after warm-up, one run:", "",
              "| path | p50 us | p99 us | max us | p50 speed-up vs SB3 predict() |", "|---|---:|---:|---:|---:|"]
     for name, lat in d["latency_us"].items():
         lines.append(f"| {name} | {lat['p50']:.2f} | {lat['p99']:.2f} | {lat['max']:.1f} | {d['speedup_vs_sb3_predict_p50'][name]:.1f}x |")
@@ -78,6 +79,17 @@ def deploy_tables() -> str:
     return "\n".join(lines)
 
 
+def ablation_tables() -> str:
+    root = ROOT / "benchmarks" / "ablation_halfcheetah"
+    parts = []
+    for name, title in (("size_and_data", "student size x data mode"), ("loss", "loss variants (DAgger data)")):
+        table = root / name / "results.md"
+        if table.exists():
+            parts += [f"Ablation on the zoo HalfCheetahBullet teacher, 10k labelled steps, distillation seed 0, 20 seeds: {title} "
+                      f"(`benchmarks/ablation_halfcheetah/{name}/`, plot `pareto.png`):", "", table.read_text().strip(), ""]
+    return "\n".join(parts)
+
+
 def main() -> None:
     blocks = [
         "Distillation of the rl-zoo PPO Bullet teachers into 2x64 students (`python benchmarks/distill_zoo.py`; raw records in "
@@ -90,6 +102,7 @@ def main() -> None:
         "Loading the third-party rl-zoo teachers reproduces their published returns (`python benchmarks/zoo_teacher_eval.py`):",
         teacher_table(),
         deploy_tables(),
+        ablation_tables(),
     ]
     text = "\n\n".join(b for b in blocks if b)
     readme = (ROOT / "README.md").read_text()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -92,6 +93,7 @@ def write_outputs(out_dir: Path, results: list[dict[str, Any]], *, env_id: str) 
     params_front = set(pareto_front([(r["student_params"], r["ratio"]) for r in results]))
     latency_front = set(pareto_front([(r["numpy_p50_us"], r["ratio"]) for r in results]))
     swept = sorted({k for r in results for k in r if k.startswith("param/")})
+    varied = [k for k in swept if len({json.dumps(r[k]) for r in results}) > 1] or swept
     columns = [k.removeprefix("param/") for k in swept] + list(SWEPT_COLUMNS) + ["Pareto"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for i, r in enumerate(results):
@@ -109,11 +111,14 @@ def write_outputs(out_dir: Path, results: list[dict[str, Any]], *, env_id: str) 
         order = sorted(front, key=lambda i: xs[i])
         ax.plot(xs[order], ys[order], color="tab:red", lw=1.5, label="Pareto front", zorder=2)
         for i, r in enumerate(results):
-            ax.annotate(", ".join(f"{json.dumps(r[k])}" for k in swept), (xs[i], ys[i]), fontsize=7,
+            ax.annotate(", ".join(f"{r[k]}" for k in varied), (xs[i], ys[i]), fontsize=7,
                         textcoords="offset points", xytext=(4, 4))
         ax.axhline(1.0, color="tab:gray", ls="--", lw=1, label="teacher parity")
         ax.set(xscale="log", xlabel=label, ylabel="student / teacher return (same seeds)")
-        ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"{env_id}: sweep over {', '.join(k.removeprefix('param/') for k in swept)}")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.margins(x=0.15)
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle(f"{env_id}: sweep over {', '.join(k.removeprefix('param/') for k in varied)}")
     fig.savefig(out_dir / "pareto.png", dpi=110)
     plt.close(fig)
