@@ -103,20 +103,27 @@ static int32_t hi16(uint32_t v) { return lo16(v >> 16); }
 
 static uint32_t pack(int32_t low, int32_t high) { return ((uint32_t)low & 0xFFFFu) | (((uint32_t)high & 0xFFFFu) << 16); }
 
-#define OUT(r, acc) do { const float v = (float)(acc) * (inv * ws[i + (r)]) + b[i + (r)]; y[i + (r)] = activate ? ACT(v) : v; } while (0)
+#define OUT(r, acc) do { \\
+    const float v = (float)(acc) * (inv * ws[i + (r)]) + b[i + (r)]; \\
+    const float o = activate ? ACT(v) : v; \\
+    const float mag = o < 0.0f ? -o : o; \\
+    y[i + (r)] = o; \\
+    if (mag > ym) ym = mag; \\
+  } while (0)
 
 /* y[0:4*ceil(out/4)] = act?(dequantised(Wq xq) + b), Wq packed 12-bit rows in 4-row blocks (policykd/c_codegen.py). */
-static void dense(const uint32_t *w, const float *ws, const float *b, int out, int in, const float *x, float *y, int activate)
+/* m = max |x[0:in]| (computed by the producer of x); x[in] must be 0 when in is odd. Returns max |y[0:out]|. */
+static float dense(const uint32_t *w, const float *ws, const float *b, int out, int in, const float *x, float m, float *y,
+                   int activate)
 {
   uint32_t xq[WIDTH / 2];
-  float m = 0.0f, sx, inv;
+  float sx, inv, ym = 0.0f;
   int i, p, pairs = (in + 1) / 2;
-  for (i = 0; i < in; ++i) { float v = x[i] < 0.0f ? -x[i] : x[i]; if (v > m) m = v; }
   sx = m > 0.0f ? 8191.0f / m : 0.0f;
   inv = m / 8191.0f;
   for (p = 0; p < pairs; ++p) {
     int32_t low = (int32_t)(x[2 * p] * sx);  /* truncation: |error| < 1 step of 1/8191 of the layer's max */
-    int32_t high = 2 * p + 1 < in ? (int32_t)(x[2 * p + 1] * sx) : 0;
+    int32_t high = (int32_t)(x[2 * p + 1] * sx);
     xq[p] = pack(low, high);
   }
   for (i = 0; i < out; i += 4) {
@@ -131,6 +138,7 @@ static void dense(const uint32_t *w, const float *ws, const float *b, int out, i
     }
     OUT(0, s0); OUT(1, s1); OUT(2, s2); OUT(3, s3);
   }
+  return ym;
 }
 """
 
@@ -188,21 +196,25 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
         else:
             words, scales, b4 = _packed_int16(weight, bias)
             parts += [_uint32_array(w_name, words), _array(f"{w_name}S", scales), _array(b_name, b4)]
-            calls.append(f"dense({w_name}, {w_name}S, {b_name}, {out}, {in_dim}, %s, %s, {activate});")
+            calls.append(f"m = dense({w_name}, {w_name}S, {b_name}, {out}, {in_dim}, %s, m, %s, {activate});")
         in_dim = out
     act = "(v > 0.0f ? v : 0.0f)" if activation == "relu" else "tanhf(v)"
     parts.append(f"\n#define ACT(v) {act}\n")
     parts.append(_DENSE_FLOAT if arithmetic == "float" else _DENSE_INT16)
+    int16 = arithmetic == "int16"
+    declare_max = "\n  float m = 0.0f; /* max |input| of the next layer, for its quantisation */" if int16 else ""
+    track_max = "\n    if ((a[i] < 0.0f ? -a[i] : a[i]) > m) m = a[i] < 0.0f ? -a[i] : a[i];" if int16 else ""
+    pad = "\n  a[POLICYKD_OBS_DIM] = 0.0f;  /* inputs go in pairs: an odd count reads one zero */" if int16 and obs_dim % 2 else ""
     parts.append(f"""
 int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION_DIM])
 {{
-  float a[WIDTH], b[WIDTH];
+  float a[WIDTH], b[WIDTH];{declare_max}
   const float clip = {_c_float(float(weights["obs_clip"]))};
   int i;
   for (i = 0; i < POLICYKD_OBS_DIM; ++i) {{
     float z = (obs[i] - OBS_MEAN[i]) * OBS_INV_STD[i];  /* multiply: VDIV takes 14 cycles on a Cortex-M4 */
-    a[i] = z > clip ? clip : (z < -clip ? -clip : z);
-  }}
+    a[i] = z > clip ? clip : (z < -clip ? -clip : z);{track_max}
+  }}{pad}
 """)
     src, dst = "a", "b"
     for call in calls:
