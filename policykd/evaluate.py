@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from policykd.distributions import kl_divergence
 from policykd.env_factory import EnvSpec
 from policykd.latency import measure_latency
 from policykd.rollout import make_vector_env
@@ -91,8 +92,6 @@ def summarize_returns(returns: np.ndarray) -> dict[str, float]:
 @torch.no_grad()
 def agreement(teacher: Teacher, student: Student, states: np.ndarray) -> dict[str, float]:
     """How closely the student matches the teacher on states [N, obs_dim] the teacher visited."""
-    from policykd.distributions import kl_divergence
-
     teacher_dist, _ = teacher.dist_and_value(states)
     student_dist, _ = student(torch.as_tensor(states, dtype=torch.float32))
     result = {"kl": float(kl_divergence(teacher_dist, student_dist, reduction="mean")), "states": int(len(states))}
