@@ -106,7 +106,7 @@ static uint32_t pack(int32_t low, int32_t high) { return ((uint32_t)low & 0xFFFF
 #define OUT(r, acc) do { \\
     const float v = (float)(acc) * (inv * ws[i + (r)]) + b[i + (r)]; \\
     const float o = activate ? ACT(v) : v; \\
-    const float mag = o < 0.0f ? -o : o; \\
+    const float mag = activate ? MAG(o) : (o < 0.0f ? -o : o); \\
     y[i + (r)] = o; \\
     if (mag > ym) ym = mag; \\
   } while (0)
@@ -199,7 +199,8 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
             calls.append(f"m = dense({w_name}, {w_name}S, {b_name}, {out}, {in_dim}, %s, m, %s, {activate});")
         in_dim = out
     act = "(v > 0.0f ? v : 0.0f)" if activation == "relu" else "tanhf(v)"
-    parts.append(f"\n#define ACT(v) {act}\n")
+    magnitude = "(o)" if activation == "relu" else "(o < 0.0f ? -o : o)"  # |ACT(v)|: ReLU outputs are never negative
+    parts.append(f"\n#define ACT(v) {act}\n#define MAG(o) {magnitude}\n")
     parts.append(_DENSE_FLOAT if arithmetic == "float" else _DENSE_INT16)
     int16 = arithmetic == "int16"
     declare_max = "\n  float m = 0.0f; /* max |input| of the next layer, for its quantisation */" if int16 else ""
