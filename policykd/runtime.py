@@ -27,7 +27,12 @@ _ACTIVATIONS = {
 
 
 class NumpyPolicy:
-    """A student's deterministic policy as float32 numpy arrays."""
+    """A student's deterministic policy as float32 numpy arrays.
+
+    The single-observation path keeps preallocated buffers and [W | b] matrices (each layer is one matrix-vector
+    product into a buffer whose last entry is 1), so a call is about ten numpy operations and allocates only
+    the returned action. It is therefore not reentrant: use one instance per control loop (thread).
+    """
 
     def __init__(self, card: dict, weights: dict[str, np.ndarray]) -> None:
         spec = card["spec"]
@@ -40,14 +45,29 @@ class NumpyPolicy:
         self.low, self.high = f32("action_low"), f32("action_high")
         self.layers = [(f32(f"trunk.{2 * i}.weight"), f32(f"trunk.{2 * i}.bias")) for i in range(len(spec["hidden"]))]
         self.head = (f32("action_head.weight"), f32("action_head.bias"))
+        self._inv_std = (1.0 / self.obs_std).astype(np.float32)
+        self._augmented = [np.ascontiguousarray(np.hstack([w, b[:, None]]), dtype=np.float32) for w, b in [*self.layers, self.head]]
+        self._buffers = [np.ones(self.obs_dim + 1, dtype=np.float32)] + [np.ones(w.shape[0] + 1, dtype=np.float32) for w, _ in self.layers]
+        self._head_out = np.empty(self.head[0].shape[0], dtype=np.float32)
+        self._in_place = spec["activation"] in ("relu", "tanh")
 
     def __call__(self, obs: np.ndarray) -> np.ndarray | int:
         """obs [obs_dim] -> env action [A] (float32), or the action index for discrete actions."""
-        x = (np.asarray(obs, dtype=np.float32) - self.obs_mean) / self.obs_std
-        np.clip(x, -self.obs_clip, self.obs_clip, out=x)
-        for weight, bias in self.layers:
-            x = self._activation(weight @ x + bias)
-        return self._output(self.head[0] @ x + self.head[1])
+        x = self._buffers[0]
+        body = x[:-1]
+        np.subtract(obs, self.obs_mean, out=body)
+        np.multiply(body, self._inv_std, out=body)
+        np.clip(body, -self.obs_clip, self.obs_clip, out=body)
+        for matrix, out in zip(self._augmented, self._buffers[1:]):
+            hidden = out[:-1]
+            np.dot(matrix, x, out=hidden)
+            if self._in_place:
+                self._activation(hidden)
+            else:
+                hidden[:] = self._activation(hidden)
+            x = out
+        np.dot(self._augmented[-1], x, out=self._head_out)
+        return self._output(self._head_out)
 
     def batch(self, obs: np.ndarray) -> np.ndarray:
         """obs [B, obs_dim] -> env actions [B, A] (or [B] indices)."""
