@@ -67,7 +67,9 @@ def test_gaussian_actions_are_clipped_to_bounds():
 
 
 def test_predict_works_with_sb3_evaluate_policy():
-    env = gym.make("CartPole-v1")
+    from stable_baselines3.common.monitor import Monitor
+
+    env = Monitor(gym.make("CartPole-v1"))
     spec = StudentSpec(obs_dim=4, action_dim=2, family="categorical")
     student = Student(spec)
     with torch.no_grad():

@@ -31,7 +31,9 @@ def test_zoo_teacher_matches_sb3_predict(algo, env_id, family, obs_dim):
     obs, _ = env.reset(seed=3)
     batch = [obs]
     for _ in range(15):
-        obs, *_ = env.step(env.action_space.sample())
+        obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            obs, _ = env.reset()
         batch.append(obs)
     env.close()
     batch = np.stack(batch)
