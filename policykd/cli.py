@@ -52,6 +52,9 @@ def print_comparison(report: dict) -> None:
     out.print(_returns_table(f"{report['env']}: teacher vs student on the same {len(report['seeds'])} seeds",
                              [("teacher", report["teacher"]), ("student", report["student"])]))
     out.print(f"return ratio (1 = teacher parity, lower = worse): [bold]{report['ratio']:.3f}[/bold]")
+    if "success_rate" in report["teacher"]:
+        out.print(f"success rate (the env's final info['is_success']; laps completed for the racecar): "
+                  f"teacher {report['teacher']['success_rate']:.0%}, student {report['student']['success_rate']:.0%}")
     agreement = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in report["agreement"].items())
     out.print(f"agreement on held-out teacher states: {agreement}")
     table = Table(title="batch-1 latency, one thread (us)")
@@ -62,6 +65,25 @@ def print_comparison(report: dict) -> None:
     out.print(table)
     out.print(f"parameters: teacher actor {report['teacher']['actor_params']:,}, student {report['student']['params']:,} "
               f"({report['student']['params'] / report['teacher']['actor_params']:.1%})")
+
+
+def film_side_by_side(teacher, student, run_dir: Path, *, seed: int, steps: int) -> Path:
+    """Teacher and student on the same seeded episode: RUN_DIR/rollout.png (strip) and rollout.gif."""
+    import torch
+
+    from policykd.filmstrip import record_episode, write_side_by_side
+
+    def student_act(obs):
+        with torch.no_grad():
+            return student.act(torch.as_tensor(obs)).numpy()
+
+    with out.status(f"filming teacher and student on seed {seed} ({steps} steps each)"):
+        frames = [record_episode(act, teacher.env_spec, seed, max_steps=steps)
+                  for act in (lambda o: teacher.act(o, deterministic=True), student_act)]
+        png, gif = run_dir / "rollout.png", run_dir / "rollout.gif"
+        write_side_by_side(*frames, png, gif)
+    out.print(f"rollout, teacher above student: {png} and {gif}")
+    return png
 
 
 def print_latency(results: dict[str, dict], calls: int) -> None:
@@ -256,6 +278,10 @@ def distill(
             print_comparison(report)
             log_evaluation(tracker, report)
             out.print(f"report: {result.run_dir / 'eval.json'}")
+        if cfg.rollout_steps > 0:
+            png = film_side_by_side(result.teacher, result.student, result.run_dir, seed=cfg.eval_seed,
+                                    steps=cfg.rollout_steps)
+            tracker.image("plots/rollout", png)
         from policykd.report import make_plots
 
         for plot in make_plots(result.run_dir):

@@ -52,6 +52,7 @@ class DistillConfig:
     eval_every_round: int = 0           # > 0: also evaluate the student on this many seeds after each round (curve)
     eval_seed: int = 1_000_000
     latency_calls: int = 2_000
+    rollout_steps: int = 0              # > 0: film teacher and student on eval_seed for this many steps (PNG + GIF)
 
     def __post_init__(self) -> None:
         if self.data_mode not in DATA_MODES:

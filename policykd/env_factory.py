@@ -17,6 +17,8 @@ from policykd.errors import PolicyKDError
 
 # Packages that register envs on import, tried in order when an id is not yet registered.
 _REGISTERING_PACKAGES = ("pybullet_envs_gymnasium",)
+# Namespaces whose package name differs from the lower-cased namespace.
+_NAMESPACE_PACKAGES = {"PolicyKD": "policykd_envs"}
 
 
 def ensure_registered(env_id: str) -> None:
@@ -24,7 +26,7 @@ def ensure_registered(env_id: str) -> None:
     if env_id in gym.registry:
         return
     namespace = env_id.split("/")[0] if "/" in env_id else None
-    candidates = ((namespace.lower(),) if namespace else ()) + _REGISTERING_PACKAGES
+    candidates = ((_NAMESPACE_PACKAGES.get(namespace, namespace.lower()),) if namespace else ()) + _REGISTERING_PACKAGES
     for package in candidates:
         try:
             with native_stdout_silenced((1, 2)):

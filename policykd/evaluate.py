@@ -27,11 +27,16 @@ class Episodes:
     returns: np.ndarray  # [n_episodes] float64
     lengths: np.ndarray  # [n_episodes] int64
     states: np.ndarray   # [n_states, obs_dim] float32, every state the policy acted in
+    successes: np.ndarray | None = None  # [n_episodes] bool, the env's final info["is_success"] where it reports one
+
+    def success_rate(self) -> float | None:
+        return None if self.successes is None else float(np.mean(self.successes))
 
 
 def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2, progress: Callable[[int], None] | None = None) -> Episodes:
     """One episode per seed, n_envs at a time in lockstep; `act` maps raw obs [B, obs_dim] to env actions."""
-    returns, lengths, states = [], [], []
+    returns, lengths, states, successes = [], [], [], []
+    reports_success = False
     envs = make_vector_env(spec, n_envs)
     try:
         for start in range(0, len(seeds), n_envs):
@@ -42,19 +47,26 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
             running[len(batch):] = False
             ep_return = np.zeros(n_envs)
             ep_length = np.zeros(n_envs, dtype=np.int64)
+            ep_success = np.zeros(n_envs, dtype=bool)
             while running.any():
                 states.append(obs[running].astype(np.float32))
-                obs, reward, terminated, truncated, _ = envs.step(act(obs))
+                obs, reward, terminated, truncated, info = envs.step(act(obs))
                 ep_return += np.where(running, reward, 0.0)
                 ep_length += running
-                running &= ~(terminated | truncated)
+                ending = running & (terminated | truncated)
+                if "is_success" in info:
+                    reports_success = True
+                    ep_success[ending] = np.asarray(info["is_success"], dtype=bool)[ending]
+                running &= ~ending
             returns.extend(ep_return[: len(batch)])
             lengths.extend(ep_length[: len(batch)])
+            successes.extend(ep_success[: len(batch)])
             if progress is not None:
                 progress(len(batch))
     finally:
         envs.close()
-    return Episodes(np.array(returns), np.array(lengths), np.concatenate(states))
+    return Episodes(np.array(returns), np.array(lengths), np.concatenate(states),
+                    np.array(successes) if reports_success else None)
 
 
 def interquartile_mean(x: np.ndarray) -> float:
@@ -150,6 +162,9 @@ def compare(teacher: Teacher, student: Student, *, episodes: int = 20, eval_seed
         "student_torch": measure_latency(lambda: student_act(probe), calls=latency_calls),
     }
     teacher_stats, student_stats = summarize_returns(teacher_eps.returns), summarize_returns(student_eps.returns)
+    if teacher_eps.successes is not None:
+        teacher_stats["success_rate"] = teacher_eps.success_rate()
+        student_stats["success_rate"] = student_eps.success_rate()
     return {
         "env": teacher.env_spec.env_id,
         "seeds": seeds,

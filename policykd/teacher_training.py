@@ -92,6 +92,7 @@ def train_teacher(config: TeacherTrainConfig, out_dir: str | Path, *, progress_b
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    _drop_optimizer_state(model)
     model.save(tmp / "model.zip")
     normalizer = None
     if config.normalize:
@@ -102,7 +103,7 @@ def train_teacher(config: TeacherTrainConfig, out_dir: str | Path, *, progress_b
         "model_file": "model.zip", "env": spec.to_json(), "normalizer": normalizer,
         "training": {"config": config.__dict__, "command": " ".join(["policykd", *sys.argv[1:]]) or "policykd teacher train",
                      "seed": config.seed, "n_timesteps": config.n_timesteps, "wall_s": wall_s},
-        "versions": package_versions(),
+        "versions": package_versions(), "optimizer_state": "dropped",
     }
     atomic_write_json(tmp / MODEL_CARD, card)
     teacher = load_teacher(tmp)
@@ -110,6 +111,8 @@ def train_teacher(config: TeacherTrainConfig, out_dir: str | Path, *, progress_b
     episodes = run_episodes(lambda o: teacher.act(o), spec, seeds, n_envs=1)
     card["evaluation"] = {**summarize_returns(episodes.returns), "returns": episodes.returns.tolist(), "seeds": seeds,
                           "deterministic": True}
+    if episodes.successes is not None:
+        card["evaluation"]["success_rate"] = episodes.success_rate()
     card["sha256"] = sha256_file(tmp / "model.zip")
     card["actor_params"] = teacher.actor_parameter_count()
     atomic_write_json(tmp / MODEL_CARD, card)
@@ -117,6 +120,18 @@ def train_teacher(config: TeacherTrainConfig, out_dir: str | Path, *, progress_b
     venv.close()
     tmp.rename(out_dir)
     return out_dir
+
+
+def _drop_optimizer_state(model) -> None:
+    """Empty every optimizer's per-parameter state (Adam moments) so the zip carries weights only.
+
+    SB3 still loads the file (the optimizers keep their hyperparameters); fine-tuning restarts Adam's moments.
+    """
+    from stable_baselines3.common.save_util import recursive_getattr
+
+    for name in model._get_torch_save_params()[0]:
+        if name.endswith("optimizer"):
+            recursive_getattr(model, name).state.clear()
 
 
 def model_card_markdown(card: dict[str, Any]) -> str:
@@ -134,6 +149,8 @@ def model_card_markdown(card: dict[str, Any]) -> str:
         f"| policy | {tr['config']['policy_kwargs']} |",
         f"| actor parameters | {card['actor_params']} |",
         f"| return ({ev['episodes']} seeded episodes, deterministic) | {ev['mean']:.1f} +- {ev['std']:.1f} (IQM {ev['iqm']:.1f}) |",
+        *([f"| success rate (final info['is_success']) | {ev['success_rate']:.2f} |"] if "success_rate" in ev else []),
+        "| optimizer state | dropped (weights only; fine-tuning restarts Adam) |",
         f"| versions | {', '.join(f'{k} {v}' for k, v in card['versions'].items())} |",
         "",
     ])

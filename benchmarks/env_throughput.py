@@ -1,0 +1,48 @@
+"""Raw steps/s of policykd's own envs (and one Bullet locomotion env for scale): one process, random actions,
+resets included, no policy. Writes benchmarks/results/env_throughput.json.
+
+    python benchmarks/env_throughput.py [--steps 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import policykd_envs
+from policykd.artifacts import atomic_write_json, package_versions
+from policykd.env_factory import EnvSpec
+
+RESULTS = Path(__file__).resolve().parent / "results" / "env_throughput.json"
+
+
+def steps_per_second(env_id: str, steps: int, seed: int = 0) -> float:
+    env = EnvSpec(env_id).make()
+    env.action_space.seed(seed)
+    env.reset(seed=seed)
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+    elapsed = time.perf_counter() - start
+    env.close()
+    return steps / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=5000)
+    args = parser.parse_args()
+    records = []
+    for env_id in (*policykd_envs.ENV_IDS, "InvertedDoublePendulumBulletEnv-v0", "HalfCheetahBulletEnv-v0"):
+        rate = steps_per_second(env_id, args.steps)
+        records.append({"env": env_id, "steps": args.steps, "steps_per_s": rate, "actions": "uniform random, seed 0",
+                        "processes": 1, "versions": package_versions()})
+        print(f"{env_id:40s} {rate:8.0f} steps/s", flush=True)
+    atomic_write_json(RESULTS, records)
+
+
+if __name__ == "__main__":
+    main()
