@@ -74,7 +74,8 @@ def deploy_tables() -> str:
               "| " + " | ".join(f"{v:.2g}" for v in d["parity_max_abs_diff"].values()) + " |", "",
               "| target | export | flash | RAM (static + stack) | instructions / inference | estimated time | output vs host |", "|---|---|---:|---:|---:|---:|---|"]
     for t in d["embedded"]:
-        est = f"{t['us_per_inference']:.0f} us at {t['clock_hz'] / 1e6:.0f} MHz (CPI {t['cpi_assumed']})" if "us_per_inference" in t else "not timed (user-mode qemu)"
+        est = (f"{t['us_per_inference']:.0f} us at {t['clock_hz'] / 1e6:.0f} MHz ({t['cycles_per_inference']:,.0f} cycles, TRM model; "
+               f"{t['us_per_inference_flat_cpi']:.0f} us at a flat CPI of {t['cpi_flat']})" if "us_per_inference" in t else "not timed (user-mode qemu)")
         instr = f"{t['instructions_per_inference']:,.0f}" if "instructions_per_inference" in t else "-"
         lines.append(f"| {t['target']} | {t['export_format']} | {t['flash_bytes'] / 1024:.1f} KiB | {t['ram_bytes']} B | {instr} | {est} | "
                      f"{'bit-identical' if t['outputs_equal_host'] else 'max diff %.2g' % t['max_abs_diff_vs_host']} |")

@@ -343,12 +343,19 @@ def sweep(
     out_dir: Path = typer.Option(Path("runs/sweep"), "--out", help="Sweep folder (results.json, results.md, pareto.png, runs/)."),
     seed: Optional[int] = typer.Option(None),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
+    wandb_sweep: bool = typer.Option(False, "--wandb-sweep", help="Run the grid as a W&B sweep (needs `wandb login` and network)."),
+    project: str = typer.Option("policykd", help="W&B project of the sweep."),
 ) -> None:
-    """A local grid sweep (student size, loss variants, data mode, ...) with a table and a Pareto plot."""
-    from policykd.sweep import parse_grid, run_sweep
+    """A grid sweep (student size, loss variants, data mode, ...) with a table and a Pareto plot; locally, or as a
+    W&B sweep whose agent runs here."""
+    from policykd.sweep import parse_grid, run_sweep, run_wandb_sweep
 
     def go():
-        results = run_sweep(config, {"teacher": teacher, "seed": seed, "env_id": env}, parse_grid(grid), out_dir)
+        overrides = {"teacher": teacher, "seed": seed, "env_id": env}
+        if wandb_sweep:
+            results = run_wandb_sweep(config, overrides, parse_grid(grid), out_dir, project=project)
+        else:
+            results = run_sweep(config, overrides, parse_grid(grid), out_dir)
         out.print((out_dir / "results.md").read_text())
         out.print(f"{len(results)} runs; table {out_dir / 'results.md'}, plot {out_dir / 'pareto.png'}")
 

@@ -8,7 +8,9 @@ binary run by qemu user-mode emulation.
 Reported: the outputs on fixed test observations (float bits, compared with the host build of the same C),
 the student's flash (code + const weights) and static RAM plus its stack (from -fstack-usage), and, for
 microcontrollers, instructions per inference counted from qemu's execution trace (N inferences minus none,
-divided by N) and the cycle / time estimate at the target clock for the target's stated CPI.
+divided by N), cycles per inference from the Cortex-M4 TRM's instruction timings applied to that trace
+(policykd/cortex_m_cycles.py), the time at the target clock, and for comparison the time at the target's flat,
+pessimistic `cpi`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from policykd.cortex_m_cycles import count_trace
 from policykd.errors import PolicyKDError
 from policykd.export import export_student
 
@@ -172,13 +175,14 @@ def run_on_target(student_dir: str | Path, target: dict[str, Any], test_obs: np.
         for n in (0, n_infer):
             elf = _build(target["compiler"], cflags, ldflags, work, f"count{n}.elf", n, startup=True)
             trace = work / f"trace{n}.log"
-            _run([*target["emulator"][:-1], "-singlestep", "-d", "exec,nochain", "-D", str(trace), "-kernel", str(elf)], work)
-            with open(trace, "rb") as f:
-                counts.append(sum(chunk.count(b"Trace ") for chunk in iter(lambda: f.read(1 << 24), b"")))
+            _run([*target["emulator"][:-1], "-singlestep", "-d", "in_asm,exec,nochain", "-D", str(trace), "-kernel", str(elf)], work)
+            counts.append(count_trace(trace))
             trace.unlink()
-        instructions = (counts[1] - counts[0]) / n_infer
-        cycles = instructions * target["cpi"]
-        result.update({"instructions_per_inference": instructions, "cpi_assumed": target["cpi"],
-                       "cycles_per_inference": cycles, "us_per_inference": cycles / target["clock_hz"] * 1e6,
-                       "max_rate_hz": target["clock_hz"] / cycles})
+        instructions = (counts[1].instructions - counts[0].instructions) / n_infer
+        cycles = (counts[1].cycles - counts[0].cycles) / n_infer
+        result.update({"instructions_per_inference": instructions, "cycles_per_inference": cycles,
+                       "cycle_model": "Cortex-M4 TRM timings, zero-wait-state memory (policykd/cortex_m_cycles.py)",
+                       "us_per_inference": cycles / target["clock_hz"] * 1e6, "max_rate_hz": target["clock_hz"] / cycles,
+                       "cpi_flat": target["cpi"],
+                       "us_per_inference_flat_cpi": instructions * target["cpi"] / target["clock_hz"] * 1e6})
     return result

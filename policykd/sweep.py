@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -48,43 +49,123 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
             if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i)]
 
 
-def run_sweep(base_config: Path | None, overrides: dict[str, Any], grid: dict[str, list[Any]], out_dir: Path,
-              *, latency_calls: int = 2_000) -> list[dict[str, Any]]:
-    """Distil and evaluate every grid combination; results.json is rewritten after each (resumable: done ones are kept)."""
-    import policykd.runtime as runtime
-    from policykd.distill import distill
-    from policykd.evaluate import compare, run_episodes
-    from policykd.latency import measure_latency
-    from policykd.teachers import load_teacher
-    from policykd.tracking import Tracker
+class SweepContext:
+    """What every combination of a sweep shares: the base config, the teacher and its evaluation episodes."""
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results_path = out_dir / "results.json"
-    results = json.loads(results_path.read_text())["runs"] if results_path.exists() else []
-    base = load_config(base_config, overrides)
-    teacher = load_teacher(base.teacher, algo=base.algo, env_id=base.env_id)
-    seeds = [base.eval_seed + i for i in range(base.eval_episodes)]
-    teacher_episodes = run_episodes(teacher.act, teacher.env_spec, seeds, n_envs=base.n_envs)
-    for index, combo in enumerate(combinations(grid)):
-        name = f"sweep{index:03d}__" + "__".join(f"{k}={json.dumps(v, separators=(',', ''))}" for k, v in combo.items())
-        if any(r["name"] == name for r in results):
-            continue
-        config = DistillConfig(**{**base.to_dict(), **combo, "out_dir": str(out_dir / "runs"), "run_name": name})
-        result = distill(config, teacher=teacher, tracker=Tracker(out_dir / "runs" / name / "history.jsonl", quiet=True))
-        report = compare(teacher, result.student, episodes=config.eval_episodes, eval_seed=config.eval_seed,
-                         n_envs=config.n_envs, teacher_episodes=teacher_episodes, latency_calls=100)
+    def __init__(self, base_config: Path | None, overrides: dict[str, Any], out_dir: Path):
+        from policykd.evaluate import run_episodes
+        from policykd.teachers import load_teacher
+
+        self.out_dir = out_dir
+        self.base = load_config(base_config, overrides)
+        self.teacher = load_teacher(self.base.teacher, algo=self.base.algo, env_id=self.base.env_id)
+        self.seeds = [self.base.eval_seed + i for i in range(self.base.eval_episodes)]
+        self.teacher_episodes = run_episodes(self.teacher.act, self.teacher.env_spec, self.seeds, n_envs=self.base.n_envs)
+
+    def run(self, name: str, combo: dict[str, Any], *, latency_calls: int = 2_000) -> dict[str, Any]:
+        """Distil, evaluate and time one combination; returns its results row."""
+        import policykd.runtime as runtime
+        from policykd.distill import distill
+        from policykd.evaluate import compare
+        from policykd.latency import measure_latency
+        from policykd.tracking import Tracker
+
+        config = DistillConfig(**{**self.base.to_dict(), **combo, "out_dir": str(self.out_dir / "runs"), "run_name": name})
+        result = distill(config, teacher=self.teacher,
+                         tracker=Tracker(self.out_dir / "runs" / name / "history.jsonl", quiet=True))
+        report = compare(self.teacher, result.student, episodes=config.eval_episodes, eval_seed=config.eval_seed,
+                         n_envs=config.n_envs, teacher_episodes=self.teacher_episodes, latency_calls=100)
         policy = runtime.load(result.run_dir / "student")
-        probe = teacher_episodes.states[0]
-        results.append({
+        probe = self.teacher_episodes.states[0]
+        return {
             "name": name, **{f"param/{k}": v for k, v in combo.items()}, "ratio": report["ratio"],
             "student_return": report["student"]["mean"], "teacher_return": report["teacher"]["mean"],
             "student_params": report["student"]["params"], "teacher_actor_params": report["teacher"]["actor_params"],
             "numpy_p50_us": measure_latency(lambda: policy(probe), calls=latency_calls)["p50"],
-            "kl": report["agreement"]["kl"], "wall_s": result.wall_s, "labelled_steps": config.labelled_steps, "seed": config.seed,
-        })
-        atomic_write_json(results_path, {"teacher": teacher.identity(), "base_config": base.to_dict(), "grid": grid,
-                                         "eval_seeds": seeds, "runs": results, "versions": package_versions()})
-    write_outputs(out_dir, results, env_id=teacher.env_spec.env_id)
+            "kl": report["agreement"]["kl"], "wall_s": result.wall_s, "labelled_steps": config.labelled_steps,
+            "seed": config.seed,
+        }
+
+    def save(self, results: list[dict[str, Any]], grid: dict[str, list[Any]]) -> None:
+        atomic_write_json(self.out_dir / "results.json", {
+            "teacher": self.teacher.identity(), "base_config": self.base.to_dict(), "grid": grid,
+            "eval_seeds": self.seeds, "runs": results, "versions": package_versions()})
+
+
+def _load_results(out_dir: Path) -> list[dict[str, Any]]:
+    path = out_dir / "results.json"
+    return json.loads(path.read_text())["runs"] if path.exists() else []
+
+
+def run_name(index: int, combo: dict[str, Any]) -> str:
+    return f"sweep{index:03d}__" + "__".join(f"{k}={json.dumps(v, separators=(',', ''))}" for k, v in combo.items())
+
+
+def run_sweep(base_config: Path | None, overrides: dict[str, Any], grid: dict[str, list[Any]], out_dir: Path,
+              *, latency_calls: int = 2_000) -> list[dict[str, Any]]:
+    """Distil and evaluate every grid combination; results.json is rewritten after each (resumable: done ones are kept)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = _load_results(out_dir)
+    context = SweepContext(base_config, overrides, out_dir)
+    for index, combo in enumerate(combinations(grid)):
+        name = run_name(index, combo)
+        if any(r["name"] == name for r in results):
+            continue
+        results.append(context.run(name, combo, latency_calls=latency_calls))
+        context.save(results, grid)
+    write_outputs(out_dir, results, env_id=context.teacher.env_spec.env_id)
+    return results
+
+
+def wandb_sweep_config(grid: dict[str, list[Any]], *, name: str) -> dict[str, Any]:
+    """The W&B sweep definition of a grid: every combination once, ranked by the return ratio."""
+    return {"name": name, "method": "grid", "metric": {"name": "ratio", "goal": "maximize"},
+            "parameters": {key: {"values": values} for key, values in grid.items()}}
+
+
+def wandb_online() -> bool:
+    """True when W&B can reach its server: an API key is configured and WANDB_MODE does not say offline/disabled."""
+    from policykd.tracking import wandb_has_api_key
+
+    return wandb_has_api_key() and os.environ.get("WANDB_MODE", "online") not in ("offline", "dryrun", "disabled")
+
+
+def wandb_sweep_run(context: SweepContext, grid: dict[str, list[Any]], *, project: str,
+                    defaults: dict[str, Any] | None = None, mode: str | None = None) -> dict[str, Any]:
+    """One W&B sweep run: read the combination from the run's config (set by the sweep controller; `defaults`
+    fill keys it leaves out), distil and evaluate it, log the row as the run's summary and history."""
+    import wandb
+
+    with wandb.init(project=project, config=defaults or {}, dir=str(context.out_dir), mode=mode,
+                    settings=wandb.Settings(silent=True)) as run:
+        combo = {key: run.config[key] for key in grid}
+        results = _load_results(context.out_dir)
+        name = run_name(len(results), combo)
+        row = context.run(name, combo)
+        run.name = name
+        run.log({k: v for k, v in row.items() if isinstance(v, (int, float))})
+        run.summary.update({k: v for k, v in row.items() if isinstance(v, (int, float))})
+        results.append(row)
+        context.save(results, grid)
+    return row
+
+
+def run_wandb_sweep(base_config: Path | None, overrides: dict[str, Any], grid: dict[str, list[Any]], out_dir: Path,
+                    *, project: str) -> list[dict[str, Any]]:
+    """Register the grid as a W&B sweep and run its agent here until every combination is done; the same
+    results.json, results.md and pareto.png as a local sweep are written too."""
+    import wandb
+
+    if not wandb_online():
+        raise PolicyKDError("a W&B sweep needs the W&B server: run `wandb login` (or set WANDB_API_KEY) with network "
+                            "access, or drop --wandb-sweep to run the same grid locally")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    context = SweepContext(base_config, overrides, out_dir)
+    sweep_id = wandb.sweep(wandb_sweep_config(grid, name=out_dir.name), project=project)
+    wandb.agent(sweep_id, function=lambda: wandb_sweep_run(context, grid, project=project), project=project,
+                count=len(combinations(grid)))
+    results = _load_results(out_dir)
+    write_outputs(out_dir, results, env_id=context.teacher.env_spec.env_id)
     return results
 
 

@@ -18,14 +18,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 console = Console(stderr=True)
 
 
+def wandb_has_api_key() -> bool:
+    """An API key in WANDB_API_KEY or in ~/.netrc (where `wandb login` puts it)."""
+    return bool(os.environ.get("WANDB_API_KEY")) or "api.wandb.ai" in _read(Path.home() / ".netrc")
+
+
 class WandbSink:
     """A W&B run; offline (with instructions to sync) when no API key is configured or WANDB_MODE=offline."""
 
     def __init__(self, run_dir: Path, *, project: str, name: str, config: dict[str, Any]) -> None:
         import wandb
 
-        has_key = bool(os.environ.get("WANDB_API_KEY")) or "api.wandb.ai" in _read(Path.home() / ".netrc")
-        mode = "offline" if os.environ.get("WANDB_MODE") == "offline" or not has_key else "online"
+        mode = "offline" if os.environ.get("WANDB_MODE") == "offline" or not wandb_has_api_key() else "online"
         self.run = wandb.init(project=project, name=name, config=config, dir=str(run_dir), mode=mode,
                               settings=wandb.Settings(silent=True))
         self.offline = mode == "offline"

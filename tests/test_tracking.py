@@ -86,3 +86,36 @@ def test_sweep_runs_the_grid_and_marks_the_pareto_front(tmp_path, tiny_teachers)
     assert (tmp_path / "s" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(app, ["sweep", str(tiny_teachers["dqn"]), "--env", "CartPole-v1", "--grid", "hidden"])
     assert bad.exit_code == 2 and "KEY=V1|V2" in bad.output
+
+
+def test_wandb_sweep_definition_and_offline_refusal(tmp_path, tiny_teachers, monkeypatch):
+    from policykd.sweep import wandb_sweep_config
+
+    grid = {"hidden": [[8], [16, 16]], "kl_direction": ["forward", "reverse"]}
+    assert wandb_sweep_config(grid, name="s") == {
+        "name": "s", "method": "grid", "metric": {"name": "ratio", "goal": "maximize"},
+        "parameters": {"hidden": {"values": [[8], [16, 16]]}, "kl_direction": {"values": ["forward", "reverse"]}}}
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no key
+    result = CliRunner().invoke(app, ["sweep", str(tiny_teachers["dqn"]), "--env", "CartPole-v1", "--grid", "hidden=[8]",
+                                      "--wandb-sweep", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "wandb login" in result.output and "drop --wandb-sweep" in result.output
+    assert not (tmp_path / "s" / "results.json").exists()
+
+
+def test_wandb_sweep_run_logs_its_combination(tmp_path, tiny_teachers):
+    """The function the W&B agent calls for each run, here in an offline run whose config stands in for the
+    sweep controller's choice; the offline run file is read back."""
+    from policykd.sweep import SweepContext, wandb_sweep_run
+
+    config = tmp_path / "base.yaml"
+    config.write_text("labelled_steps: 200\nrounds: 1\nepochs_per_round: 1\neval_episodes: 2\n")
+    context = SweepContext(config, {"teacher": str(tiny_teachers["dqn"]), "env_id": "CartPole-v1"}, tmp_path / "s")
+    row = wandb_sweep_run(context, {"hidden": [[8], [16]]}, project="policykd-test", defaults={"hidden": [16]},
+                          mode="offline")
+    assert row["param/hidden"] == [16] and row["student_params"] == 4 * 16 + 16 + 16 * 2 + 2
+    (run_file,) = (tmp_path / "s").glob("wandb/offline-run-*/run-*.wandb")
+    run = read_run(run_file)
+    assert run["config"]["hidden"] == [16]
+    assert run["summary"]["ratio"] == pytest.approx(row["ratio"])
+    assert json.loads((tmp_path / "s" / "results.json").read_text())["runs"][0]["name"] == row["name"]
