@@ -19,9 +19,13 @@ def record_episode(act: ActFn, spec: EnvSpec, seed: int, *, max_steps: int) -> l
     env = spec.make(render_mode="rgb_array")
     try:
         obs, _ = env.reset(seed=seed)
-        frames = [env.render()]
+        try:
+            frames = [env.render()]
+        except Exception as e:  # e.g. gymnasium's DependencyNotInstalled for pygame-drawn envs
+            raise PolicyKDError(f"{spec.env_id} does not render rgb_array frames here ({e}); "
+                                "set rollout_steps: 0 to skip the rollout strip") from e
         if frames[0] is None:
-            raise PolicyKDError(f"{spec.env_id} does not render rgb_array frames; a rollout strip needs one that does")
+            raise PolicyKDError(f"{spec.env_id} does not render rgb_array frames; set rollout_steps: 0 to skip the strip")
         for _ in range(max_steps):
             obs, _, terminated, truncated, _ = env.step(act(obs[None].astype(np.float32))[0])
             frames.append(env.render())
