@@ -54,6 +54,48 @@ def teacher_table() -> str:
     return "\n".join(lines)
 
 
+def agents_table() -> str:
+    rows = []
+    for card_path in sorted((ROOT / "agents").glob("*/model_card.json")):
+        card = json.loads(card_path.read_text())
+        ev, tr = card["evaluation"], card["training"]
+        success = f"{ev['success_rate']:.0%}" if "success_rate" in ev else "-"
+        rows.append(f"| `agents/{card['name']}` | {card['env']['env_id']} | {card['algo'].upper()} {tr['config']['policy_kwargs'].get('net_arch')} | "
+                    f"{tr['n_timesteps']:,} | {tr['wall_s']:.0f} | {ev['mean']:.1f} +- {ev['std']:.1f} | {success} |")
+    if not rows:
+        return ""
+    return "\n".join(["| teacher | env | algo, net | env steps | train wall s | return (20 seeded episodes) | success |",
+                      "|---|---|---|---:|---:|---:|---:|", *rows])
+
+
+def agents_distill_table() -> str:
+    path = RESULTS / "distill_agents.json"
+    if not path.exists():
+        return ""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in json.loads(path.read_text()):
+        groups[(r["teacher"], r["labelled_steps"], r["data_mode"])].append(r)
+    lines = ["| teacher | labelled steps | data | ratio per seed | teacher return | student return (mean of seeds) | "
+             "success teacher / student per seed | distill wall s (max) |", "|---|---:|---|---|---:|---:|---|---:|"]
+    for (teacher, steps, mode), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        success = ("-" if rs[0]["teacher_success_rate"] is None else
+                   " / ".join(f"{r['teacher_success_rate']:.0%} vs {r['student_success_rate']:.0%}" for r in rs))
+        lines.append(f"| `{teacher}` | {steps:,} | {mode} | {' / '.join(format(r['ratio'], '.3f') for r in rs)} | "
+                     f"{rs[0]['teacher_return']:.1f} | {np.mean([r['student_return'] for r in rs]):.1f} | {success} | "
+                     f"{max(r['wall_s'] for r in rs):.0f} |")
+    return "\n".join(lines)
+
+
+def env_throughput_table() -> str:
+    path = RESULTS / "env_throughput.json"
+    if not path.exists():
+        return ""
+    lines = ["| env | raw steps/s (one process, random actions, resets included) |", "|---|---:|"]
+    lines += [f"| {r['env']} | {r['steps_per_s']:.0f} |" for r in json.loads(path.read_text())]
+    return "\n".join(lines)
+
+
 def deploy_tables() -> str:
     path = RESULTS / "deploy_halfcheetah.json"
     if not path.exists():
@@ -104,6 +146,14 @@ def main() -> None:
         throughput_table(),
         "Loading the third-party rl-zoo teachers reproduces their published returns (`python benchmarks/zoo_teacher_eval.py`):",
         teacher_table(),
+        "Teachers policykd trained itself (`policykd teacher train configs/teachers/*.yaml`, model cards in `agents/*/`):",
+        agents_table(),
+        "Their distillation into 2x64 students (`python benchmarks/distill_agents.py`, recipe `configs/distill/agents.yaml`; "
+        "raw records in `benchmarks/results/distill_agents.json`), teacher and student on the same 20 seeds; success is the "
+        "env's final `info['is_success']`: a completed lap for the racecar, the flange within 5 cm of the target for the arm:",
+        agents_distill_table(),
+        "Raw speed of the envs (`python benchmarks/env_throughput.py`):",
+        env_throughput_table(),
         deploy_tables(),
         ablation_tables(),
     ]

@@ -203,14 +203,15 @@ class RacecarEnv(gym.Env):
                 "crashed": crashed, "off_track": off_track}
 
     def render(self) -> np.ndarray | None:
-        """A chase-camera RGB frame (240, 320, 3) uint8, or None when render_mode is None."""
+        """An RGB frame (240, 320, 3) uint8 of the whole track seen from high above its centre, or None when
+        render_mode is None."""
         if self.render_mode != "rgb_array":
             return None
-        pos, orn = self._p.getBasePositionAndOrientation(self._car)
-        yaw = self._p.getEulerFromQuaternion(orn)[2]
-        back = np.array([np.cos(yaw), np.sin(yaw), 0.0])
-        eye = np.array(pos) - 2.2 * back + np.array([0, 0, 1.6])
-        return camera_image(self._p, eye=eye, target=np.array(pos) + 1.0 * back, width=320, height=240)
+        centre = self.track.centre.mean(axis=0)
+        extent = float(np.max(np.abs(self.track.centre - centre))) + self.track.half_width
+        target = np.array([centre[0], centre[1], 0.0])
+        eye = target + np.array([0.0, -0.5 * extent, 1.9 * extent])
+        return camera_image(self._p, eye=eye, target=target, width=320, height=240, fov_deg=60.0)
 
     def close(self) -> None:
         if getattr(self, "_p", None) is not None:

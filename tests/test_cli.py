@@ -97,3 +97,17 @@ def test_eval_latency_reports_backends_and_targets(tmp_path, tiny_teachers):
     assert set(report["backends_latency_us"]) >= {"sb3_predict", "torch", "numpy", "onnx", "c"}
     (m4,) = report["embedded"]
     assert m4["target"] == "cortex-m4" and m4["fits_rate"] is True and m4["outputs_equal_host"] is True
+
+
+def test_shipped_default_recipe_names_a_shipped_teacher():
+    """README's main command: configs/distill/default.yaml distils the racecar teacher in agents/ and films it."""
+    from pathlib import Path
+
+    from policykd.config import load_config
+    from policykd.teachers import load_teacher
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "configs" / "distill" / "default.yaml", {})
+    teacher = load_teacher(root / config.teacher)
+    assert teacher.env_spec.env_id == "PolicyKD/RacecarTrack-v0"
+    assert config.rollout_steps > 0 and config.hidden == [64, 64]
