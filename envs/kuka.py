@@ -11,7 +11,7 @@ Action (float32, shape (3,), each in [-1, 1]; values outside are clipped, NaN or
     end-effector displacement of up to 3 cm per step along x, y, z. Inverse kinematics (flange pointing down)
     turns the commanded point into joint targets for the arm's position controllers; the commanded point is kept
     inside the workspace box x in [0.2, 0.8], y in [-0.5, 0.5], z in [0.05, 0.8].
-Reward: minus the end-effector's distance to the target, m; in the obstacle variant a further -0.5 on every step
+Reward: minus the end-effector's distance to the target, m; in the obstacle variant a further -0.2 on every step
     in which any link touches the obstacle.
 Termination: none (the arm should reach the target and stay). Truncation: 100 steps (4.2 s at 24 Hz).
 Info: distance (m), is_success (distance < 0.05 m), and in the obstacle variant collision (touching it now) and
@@ -43,7 +43,7 @@ _WORKSPACE_HIGH = np.array([0.8, 0.5, 0.8])
 _TARGET_LOW = np.array([0.35, -0.35, 0.15])
 _TARGET_HIGH = np.array([0.7, 0.35, 0.6])
 _SUCCESS_M = 0.05
-_CONTACT_PENALTY = 0.5
+_CONTACT_PENALTY = 0.2
 
 
 class KukaReachEnv(gym.Env):
@@ -91,7 +91,7 @@ class KukaReachEnv(gym.Env):
         centre = (start + self._target) / 2
         along = self._target - start
         yaw = float(np.arctan2(along[1], along[0]))
-        half = np.array([0.02, rng.uniform(0.06, 0.12), rng.uniform(0.04, 0.08)])
+        half = np.array([0.015, rng.uniform(0.04, 0.07), rng.uniform(0.04, 0.06)])
         orientation = p.getQuaternionFromEuler([0, 0, yaw])
         collision = p.createCollisionShape(p.GEOM_BOX, halfExtents=half.tolist())
         visual = p.createVisualShape(p.GEOM_BOX, halfExtents=half.tolist(), rgbaColor=[0.9, 0.5, 0.1, 1])

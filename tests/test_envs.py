@@ -161,7 +161,7 @@ def test_kuka_reaches_and_obstacle_blocks_the_straight_path():
                 obs, reward, terminated, truncated, info = env.step(towards_target(obs))
             successes += int(info["is_success"])
             collisions += info.get("collisions", 0)
-            assert reward == pytest.approx(-info["distance"] - (0.5 if info.get("collision") else 0.0))
+            assert reward == pytest.approx(-info["distance"] - (0.2 if info.get("collision") else 0.0))
         results[env_id] = (successes, collisions)
         env.close()
     assert results["PolicyKD/KukaReach-v0"][0] == 4
