@@ -42,6 +42,7 @@ def test_env_spec_imports_the_namespace_package():
     env.close()
 
 
+@pytest.mark.filterwarnings("ignore:.*Box observation space m.* value is (-)?infinity")  # speeds, velocities: unbounded
 @pytest.mark.parametrize("env_id", policykd_envs.ENV_IDS)
 def test_check_env_and_headless_render(env_id):
     env = gym.make(env_id, render_mode="rgb_array")
