@@ -50,14 +50,20 @@ class NumpyPolicy:
         self._buffers = [np.ones(self.obs_dim + 1, dtype=np.float32)] + [np.ones(w.shape[0] + 1, dtype=np.float32) for w, _ in self.layers]
         self._head_out = np.empty(self.head[0].shape[0], dtype=np.float32)
         self._in_place = spec["activation"] in ("relu", "tanh")
+        self._half_range = (0.5 * (self.high - self.low)).astype(np.float32)
+        self._mid = (self.low + self._half_range).astype(np.float32)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray | int:
         """obs [obs_dim] -> env action [A] (float32), or the action index for discrete actions."""
         x = self._buffers[0]
         body = x[:-1]
-        np.subtract(obs, self.obs_mean, out=body)
+        try:
+            np.subtract(obs, self.obs_mean, out=body)
+        except ValueError as e:
+            raise ValueError(f"observation has shape {np.shape(obs)}, this student takes ({self.obs_dim},)") from e
         np.multiply(body, self._inv_std, out=body)
-        np.clip(body, -self.obs_clip, self.obs_clip, out=body)
+        np.minimum(body, self.obs_clip, out=body)  # two ufuncs: np.clip's Python wrapper costs more than both
+        np.maximum(body, -self.obs_clip, out=body)
         for matrix, out in zip(self._augmented, self._buffers[1:]):
             hidden = out[:-1]
             np.dot(matrix, x, out=hidden)
@@ -66,8 +72,15 @@ class NumpyPolicy:
             else:
                 hidden[:] = self._activation(hidden)
             x = out
-        np.dot(self._augmented[-1], x, out=self._head_out)
-        return self._output(self._head_out)
+        head = self._head_out
+        np.dot(self._augmented[-1], x, out=head)
+        if self.family == "categorical":
+            return int(np.argmax(head))
+        if self.family == "gaussian":
+            return np.minimum(np.maximum(head, self.low, out=head), self.high)
+        np.tanh(head, out=head)  # squashed_gaussian / deterministic: low + (tanh + 1) / 2 * (high - low)
+        np.multiply(head, self._half_range, out=head)
+        return np.add(head, self._mid)
 
     def batch(self, obs: np.ndarray) -> np.ndarray:
         """obs [B, obs_dim] -> env actions [B, A] (or [B] indices)."""

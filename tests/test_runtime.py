@@ -58,3 +58,13 @@ def test_runtime_never_imports_torch(tmp_path):
 def test_runtime_rejects_a_non_student_folder(tmp_path):
     with pytest.raises(PolicyKDError, match="not a student folder"):
         policykd.runtime.load(tmp_path)
+
+
+def test_runtime_names_a_wrong_observation_shape(tmp_path):
+    _student("gaussian").save(tmp_path / "s")
+    policy = policykd.runtime.load(tmp_path / "s")
+    with pytest.raises(ValueError, match=r"shape \(6,\), this student takes \(5,\)"):
+        policy(np.zeros(6, dtype=np.float32))
+    first = policy(np.ones(5, dtype=np.float32))
+    assert policy(np.ones(5, dtype=np.float32)) is not first  # each call returns its own array
+    np.testing.assert_array_equal(first, policy(np.ones(5, dtype=np.float32)))
