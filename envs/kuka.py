@@ -11,8 +11,9 @@ Action (float32, shape (3,), each in [-1, 1]; values outside are clipped, NaN or
     end-effector displacement of up to 3 cm per step along x, y, z. Inverse kinematics (flange pointing down)
     turns the commanded point into joint targets for the arm's position controllers; the commanded point is kept
     inside the workspace box x in [0.2, 0.8], y in [-0.5, 0.5], z in [0.05, 0.8].
-Reward: minus the end-effector's distance to the target, m; in the obstacle variant a further -0.2 on every step
-    in which any link touches the obstacle.
+Reward: minus the end-effector's distance to the target, m. In the obstacle variant the distance is measured along
+    the way over the obstacle (flange -> a point 12 cm above its top -> target) while the straight line to the target
+    passes within 8 cm of the box, and a further -0.2 is charged on every step in which any link touches it.
 Termination: none (the arm should reach the target and stay). Truncation: 100 steps (4.2 s at 24 Hz).
 Info: distance (m), is_success (distance < 0.05 m), and in the obstacle variant collision (touching it now) and
     collisions (steps spent touching it so far).
@@ -44,6 +45,7 @@ _TARGET_LOW = np.array([0.35, -0.35, 0.15])
 _TARGET_HIGH = np.array([0.7, 0.35, 0.6])
 _SUCCESS_M = 0.05
 _CONTACT_PENALTY = 0.2
+_CLEARANCE_M = 0.08  # the arm's links around the flange are about this thick
 
 
 class KukaReachEnv(gym.Env):
@@ -66,6 +68,7 @@ class KukaReachEnv(gym.Env):
         self._marker = -1
         self._obstacle_body = -1
         self._obstacle_box = np.zeros(6)
+        self._obstacle_yaw = 0.0
         self._target = np.zeros(3)
         self._collisions = 0
         p = self._p
@@ -99,6 +102,32 @@ class KukaReachEnv(gym.Env):
                                                 baseVisualShapeIndex=visual, basePosition=centre.tolist(),
                                                 baseOrientation=orientation)
         self._obstacle_box = np.concatenate([centre, half])
+        self._obstacle_yaw = yaw
+
+    def _segment_blocked(self, a: np.ndarray, b: np.ndarray) -> bool:
+        """Whether the segment a-b (3,) passes through the obstacle grown by _CLEARANCE_M (slab test)."""
+        c, s = np.cos(self._obstacle_yaw), np.sin(self._obstacle_yaw)
+        to_local = np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+        centre, half = self._obstacle_box[:3], self._obstacle_box[3:] + _CLEARANCE_M
+        start, direction = to_local @ (a - centre), to_local @ (b - a)
+        t0, t1 = 0.0, 1.0
+        for axis in range(3):
+            if abs(direction[axis]) < 1e-12:
+                if abs(start[axis]) > half[axis]:
+                    return False
+                continue
+            ta, tb = sorted(((-half[axis] - start[axis]) / direction[axis], (half[axis] - start[axis]) / direction[axis]))
+            t0, t1 = max(t0, ta), min(t1, tb)
+            if t0 > t1:
+                return False
+        return True
+
+    def _path_length(self, flange: np.ndarray) -> float:
+        """Distance to the target along the straight line, or over the obstacle when the line is blocked."""
+        if not self.obstacle or not self._segment_blocked(flange, self._target):
+            return float(np.linalg.norm(self._target - flange))
+        over = self._obstacle_box[:3] + np.array([0.0, 0.0, self._obstacle_box[5] + 1.5 * _CLEARANCE_M])
+        return float(np.linalg.norm(over - flange) + np.linalg.norm(self._target - over))
 
     def _flange_position(self) -> np.ndarray:
         return np.array(self._p.getLinkState(self._arm, _FLANGE_LINK, computeForwardKinematics=True)[4])
@@ -135,8 +164,7 @@ class KukaReachEnv(gym.Env):
                 collision = collision or bool(p.getContactPoints(bodyA=self._arm, bodyB=self._obstacle_body))
         self._collisions += int(collision)
         obs = self._observe()
-        distance = float(np.linalg.norm(obs[20:23]))
-        reward = -distance - (_CONTACT_PENALTY if collision else 0.0)
+        reward = -self._path_length(obs[14:17].astype(np.float64)) - (_CONTACT_PENALTY if collision else 0.0)
         return obs, reward, False, False, self._info(collision=collision)
 
     def _observe(self) -> np.ndarray:
