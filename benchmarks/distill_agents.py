@@ -5,6 +5,7 @@ run and skips records already there, so an interrupted benchmark resumes.
 
     python benchmarks/distill_agents.py                                   # every agent, DAgger, seeds 0 1 2
     python benchmarks/distill_agents.py --agents sac-RacecarTrack-v0 --seeds 0
+    python benchmarks/distill_agents.py --agents sac-InvertedDoublePendulumBulletEnv-v0 --steps 50000
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agents", nargs="+", default=list(AGENTS))
     parser.add_argument("--recipe", type=Path, default=ROOT / "configs" / "distill" / "agents.yaml")
+    parser.add_argument("--steps", type=int, default=None, help="labelled steps (default: the recipe's)")
     parser.add_argument("--modes", nargs="+", default=["dagger"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--episodes", type=int, default=20)
@@ -41,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
 
     records = json.loads(args.results.read_text()) if args.results.exists() else []
-    done = {(r["teacher"], r["data_mode"], r["seed"]) for r in records}
+    done = {(r["teacher"], r["data_mode"], r["labelled_steps"], r["seed"]) for r in records}
     seeds = [EVAL_SEED + i for i in range(args.episodes)]
     for name in args.agents:
         path = ROOT / "agents" / name
@@ -53,15 +55,16 @@ def main() -> None:
         teacher_eps = None
         for mode in args.modes:
             for seed in args.seeds:
-                if (f"agents/{name}", mode, seed) in done:
+                run_name = f"bench__{name}__{mode}__{seed}"
+                out = Path("runs") / "bench"
+                config = load_config(args.recipe, {"teacher": str(path), "seed": seed, "data_mode": mode,
+                                                   "labelled_steps": args.steps, "out_dir": str(out),
+                                                   "run_name": run_name, "eval_seed": EVAL_SEED})
+                if (f"agents/{name}", mode, config.labelled_steps, seed) in done:
                     continue
                 if teacher_eps is None:
                     teacher_eps = run_episodes(teacher.act, teacher.env_spec, seeds)
-                run_name = f"bench__{name}__{mode}__{seed}"
-                out = Path("runs") / "bench"
                 shutil.rmtree(out / run_name, ignore_errors=True)
-                config = load_config(args.recipe, {"teacher": str(path), "seed": seed, "data_mode": mode,
-                                                   "out_dir": str(out), "run_name": run_name, "eval_seed": EVAL_SEED})
                 result = distill(config, teacher=teacher, tracker=Tracker(None, quiet=True))
                 report = compare(teacher, result.student, episodes=args.episodes, eval_seed=EVAL_SEED,
                                  teacher_episodes=teacher_eps, latency_calls=200)
