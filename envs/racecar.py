@@ -1,6 +1,7 @@
 """PolicyKD/RacecarTrack-v0 and PolicyKD/RacecarObstacles-v0: pybullet's MIT racecar driving a closed track.
 
-Observation (float32, shape (5 + n_rays,)):
+Observation (float32, shape (5 + n_rays,); n_rays is 11 on RacecarTrack-v0 and 21 on RacecarObstacles-v0, where
+the rays must not miss an obstacle between them):
     0 speed: forward velocity of the chassis, m/s (negative when reversing)
     1 yaw rate, rad/s
     2 heading error: car heading minus the track's direction at the closest centreline point, rad in [-pi, pi]
@@ -40,7 +41,7 @@ _WHEEL_FORCE_N = 10.0
 _PHYSICS_DT = 0.01
 _SUBSTEPS = 5
 _BARRIER_HEIGHT = 0.2
-_OBSTACLE_RADIUS = 0.15
+_OBSTACLE_RADIUS = 0.2
 _RAY_HEIGHT = 0.1
 _CRASH_PENALTY = 1.0
 _STATIC_GROUP = 2  # Bullet's collision filter group of static bodies: rays see barriers and obstacles, not the car
