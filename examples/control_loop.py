@@ -38,6 +38,8 @@ def main() -> None:
     else:
         if "Bullet" in env_spec["env_id"]:
             import pybullet_envs_gymnasium  # noqa: F401  (registers the Bullet ids)
+        elif env_spec["env_id"].startswith("PolicyKD/"):
+            import policykd_envs  # noqa: F401  (registers policykd's own envs)
         env = gym.make(env_spec["env_id"])
     if args.backend == "c":
         if args.c_dir is None:
