@@ -109,7 +109,7 @@ def deploy_tables() -> str:
     for name, lat in d["latency_us"].items():
         lines.append(f"| {name} | {lat['p50']:.2f} | {lat['p99']:.2f} | {lat['max']:.1f} | {d['speedup_vs_sb3_predict_p50'][name]:.1f}x |")
     lines += ["", "`c` is timed from C (16 calls per clock reading); `c-ctypes` and `numpy` from Python. On this shared 2-core VM "
-              "the tails move between runs (numpy p99 was 10-24 us over five runs of the same build; p50 8.8-10 us), so compare "
+              "the tails move between runs (three runs of the same build gave numpy p99 8.7, 15.6 and 8.7 us, p50 7.7, 12.1 and 7.7 us; the middle run was slower on every path, SB3 predict included), so compare "
               "paths within one run. "
               "Parity, max |action - torch student action| over 1,000 real + 1,000 random observations:", "",
               "| " + " | ".join(d["parity_max_abs_diff"]) + " |", "|" + "---:|" * len(d["parity_max_abs_diff"]),
