@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 
+import gymnasium as gym
 import numpy as np
 import pybullet
 import pybullet_data
@@ -57,3 +58,23 @@ def camera_image(client: BulletClient, *, eye: np.ndarray, target: np.ndarray, w
     projection = client.computeProjectionMatrixFOV(fov=fov_deg, aspect=width / height, nearVal=0.05, farVal=60.0)
     _, _, rgba, _, _ = client.getCameraImage(width, height, view, projection, renderer=pybullet.ER_TINY_RENDERER)
     return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3].copy()
+
+
+class BulletEnv(gym.Env):
+    """A gymnasium env owning one private DIRECT pybullet server, disconnected on close() or garbage collection."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, render_mode: str | None) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'rgb_array'")
+        self.render_mode = render_mode
+        self._p = connect_direct()
+
+    def close(self) -> None:
+        if getattr(self, "_p", None) is not None:  # also when __init__ failed before connecting
+            self._p.disconnect()
+            self._p = None
+
+    def __del__(self):
+        self.close()

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from ._bullet import camera_image, checked_action, connect_direct
+from ._bullet import BulletEnv, camera_image, checked_action
 
 _N_JOINTS = 7
 _FLANGE_LINK = 6
@@ -48,22 +47,19 @@ _CONTACT_PENALTY = 0.2
 _CLEARANCE_M = 0.08  # the arm's links around the flange are about this thick
 
 
-class KukaReachEnv(gym.Env):
+class KukaReachEnv(BulletEnv):
     """Kuka iiwa reaching a random point, optionally around a box obstacle across the direct path."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1 / (_PHYSICS_DT * _SUBSTEPS)))}
 
     def __init__(self, render_mode: str | None = None, obstacle: bool = False):
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'rgb_array'")
         if not isinstance(obstacle, bool):
             raise ValueError(f"obstacle={obstacle!r} must be True or False")
-        self.render_mode = render_mode
+        super().__init__(render_mode)
         self.obstacle = obstacle
         n_obs = 23 + (6 if obstacle else 0)
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(n_obs,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
-        self._p = connect_direct()
         self._arm = -1
         self._marker = -1
         self._obstacle_body = -1
@@ -71,8 +67,7 @@ class KukaReachEnv(gym.Env):
         self._obstacle_yaw = 0.0
         self._target = np.zeros(3)
         self._collisions = 0
-        p = self._p
-        self._flange_down = p.getQuaternionFromEuler([0.0, np.pi, 0.0])
+        self._flange_down = self._p.getQuaternionFromEuler([0.0, np.pi, 0.0])
 
     def _build_scene(self, start_pose: np.ndarray) -> None:
         p = self._p
@@ -190,11 +185,3 @@ class KukaReachEnv(gym.Env):
             return None
         return camera_image(self._p, eye=np.array([1.6, -1.0, 1.1]), target=np.array([0.45, 0.0, 0.35]),
                             width=320, height=240, fov_deg=50.0)
-
-    def close(self) -> None:
-        if getattr(self, "_p", None) is not None:
-            self._p.disconnect()
-            self._p = None
-
-    def __del__(self):
-        self.close()

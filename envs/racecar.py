@@ -25,11 +25,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from ._bullet import camera_image, checked_action, connect_direct
+from ._bullet import BulletEnv, camera_image, checked_action
 from .track import Track
 
 _REAR_WHEELS = (2, 3)
@@ -47,22 +46,20 @@ _CRASH_PENALTY = 1.0
 _STATIC_GROUP = 2  # Bullet's collision filter group of static bodies: rays see barriers and obstacles, not the car
 
 
-class RacecarEnv(gym.Env):
+class RacecarEnv(BulletEnv):
     """The MIT racecar URDF from pybullet_data on a random closed track with barriers at both edges."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1 / (_PHYSICS_DT * _SUBSTEPS)))}
 
     def __init__(self, render_mode: str | None = None, n_obstacles: int = 0, n_rays: int = 11,
                  ray_range: float = 5.0, half_width: float = 0.6):
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode {render_mode!r} is not supported; use None or 'rgb_array'")
         if not (isinstance(n_obstacles, int) and 0 <= n_obstacles <= 12):
             raise ValueError(f"n_obstacles={n_obstacles!r} must be an integer in [0, 12]")
         if not (isinstance(n_rays, int) and n_rays >= 2):
             raise ValueError(f"n_rays={n_rays!r} must be an integer >= 2")
         if not (ray_range > 0 and 0.4 <= half_width <= 2.0):
             raise ValueError(f"ray_range={ray_range!r} must be > 0 and half_width={half_width!r} in [0.4, 2.0] m")
-        self.render_mode = render_mode
+        super().__init__(render_mode)
         self.n_obstacles = n_obstacles
         self.ray_range = float(ray_range)
         self.half_width = float(half_width)
@@ -72,7 +69,6 @@ class RacecarEnv(gym.Env):
         high = np.array([inf, inf, np.pi, inf, _MAX_STEER_RAD] + [self.ray_range] * n_rays, dtype=np.float32)
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-        self._p = connect_direct()
         self.track: Track | None = None
         self._car = -1
         self._hazards: list[int] = []
@@ -213,11 +209,3 @@ class RacecarEnv(gym.Env):
         target = np.array([centre[0], centre[1], 0.0])
         eye = target + np.array([0.0, -0.5 * extent, 1.9 * extent])
         return camera_image(self._p, eye=eye, target=target, width=320, height=240, fov_deg=60.0)
-
-    def close(self) -> None:
-        if getattr(self, "_p", None) is not None:
-            self._p.disconnect()
-            self._p = None
-
-    def __del__(self):
-        self.close()
