@@ -19,6 +19,7 @@ def _register(env_id: str, entry_point: str, max_episode_steps: int, **kwargs) -
 
 
 _register("PolicyKD/RacecarTrack-v0", "policykd_envs.racecar:RacecarEnv", 500)
-_register("PolicyKD/RacecarObstacles-v0", "policykd_envs.racecar:RacecarEnv", 500, n_obstacles=4, n_rays=21)
+_register("PolicyKD/RacecarObstacles-v0", "policykd_envs.racecar:RacecarEnv", 500, n_obstacles=4, n_rays=21,
+          half_width=0.9)
 _register("PolicyKD/KukaReach-v0", "policykd_envs.kuka:KukaReachEnv", 100)
 _register("PolicyKD/KukaReachObstacle-v0", "policykd_envs.kuka:KukaReachEnv", 100, obstacle=True)

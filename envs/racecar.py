@@ -13,8 +13,8 @@ Action (float32, shape (2,), each in [-1, 1]; values outside are clipped, NaN or
     0 steering: -1 full right, +1 full left (0.45 rad at the front wheels)
     1 throttle: target rear-wheel speed as a fraction of 50 rad/s (about 2.3 m/s); negative brakes and reverses
 Reward: metres driven along the centreline this step (negative when going backwards); -1 extra on a crash.
-Termination: the chassis leaves the track (|lateral offset| > half_width), touches a barrier or an obstacle, or
-    rolls over. Truncation: 500 steps (25 s at 20 Hz) through gymnasium's TimeLimit.
+Termination: the chassis leaves the track (|lateral offset| > half_width: 0.6 m, or 0.9 m on RacecarObstacles-v0),
+    touches a barrier or an obstacle, or rolls over. Truncation: 500 steps (25 s at 20 Hz) through gymnasium's TimeLimit.
 Info: progress (m driven along the track), laps (completed laps), lap_completed (at least one full lap so far),
     is_success (same as lap_completed), crashed (touched a barrier or obstacle), off_track.
 Randomised from the reset seed: the track's shape, the start point along it, the start offset and heading, and
@@ -124,7 +124,7 @@ class RacecarEnv(BulletEnv):
         spacing = (track.length - 3.0) / self.n_obstacles
         for k in range(self.n_obstacles):
             s = s0 + 3.0 + spacing * (k + rng.uniform(0.2, 0.8))
-            lateral = rng.uniform(-0.5, 0.5) * track.half_width
+            lateral = rng.uniform(-0.4, 0.4) * track.half_width
             xy, _ = track.point_at(s, lateral)
             body = p.createMultiBody(baseMass=0, baseCollisionShapeIndex=collision, baseVisualShapeIndex=visual,
                                      basePosition=[xy[0], xy[1], 0.15])

@@ -31,6 +31,8 @@ class DistillConfig:
     n_envs: int = 2
     sample_actions: bool = True         # acting policy samples its distribution (broader state coverage)
     noise_scale: float = 1.0            # multiplies the acting policy's std when sampling
+    collect_max_episode_steps: int = 0  # > 0: truncate collection episodes after this many steps (more distinct
+                                        # starts per labelled step; for envs that reach a goal then hold, e.g. Reacher)
     # student
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "relu"
@@ -60,6 +62,8 @@ class DistillConfig:
         for name in ("labelled_steps", "rounds", "n_envs", "epochs_per_round", "batch_size", "torch_threads"):
             if int(getattr(self, name)) <= 0:
                 raise PolicyKDError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if int(self.collect_max_episode_steps) < 0:
+            raise PolicyKDError(f"collect_max_episode_steps must be >= 0 (0: the env's own time limit), got {self.collect_max_episode_steps}")
         if self.labelled_steps < self.rounds:
             raise PolicyKDError(f"labelled_steps ({self.labelled_steps}) must be at least rounds ({self.rounds})")
         if not 0.0 <= self.beta0 <= 1.0 or not 0.0 <= self.beta_decay <= 1.0:

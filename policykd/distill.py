@@ -165,7 +165,8 @@ def distill(config: DistillConfig, *, resume: bool = False, tracker: Tracker | N
             collect_start = time.perf_counter()
             chunk = collect(teacher, steps=steps, beta=beta, seed=seed, n_envs=config.n_envs, student=student,
                             round_index=round_index, episode_offset=progress["episodes"],
-                            sample_actions=config.sample_actions, noise_scale=config.noise_scale, on_progress=advance)
+                            sample_actions=config.sample_actions, noise_scale=config.noise_scale,
+                            max_episode_steps=config.collect_max_episode_steps or None, on_progress=advance)
             collect_s = time.perf_counter() - collect_start
         buffer.append(chunk)
         data = chunk if data is None else {k: np.concatenate([data[k], chunk[k]]) for k in data}

@@ -108,14 +108,15 @@ class EnvSpec:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     wrappers: tuple[WrapperSpec, ...] = ()
 
-    def make(self, *, render_mode: str | None = None) -> gym.Env:
+    def make(self, *, render_mode: str | None = None, max_episode_steps: int | None = None) -> gym.Env:
+        """The env; max_episode_steps (when given) replaces the registered time limit."""
         ensure_registered(self.env_id)
         kwargs = dict(self.env_kwargs)
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
         try:
             with native_stdout_silenced((1, 2)):  # Python exceptions still propagate
-                env = gym.make(self.env_id, **kwargs)
+                env = gym.make(self.env_id, max_episode_steps=max_episode_steps, **kwargs)
         except TypeError as e:
             raise PolicyKDError(f"env {self.env_id!r} rejected its kwargs {kwargs}: {e}") from e
         if "pybullet" in str(gym.spec(self.env_id).entry_point):

@@ -6,6 +6,7 @@ ignores its action and returns the reset observation. That transition is masked 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -21,9 +22,10 @@ from policykd.teachers import Teacher
 ACTOR_TEACHER, ACTOR_STUDENT = 0, 1
 
 
-def make_vector_env(spec: EnvSpec, n_envs: int) -> gym.vector.VectorEnv:
-    """n_envs copies of the env; one worker process each when n_envs > 1."""
-    factories = [spec.make for _ in range(n_envs)]
+def make_vector_env(spec: EnvSpec, n_envs: int, *, max_episode_steps: int | None = None) -> gym.vector.VectorEnv:
+    """n_envs copies of the env; one worker process each when n_envs > 1. max_episode_steps replaces the
+    registered time limit when given."""
+    factories = [functools.partial(spec.make, max_episode_steps=max_episode_steps) for _ in range(n_envs)]
     if n_envs == 1:
         return gym.vector.SyncVectorEnv(factories)
     return gym.vector.AsyncVectorEnv(factories, context="fork")
@@ -31,18 +33,19 @@ def make_vector_env(spec: EnvSpec, n_envs: int) -> gym.vector.VectorEnv:
 
 def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int = 2, student: Student | None = None,
             round_index: int = 0, episode_offset: int = 0, sample_actions: bool = True, noise_scale: float = 1.0,
-            on_progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+            max_episode_steps: int | None = None, on_progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Run `steps` labelled env steps; at each step each env is driven by the teacher with probability beta,
     else by the student. Returns buffer fields (see buffer.py), each with first dimension `steps`.
 
     sample_actions: the acting policy samples from its distribution (seeded) instead of taking its mode,
-    with its std multiplied by noise_scale (distributions.DistParams.sample).
+    with its std multiplied by noise_scale (distributions.DistParams.sample). max_episode_steps, when given,
+    truncates collection episodes earlier than the env's own time limit (more distinct starts per labelled step).
     """
     if beta < 1.0 and student is None:
         raise ValueError("a student is needed when beta < 1")
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    envs = make_vector_env(teacher.env_spec, n_envs)
+    envs = make_vector_env(teacher.env_spec, n_envs, max_episode_steps=max_episode_steps)
     rows: dict[str, list[np.ndarray]] = {f: [] for f in ("obs", "value", "reward", "terminated", "truncated", "episode_id", "actor")}
     params: dict[str, list[np.ndarray]] = {n: [] for n in PARAM_NAMES[teacher.family]}
     try:
