@@ -1,8 +1,9 @@
 """Distillation quality and time on the rl-zoo PPO Bullet teachers (the benchmark protocol of design.md).
 
 For each teacher: evaluate it once on 20 fixed seeds, then for each budget (labelled env steps), data mode
-(teacher-driven, DAgger) and distillation seed, distil a 2x64 student, time collection + training, and evaluate
-the student on the same 20 seeds. Results are appended to benchmarks/results/distill_zoo.json after every run;
+(teacher-driven, DAgger) and distillation seed, distil a 2x64 student (recipe configs/distill/bench_<budget>k.yaml,
+with the per-teacher settings of configs/distill/bench_env_overrides.yaml on top), time collection + training,
+and evaluate the student on the same 20 seeds. Results are appended to benchmarks/results/distill_zoo.json after every run;
 records already there are skipped, so an interrupted benchmark resumes.
 
     python benchmarks/distill_zoo.py                       # everything (about 35 minutes on 2 cores)
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.config import load_config
@@ -31,6 +33,7 @@ ZOO = Path(__file__).resolve().parents[1].parent / "shared" / "teachers" / "rl-z
 RECIPES = Path(__file__).resolve().parents[1] / "configs" / "distill"
 RESULTS = Path(__file__).resolve().parent / "results"
 EVAL_SEED = 1_000_000
+ENV_OVERRIDES = RECIPES / "bench_env_overrides.yaml"
 
 
 def main() -> None:
@@ -45,6 +48,7 @@ def main() -> None:
     args = parser.parse_args()
 
     records = json.loads(args.results.read_text()) if args.results.exists() else []
+    env_overrides = yaml.safe_load(ENV_OVERRIDES.read_text()) or {}
     done = {(r["env"], r["data_mode"], r["labelled_steps"], r["seed"]) for r in records}
     throughput_path = args.results.with_name("collection_throughput.json")
     throughput = json.loads(throughput_path.read_text()) if throughput_path.exists() else []
@@ -72,7 +76,7 @@ def main() -> None:
                     shutil.rmtree(out / run_name, ignore_errors=True)
                     recipe = RECIPES / f"bench_{budget // 1000}k.yaml"
                     config = load_config(recipe if recipe.exists() else None, {
-                        "teacher": str(teacher.source.path), "seed": seed, "data_mode": mode, "labelled_steps": budget,
+                        **env_overrides.get(env_id, {}), "teacher": str(teacher.source.path), "seed": seed, "data_mode": mode, "labelled_steps": budget,
                         "out_dir": str(out), "run_name": run_name, "eval_seed": EVAL_SEED})
                     result = distill(config, teacher=teacher, tracker=Tracker(None, quiet=True))
                     report = compare(teacher, result.student, episodes=args.episodes, eval_seed=EVAL_SEED,
@@ -87,6 +91,7 @@ def main() -> None:
                         "teacher_actor_params": report["teacher"]["actor_params"], "wall_s": result.wall_s,
                         "agreement_kl": report["agreement"]["kl"], "agreement_action_mse": report["agreement"]["action_mse"],
                         "eval_seeds": [EVAL_SEED, EVAL_SEED + args.episodes - 1], "recipe": recipe.name if recipe.exists() else None,
+                        "env_overrides": env_overrides.get(env_id, {}),
                         "config": config.to_dict(),
                         "versions": package_versions(),
                     }

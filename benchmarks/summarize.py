@@ -43,6 +43,20 @@ def throughput_table() -> str:
     return "\n".join(lines)
 
 
+def action_noise_table() -> str:
+    path = RESULTS / "teacher_action_noise.json"
+    if not path.exists():
+        return ""
+    records = json.loads(path.read_text())["records"]
+    sigmas = sorted({r["sigma"] for r in records})
+    lines = ["| teacher | " + " | ".join(f"ratio at sigma {s:g} (episodes ended early)" for s in sigmas) + " |",
+             "|---|" + "---:|" * len(sigmas)]
+    for env in dict.fromkeys(r["env"] for r in records):
+        cells = {r["sigma"]: r for r in records if r["env"] == env}
+        lines.append(f"| ppo {env} | " + " | ".join(f"{cells[s]['ratio']:.3f} ({cells[s]['short_episodes']})" for s in sigmas) + " |")
+    return "\n".join(lines)
+
+
 def teacher_table() -> str:
     path = RESULTS / "zoo_teacher_eval.json"
     if not path.exists():
@@ -140,8 +154,13 @@ def main() -> None:
         "Distillation of the rl-zoo PPO Bullet teachers into 2x64 students (`python benchmarks/distill_zoo.py`; raw records in "
         "`benchmarks/results/distill_zoo.json`). Teacher and student run deterministically on the same 20 seeds "
         "(1000000-1000019) in the same run; ratio = student mean return / teacher mean return; wall time is collection + "
-        "training on this 2-core machine, evaluation excluded. Recipes: `configs/distill/bench_10k.yaml`, `bench_50k.yaml`.",
+        "training on this 2-core machine, evaluation excluded. Recipes: `configs/distill/bench_10k.yaml`, `bench_50k.yaml`, "
+        "with the per-teacher settings of `bench_env_overrides.yaml` on top.",
         distill_table(),
+        "The noise floor of that ratio: each teacher with i.i.d. Gaussian noise of std sigma added to its own deterministic "
+        "actions, on the same 20 seeds (`python benchmarks/teacher_action_noise.py`; `benchmarks/results/teacher_action_noise.json`). "
+        "A student whose actions are off by about sigma can be expected near these ratios:",
+        action_noise_table(),
         "Collection throughput on the same 2-worker vector env (`benchmarks/results/collection_throughput.json`):",
         throughput_table(),
         "Loading the third-party rl-zoo teachers reproduces their published returns (`python benchmarks/zoo_teacher_eval.py`):",

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import policykd.distill as distill_module
+from policykd.buffer import Buffer
 from policykd.config import DistillConfig, load_config
 from policykd.distill import distill
 from policykd.errors import PolicyKDError
@@ -88,6 +89,15 @@ def test_config_file_and_overrides(tmp_path):
         DistillConfig(teacher="x", data_mode="bc")
     with pytest.raises(PolicyKDError, match="does not exist"):
         load_config(tmp_path / "nope.yaml", {})
+    with pytest.raises(PolicyKDError, match="collect_max_episode_steps"):
+        DistillConfig(teacher="x", collect_max_episode_steps=-1)
+
+
+def test_distill_collects_truncated_episodes(tiny_teachers, tmp_path):
+    """collect_max_episode_steps reaches the collection envs: no episode in the buffer is longer."""
+    result = distill(_config(tiny_teachers, tmp_path, collect_max_episode_steps=15), tracker=Tracker(None, quiet=True))
+    data = Buffer.open(result.run_dir / "buffer").load()
+    assert np.bincount(data["episode_id"]).max() == 15
 
 
 def test_teacher_mode_never_lets_the_student_act(tiny_teachers, tmp_path):
