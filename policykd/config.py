@@ -44,6 +44,7 @@ class DistillConfig:
     kl_direction: str = "forward"
     tau: float = 1.0
     lambda_v: float = 0.5
+    bounded_means: bool = False         # Gaussian teachers: compare means beyond the action bounds as the bound itself
     torch_threads: int = 1
     # tracking
     wandb: bool = False                 # log to Weights & Biases (offline when no API key is configured)

@@ -78,6 +78,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
     value = torch.as_tensor(data["value"])
     if family == "categorical":
         params["logits"] = params["logits"].float()
+    bounds = (student.action_low, student.action_high) if config.bounded_means and family == "gaussian" else None
     rng = np.random.default_rng(seed)
     n = len(obs)
     student.train()
@@ -91,7 +92,8 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
             idx = perm[start : start + config.batch_size]
             target = DistParams(family, {k: v[idx] for k, v in params.items()})
             dist, student_value = student(obs[idx])
-            terms = distillation_loss(target, value[idx], dist, student_value, value_std=student.value_std, config=loss_config)
+            terms = distillation_loss(target, value[idx], dist, student_value, value_std=student.value_std, config=loss_config,
+                                      action_bounds=bounds)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step)
             step += 1

@@ -3,8 +3,10 @@
     KL(T(.|s) || S(.|s))  [or the reverse KL]  +  lambda_v * ((V_S(s) - V_T(s)) / sigma_V)^2
 
 KL is closed form per family and summed over action dimensions (distributions.kl_divergence); categorical
-targets are softened with temperature tau first (DQN's Q-values become softmax(Q / tau)). The value error is
-measured in units of the teacher's value std sigma_V over the buffer, so lambda_v means the same on every env.
+targets are softened with temperature tau first (DQN's Q-values become softmax(Q / tau)). With action bounds given
+(Gaussian family, whose actions the env clips), means beyond a bound are compared as the bound itself
+(bounded_means). The value error is measured in units of the teacher's value std sigma_V over the buffer, so
+lambda_v means the same on every env.
 Every term has reduction "mean" over the batch, so the loss does not depend on the batch size.
 """
 
@@ -30,9 +32,29 @@ class LossConfig:
             raise ValueError(f"lambda_v must be >= 0, got {self.lambda_v}")
 
 
+def bounded_means(teacher: DistParams, student: DistParams, low: torch.Tensor,
+                  high: torch.Tensor) -> tuple[DistParams, DistParams]:
+    """Gaussian pair with means [B, A] compared as the env acts on them, with actions clipped to [low, high] [A].
+
+    The teacher's mean is clipped into the bounds; where it lay beyond a bound, the student's mean is clipped at
+    that bound too, so a student mean on the same side costs nothing (and gets no gradient), while one inside is
+    pulled to the bound. Where the teacher's mean lies inside, the student's is left as it is. Stds are unchanged.
+    """
+    mean_t, mean_s = teacher["mean"], student["mean"]
+    mean_s = torch.where(mean_t >= high, torch.minimum(mean_s, high), mean_s)
+    mean_s = torch.where(mean_t <= low, torch.maximum(mean_s, low), mean_s)
+    clipped_t = torch.minimum(torch.maximum(mean_t, low), high)
+    return (DistParams("gaussian", {"mean": clipped_t, "log_std": teacher["log_std"]}),
+            DistParams("gaussian", {"mean": mean_s, "log_std": student["log_std"]}))
+
+
 def distillation_loss(teacher: DistParams, teacher_value: torch.Tensor, student: DistParams, student_value: torch.Tensor,
-                      *, value_std: torch.Tensor | float, config: LossConfig) -> dict[str, torch.Tensor]:
-    """Returns {"loss", "kl", "value_mse"}; teacher/student values [B], value_std a scalar > 0."""
+                      *, value_std: torch.Tensor | float, config: LossConfig,
+                      action_bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Returns {"loss", "kl", "value_mse"}; teacher/student values [B], value_std a scalar > 0; action_bounds
+    (low [A], high [A]) switch on bounded_means for the Gaussian family."""
+    if action_bounds is not None and teacher.family == "gaussian":
+        teacher, student = bounded_means(teacher, student, *action_bounds)
     target = with_temperature(teacher, config.tau)
     if config.kl_direction == "forward":
         kl = kl_divergence(target, student, reduction="mean")

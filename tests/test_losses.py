@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from policykd.distributions import DistParams
-from policykd.losses import LossConfig, distillation_loss
+from policykd.losses import LossConfig, bounded_means, distillation_loss
 
 
 def _batch(n, seed=0):
@@ -44,3 +44,20 @@ def test_bad_loss_config_is_rejected():
         LossConfig(kl_direction="sideways")
     with pytest.raises(ValueError, match="lambda_v"):
         LossConfig(lambda_v=-1)
+
+
+def test_bounded_means_compare_saturated_means_as_the_bound():
+    low, high = torch.tensor([-1.0, -1.0]), torch.tensor([1.0, 1.0])
+    log_std = torch.zeros(3, 2)
+    teacher = DistParams("gaussian", {"mean": torch.tensor([[3.0, 0.5], [-2.0, 0.0], [0.2, 5.0]]), "log_std": log_std})
+    student = DistParams("gaussian", {"mean": torch.tensor([[1.5, 0.5], [0.0, 0.0], [0.2, 0.9]]), "log_std": log_std})
+    bounded_t, bounded_s = bounded_means(teacher, student, low, high)
+    torch.testing.assert_close(bounded_t["mean"], torch.tensor([[1.0, 0.5], [-1.0, 0.0], [0.2, 1.0]]))
+    # same side as the saturated teacher: clipped (no cost); inside while the teacher saturates: pulled to the bound
+    torch.testing.assert_close(bounded_s["mean"], torch.tensor([[1.0, 0.5], [0.0, 0.0], [0.2, 0.9]]))
+    per_state = distillation_loss(teacher, torch.zeros(3), student, torch.zeros(3), value_std=1.0, config=LossConfig(lambda_v=0.0),
+                                  action_bounds=(low, high))["kl"]
+    # KL with unit stds is half the squared mean gap: 0 + 0.5 * 1^2 + 0.5 * 0.1^2, averaged over 3 states
+    assert per_state.item() == pytest.approx((0.0 + 0.5 + 0.005) / 3)
+    unbounded = distillation_loss(teacher, torch.zeros(3), student, torch.zeros(3), value_std=1.0, config=LossConfig(lambda_v=0.0))["kl"]
+    assert unbounded.item() == pytest.approx((0.5 * 1.5**2 + 0.5 * 2.0**2 + 0.5 * 4.1**2) / 3)
