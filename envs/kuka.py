@@ -13,7 +13,9 @@ Action (float32, shape (3,), each in [-1, 1]; values outside are clipped, NaN or
     inside the workspace box x in [0.2, 0.8], y in [-0.5, 0.5], z in [0.05, 0.8].
 Reward: minus the end-effector's distance to the target, m. In the obstacle variant the distance is measured along
     the way over the obstacle (flange -> a point 12 cm above its top -> target) while the straight line to the target
-    passes within 8 cm of the box, and a further -0.2 is charged on every step in which any link touches it.
+    passes within 8 cm of the box, a further -0.2 is charged on every step in which any link touches it, and -0.5 on
+    every step the flange is not yet within 5 cm of the target (without it, hovering short of a target tucked behind
+    the box scores better than the contact-prone final approach). Every reward is <= 0.
 Termination: none (the arm should reach the target and stay). Truncation: 100 steps (4.2 s at 24 Hz).
 Info: distance (m), is_success (distance < 0.05 m), and in the obstacle variant collision (touching it now) and
     collisions (steps spent touching it so far).
@@ -44,6 +46,7 @@ _TARGET_LOW = np.array([0.35, -0.35, 0.15])
 _TARGET_HIGH = np.array([0.7, 0.35, 0.6])
 _SUCCESS_M = 0.05
 _CONTACT_PENALTY = 0.2
+_NOT_REACHED_COST = 0.5  # obstacle variant only
 _CLEARANCE_M = 0.08  # the arm's links around the flange are about this thick
 
 
@@ -159,7 +162,11 @@ class KukaReachEnv(BulletEnv):
                 collision = collision or bool(p.getContactPoints(bodyA=self._arm, bodyB=self._obstacle_body))
         self._collisions += int(collision)
         obs = self._observe()
-        reward = -self._path_length(obs[14:17].astype(np.float64)) - (_CONTACT_PENALTY if collision else 0.0)
+        flange = obs[14:17].astype(np.float64)
+        reward = -self._path_length(flange)
+        if self.obstacle:
+            reached = np.linalg.norm(self._target - flange) < _SUCCESS_M
+            reward -= (0.0 if reached else _NOT_REACHED_COST) + (_CONTACT_PENALTY if collision else 0.0)
         return obs, reward, False, False, self._info(collision=collision)
 
     def _observe(self) -> np.ndarray:
