@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 EVAL_SEED = 1_000_000
 AGENTS = ("sac-RacecarTrack-v0", "sac-RacecarObstacles-v0", "sac-KukaReach-v0", "sac-KukaReachObstacle-v0",
-          "sac-InvertedDoublePendulumBulletEnv-v0")
+          "sac-InvertedDoublePendulumBulletEnv-v0", "sac-Pendulum-v1")
 
 
 def main() -> None:
