@@ -117,7 +117,7 @@ def _check_resume_config(run_dir: Path, config: DistillConfig) -> None:
     path = run_dir / "config.json"
     if not path.exists():
         return
-    saved = json.loads(path.read_text())["config"]
+    saved = {**DistillConfig().to_dict(), **json.loads(path.read_text())["config"]}  # keys newer than the run: defaults
     changed = sorted(k for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES and saved.get(k) != v)
     if changed:
         raise PolicyKDError(f"--resume with a different config than {path} ({', '.join(changed)}); resume with the same settings")

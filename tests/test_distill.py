@@ -111,3 +111,15 @@ def test_resume_refuses_a_changed_config(tiny_teachers, tmp_path):
     distill(_config(tiny_teachers, tmp_path, rounds=1, labelled_steps=100), tracker=Tracker(None, quiet=True))
     with pytest.raises(PolicyKDError, match="different config.*lr"):
         distill(_config(tiny_teachers, tmp_path, rounds=1, labelled_steps=100, lr=0.5), resume=True, tracker=Tracker(None, quiet=True))
+
+
+def test_resume_accepts_a_run_saved_before_newer_config_keys(tiny_teachers, tmp_path):
+    """A run written before a config key existed resumes when the key keeps its default."""
+    config = _config(tiny_teachers, tmp_path, rounds=2, labelled_steps=200)
+    distill(config, tracker=Tracker(None, quiet=True))
+    path = tmp_path / "run" / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["config"]["bounded_means"]
+    path.write_text(json.dumps(saved))
+    result = distill(config, resume=True, tracker=Tracker(None, quiet=True))
+    assert len(result.history) == 2
