@@ -57,6 +57,20 @@ def action_noise_table() -> str:
     return "\n".join(lines)
 
 
+def hopper_long_table() -> str:
+    path = RESULTS / "hopper_long_eval.json"
+    if not path.exists():
+        return ""
+    d = json.loads(path.read_text())
+    n = d["eval_seeds"][1] - d["eval_seeds"][0] + 1
+    lines = [f"| policy | ratio on the benchmark's 20 seeds | ratio on {n} seeds | falls in 20 | falls in {n} |",
+             "|---|---:|---:|---:|---:|",
+             f"| teacher | 1.000 | 1.000 | {d['teacher_falls_first_20']} | {d['teacher_falls_all']} |"]
+    lines += [f"| student, distillation seed {r['seed']} | {r['ratio_first_20']:.3f} | {r['ratio_all']:.3f} | "
+              f"{r['falls_first_20']} | {r['falls_all']} |" for r in d["students"]]
+    return "\n".join(lines)
+
+
 def teacher_table() -> str:
     path = RESULTS / "zoo_teacher_eval.json"
     if not path.exists():
@@ -161,6 +175,9 @@ def main() -> None:
         "actions, on the same 20 seeds (`python benchmarks/teacher_action_noise.py`; `benchmarks/results/teacher_action_noise.json`). "
         "A student whose actions are off by about sigma can be expected near these ratios:",
         action_noise_table(),
+        "Hopper at 50k (DAgger) on 100 evaluation seeds instead of 20 (`python benchmarks/hopper_long_eval.py`; "
+        "`benchmarks/results/hopper_long_eval.json`); a fall is an episode that ends before its 1000 steps:",
+        hopper_long_table(),
         "Collection throughput on the same 2-worker vector env (`benchmarks/results/collection_throughput.json`):",
         throughput_table(),
         "Loading the third-party rl-zoo teachers reproduces their published returns (`python benchmarks/zoo_teacher_eval.py`):",
