@@ -162,12 +162,11 @@ class KukaReachEnv(BulletEnv):
                 collision = collision or bool(p.getContactPoints(bodyA=self._arm, bodyB=self._obstacle_body))
         self._collisions += int(collision)
         obs = self._observe()
-        flange = obs[14:17].astype(np.float64)
-        reward = -self._path_length(flange)
+        info = self._info(collision=collision)
+        reward = -self._path_length(obs[14:17].astype(np.float64))
         if self.obstacle:
-            reached = np.linalg.norm(self._target - flange) < _SUCCESS_M
-            reward -= (0.0 if reached else _NOT_REACHED_COST) + (_CONTACT_PENALTY if collision else 0.0)
-        return obs, reward, False, False, self._info(collision=collision)
+            reward -= (0.0 if info["is_success"] else _NOT_REACHED_COST) + (_CONTACT_PENALTY if collision else 0.0)
+        return obs, reward, False, False, info
 
     def _observe(self) -> np.ndarray:
         states = self._p.getJointStates(self._arm, list(range(_N_JOINTS)))
