@@ -71,6 +71,29 @@ def hopper_long_table() -> str:
     return "\n".join(lines)
 
 
+def hopper_recipes_table() -> str:
+    path = RESULTS / "hopper_recipes.json"
+    if not path.exists():
+        return ""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in json.loads(path.read_text()):
+        groups[(r["labelled_steps"], r["variant"])].append(r)
+    lines = ["| labelled steps | recipe change | ratio per seed | falls in 20 per seed | held-out KL (mean of seeds) | distill wall s (max) |",
+             "|---:|---|---|---|---:|---:|"]
+    for steps in sorted({k[0] for k in groups}, reverse=True):
+        variants = sorted((v for s, v in groups if s == steps), key=lambda v: v != "recipe")
+        for variant in variants:
+            rs = sorted(groups[(steps, variant)], key=lambda r: r["seed"])
+            lines.append(f"| {steps:,} | {variant if variant != 'recipe' else '(none: the benchmark recipe)'} | "
+                         f"{' / '.join(format(r['ratio'], '.3f') for r in rs)} | {' / '.join(str(r['student_falls']) for r in rs)} | "
+                         f"{np.mean([r['agreement_kl'] for r in rs]):.3f} | {max(r['wall_s'] for r in rs):.0f} |")
+        small = [r for v in variants for r in groups[(steps, v)] if r["config"]["hidden"] == [64, 64]]
+        falls, episodes = sum(r["student_falls"] for r in small), sum(len(r["student_returns"]) for r in small)
+        lines.append(f"| {steps:,} | every 2x64 student above | {len(small)} students | {falls} falls in {episodes} episodes "
+                     f"({falls / episodes:.1%}); students with no fall: {sum(r['student_falls'] == 0 for r in small)} | | |")
+    return "\n".join(lines)
+
+
 def teacher_table() -> str:
     path = RESULTS / "zoo_teacher_eval.json"
     if not path.exists():
@@ -178,6 +201,9 @@ def main() -> None:
         "Hopper at 50k (DAgger) on 100 evaluation seeds instead of 20 (`python benchmarks/hopper_long_eval.py`; "
         "`benchmarks/results/hopper_long_eval.json`); a fall is an episode that ends before its 1000 steps:",
         hopper_long_table(),
+        "Hopper recipe changes side by side, one setting at a time, DAgger, on the benchmark's 20 seeds (the teacher "
+        "falls in none of them) (`python benchmarks/hopper_recipes.py`; `benchmarks/results/hopper_recipes.json`):",
+        hopper_recipes_table(),
         "Collection throughput on the same 2-worker vector env (`benchmarks/results/collection_throughput.json`):",
         throughput_table(),
         "Loading the third-party rl-zoo teachers reproduces their published returns (`python benchmarks/zoo_teacher_eval.py`):",
