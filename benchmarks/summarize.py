@@ -13,6 +13,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+TIME_LIMIT = 1000  # Hopper's episode limit: an episode that ends sooner is a fall
 BEGIN, END = "<!-- RESULTS:BEGIN (benchmarks/summarize.py) -->", "<!-- RESULTS:END -->"
 
 
@@ -48,12 +49,21 @@ def action_noise_table() -> str:
     if not path.exists():
         return ""
     records = json.loads(path.read_text())["records"]
-    sigmas = sorted({r["sigma"] for r in records})
-    lines = ["| teacher | " + " | ".join(f"ratio at sigma {s:g} (episodes ended early)" for s in sigmas) + " |",
-             "|---|" + "---:|" * len(sigmas)]
-    for env in dict.fromkeys(r["env"] for r in records):
-        cells = {r["sigma"]: r for r in records if r["env"] == env}
-        lines.append(f"| ppo {env} | " + " | ".join(f"{cells[s]['ratio']:.3f} ({cells[s]['short_episodes']})" for s in sigmas) + " |")
+    sigmas = sorted({r["sigma"] for r in records if r["perturbation"] == "gaussian"})
+    lines = ["| teacher | episodes | batch 1 | " + " | ".join(f"sigma {s:g}" for s in sigmas) + " |",
+             "|---|---:|" + "---:|" * (1 + len(sigmas))]
+    for env, episodes in dict.fromkeys((r["env"], r["episodes"]) for r in records):
+        rows = [r for r in records if (r["env"], r["episodes"]) == (env, episodes)]
+
+        def cell(rs: list[dict]) -> str:
+            rs = sorted(rs, key=lambda r: r["noise_seed"] or 0)
+            if not rs:
+                return "-"
+            return (f"{' / '.join(format(r['ratio'], '.3f') for r in rs)} "
+                    f"({' / '.join(str(r['short_episodes']) for r in rs)})")
+        cells = [cell([r for r in rows if r["perturbation"] == "batch-1"])]
+        cells += [cell([r for r in rows if r["perturbation"] == "gaussian" and r["sigma"] == s]) for s in sigmas]
+        lines.append(f"| ppo {env} | {episodes} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -66,6 +76,16 @@ def hopper_long_table() -> str:
     lines = [f"| policy | ratio on the benchmark's 20 seeds | ratio on {n} seeds | falls in 20 | falls in {n} |",
              "|---|---:|---:|---:|---:|",
              f"| teacher | 1.000 | 1.000 | {d['teacher_falls_first_20']} | {d['teacher_falls_all']} |"]
+    noise_path = RESULTS / "teacher_action_noise.json"
+    perturbed = [r for r in json.loads(noise_path.read_text())["records"] if r["env"] == d["env"] and r["episodes"] == n
+                 and r["eval_seeds"] == d["eval_seeds"]] if noise_path.exists() else []
+    for r in sorted(perturbed, key=lambda r: (r["perturbation"], r["sigma"] or 0, r["noise_seed"] or 0)):
+        returns, lengths = np.array(r["perturbed_returns"]), np.array(r["perturbed_lengths"])
+        label = ("teacher, batch 1 (one env at a time)" if r["perturbation"] == "batch-1"
+                 else f"teacher + noise sigma {r['sigma']:g}, noise seed {r['noise_seed']}")
+        lines.append(f"| {label} | {returns[:20].mean() / np.mean(d['teacher_returns'][:20]):.3f} | "
+                     f"{returns.mean() / np.mean(d['teacher_returns']):.3f} | {int((lengths[:20] < TIME_LIMIT).sum())} | "
+                     f"{int((lengths < TIME_LIMIT).sum())} |")
     lines += [f"| student, distillation seed {r['seed']} | {r['ratio_first_20']:.3f} | {r['ratio_all']:.3f} | "
               f"{r['falls_first_20']} | {r['falls_all']} |" for r in d["students"]]
     return "\n".join(lines)
@@ -194,12 +214,17 @@ def main() -> None:
         "training on this 2-core machine, evaluation excluded. Recipes: `configs/distill/bench_10k.yaml`, `bench_50k.yaml`, "
         "with the per-teacher settings of `bench_env_overrides.yaml` on top.",
         distill_table(),
-        "The noise floor of that ratio: each teacher with i.i.d. Gaussian noise of std sigma added to its own deterministic "
-        "actions, on the same 20 seeds (`python benchmarks/teacher_action_noise.py`; `benchmarks/results/teacher_action_noise.json`). "
-        "A student whose actions are off by about sigma can be expected near these ratios:",
+        "The noise floor of that ratio: each teacher against itself, on the same seeds, with its actions changed a little "
+        "(`python benchmarks/teacher_action_noise.py`; `benchmarks/results/teacher_action_noise.json`). *batch 1*: the same "
+        "teacher run one env at a time instead of two, so its actions differ in the last float32 bits only; *sigma*: i.i.d. "
+        "Gaussian noise of that std added to every action, noise seeds 0 / 1 / 2. Each cell: ratio to the teacher's "
+        "reference run (episodes that ended early). A student whose actions are off by about sigma can be expected near "
+        "these ratios:",
         action_noise_table(),
         "Hopper at 50k (DAgger) on 100 evaluation seeds instead of 20 (`python benchmarks/hopper_long_eval.py`; "
-        "`benchmarks/results/hopper_long_eval.json`); a fall is an episode that ends before its 1000 steps:",
+        "`benchmarks/results/hopper_long_eval.json`); a fall is an episode that ends before its 1000 steps. Ratios are "
+        "to the teacher's reference run; the perturbed-teacher rows come from `benchmarks/teacher_action_noise.py "
+        "--envs HopperBulletEnv-v0 --episodes 100 --sigmas 1e-6`:",
         hopper_long_table(),
         "Hopper recipe changes side by side, one setting at a time, DAgger, on the benchmark's 20 seeds (the teacher "
         "falls in none of them) (`python benchmarks/hopper_recipes.py`; `benchmarks/results/hopper_recipes.json`):",

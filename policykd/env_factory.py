@@ -109,7 +109,8 @@ class EnvSpec:
     wrappers: tuple[WrapperSpec, ...] = ()
 
     def make(self, *, render_mode: str | None = None, max_episode_steps: int | None = None) -> gym.Env:
-        """The env; max_episode_steps (when given) replaces the registered time limit."""
+        """The env; max_episode_steps (when given) replaces the registered time limit, also for wrappers that read
+        it (TimeFeatureWrapper then runs its time feature from 1 to 0 over the shorter episode)."""
         ensure_registered(self.env_id)
         kwargs = dict(self.env_kwargs)
         if render_mode is not None:
