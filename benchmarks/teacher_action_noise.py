@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from policykd.artifacts import atomic_write_json, package_versions
-from policykd.evaluate import Episodes, run_episodes
+from policykd.evaluate import Episodes, perturbed_act, run_episodes
 from policykd.teachers import load_teacher
 
 ZOO = Path(__file__).resolve().parents[1].parent / "shared" / "teachers" / "rl-zoo"
@@ -50,7 +50,6 @@ def main() -> None:
 
     for env_id in args.envs:
         teacher = load_teacher(ZOO / "ppo" / f"{env_id}_1")
-        low, high = teacher.action_space.low, teacher.action_space.high
         clean = run_episodes(teacher.act, teacher.env_spec, seeds)
 
         def add(perturbation: str, sigma: float | None, noise_seed: int | None, episodes: Episodes) -> None:
@@ -72,12 +71,7 @@ def main() -> None:
         add("batch-1", None, None, run_episodes(teacher.act, teacher.env_spec, seeds, n_envs=1))
         for sigma in args.sigmas:
             for noise_seed in args.noise_seeds:
-                rng = np.random.default_rng(noise_seed)
-
-                def noisy(obs: np.ndarray, sigma: float = sigma, rng: np.random.Generator = rng) -> np.ndarray:
-                    action = teacher.act(obs)
-                    return np.clip(action + sigma * rng.standard_normal(action.shape), low, high)
-
+                noisy = perturbed_act(teacher, sigma, np.random.default_rng(noise_seed))
                 add("gaussian", sigma, noise_seed, run_episodes(noisy, teacher.env_spec, seeds))
         atomic_write_json(RESULTS, {"records": list(records.values()), "versions": package_versions()})
 

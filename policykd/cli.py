@@ -57,6 +57,12 @@ def print_comparison(report: dict) -> None:
                   f"teacher {report['teacher']['success_rate']:.0%}, student {report['student']['success_rate']:.0%}")
     agreement = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in report["agreement"].items())
     out.print(f"agreement on held-out teacher states: {agreement}")
+    if "teacher_noise_floor" in report:
+        other, noisy = report["teacher_noise_floor"]["other_batch"], report["teacher_noise_floor"]["student_error"]
+        out.print(f"teacher's noise floor on these seeds (its ratio to itself): {other['ratio']:.3f} stepped "
+                  f"{'one env' if other['n_envs'] == 1 else str(other['n_envs']) + ' envs'} at a time, "
+                  f"{noisy['ratio']:.3f} with the student's error "
+                  f"({noisy['kind']} {noisy['error']:.3g})")
     table = Table(title="batch-1 latency, one thread (us)")
     for col in ("path", "p50", "p99", "max"):
         table.add_column(col, justify="right" if col != "path" else "left")
@@ -300,6 +306,9 @@ def eval_command(
     seed: int = typer.Option(1_000_000, help="First evaluation seed; episode i uses seed + i for both policies."),
     n_envs: int = typer.Option(2, min=1),
     latency_calls: int = typer.Option(2_000, min=10, help="Timed batch-1 calls per latency path."),
+    noise_floor: bool = typer.Option(False, "--noise-floor", help="Also run the teacher twice more on the same seeds: "
+                                     "one env at a time, and with the student's action error added. A student ratio "
+                                     "within that spread is at the teacher's own noise floor (chaotic envs: Hopper)."),
     latency: bool = typer.Option(False, "--latency", help="Also time every backend (torch, numpy, onnx, C) and the embedded targets."),
     rate: float = typer.Option(1000.0, help="With --latency: control rate in Hz the student must fit on each target."),
     target: list[str] = typer.Option(["cortex-m4", "aarch64"], help="With --latency: embedded targets (repeatable)."),
@@ -320,7 +329,7 @@ def eval_command(
         if s.spec.obs_dim != t.obs_dim or s.spec.family != t.family:
             raise PolicyKDError(f"student ({s.spec.family}, obs {s.spec.obs_dim}) does not fit teacher ({t.family}, obs {t.obs_dim})")
         report = compare(t, s, episodes=episodes, eval_seed=seed, n_envs=n_envs, latency_calls=latency_calls,
-                         progress_factory=Tracker().progress)
+                         noise_floor=noise_floor, progress_factory=Tracker().progress)
         print_comparison(report)
         if latency:
             from policykd.latency import BACKENDS, backend_latencies

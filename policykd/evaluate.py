@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from policykd.actions import box_bounds
 from policykd.distributions import kl_divergence
 from policykd.env_factory import EnvSpec
 from policykd.latency import measure_latency
@@ -130,10 +131,55 @@ def classification_agreement(reference: np.ndarray, predicted: np.ndarray, n_cla
             "recall": float(np.mean(recall)), "f1": float(np.mean(f1))}
 
 
+def perturbed_act(teacher: Teacher, error: float, rng: np.random.Generator) -> ActFn:
+    """The teacher's deterministic actions with an error: Box actions get i.i.d. Gaussian noise of std `error` [env
+    action units], clipped to the bounds; discrete actions become a uniformly random action with probability `error`."""
+    if teacher.family == "categorical":
+        def act(obs: np.ndarray) -> np.ndarray:
+            action = teacher.act(obs)
+            swap = rng.random(action.shape) < error
+            return np.where(swap, rng.integers(teacher.action_dim, size=action.shape), action)
+        return act
+    low, high = box_bounds(teacher.action_space)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        action = teacher.act(obs)
+        noisy = action + error * rng.standard_normal(action.shape)
+        return np.clip(noisy, low.reshape(action.shape[1:]), high.reshape(action.shape[1:])).astype(action.dtype)
+    return act
+
+
+def teacher_noise_floor(teacher: Teacher, seeds: list[int], reference: Episodes, *, n_envs: int, error: float,
+                        run: Callable[[str, ActFn, int], Episodes], noise_seed: int = 0) -> dict:
+    """The teacher against its own reference run (`reference`, stepped n_envs at a time) on the same seeds, perturbed
+    two ways, each reported as the return ratio a student would get with those returns:
+
+    - `other_batch`: stepped 1 env at a time (2 when n_envs is 1), so its actions differ only in the last float bits;
+      on chaotic envs (falls in Hopper) this alone moves the return.
+    - `student_error`: with an error the size of the student's (perturbed_act).
+
+    A student ratio inside this spread is at the teacher's own noise floor on these seeds.
+    `run(name, act, n_envs)` evaluates `act` on `seeds`.
+    """
+    kind = "random action with probability" if teacher.family == "categorical" else "gaussian std"
+    perturbed = perturbed_act(teacher, error, np.random.default_rng(noise_seed))
+    other_n_envs = 1 if n_envs > 1 else 2
+    reference_mean = float(reference.returns.mean())
+    other = run(f"teacher, {other_n_envs} env{'' if other_n_envs == 1 else 's'} at a time", teacher.act, other_n_envs)
+    noisy = run(f"teacher with the student's error ({kind} {error:.3g})", perturbed, n_envs)
+    return {
+        "other_batch": {"n_envs": other_n_envs, "return_mean": float(other.returns.mean()),
+                        "ratio": return_ratio(float(other.returns.mean()), reference_mean)},
+        "student_error": {"kind": kind, "error": float(error), "noise_seed": noise_seed,
+                          "return_mean": float(noisy.returns.mean()), "ratio": return_ratio(float(noisy.returns.mean()), reference_mean)},
+    }
+
+
 def compare(teacher: Teacher, student: Student, *, episodes: int = 20, eval_seed: int = 1_000_000, n_envs: int = 2,
             latency_calls: int = 2_000, max_agreement_states: int = 5_000, teacher_episodes: Episodes | None = None,
-            progress_factory=None) -> dict:
-    """The full teacher-vs-student report (JSON-serialisable)."""
+            noise_floor: bool = False, progress_factory=None) -> dict:
+    """The full teacher-vs-student report (JSON-serialisable). noise_floor: also run teacher_noise_floor, with the
+    student's own error on held-out teacher states (RMS action error, or 1 - accuracy for discrete actions)."""
     seeds = [eval_seed + i for i in range(episodes)]
 
     def student_act(obs: np.ndarray) -> np.ndarray:
@@ -143,11 +189,11 @@ def compare(teacher: Teacher, student: Student, *, episodes: int = 20, eval_seed
     def teacher_act(obs: np.ndarray) -> np.ndarray:
         return teacher.act(obs, deterministic=True)
 
-    def run(name: str, act: ActFn) -> Episodes:
+    def run(name: str, act: ActFn, envs: int = n_envs) -> Episodes:
         if progress_factory is None:
-            return run_episodes(act, teacher.env_spec, seeds, n_envs=n_envs)
+            return run_episodes(act, teacher.env_spec, seeds, n_envs=envs)
         with progress_factory(f"evaluating {name} ({episodes} episodes)", episodes) as advance:
-            return run_episodes(act, teacher.env_spec, seeds, n_envs=n_envs, progress=advance)
+            return run_episodes(act, teacher.env_spec, seeds, n_envs=envs, progress=advance)
 
     teacher_eps = teacher_episodes or run("teacher", teacher_act)
     student_eps = run("student", student_act)
@@ -165,12 +211,19 @@ def compare(teacher: Teacher, student: Student, *, episodes: int = 20, eval_seed
     if teacher_eps.successes is not None:
         teacher_stats["success_rate"] = teacher_eps.success_rate()
         student_stats["success_rate"] = student_eps.success_rate()
-    return {
+    report_agreement = agreement(teacher, student, states)
+    report = {
         "env": teacher.env_spec.env_id,
         "seeds": seeds,
         "teacher": {**teacher_stats, "returns": teacher_eps.returns.tolist(), "actor_params": teacher.actor_parameter_count()},
         "student": {**student_stats, "returns": student_eps.returns.tolist(), "params": student.parameter_count()},
         "ratio": return_ratio(student_stats["mean"], teacher_stats["mean"]),
-        "agreement": agreement(teacher, student, states),
+        "agreement": report_agreement,
         "latency_us": latency,
     }
+    if noise_floor:
+        error = (1.0 - report_agreement["accuracy"] if teacher.family == "categorical"
+                 else float(np.sqrt(report_agreement["action_mse"])))
+        report["teacher_noise_floor"] = teacher_noise_floor(teacher, seeds, teacher_eps, n_envs=n_envs, error=error,
+                                                            run=run, noise_seed=eval_seed)
+    return report

@@ -52,10 +52,13 @@ def test_collect_distill_eval_end_to_end(tmp_path, tiny_teachers):
     assert report["teacher"]["episodes"] == 2 and set(report["latency_us"]) == {"teacher_torch", "teacher_sb3_predict", "student_torch"}
 
     result = _invoke("eval", teacher, tmp_path / "r" / "student", "--env", "CartPole-v1", "--episodes", 2,
-                     "--latency-calls", 20, "--json", tmp_path / "e.json")
+                     "--latency-calls", 20, "--noise-floor", "--json", tmp_path / "e.json")
     assert result.exit_code == 0, result.output
     again = json.loads((tmp_path / "e.json").read_text())
     assert again["student"]["returns"] == report["student"]["returns"]  # same seeds, deterministic
+    floor = again["teacher_noise_floor"]
+    assert "teacher's noise floor" in result.output and floor["other_batch"]["n_envs"] == 1
+    assert floor["student_error"]["error"] == pytest.approx(1 - again["agreement"]["accuracy"])
 
     result = _invoke("collect", teacher, "--env", "CartPole-v1", "--out", tmp_path / "buf2", "--beta", 0.5)
     assert result.exit_code == 2 and "--student" in result.output

@@ -48,3 +48,43 @@ def test_return_ratio_keeps_its_meaning_for_negative_returns():
     assert return_ratio(2900.0, 2950.0) == pytest.approx(2900 / 2950)
     assert return_ratio(-160.0, -150.0) == pytest.approx(150 / 160)  # worse student -> below 1
     assert return_ratio(-140.0, -150.0) > 1.0
+
+
+def _noise_floor(teacher, seeds, error, n_envs=2):
+    from policykd.evaluate import teacher_noise_floor
+
+    reference = run_episodes(teacher.act, teacher.env_spec, seeds, n_envs=n_envs)
+    floor = teacher_noise_floor(teacher, seeds, reference, n_envs=n_envs, error=error,
+                                run=lambda name, act, envs: run_episodes(act, teacher.env_spec, seeds, n_envs=envs))
+    return reference, floor
+
+
+def test_noise_floor_of_a_box_teacher():
+    """Zero error reproduces the reference run exactly; the other batch size is a real one-env-at-a-time run;
+    an action error as large as the torque bound (std 2 on Pendulum's +-2) costs most of the return."""
+    from pathlib import Path
+
+    from policykd.teachers import load_teacher
+
+    teacher = load_teacher(Path(__file__).resolve().parents[1] / "agents" / "sac-Pendulum-v1")
+    seeds = [7, 8, 9]
+    reference, exact = _noise_floor(teacher, seeds, error=0.0)
+    assert exact["student_error"]["ratio"] == 1.0 and exact["student_error"]["kind"] == "gaussian std"
+    one_at_a_time = run_episodes(teacher.act, teacher.env_spec, seeds, n_envs=1)
+    assert exact["other_batch"] == {"n_envs": 1, "return_mean": float(one_at_a_time.returns.mean()),
+                                    "ratio": pytest.approx(reference.returns.mean() / one_at_a_time.returns.mean())}
+    _, noisy = _noise_floor(teacher, seeds, error=2.0)
+    assert noisy["student_error"]["ratio"] < 0.5
+
+
+def test_noise_floor_of_a_discrete_teacher():
+    """For discrete actions the error is the probability of a random action: 0 changes nothing, 1 is a random policy."""
+    from policykd.teachers import load_teacher
+    from tests.conftest import zoo_run
+
+    teacher = load_teacher(zoo_run("ppo", "CartPole-v1"))
+    seeds = [0, 1]
+    _, exact = _noise_floor(teacher, seeds, error=0.0, n_envs=1)
+    assert exact["student_error"]["ratio"] == 1.0 and exact["other_batch"]["n_envs"] == 2
+    _, random_policy = _noise_floor(teacher, seeds, error=1.0, n_envs=1)
+    assert random_policy["student_error"]["ratio"] < 0.2  # CartPole: ~20 steps at random against the teacher's 500
