@@ -9,7 +9,7 @@ A student whose actions differ from the teacher's by about sigma can be expected
 counts as short when it ends before the reference run's longest one (on Hopper: a fall). Records are merged into
 benchmarks/results/teacher_action_noise.json by (env, episodes, perturbation, sigma, noise seed).
 
-    python benchmarks/teacher_action_noise.py                       # 20 seeds, three teachers (about 6 minutes)
+    python benchmarks/teacher_action_noise.py                       # 20 seeds, three teachers (about 9 minutes)
     python benchmarks/teacher_action_noise.py --envs HopperBulletEnv-v0 --episodes 100 --sigmas 1e-6
 """
 
