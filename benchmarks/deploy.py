@@ -20,7 +20,7 @@ import torch
 import policykd.runtime as runtime
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.embedded import load_target, missing_tools, run_on_target
-from policykd.evaluate import run_episodes
+from policykd.rollout import run_episodes
 from policykd.export import FORMATS, export_student
 from policykd.latency import backend_latencies
 from policykd.plots import latency_histograms

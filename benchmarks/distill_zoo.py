@@ -24,7 +24,8 @@ import yaml
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.config import load_config
 from policykd.distill import distill
-from policykd.evaluate import compare, run_episodes
+from policykd.evaluate import compare
+from policykd.rollout import run_episodes
 from policykd.rollout import collect, raw_env_throughput
 from policykd.teachers import load_teacher
 from policykd.tracking import Tracker

@@ -20,7 +20,7 @@ import torch
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.config import load_config
 from policykd.distill import distill
-from policykd.evaluate import run_episodes
+from policykd.rollout import run_episodes
 from policykd.teachers import load_teacher
 from policykd.tracking import Tracker
 

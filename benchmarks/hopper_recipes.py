@@ -26,7 +26,8 @@ import torch
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.config import load_config
 from policykd.distill import distill
-from policykd.evaluate import agreement, return_ratio, run_episodes
+from policykd.evaluate import agreement, return_ratio
+from policykd.rollout import run_episodes
 from policykd.teachers import load_teacher
 from policykd.tracking import Tracker
 

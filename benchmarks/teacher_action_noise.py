@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from policykd.artifacts import atomic_write_json, package_versions
-from policykd.evaluate import Episodes, perturbed_act, run_episodes
+from policykd.evaluate import perturbed_act
+from policykd.rollout import Episodes, run_episodes
 from policykd.teachers import load_teacher
 
 ZOO = Path(__file__).resolve().parents[1].parent / "shared" / "teachers" / "rl-zoo"

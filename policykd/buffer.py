@@ -84,7 +84,9 @@ class Buffer:
                teacher: dict[str, Any], normalizer: dict[str, Any] | None, config: dict[str, Any] | None = None) -> "Buffer":
         root = Path(root)
         if (root / "metadata.json").exists():
-            raise PolicyKDError(f"{root} already holds a buffer; choose a new --out or delete it first")
+            raise PolicyKDError(f"{root} already holds a buffer; continue it with --resume or choose a new --out")
+        if root.exists() and (not root.is_dir() or any(p.suffix != ".npz" for p in root.iterdir())):
+            raise PolicyKDError(f"{root} exists and is not an empty folder; choose a new --out for the buffer")
         root.mkdir(parents=True, exist_ok=True)
         metadata = {
             "format": FORMAT,
@@ -110,11 +112,23 @@ class Buffer:
             metadata = json.loads((root / "metadata.json").read_text())
         except FileNotFoundError as e:
             raise PolicyKDError(f"{root} is not a policykd buffer (no metadata.json); collect one with `policykd collect`") from e
-        except json.JSONDecodeError as e:
-            raise PolicyKDError(f"{root}/metadata.json is corrupt ({e}); the buffer cannot be trusted, collect it again") from e
-        if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
-            raise PolicyKDError(f"{root} has format {metadata.get('format')} v{metadata.get('format_version')}; this policykd reads {FORMAT} v{FORMAT_VERSION}")
-        listed = {c["file"] for c in metadata["chunks"]}
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise PolicyKDError(f"{root}/metadata.json is corrupt ({e.__class__.__name__}); the buffer cannot be trusted, collect it again") from e
+        except OSError as e:
+            raise PolicyKDError(f"cannot read {root}/metadata.json ({e.__class__.__name__}); check the path and its permissions") from e
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
+            found = (metadata.get("format"), metadata.get("format_version")) if isinstance(metadata, dict) else ("?", "?")
+            raise PolicyKDError(f"{root} has format {found[0]} v{found[1]}; this policykd reads {FORMAT} v{FORMAT_VERSION}")
+        try:
+            listed = {str(c["file"]) for c in metadata["chunks"]}
+            [int(c["rows"]) for c in metadata["chunks"]]
+            [str(c["sha256"]) for c in metadata["chunks"]]
+            [str(f) for f in metadata["fields"]]
+            str(metadata["family"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise PolicyKDError(f"{root}/metadata.json is corrupt (bad or missing {e}); the buffer cannot be trusted, collect it again") from e
+        if any(Path(name).name != name or not name.startswith("chunk_") for name in listed):
+            raise PolicyKDError(f"{root}/metadata.json lists chunk files outside the buffer; the buffer cannot be trusted, collect it again")
         strays = sorted(p.name for p in root.glob("chunk_*.npz") if p.name not in listed)
         if strays:
             warnings.warn(f"{root}: ignoring chunks not committed to metadata.json (interrupted append?): {strays}", stacklevel=2)
@@ -134,7 +148,10 @@ class Buffer:
         payload = io.BytesIO()
         np.savez(payload, **{f: np.ascontiguousarray(arrays[f], dtype=FIELD_DTYPES.get(f, np.float32)) for f in self.fields})
         data = payload.getvalue()
-        name = f"chunk_{len(self.metadata['chunks']):06d}.npz"
+        index = len(self.metadata["chunks"])
+        while (self.root / f"chunk_{index:06d}.npz").exists():  # an orphan of an interrupted append: keep it
+            index += 1
+        name = f"chunk_{index:06d}.npz"
         atomic_write_bytes(self.root / name, data)
         metadata = dict(self.metadata)
         metadata["chunks"] = [*self.metadata["chunks"], {"file": name, "rows": n, "sha256": sha256_bytes(data)}]

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from policykd.artifacts import atomic_write_json
+from policykd.errors import PolicyKDError
 from policykd.students import Student, load_student
 
 
@@ -49,12 +50,25 @@ def load_checkpoint(run_dir: Path, optimizer_factory) -> tuple[Student, torch.op
     if not (final / "progress.json").exists():
         return None
     student = load_student(final).train()
-    progress = json.loads((final / "progress.json").read_text())
+    progress_path, optimizer_path = final / "progress.json", final / "optimizer.safetensors"
+    try:
+        progress = json.loads(progress_path.read_text())
+        groups = progress.pop("optimizer_param_groups")
+        [int(progress[k]) for k in ("rounds_done", "buffer_chunks", "episodes", "gradient_steps")]
+        float(progress["wall_s"])
+        list(progress["history"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise PolicyKDError(f"{progress_path} is corrupt ({e.__class__.__name__}: {e}); this run cannot be resumed, "
+                            "start a new one with another --run-name") from e
     optimizer = optimizer_factory(student)
-    tensors = load_file(str(final / "optimizer.safetensors"))
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": progress.pop("optimizer_param_groups")})
+    try:
+        tensors = load_file(str(optimizer_path))
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except Exception as e:  # safetensors and torch raise their own error types for a damaged state
+        raise PolicyKDError(f"{optimizer_path} is corrupt or does not match the student ({str(e).splitlines()[0][:120] if str(e) else e.__class__.__name__}); "
+                            "this run cannot be resumed, start a new one with another --run-name") from e
     return student, optimizer, progress

@@ -6,7 +6,10 @@ Every command prints one line, not a traceback, for a problem with its input (Po
 from __future__ import annotations
 
 import json
+import shlex
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
 
@@ -14,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from policykd.config import DistillConfig
 from policykd.errors import PolicyKDError
 
 app = typer.Typer(help="Distil large stable-baselines3 teachers into compact, verified student policies.",
@@ -22,6 +26,9 @@ teacher_app = typer.Typer(help="Train or evaluate teacher policies.", no_args_is
 app.add_typer(teacher_app, name="teacher")
 out = Console()
 
+ALGO_HELP = "Algorithm of the checkpoint (ppo, a2c, trpo, sac, tqc, td3, ddpg, dqn, qrdqn); inferred when absent."
+TRUST_PICKLE_HELP = ("Unpickle teacher files (SB3 zip, vecnormalize.pkl) without the allowlist. Can run code from the file: "
+                     "only for files you trust.")
 TEACHER_HELP = "An SB3 .zip (with --env), an rl-zoo run folder (e.g. ../shared/teachers/rl-zoo/ppo/HopperBulletEnv-v0_1), or an agents/ folder."
 
 
@@ -30,12 +37,27 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(code=2)
 
 
-def _run(fn):
-    """Run fn(), turning a PolicyKDError into one line on stderr and exit code 2."""
+def _on_sigterm(signum: int, _frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _run(fn, *, on_interrupt: str | Callable[[], str] = "nothing was lost: every file written so far is complete"):
+    """Run fn(), turning a PolicyKDError or an OSError (unwritable, full or impossible paths) into one line on
+    stderr and exit code 2, and SIGINT / SIGTERM into one line (how to resume) and exit code 130."""
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return fn()
     except PolicyKDError as e:
         _fail(e)
+    except OSError as e:
+        where = f" {e.filename}" if e.filename else ""
+        _fail(PolicyKDError(f"cannot use{where}: {e.strerror or e}; choose another location (earlier results are untouched)"))
+    except KeyboardInterrupt:
+        message = on_interrupt() if callable(on_interrupt) else on_interrupt
+        Console(stderr=True).print(f"[bold yellow]interrupted:[/bold yellow] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _returns_table(title: str, rows: list[tuple[str, dict]]) -> Table:
@@ -73,23 +95,24 @@ def print_comparison(report: dict) -> None:
               f"({report['student']['params'] / report['teacher']['actor_params']:.1%})")
 
 
-def film_side_by_side(teacher, student, run_dir: Path, *, seed: int, steps: int) -> Path:
-    """Teacher and student on the same seeded episode: RUN_DIR/rollout.png (strip) and rollout.gif."""
-    import torch
+def check_card_teacher(record: dict, student: Path) -> None:
+    """Refuse a teacher named by a student card unless its checkpoint still has the sha256 the card records."""
+    from policykd.artifacts import sha256_file
+    from policykd.zoo import find_zoo_run
 
-    from policykd.filmstrip import record_episode, write_side_by_side
-
-    def student_act(obs):
-        with torch.no_grad():
-            return student.act(torch.as_tensor(obs)).numpy()
-
-    with out.status(f"filming teacher and student on seed {seed} ({steps} steps each)"):
-        frames = [record_episode(act, teacher.env_spec, seed, max_steps=steps)
-                  for act in (lambda o: teacher.act(o, deterministic=True), student_act)]
-        png, gif = run_dir / "rollout.png", run_dir / "rollout.gif"
-        write_side_by_side(*frames, png, gif)
-    out.print(f"rollout, teacher above student: {png} and {gif}")
-    return png
+    path = Path(record["path"])
+    if path.is_dir() and (path / "model_card.json").exists():
+        model_file = json.loads((path / "model_card.json").read_text()).get("model_file", "model.zip")
+        model_zip = path / Path(str(model_file)).name
+    elif path.is_dir():
+        model_zip = find_zoo_run(path).model_zip
+    else:
+        model_zip = path
+    if not model_zip.is_file():
+        raise PolicyKDError(f"the teacher {path} named in {student}/student.json is not there; pass --teacher PATH or --teacher none")
+    if sha256_file(model_zip) != record.get("sha256"):
+        raise PolicyKDError(f"{model_zip} does not have the sha256 recorded in {student}/student.json, so it is not loaded; "
+                            "pass --teacher PATH for a teacher you trust, or --teacher none")
 
 
 def print_latency(results: dict[str, dict], calls: int) -> None:
@@ -136,21 +159,6 @@ def embedded_report(student: Path, targets: list[str], *, rate: float, observati
     return results
 
 
-def log_evaluation(tracker, report: dict) -> None:
-    """The teacher-vs-student comparison and latency as summary values and tables."""
-    summary = {"eval/ratio": report["ratio"]}
-    for who in ("teacher", "student"):
-        summary.update({f"eval/{who}_return_{k}": report[who][k] for k in ("mean", "std", "iqm", "ci95_low", "ci95_high")})
-    summary.update({f"eval/agreement_{k}": v for k, v in report["agreement"].items()})
-    summary.update({f"latency/{path}_p50_us": lat["p50"] for path, lat in report["latency_us"].items()})
-    summary.update({"eval/student_params": report["student"]["params"], "eval/teacher_actor_params": report["teacher"]["actor_params"]})
-    tracker.summary(summary)
-    tracker.table("eval/comparison", ["policy", "mean", "std", "iqm", "ci95_low", "ci95_high", "episodes"],
-                  [[who] + [report[who][k] for k in ("mean", "std", "iqm", "ci95_low", "ci95_high", "episodes")] for who in ("teacher", "student")])
-    tracker.table("latency/batch1_us", ["path", "p50", "p99", "max"],
-                  [[path, lat["p50"], lat["p99"], lat["max"]] for path, lat in report["latency_us"].items()])
-
-
 @teacher_app.command("train")
 def teacher_train(
     config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/teachers/sac_pendulum.yaml."),
@@ -178,18 +186,20 @@ def teacher_eval(
     episodes: int = typer.Option(10, min=1, help="Episodes, on seeds seed..seed+episodes-1."),
     seed: int = typer.Option(1_000_000, help="First evaluation seed."),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
-    algo: Optional[str] = typer.Option(None, help="Algorithm (inferred when absent)."),
+    algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
     n_envs: int = typer.Option(2, min=1, help="Worker processes."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON here."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
     """Run a teacher deterministically on seeded episodes and report its return."""
     from policykd.artifacts import atomic_write_json
-    from policykd.evaluate import run_episodes, summarize_returns
+    from policykd.evaluate import summarize_returns
+    from policykd.rollout import run_episodes
     from policykd.teachers import load_teacher
     from policykd.tracking import Tracker
 
     def go():
-        t = load_teacher(teacher, algo=algo, env_id=env)
+        t = load_teacher(teacher, algo=algo, env_id=env, trust_pickle=trust_pickle)
         seeds = [seed + i for i in range(episodes)]
         with Tracker().progress(f"evaluating {t.env_spec.env_id}", episodes) as advance:
             eps = run_episodes(lambda o: t.act(o), t.env_spec, seeds, n_envs=n_envs, progress=advance)
@@ -205,19 +215,22 @@ def teacher_eval(
 @app.command()
 def collect(
     teacher: Path = typer.Argument(..., help=TEACHER_HELP),
-    out_dir: Path = typer.Option(..., "--out", help="Buffer directory to create."),
+    out_dir: Path = typer.Option(..., "--out", help="Buffer directory to create (or to continue, with --resume)."),
     steps: int = typer.Option(10_000, min=1, help="Teacher-labelled env steps to collect."),
     beta: float = typer.Option(1.0, min=0.0, max=1.0, help="Probability the teacher acts at each step (else the student)."),
     student: Optional[Path] = typer.Option(None, help="Student folder; needed when beta < 1."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0, help="Seed of the envs and of the acting policy's sampling."),
     n_envs: int = typer.Option(2, min=1, help="Worker processes."),
     deterministic: bool = typer.Option(False, help="Acting policy takes its mode instead of sampling."),
+    chunk_steps: int = typer.Option(5_000, min=1, help="Rows per chunk: each is committed to disk as soon as it fills."),
+    resume: bool = typer.Option(False, help="Continue an interrupted collection in --out (same teacher and settings)."),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
-    algo: Optional[str] = typer.Option(None),
+    algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
-    """Roll out teacher / student / beta-mixture and write every state with the teacher's labels to a buffer."""
-    from policykd.buffer import Buffer
-    from policykd.rollout import collect as collect_states
+    """Roll out teacher / student / beta-mixture and write every state with the teacher's labels to a buffer.
+    Chunks are committed as they fill: an interrupted collection keeps them and continues with --resume."""
+    from policykd.collection import collect_to_buffer
     from policykd.students import load_student
     from policykd.teachers import load_teacher
     from policykd.tracking import Tracker
@@ -225,77 +238,83 @@ def collect(
     def go():
         if beta < 1.0 and student is None:
             raise PolicyKDError("--beta below 1 lets the student act; pass --student STUDENT_DIR")
-        t = load_teacher(teacher, algo=algo, env_id=env)
+        t = load_teacher(teacher, algo=algo, env_id=env, trust_pickle=trust_pickle)
         s = load_student(student) if student else None
-        buffer = Buffer.create(out_dir, observation_space=t.observation_space, action_space=t.action_space, family=t.family,
-                               teacher=t.identity(), normalizer=t.normalizer.to_json(),
-                               config={"steps": steps, "beta": beta, "seed": seed, "n_envs": n_envs, "student": str(student) if student else None})
-        with Tracker().progress("collecting", steps) as advance:
-            rows = collect_states(t, steps=steps, beta=beta, seed=seed, n_envs=n_envs, student=s,
-                                  sample_actions=not deterministic, on_progress=advance)
-        buffer.append(rows)
-        out.print(f"wrote {buffer.rows} labelled states ({int(rows['episode_id'].max()) + 1} episodes) to {out_dir}")
+        settings = {"steps": steps, "beta": beta, "seed": seed, "n_envs": n_envs, "deterministic": deterministic,
+                    "student": str(student) if student else None}
+        buffer = collect_to_buffer(t, out_dir, settings, student=s, chunk_steps=chunk_steps, resume=resume,
+                                   progress=Tracker().progress)
+        out.print(f"{buffer.rows} labelled states in {len(buffer.metadata['chunks'])} chunks: {out_dir}")
 
-    _run(go)
+    _run(go, on_interrupt=f"every chunk committed so far is kept in {out_dir}; continue with the same command and --resume")
+
+
+_DEFAULTS = DistillConfig()
+
+
+def _resume_hint(run_dir: Path | None) -> str:
+    """The command line that continues an interrupted `policykd distill`."""
+    if run_dir is None:
+        return "nothing was written yet"
+    args = [a for a in sys.argv[1:] if a != "--resume"]
+    if "--run-name" not in args and not any(a.startswith("--run-name=") for a in args):
+        args += ["--run-name", run_dir.name]
+    return f"the last finished round is kept in {run_dir}; continue with: policykd {shlex.join(args)} --resume"
 
 
 @app.command()
 def distill(
     teacher: Optional[str] = typer.Argument(None, help=TEACHER_HELP + " Overrides the config's `teacher`."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe (configs/distill/*.yaml); flags override it."),
-    steps: Optional[int] = typer.Option(None, help="Budget of teacher-labelled env steps."),
-    mode: Optional[str] = typer.Option(None, help="teacher (teacher-driven) or dagger (beta-mixture per round)."),
-    rounds: Optional[int] = typer.Option(None, help="Collection/training rounds."),
-    hidden: Optional[str] = typer.Option(None, help="Student hidden sizes, e.g. 64,64."),
-    seed: Optional[int] = typer.Option(None),
-    out_dir: Optional[str] = typer.Option(None, help="Where run folders go (default runs/)."),
-    run_name: Optional[str] = typer.Option(None, help="Run folder name (needed with --resume)."),
-    resume: bool = typer.Option(False, help="Continue an interrupted run from its last checkpoint."),
+    steps: Optional[int] = typer.Option(None, help=f"Budget of teacher-labelled env steps \\[default: {_DEFAULTS.labelled_steps}]."),
+    mode: Optional[str] = typer.Option(None, help=f"teacher (teacher-driven) or dagger (beta-mixture per round) \\[default: {_DEFAULTS.data_mode}]."),
+    rounds: Optional[int] = typer.Option(None, help=f"Collection/training rounds \\[default: {_DEFAULTS.rounds}]."),
+    hidden: Optional[str] = typer.Option(None, help=f"Student hidden sizes, e.g. 64,64 \\[default: {','.join(map(str, _DEFAULTS.hidden))}]."),
+    seed: Optional[int] = typer.Option(None, help=f"Seed of collection, initialisation and minibatches \\[default: {_DEFAULTS.seed}]."),
+    out_dir: Optional[str] = typer.Option(None, help=f"Where run folders go \\[default: {_DEFAULTS.out_dir}]."),
+    run_name: Optional[str] = typer.Option(None, help="Run folder name inside --out-dir (needed with --resume) \\[default: ENV__MODE__SEED__TIME]."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run (same recipe, teacher and env) from its last finished round."),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="Evaluate teacher and student afterwards."),
-    wandb: Optional[bool] = typer.Option(None, "--wandb/--no-wandb", help="Log to Weights & Biases (offline without an API key)."),
-    tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard", help="Write TensorBoard scalars to RUN_DIR/tensorboard."),
-    episodes: Optional[int] = typer.Option(None, help="Evaluation episodes (default 20)."),
+    wandb: Optional[bool] = typer.Option(None, "--wandb/--no-wandb", help=f"Log to Weights & Biases (offline without an API key) \\[default: {'--wandb' if _DEFAULTS.wandb else '--no-wandb'}]."),
+    tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard", help="Write TensorBoard scalars to RUN_DIR/tensorboard \\[default: --no-tensorboard]."),
+    episodes: Optional[int] = typer.Option(None, help=f"Evaluation episodes \\[default: {_DEFAULTS.eval_episodes}]."),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
-    algo: Optional[str] = typer.Option(None),
+    algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
+    trust_pickle: Optional[bool] = typer.Option(None, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
     """Distil a compact student from a teacher (KL on actions + value matching), then compare both."""
-    from policykd.artifacts import atomic_write_json
     from policykd.config import load_config
-    from policykd.distill import distill as run_distill
-    from policykd.evaluate import compare
+    from policykd.pipeline import distill_and_evaluate
+
+    started: dict[str, Path] = {}
 
     def go():
         if resume and run_name is None:
             raise PolicyKDError("--resume needs --run-name NAME of the run to continue")
         overrides = {"teacher": teacher, "labelled_steps": steps, "data_mode": mode, "rounds": rounds, "seed": seed,
                      "out_dir": out_dir, "run_name": run_name, "eval_episodes": episodes, "env_id": env, "algo": algo,
-                     "hidden": [int(h) for h in hidden.split(",")] if hidden else None, "wandb": wandb,
-                     "tensorboard": tensorboard}
+                     "hidden": _parse_hidden(hidden), "wandb": wandb, "tensorboard": tensorboard, "trust_pickle": trust_pickle}
         cfg = load_config(config, overrides)
         if not cfg.teacher:
             raise PolicyKDError("no teacher given; pass TEACHER or a --config with a `teacher:` key")
-        result = run_distill(cfg, resume=resume)
-        out.print(f"student written to {result.run_dir / 'student'} ({result.wall_s:.1f} s collection + training)")
-        tracker = result.tracker
-        if evaluate:
-            report = compare(result.teacher, result.student, episodes=cfg.eval_episodes, eval_seed=cfg.eval_seed,
-                             n_envs=cfg.n_envs, latency_calls=cfg.latency_calls, progress_factory=tracker.progress)
-            atomic_write_json(result.run_dir / "eval.json", report)
-            print_comparison(report)
-            log_evaluation(tracker, report)
+        result = distill_and_evaluate(cfg, resume=resume, evaluate=evaluate, on_report=print_comparison,
+                                      on_run_dir=lambda d: started.setdefault("run_dir", d))
+        out.print(f"student: {result.student_dir} ({result.distillation.wall_s:.1f} s collection + training)")
+        if result.report is not None:
             out.print(f"report: {result.run_dir / 'eval.json'}")
-        if cfg.rollout_steps > 0:
-            png = film_side_by_side(result.teacher, result.student, result.run_dir, seed=cfg.eval_seed,
-                                    steps=cfg.rollout_steps)
-            tracker.image("plots/rollout", png)
-        from policykd.report import make_plots
+        if result.rollout_png is not None:
+            out.print(f"rollout, teacher above student: {result.rollout_png} and {result.rollout_png.with_suffix('.gif')}")
 
-        for plot in make_plots(result.run_dir):
-            tracker.image(f"plots/{plot.stem}", plot)
-        tracker.artifact(result.run_dir / "student", name=f"student-{result.run_dir.name}", kind="student")
-        tracker.finish()
+    _run(go, on_interrupt=lambda: _resume_hint(started.get("run_dir")))
 
-    _run(go)
+
+def _parse_hidden(hidden: str | None) -> list[int] | None:
+    if hidden is None:
+        return None
+    try:
+        return [int(h) for h in hidden.split(",")]
+    except ValueError:
+        raise PolicyKDError(f"--hidden {hidden!r} must be comma-separated layer widths, e.g. 64,64") from None
 
 
 @app.command("eval")
@@ -313,21 +332,22 @@ def eval_command(
     rate: float = typer.Option(1000.0, help="With --latency: control rate in Hz the student must fit on each target."),
     target: list[str] = typer.Option(["cortex-m4", "aarch64"], help="With --latency: embedded targets (repeatable)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
-    env: Optional[str] = typer.Option(None),
-    algo: Optional[str] = typer.Option(None),
+    env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
+    algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
     """Compare teacher and student: returns on the same seeds, agreement, latency, parameter counts."""
     from policykd.artifacts import atomic_write_json
+    from policykd.collection import check_student_fits
     from policykd.evaluate import compare
     from policykd.students import load_student
     from policykd.teachers import load_teacher
     from policykd.tracking import Tracker
 
     def go():
-        t = load_teacher(teacher, algo=algo, env_id=env)
         s = load_student(student)
-        if s.spec.obs_dim != t.obs_dim or s.spec.family != t.family:
-            raise PolicyKDError(f"student ({s.spec.family}, obs {s.spec.obs_dim}) does not fit teacher ({t.family}, obs {t.obs_dim})")
+        t = load_teacher(teacher, algo=algo, env_id=env, trust_pickle=trust_pickle)
+        check_student_fits(s, t, where=str(student))
         report = compare(t, s, episodes=episodes, eval_seed=seed, n_envs=n_envs, latency_calls=latency_calls,
                          noise_floor=noise_floor, progress_factory=Tracker().progress)
         print_comparison(report)
@@ -350,17 +370,21 @@ def sweep(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Base YAML recipe; every combination overrides it."),
     grid: list[str] = typer.Option(..., "--grid", help="KEY=V1|V2 (values in YAML), repeatable; the sweep is their product."),
     out_dir: Path = typer.Option(Path("runs/sweep"), "--out", help="Sweep folder (results.json, results.md, pareto.png, runs/)."),
-    seed: Optional[int] = typer.Option(None),
+    seed: Optional[int] = typer.Option(None, help="Seed of every combination [default: the recipe's, else 0]."),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
+    algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
     wandb_sweep: bool = typer.Option(False, "--wandb-sweep", help="Run the grid as a W&B sweep (needs `wandb login` and network)."),
     project: str = typer.Option("policykd", help="W&B project of the sweep."),
+    trust_pickle: Optional[bool] = typer.Option(None, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
-    """A grid sweep (student size, loss variants, data mode, ...) with a table and a Pareto plot; locally, or as a
-    W&B sweep whose agent runs here."""
+    """Sweep a grid of recipe settings and tabulate every student with a Pareto plot.
+
+    Every combination of the --grid options (student size, loss variants, data mode, ...) is distilled and evaluated
+    on the same seeds, locally or as a W&B sweep whose agent runs here. Every combination is validated first."""
     from policykd.sweep import parse_grid, run_sweep, run_wandb_sweep
 
     def go():
-        overrides = {"teacher": teacher, "seed": seed, "env_id": env}
+        overrides = {"teacher": teacher, "seed": seed, "env_id": env, "algo": algo, "trust_pickle": trust_pickle}
         if wandb_sweep:
             results = run_wandb_sweep(config, overrides, parse_grid(grid), out_dir, project=project)
         else:
@@ -404,8 +428,10 @@ def bench(
     calls: int = typer.Option(10_000, min=100, help="Timed batch-1 calls per backend (after a warm-up)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the table as JSON here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write latency histograms per backend to this PNG."),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
-    """Batch-1, one-thread, pinned latency of the student per backend, the teacher and SB3 predict() beside it."""
+    """Batch-1, one-thread, pinned latency of the student per backend, the teacher and SB3 predict() beside it.
+    The teacher named in the student card is loaded only if its file still has the card's sha256."""
     from policykd.artifacts import atomic_write_json, package_versions
     from policykd.latency import backend_latencies
     from policykd.students import load_student
@@ -413,11 +439,14 @@ def bench(
 
     def go():
         card = load_student(student).card
-        teacher_path = teacher or (card.get("teacher") or {}).get("path")
+        record = card.get("teacher") or {}
         t = None
-        if teacher_path and str(teacher_path) != "none":
-            env_id = (card.get("teacher") or {}).get("env", {}).get("env_id")
-            t = load_teacher(teacher_path, algo=(card.get("teacher") or {}).get("algo"), env_id=env_id)
+        if teacher is not None and str(teacher) != "none":
+            t = load_teacher(teacher, algo=record.get("algo"), env_id=(record.get("env") or {}).get("env_id"), trust_pickle=trust_pickle)
+        elif teacher is None and record.get("path"):
+            check_card_teacher(record, student)
+            t = load_teacher(record["path"], algo=record.get("algo"), env_id=(record.get("env") or {}).get("env_id"),
+                             trust_pickle=trust_pickle)
         samples: dict = {}
         results = backend_latencies(student, tuple(b.strip() for b in backends.split(",") if b.strip()), teacher=t,
                                     calls=calls, samples=samples)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,9 @@ import yaml
 from policykd.errors import PolicyKDError
 
 DATA_MODES = ("teacher", "dagger")
+KL_DIRECTIONS = ("forward", "reverse")
+LR_SCHEDULES = ("constant", "cosine")
+ACTIVATION_NAMES = ("relu", "tanh", "elu")  # the student activations every runtime and export implements
 
 
 @dataclass
@@ -57,22 +61,10 @@ class DistillConfig:
     latency_calls: int = 2_000
     rollout_steps: int = 0              # > 0: film teacher and student on eval_seed for this many steps (PNG + GIF)
 
+    trust_pickle: bool = False          # load teacher pickles without the allowlist (only for files you trust)
+
     def __post_init__(self) -> None:
-        if self.data_mode not in DATA_MODES:
-            raise PolicyKDError(f"data_mode must be one of {DATA_MODES}, got {self.data_mode!r}")
-        for name in ("labelled_steps", "rounds", "n_envs", "epochs_per_round", "batch_size", "torch_threads"):
-            if int(getattr(self, name)) <= 0:
-                raise PolicyKDError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if int(self.collect_max_episode_steps) < 0:
-            raise PolicyKDError(f"collect_max_episode_steps must be >= 0 (0: the env's own time limit), got {self.collect_max_episode_steps}")
-        if self.labelled_steps < self.rounds:
-            raise PolicyKDError(f"labelled_steps ({self.labelled_steps}) must be at least rounds ({self.rounds})")
-        if not 0.0 <= self.beta0 <= 1.0 or not 0.0 <= self.beta_decay <= 1.0:
-            raise PolicyKDError("beta0 and beta_decay must lie in [0, 1]")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise PolicyKDError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if self.lr <= 0:
-            raise PolicyKDError(f"lr must be positive, got {self.lr}")
+        validate(self)
 
     def beta(self, round_index: int) -> float:
         """Probability that the teacher acts at a step of round `round_index`."""
@@ -103,8 +95,96 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> DistillCo
         if not isinstance(values, dict):
             raise PolicyKDError(f"config {path} must be a mapping of option: value")
     values.update({k: v for k, v in overrides.items() if v is not None})
+    return build_config(values, source=str(path) if path is not None else "the flags")
+
+
+# -- validation: every key checked when the config is built, before any teacher is loaded or folder created --------
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "data_mode": DATA_MODES, "kl_direction": KL_DIRECTIONS, "lr_schedule": LR_SCHEDULES, "activation": ACTIVATION_NAMES,
+}
+# (minimum, minimum is inclusive) per numeric key; no entry: any value of the right type
+_MINIMUM: dict[str, tuple[float, bool]] = {
+    "seed": (0, True), "labelled_steps": (1, True), "rounds": (1, True), "n_envs": (1, True), "epochs_per_round": (1, True),
+    "batch_size": (1, True), "torch_threads": (1, True), "collect_max_episode_steps": (0, True), "eval_episodes": (1, True),
+    "eval_every_round": (0, True), "eval_seed": (0, True), "latency_calls": (10, True), "rollout_steps": (0, True),
+    "lr": (0.0, False), "tau": (0.0, False), "lambda_v": (0.0, True), "noise_scale": (0.0, True),
+    "beta0": (0.0, True), "beta_decay": (0.0, True),
+}
+_MAXIMUM = {"beta0": 1.0, "beta_decay": 1.0}
+_HINTS = {"hidden": "a list of positive layer widths, e.g. [64, 64]", "labelled_steps": "a whole number of env steps, e.g. 20000"}
+
+
+def _type_error(name: str, value: Any, expected: str) -> PolicyKDError:
+    hint = _HINTS.get(name, expected)
+    return PolicyKDError(f"config key {name} must be {hint}, got {value!r}; fix it in the recipe or the flag")
+
+
+def _coerce(name: str, value: Any, annotation: str) -> Any:
+    """The value converted to the field's declared type, or a one-line error naming the key."""
+    optional = annotation.endswith("| None")
+    base = annotation.removesuffix("| None").strip()
+    if value is None:
+        if optional:
+            return None
+        raise _type_error(name, value, f"a {base}")
+    if base == "bool":
+        if not isinstance(value, bool):
+            raise _type_error(name, value, "true or false")
+        return value
+    if base == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
+            raise _type_error(name, value, "a whole number")
+        return int(value)
+    if base == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _type_error(name, value, "a finite number")
+        return float(value)
+    if base == "str":
+        if not isinstance(value, str):
+            raise _type_error(name, value, "a string")
+        return value
+    if base == "list[int]":
+        if not isinstance(value, (list, tuple)) or not value or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in value):
+            raise _type_error(name, value, "a list of positive whole numbers")
+        return [int(v) for v in value]
+    raise AssertionError(f"no validation for {name}: {annotation}")  # a new field needs a rule here
+
+
+def check_run_name(name: str) -> None:
+    """A run name is a folder name inside out_dir: no separators, no '..', not absolute, not hidden."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
+        raise PolicyKDError(f"run_name {name!r} must be a plain folder name (no '/', no '..', not absolute); "
+                            "choose where runs go with --out-dir")
+
+
+def validate(config: "DistillConfig") -> None:
+    """Check and normalise every field of `config` in place; raises PolicyKDError (one line) on the first bad one."""
+    for f in dataclasses.fields(config):
+        name = f.name
+        value = _coerce(name, getattr(config, name), str(f.type))
+        object.__setattr__(config, name, value)
+        if value is None:
+            continue
+        if name in _CHOICES and value not in _CHOICES[name]:
+            raise PolicyKDError(f"config key {name} must be one of {', '.join(_CHOICES[name])}, got {value!r}")
+        if name in _MINIMUM:
+            low, inclusive = _MINIMUM[name]
+            if value < low or (value == low and not inclusive):
+                bound = f">= {low:g}" if inclusive else f"> {low:g}"
+                raise PolicyKDError(f"config key {name} must be {bound}, got {value!r}")
+        if name in _MAXIMUM and value > _MAXIMUM[name]:
+            raise PolicyKDError(f"config key {name} must be <= {_MAXIMUM[name]:g}, got {value!r}")
+    if config.run_name is not None:
+        check_run_name(config.run_name)
+    if config.labelled_steps < config.rounds:
+        raise PolicyKDError(f"labelled_steps ({config.labelled_steps}) must be at least rounds ({config.rounds})")
+
+
+def build_config(values: dict[str, Any], *, source: str = "the config") -> "DistillConfig":
+    """A validated DistillConfig from a mapping of keys (unknown keys refused, listing the valid ones)."""
     known = {f.name for f in dataclasses.fields(DistillConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise PolicyKDError(f"unknown config keys {unknown}; valid keys: {', '.join(sorted(known))}")
+        raise PolicyKDError(f"unknown config keys {unknown} in {source}; valid keys: {', '.join(sorted(known))}")
     return DistillConfig(**values)

@@ -9,7 +9,6 @@ run resumed from the last checkpoint gives the same student as an uninterrupted 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +23,9 @@ from policykd.checkpoint import load_checkpoint, save_checkpoint
 from policykd.config import DistillConfig
 from policykd.distributions import PARAM_NAMES, DistParams
 from policykd.errors import PolicyKDError
-from policykd.evaluate import run_episodes
 from policykd.losses import LossConfig, distillation_loss
-from policykd.rollout import collect
+from policykd.rollout import collect, run_episodes
+from policykd.run_dir import CONFIG_FILE, LOCK_FILE, RUN_FORMAT, RunLock, check_same_teacher, read_run_record, resolve_run_dir
 from policykd.students import Student, student_spec_for
 from policykd.teachers import Teacher, load_teacher
 from policykd.tracking import Tracker, make_tracker
@@ -110,33 +109,54 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
 
 
 # Settings that may change between an interrupted run and its resumption (they do not affect the student).
-_RESUMABLE_CHANGES = {"eval_episodes", "eval_every_round", "eval_seed", "latency_calls", "out_dir", "run_name", "wandb", "wandb_project", "tensorboard"}
+_RESUMABLE_CHANGES = {"eval_episodes", "eval_every_round", "eval_seed", "latency_calls", "out_dir", "run_name", "wandb",
+                      "wandb_project", "tensorboard", "rollout_steps", "trust_pickle"}
 
 
-def _check_resume_config(run_dir: Path, config: DistillConfig) -> None:
-    path = run_dir / "config.json"
-    if not path.exists():
-        return
-    saved = {**DistillConfig().to_dict(), **json.loads(path.read_text())["config"]}  # keys newer than the run: defaults
+def _check_resume_config(run_dir: Path, record: dict[str, Any], config: DistillConfig) -> None:
+    saved = {**DistillConfig().to_dict(), **record["config"]}  # keys newer than the run: defaults
     changed = sorted(k for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES and saved.get(k) != v)
     if changed:
-        raise PolicyKDError(f"--resume with a different config than {path} ({', '.join(changed)}); resume with the same settings")
+        raise PolicyKDError(f"--resume with a different config than {run_dir / CONFIG_FILE} ({', '.join(changed)}); "
+                            "resume with the same settings")
+
+
+def prepare_run_dir(config: DistillConfig, teacher: Teacher, *, resume: bool) -> Path:
+    """The run folder for `config`, checked before anything in it is touched: a new run needs an absent or empty
+    folder; --resume needs a policykd run of the same recipe, teacher file and env. Creates the folder."""
+    run_dir = resolve_run_dir(config.out_dir, run_dir_for(config, teacher.env_spec.env_id).name)
+    if resume:
+        if not run_dir.is_dir():
+            raise PolicyKDError(f"there is no run {run_dir} to resume; check --out-dir and --run-name, or drop --resume")
+        record = read_run_record(run_dir)
+        check_same_teacher(run_dir, record, teacher.identity())
+        _check_resume_config(run_dir, record, config)
+    elif run_dir.exists() and (not run_dir.is_dir() or any(p.name != LOCK_FILE for p in run_dir.iterdir())):
+        raise PolicyKDError(f"run dir {run_dir} already exists; pass --resume to continue it or choose another --run-name")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PolicyKDError(f"cannot create the run folder {run_dir}: {e.strerror}; choose another --out-dir") from e
+    return run_dir
 
 
 def distill(config: DistillConfig, *, resume: bool = False, tracker: Tracker | None = None,
             teacher: Teacher | None = None) -> DistillResult:
     torch.set_num_threads(config.torch_threads)
-    teacher = teacher or load_teacher(config.teacher, algo=config.algo, env_id=config.env_id)
-    run_dir = run_dir_for(config, teacher.env_spec.env_id)
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        raise PolicyKDError(f"run dir {run_dir} already exists; pass --resume to continue it or choose another --run-name")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    teacher = teacher or load_teacher(config.teacher, algo=config.algo, env_id=config.env_id, trust_pickle=config.trust_pickle)
+    run_dir = prepare_run_dir(config, teacher, resume=resume)
+    with RunLock(run_dir):
+        return distill_in_run_dir(config, teacher, run_dir, resume=resume, tracker=tracker)
+
+
+def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, *, resume: bool,
+                       tracker: Tracker | None) -> DistillResult:
+    """The loop, in a folder from prepare_run_dir whose RunLock the caller holds."""
     tracker = tracker or make_tracker(run_dir, config.to_dict(), wandb=config.wandb, tensorboard=config.tensorboard,
                                       project=config.wandb_project)
-    if resume:
-        _check_resume_config(run_dir, config)
     identity = teacher.identity()
-    atomic_write_json(run_dir / "config.json", {"config": config.to_dict(), "teacher": identity, "versions": package_versions()})
+    atomic_write_json(run_dir / CONFIG_FILE, {"format": RUN_FORMAT, "config": config.to_dict(), "teacher": identity,
+                                              "versions": package_versions()})
     card_extra = {"teacher": identity, "config": config.to_dict(), "seed": config.seed}
 
     restored = load_checkpoint(run_dir, _make_optimizer(config)) if resume else None
@@ -147,8 +167,9 @@ def distill(config: DistillConfig, *, resume: bool = False, tracker: Tracker | N
         data = buffer.load()
         tracker.log({"resume/round": progress["rounds_done"], "resume/rows": len(data["obs"])}, step=buffer.rows)
     else:
-        if (run_dir / "buffer").exists():
-            shutil.rmtree(run_dir / "buffer")  # a buffer without any checkpoint: nothing trained on it yet
+        if (run_dir / "buffer" / "metadata.json").exists():  # this run's buffer, but no round finished: start it over
+            Buffer.open(run_dir / "buffer").truncate(0)
+            (run_dir / "buffer" / "metadata.json").unlink()
         torch.manual_seed(config.seed)
         student = Student(student_spec_for(teacher, hidden=tuple(config.hidden), activation=config.activation))
         optimizer = _make_optimizer(config)(student)

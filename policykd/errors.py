@@ -3,3 +3,9 @@
 
 class PolicyKDError(Exception):
     """An error caused by the user's input; the CLI prints it as one line, without a traceback."""
+
+
+class InvalidObservation(PolicyKDError, ValueError):
+    """An observation a policy refuses: wrong shape (never broadcast), not a number array, or NaN/inf entries.
+
+    Also a ValueError, so code written for the earlier ValueError on a wrong shape still catches it."""

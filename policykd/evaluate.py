@@ -7,7 +7,6 @@ eval_seed + i for both policies), mean, std, IQM and a bootstrap 95% interval of
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,59 +15,9 @@ from policykd.actions import box_bounds
 from policykd.distributions import kl_divergence
 from policykd.env_factory import EnvSpec
 from policykd.latency import measure_latency
-from policykd.rollout import make_vector_env
+from policykd.rollout import ActFn, Episodes, run_episodes
 from policykd.students import Student
 from policykd.teachers import Teacher
-
-ActFn = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass
-class Episodes:
-    returns: np.ndarray  # [n_episodes] float64
-    lengths: np.ndarray  # [n_episodes] int64
-    states: np.ndarray   # [n_states, obs_dim] float32, every state the policy acted in
-    successes: np.ndarray | None = None  # [n_episodes] bool, the env's final info["is_success"] where it reports one
-
-    def success_rate(self) -> float | None:
-        return None if self.successes is None else float(np.mean(self.successes))
-
-
-def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2, progress: Callable[[int], None] | None = None) -> Episodes:
-    """One episode per seed, n_envs at a time in lockstep; `act` maps raw obs [B, obs_dim] to env actions."""
-    returns, lengths, states, successes = [], [], [], []
-    reports_success = False
-    envs = make_vector_env(spec, n_envs)
-    try:
-        for start in range(0, len(seeds), n_envs):
-            batch = seeds[start : start + n_envs]
-            batch_seeds = batch + [batch[-1]] * (n_envs - len(batch))  # pad; padded results are dropped
-            obs, _ = envs.reset(seed=batch_seeds)
-            running = np.ones(n_envs, dtype=bool)
-            running[len(batch):] = False
-            ep_return = np.zeros(n_envs)
-            ep_length = np.zeros(n_envs, dtype=np.int64)
-            ep_success = np.zeros(n_envs, dtype=bool)
-            while running.any():
-                states.append(obs[running].astype(np.float32))
-                obs, reward, terminated, truncated, info = envs.step(act(obs))
-                ep_return += np.where(running, reward, 0.0)
-                ep_length += running
-                ending = running & (terminated | truncated)
-                if "is_success" in info:
-                    reports_success = True
-                    ep_success[ending] = np.asarray(info["is_success"], dtype=bool)[ending]
-                running &= ~ending
-            returns.extend(ep_return[: len(batch)])
-            lengths.extend(ep_length[: len(batch)])
-            successes.extend(ep_success[: len(batch)])
-            if progress is not None:
-                progress(len(batch))
-    finally:
-        envs.close()
-    return Episodes(np.array(returns), np.array(lengths), np.concatenate(states),
-                    np.array(successes) if reports_success else None)
-
 
 def interquartile_mean(x: np.ndarray) -> float:
     """Mean of the middle 50% of the sorted values (scipy.stats.trim_mean(x, 0.25))."""

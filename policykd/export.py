@@ -2,14 +2,27 @@
 (float, or int16 fixed point for microcontrollers: c-int16).
 
 Every artefact computes the student's deterministic env action from the raw observation (normalisation and
-action scaling inside) and is written with a `export.json` record (format, source student, sha256, versions).
+action scaling inside) and is written with an `export-FORMAT.json` record (format, source student, sha256,
+versions, parity). After writing, every format whose runtime is available here (numpy runtime, onnxruntime,
+TorchScript, a C compiler `cc`) is run on PARITY_OBSERVATIONS observations drawn around the normaliser
+(mean + std * N(0, 1)) and compared with the torch student; the result is the record's "parity", and a
+failure removes the artefacts and raises PolicyKDError.
+
+onnx-int8 is built here from the student's weights, not by onnxruntime.quantization (whose heuristics change
+between versions): each weight matrix is quantised symmetrically per output row to int8 (+-127, one float scale
+per row), stored as an INT8 initializer and dequantised in the graph (DequantizeLinear, axis 1) before a float
+MatMul; normalisation, biases, activations and the action mapping stay float. Its error is therefore the
+weight rounding only (at most half a step of each row's scale per weight), the same in every onnxruntime.
 """
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
+import numpy as np
 import torch
 from safetensors.numpy import load_file
 
@@ -19,6 +32,13 @@ from policykd.errors import PolicyKDError
 from policykd.students import CARD_FILE, WEIGHTS_FILE, Student, load_student
 
 FORMATS = ("safetensors", "onnx", "onnx-int8", "torchscript", "c", "c-int16")
+PARITY_OBSERVATIONS = 1000
+# Documented parity tolerances: float formats within 1e-5 (relative to the action scale when it exceeds 1);
+# quantised formats within a fraction of the action range, and argmax agreement for discrete students.
+EXACT_TOLERANCE = 1e-5
+RANGE_FRACTION = {"onnx-int8": 0.05, "c-int16": 0.01}
+MIN_ARGMAX_AGREEMENT = 0.97
+ONNX_OPSET, ONNX_IR_VERSION = 17, 8  # IR 8 / opset 17: loads in every onnxruntime >= 1.17 that pyproject allows
 
 
 class DeterministicActor(torch.nn.Module):
@@ -39,8 +59,199 @@ def _export_onnx(student: Student, path: Path) -> None:
                       dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}}, dynamo=False)
 
 
-def export_student(student_dir: str | Path, out_dir: str | Path, fmt: str) -> list[Path]:
-    """Write `fmt` artefacts of the student in student_dir into out_dir; returns the files written."""
+def _quantise_rows(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """W [out, in] -> (q [out, in] int8 in [-127, 127], scale [out] float32) with W ~= q * scale[:, None]."""
+    weight = np.asarray(weight, dtype=np.float64)
+    scale = np.abs(weight).max(axis=1) / 127.0
+    scale[scale == 0] = 1.0
+    scale = scale.astype(np.float32)  # round the scale first, so q is rounded against the scale stored
+    q = np.clip(np.rint(weight / scale.astype(np.float64)[:, None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def _int8_onnx_model(card: dict, weights: dict[str, np.ndarray]):
+    """The onnx-int8 graph of a student: obs [batch, obs_dim] -> action [batch, A] (or [batch] index as float)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    spec = card["spec"]
+    family, activation = spec["family"], spec["activation"]
+    f32 = lambda name: np.asarray(weights[name], dtype=np.float32)  # noqa: E731
+    initializers, nodes = [], []
+
+    def const(name: str, value: np.ndarray) -> str:
+        initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        return output
+
+    clip = float(np.asarray(weights["obs_clip"]).reshape(()))
+    x = node("Sub", ["obs", const("obs_mean", f32("obs_mean"))], "centred")
+    x = node("Div", [x, const("obs_std", f32("obs_std"))], "scaled")
+    if np.isfinite(clip):
+        x = node("Clip", [x, const("clip_low", np.float32(-clip)), const("clip_high", np.float32(clip))], "normalised")
+    layers = [(f"trunk.{2 * i}", True) for i in range(len(spec["hidden"]))] + [("action_head", False)]
+    for i, (prefix, activate) in enumerate(layers):
+        q, scale = _quantise_rows(weights[f"{prefix}.weight"])
+        w = node("DequantizeLinear", [const(f"w{i}_int8", np.ascontiguousarray(q.T)), const(f"w{i}_scale", scale),
+                                      const(f"w{i}_zero", np.zeros(len(scale), dtype=np.int8))], f"w{i}", axis=1)
+        x = node("Add", [node("MatMul", [x, w], f"matmul{i}"), const(f"b{i}", f32(f"{prefix}.bias"))], f"linear{i}")
+        if activate:
+            op, attrs = {"relu": ("Relu", {}), "tanh": ("Tanh", {}), "elu": ("Elu", {"alpha": 1.0})}[activation]
+            x = node(op, [x], f"hidden{i}", **attrs)
+    if family == "categorical":
+        node("Cast", [node("ArgMax", [x], "index", axis=1, keepdims=0)], "action", to=TensorProto.FLOAT)
+        out_shape = ["batch"]
+    elif family == "gaussian":
+        x = node("Min", [x, const("action_high", f32("action_high"))], "below_high")
+        node("Max", [x, const("action_low", f32("action_low"))], "action")
+        out_shape = ["batch", spec["action_dim"]]
+    else:  # squashed_gaussian / deterministic: low + (tanh + 1) / 2 * (high - low)
+        low, high = f32("action_low"), f32("action_high")
+        x = node("Add", [node("Tanh", [x], "squashed"), const("one", np.float32(1.0))], "shifted")
+        x = node("Mul", [x, const("half_range", (0.5 * (high - low)).astype(np.float32))], "spread")
+        node("Add", [x, const("action_low", low)], "action")
+        out_shape = ["batch", spec["action_dim"]]
+    graph = helper.make_graph(
+        nodes, "policykd_student_int8",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", spec["obs_dim"]])],
+        [helper.make_tensor_value_info("action", TensorProto.FLOAT, out_shape)], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="policykd",
+                              ir_version=ONNX_IR_VERSION,
+                              doc_string="policykd student: int8 weights (symmetric, per output row), float activations")
+    helper.set_model_props(model, {"policykd.quantisation": "weight-only int8, symmetric per output row"})
+    onnx.checker.check_model(model)
+    return model
+
+
+def _parity_observations(student: Student, n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    mean, std = student.obs_mean.numpy().astype(np.float64), student.obs_std.numpy().astype(np.float64)
+    return (mean + std * rng.standard_normal((n, student.spec.obs_dim))).astype(np.float32)
+
+
+def _runner(fmt: str, files: list[Path], out_dir: Path, student: Student) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
+    """A function obs [B, obs_dim] -> actions running the written artefact, or (None, why it cannot run here)."""
+    if fmt == "safetensors":
+        import policykd.runtime
+
+        policy = policykd.runtime.load(out_dir)
+        return policy.batch, "numpy runtime"
+    if fmt in ("onnx", "onnx-int8"):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return None, "onnxruntime is not installed"
+        session = ort.InferenceSession(str(files[0]), providers=["CPUExecutionProvider"])
+        return (lambda obs: session.run(None, {"obs": obs})[0]), f"onnxruntime {ort.__version__} CPU"
+    if fmt == "torchscript":
+        module = torch.jit.load(str(files[0]))
+
+        def run(obs: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return module(torch.as_tensor(obs)).numpy()
+
+        return run, "torch.jit"
+    compiler = shutil.which("cc")
+    if compiler is None:
+        return None, "no C compiler (cc) on PATH"
+    import policykd.runtime
+
+    with tempfile.TemporaryDirectory(prefix="policykd-parity-") as build:  # keep the export folder to its artefacts
+        for f in files:
+            shutil.copyfile(f, Path(build) / f.name)
+        library = policykd.runtime.compile_c_export(build, compiler=compiler)
+        spec = student.spec
+        policy = policykd.runtime.CPolicy(library, spec.obs_dim, spec.action_dim, spec.family)  # loaded: the file may go
+    return (lambda obs: np.array([policy(o) for o in obs])), "cc -O2, ctypes"
+
+
+def _action_scale(student: Student) -> tuple[float, float]:
+    """(smallest finite action range, largest finite |bound|) of a continuous student; nan when unbounded."""
+    low, high = student.action_low.numpy().astype(np.float64), student.action_high.numpy().astype(np.float64)
+    span = high - low
+    finite = np.isfinite(span)
+    bounds = np.abs(np.concatenate([low[np.isfinite(low)], high[np.isfinite(high)]]))
+    return (float(span[finite].min()) if finite.any() else float("nan"),
+            float(bounds.max()) if bounds.size else float("nan"))
+
+
+def check_parity(student: Student, fmt: str, files: list[Path], out_dir: Path, *,
+                 observations: int = PARITY_OBSERVATIONS, seed: int = 0) -> dict[str, Any]:
+    """Run the written artefact and the torch student on the same observations; the record for export-FORMAT.json.
+
+    Continuous: {"observations", "max_abs_diff", "tolerance", "passed", ...}; discrete: argmax agreement instead.
+    When no runtime for fmt is available here: {"observations": 0, "skipped": why, "passed": None}.
+    """
+    run, runtime = _runner(fmt, files, out_dir, student)
+    if run is None:
+        return {"observations": 0, "skipped": runtime, "passed": None}
+    obs = _parity_observations(student, observations, seed)
+    with torch.no_grad():
+        expected = DeterministicActor(student).eval()(torch.as_tensor(obs)).numpy().astype(np.float64)
+    actual = np.asarray(run(obs), dtype=np.float64)
+    record: dict[str, Any] = {"observations": int(observations), "runtime": runtime,
+                              "observations_drawn": "normaliser mean + std * N(0, 1)"}
+    if student.spec.family == "categorical":
+        expected, actual = expected.reshape(-1), actual.reshape(-1)
+        agree = actual == expected
+        record["argmax_agreement"] = float(agree.mean())
+        if fmt in RANGE_FRACTION:
+            record["min_agreement"] = MIN_ARGMAX_AGREEMENT
+            record["passed"] = bool(agree.mean() >= MIN_ARGMAX_AGREEMENT)
+        else:  # float formats: a disagreement is only allowed where the torch logits are tied within float rounding
+            with torch.no_grad():
+                t = torch.as_tensor(obs)
+                logits = student.action_head(student.trunk(student.normalize(t))).numpy().astype(np.float64)
+            top2 = np.sort(logits, axis=1)[:, -2:]
+            tied = (top2[:, 1] - top2[:, 0]) <= 1e-4 * (1.0 + np.abs(top2[:, 1]))
+            record["min_agreement"] = 1.0
+            record["ties_excepted"] = "torch top-2 logits within 1e-4 x (1 + |top logit|)"
+            record["disagreements_outside_ties"] = int(np.sum(~agree & ~tied))
+            record["passed"] = record["disagreements_outside_ties"] == 0
+        return record
+    actual = actual.reshape(expected.shape)
+    diff = float(np.max(np.abs(actual - expected))) if actual.size else 0.0
+    action_range, bound = _action_scale(student)
+    if fmt in RANGE_FRACTION:
+        if not np.isfinite(action_range):  # unbounded actions: the spread of the torch student's actions instead
+            action_range = float(np.ptp(expected)) or 1.0
+        tolerance = RANGE_FRACTION[fmt] * action_range
+        record["tolerance_basis"] = f"{RANGE_FRACTION[fmt]:.0%} of the action range {action_range:g}"
+    else:
+        scale = bound if np.isfinite(bound) else float(np.max(np.abs(expected), initial=0.0))
+        tolerance = EXACT_TOLERANCE * max(1.0, scale)
+        record["tolerance_basis"] = f"{EXACT_TOLERANCE:g} x max(1, action scale)"
+    finite = bool(np.all(np.isfinite(actual)))
+    record.update({"max_abs_diff": diff if finite else float("inf"), "tolerance": float(tolerance),
+                   "passed": bool(finite and diff <= tolerance)})
+    return record
+
+
+def describe_parity(parity: dict[str, Any]) -> str:
+    """One line for the CLI, e.g. 'parity vs torch student on 1000 observations: max |diff| 3.1e-07 (tolerance 1e-05)'."""
+    if parity.get("passed") is None:
+        return f"parity vs torch student: not checked ({parity.get('skipped', 'no runtime here')})"
+    head = f"parity vs torch student on {parity['observations']} observations: "
+    if "argmax_agreement" in parity:
+        required = f">= {parity['min_agreement']:.0%}"
+        if "ties_excepted" in parity:
+            required = f"{parity['min_agreement']:.0%} outside logit near-ties"
+        return (head + f"argmax agreement {parity['argmax_agreement']:.1%} (required {required})"
+                + ("" if parity["passed"] else " FAILED"))
+    return (head + f"max |diff| {parity['max_abs_diff']:.2g} (tolerance {parity['tolerance']:.2g})"
+            + ("" if parity["passed"] else " FAILED"))
+
+
+def export_with_parity(student_dir: str | Path, out_dir: str | Path, fmt: str, *,
+                       observations: int = PARITY_OBSERVATIONS) -> tuple[list[Path], dict[str, Any]]:
+    """Write `fmt` artefacts of the student in student_dir into out_dir, check them against the torch student.
+
+    Returns (files written, parity record, also in out_dir/export-FORMAT.json). Raises PolicyKDError (and removes
+    the artefacts) when the parity check fails.
+    """
     if fmt not in FORMATS:
         raise PolicyKDError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     student_dir, out_dir = Path(student_dir), Path(out_dir)
@@ -54,13 +265,9 @@ def export_student(student_dir: str | Path, out_dir: str | Path, fmt: str) -> li
         files = [out_dir / "student.onnx"]
         _export_onnx(student, files[0])
     elif fmt == "onnx-int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        fp32 = out_dir / ".student.fp32.onnx"
-        _export_onnx(student, fp32)
         files = [out_dir / "student.int8.onnx"]
-        quantize_dynamic(str(fp32), str(files[0]), weight_type=QuantType.QInt8)
-        fp32.unlink()
+        model = _int8_onnx_model(student.card, load_file(str(student_dir / WEIGHTS_FILE)))
+        atomic_write_bytes(files[0], model.SerializeToString())
     elif fmt == "torchscript":
         files = [out_dir / "student.torchscript.pt"]
         traced = torch.jit.trace(DeterministicActor(student).eval(), torch.zeros(1, student.spec.obs_dim))
@@ -71,8 +278,22 @@ def export_student(student_dir: str | Path, out_dir: str | Path, fmt: str) -> li
         files = [out_dir / "policykd_student.h", out_dir / "policykd_student.c"]
         atomic_write_bytes(files[0], header.encode())
         atomic_write_bytes(files[1], source.encode())
+    parity = check_parity(student, fmt, files, out_dir, observations=observations)
+    if parity["passed"] is False:
+        for f in files:
+            f.unlink(missing_ok=True)
+        raise PolicyKDError(f"{fmt} export of {student_dir} failed its {describe_parity(parity)}; removed it, do not deploy it")
     atomic_write_json(out_dir / f"export-{fmt}.json", {
         "format": fmt, "student": str(student_dir), "student_sha256": sha256_file(student_dir / WEIGHTS_FILE),
-        "files": {f.name: sha256_file(f) for f in files}, "versions": package_versions(),
+        "files": {f.name: sha256_file(f) for f in files}, "versions": package_versions(), "parity": parity,
     })
-    return files
+    return files, parity
+
+
+def export_student(student_dir: str | Path, out_dir: str | Path, fmt: str) -> list[Path]:
+    """Write `fmt` artefacts of the student in student_dir into out_dir; returns the files written.
+
+    The same as export_with_parity (parity checked, recorded in export-FORMAT.json, PolicyKDError on failure),
+    for callers that only need the files.
+    """
+    return export_with_parity(student_dir, out_dir, fmt)[0]

@@ -7,8 +7,10 @@ ignores its action and returns the reset observation. That transition is masked 
 from __future__ import annotations
 
 import functools
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 
 from policykd.distributions import PARAM_NAMES
 from policykd.env_factory import EnvSpec
+from policykd.errors import PolicyKDError
 from policykd.students import Student
 from policykd.teachers import Teacher
 
@@ -25,10 +28,26 @@ ACTOR_TEACHER, ACTOR_STUDENT = 0, 1
 def make_vector_env(spec: EnvSpec, n_envs: int, *, max_episode_steps: int | None = None) -> gym.vector.VectorEnv:
     """n_envs copies of the env; one worker process each when n_envs > 1. max_episode_steps replaces the
     registered time limit when given."""
-    factories = [functools.partial(spec.make, max_episode_steps=max_episode_steps) for _ in range(n_envs)]
     if n_envs == 1:
-        return gym.vector.SyncVectorEnv(factories)
+        return gym.vector.SyncVectorEnv([functools.partial(spec.make, max_episode_steps=max_episode_steps)])
+    factories = [functools.partial(_make_in_worker, spec, max_episode_steps) for _ in range(n_envs)]
     return gym.vector.AsyncVectorEnv(factories, context="fork")
+
+
+def _make_in_worker(spec: EnvSpec, max_episode_steps: int | None) -> gym.Env:
+    """Build the env inside a worker process that leaves SIGINT / SIGTERM to the parent: on Ctrl-C the parent
+    stops the workers itself, so they never print tracebacks of their own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return spec.make(max_episode_steps=max_episode_steps)
+
+
+def close_vector_env(envs: gym.vector.VectorEnv, *, failed: bool) -> None:
+    """Close `envs`; after a failure or an interrupt, terminate the workers instead of waiting for them."""
+    if failed and isinstance(envs, gym.vector.AsyncVectorEnv):
+        envs.close(terminate=True)
+    else:
+        envs.close()
 
 
 def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int = 2, student: Student | None = None,
@@ -41,6 +60,19 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
     with its std multiplied by noise_scale (distributions.DistParams.sample). max_episode_steps, when given,
     truncates collection episodes earlier than the env's own time limit (more distinct starts per labelled step).
     """
+    chunks = list(iter_collect(teacher, steps=steps, chunk_rows=steps, beta=beta, seed=seed, n_envs=n_envs,
+                               student=student, round_index=round_index, episode_offset=episode_offset,
+                               sample_actions=sample_actions, noise_scale=noise_scale,
+                               max_episode_steps=max_episode_steps, on_progress=on_progress))
+    return chunks[0]
+
+
+def iter_collect(teacher: Teacher, *, steps: int, chunk_rows: int, beta: float, seed: int, n_envs: int = 2,
+                 student: Student | None = None, round_index: int = 0, episode_offset: int = 0,
+                 sample_actions: bool = True, noise_scale: float = 1.0, max_episode_steps: int | None = None,
+                 on_progress: Callable[[int], None] | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """collect() that hands over its rows as they fill: chunks of chunk_rows rows (the last one smaller), so a
+    caller can commit each to disk before the next is collected. Same rows, in the same order, as collect()."""
     if beta < 1.0 and student is None:
         raise ValueError("a student is needed when beta < 1")
     rng = np.random.default_rng(seed)
@@ -53,7 +85,7 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
         after_done = np.zeros(n_envs, dtype=bool)
         episode_ids = episode_offset + np.arange(n_envs)
         next_episode = episode_offset + n_envs
-        recorded = 0
+        recorded = pending = 0
         while recorded < steps:
             dist, value = teacher.dist_and_value(obs)
             action = dist.sample(generator, noise_scale=noise_scale) if sample_actions else dist.mode()
@@ -76,18 +108,31 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
             for name in params:
                 params[name].append(dist[name].numpy()[keep])
             recorded += len(keep)
+            pending += len(keep)
             if on_progress is not None:
                 on_progress(len(keep))
+            if pending >= chunk_rows or recorded >= steps:
+                yield _chunk(rows, params, round_index)
+                pending = 0
             restarted = np.flatnonzero(after_done)
             episode_ids[restarted] = next_episode + np.arange(len(restarted))
             next_episode += len(restarted)
             after_done = terminated | truncated
             obs = next_obs
-    finally:
-        envs.close()
+    except BaseException:
+        close_vector_env(envs, failed=True)
+        raise
+    close_vector_env(envs, failed=False)
+
+
+def _chunk(rows: dict[str, list[np.ndarray]], params: dict[str, list[np.ndarray]], round_index: int) -> dict[str, np.ndarray]:
+    """The rows gathered since the last chunk as buffer fields; empties the lists."""
     out = {k: np.concatenate(v) for k, v in rows.items()}
     out.update({f"dist_{k}": np.concatenate(v) for k, v in params.items()})
-    out["round"] = np.full(steps, round_index, dtype=np.int32)
+    out["round"] = np.full(len(out["obs"]), round_index, dtype=np.int32)
+    for lists in (rows, params):
+        for v in lists.values():
+            v.clear()
     return out
 
 
@@ -103,3 +148,59 @@ def raw_env_throughput(spec: EnvSpec, *, steps: int, n_envs: int = 2, seed: int 
         return (steps // n_envs) * n_envs / (time.perf_counter() - start)
     finally:
         envs.close()
+
+
+ActFn = Callable[[np.ndarray], np.ndarray]  # raw obs [B, obs_dim] -> env actions [B, A] (or [B] ints)
+
+
+@dataclass
+class Episodes:
+    returns: np.ndarray  # [n_episodes] float64
+    lengths: np.ndarray  # [n_episodes] int64
+    states: np.ndarray   # [n_states, obs_dim] float32, every state the policy acted in
+    successes: np.ndarray | None = None  # [n_episodes] bool, the env's final info["is_success"] where it reports one
+
+    def success_rate(self) -> float | None:
+        return None if self.successes is None else float(np.mean(self.successes))
+
+
+def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2, progress: Callable[[int], None] | None = None) -> Episodes:
+    """One episode per seed, n_envs at a time in lockstep; `act` maps raw obs [B, obs_dim] to env actions."""
+    returns, lengths, states, successes = [], [], [], []
+    reports_success = False
+    envs = make_vector_env(spec, n_envs)
+    try:
+        for start in range(0, len(seeds), n_envs):
+            batch = seeds[start : start + n_envs]
+            batch_seeds = batch + [batch[-1]] * (n_envs - len(batch))  # pad; padded results are dropped
+            obs, _ = envs.reset(seed=batch_seeds)
+            running = np.ones(n_envs, dtype=bool)
+            running[len(batch):] = False
+            ep_return = np.zeros(n_envs)
+            ep_length = np.zeros(n_envs, dtype=np.int64)
+            ep_success = np.zeros(n_envs, dtype=bool)
+            while running.any():
+                states.append(obs[running].astype(np.float32))
+                obs, reward, terminated, truncated, info = envs.step(act(obs))
+                if not np.isfinite(reward[running]).all():
+                    bad = batch_seeds[int(np.flatnonzero(running & ~np.isfinite(reward))[0])]
+                    raise PolicyKDError(f"evaluation stopped: {spec.env_id} returned a non-finite reward on seed {bad} "
+                                        "(a NaN or inf action or state); check the policy and the env")
+                ep_return += np.where(running, reward, 0.0)
+                ep_length += running
+                ending = running & (terminated | truncated)
+                if "is_success" in info:
+                    reports_success = True
+                    ep_success[ending] = np.asarray(info["is_success"], dtype=bool)[ending]
+                running &= ~ending
+            returns.extend(ep_return[: len(batch)])
+            lengths.extend(ep_length[: len(batch)])
+            successes.extend(ep_success[: len(batch)])
+            if progress is not None:
+                progress(len(batch))
+    except BaseException:
+        close_vector_env(envs, failed=True)
+        raise
+    close_vector_env(envs, failed=False)
+    return Episodes(np.array(returns), np.array(lengths), np.concatenate(states),
+                    np.array(successes) if reports_success else None)

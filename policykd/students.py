@@ -15,20 +15,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from policykd import student_format as fmt
 from policykd.actions import to_env_action
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.distributions import LOG_STD_MAX, LOG_STD_MIN, DistParams
 from policykd.errors import PolicyKDError
 from policykd.normalization import ObsNormalizer
+from policykd.student_format import CARD_FILE, CARD_FORMAT, CARD_VERSION, WEIGHTS_FILE  # noqa: F401  (re-exported)
 
-WEIGHTS_FILE = "student.safetensors"
-CARD_FILE = "student.json"
-CARD_FORMAT = "policykd-student"
-CARD_VERSION = 1
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+# The torch module of each activation, keyed by the names of student_format.ACTIVATIONS (the numpy table).
+TORCH_ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+if set(TORCH_ACTIVATIONS) != set(fmt.ACTIVATION_NAMES):
+    raise ImportError(f"students.TORCH_ACTIVATIONS {sorted(TORCH_ACTIVATIONS)} != student_format.ACTIVATIONS {sorted(fmt.ACTIVATION_NAMES)}")
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,17 @@ class StudentSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.activation not in ACTIVATIONS:
-            raise PolicyKDError(f"unknown activation {self.activation!r}; use one of {', '.join(ACTIVATIONS)}")
-        if not self.hidden or any(h <= 0 for h in self.hidden):
-            raise PolicyKDError(f"student hidden sizes must be positive integers, got {list(self.hidden)}")
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if isinstance(self.hidden, (list, tuple)) and all(isinstance(h, (int, np.integer)) for h in self.hidden):
+            object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        for key in ("action_low", "action_high"):
+            if isinstance(getattr(self, key), (list, tuple)):
+                object.__setattr__(self, key, tuple(float(v) if isinstance(v, (int, float, np.number)) else v for v in getattr(self, key)))
+        fmt.validate_spec(asdict(self))
+
+    @classmethod
+    def from_json(cls, spec: dict[str, Any]) -> "StudentSpec":
+        """The spec of a card (student.json's "spec"; checked with student_format.validate_spec)."""
+        return cls(**{k: tuple(v) if k in ("hidden", "action_low", "action_high") else v for k, v in spec.items()})
 
 
 class Student(nn.Module):
@@ -60,22 +67,25 @@ class Student(nn.Module):
         super().__init__()
         self.spec = spec
         normalizer = ObsNormalizer.from_json(spec.normalizer) if spec.normalizer else ObsNormalizer.identity(spec.obs_dim)
-        self.register_buffer("obs_mean", torch.as_tensor(normalizer.mean, dtype=torch.float32))
-        self.register_buffer("obs_std", torch.as_tensor(normalizer.std, dtype=torch.float32))
+        self.card: dict[str, Any] | None = None  # set by save() and load_student()
+        # Names and shapes: see policykd/student_format.py (the buffers, trunk.{2i}, action_head, ...).
+        self.register_buffer(fmt.OBS_MEAN, torch.as_tensor(normalizer.mean, dtype=torch.float32))
+        self.register_buffer(fmt.OBS_STD, torch.as_tensor(normalizer.std, dtype=torch.float32))
         clip = normalizer.clip if normalizer.clip is not None else float("inf")
-        self.register_buffer("obs_clip", torch.tensor(clip, dtype=torch.float32))
-        self.register_buffer("action_low", torch.as_tensor(spec.action_low, dtype=torch.float32))
-        self.register_buffer("action_high", torch.as_tensor(spec.action_high, dtype=torch.float32))
-        self.register_buffer("value_mean", torch.zeros(()))
-        self.register_buffer("value_std", torch.ones(()))
+        self.register_buffer(fmt.OBS_CLIP, torch.tensor(clip, dtype=torch.float32))
+        self.register_buffer(fmt.ACTION_LOW, torch.as_tensor(spec.action_low, dtype=torch.float32))
+        self.register_buffer(fmt.ACTION_HIGH, torch.as_tensor(spec.action_high, dtype=torch.float32))
+        self.register_buffer(fmt.VALUE_MEAN, torch.zeros(()))
+        self.register_buffer(fmt.VALUE_STD, torch.ones(()))
         layers: list[nn.Module] = []
         width = spec.obs_dim
-        for h in spec.hidden:
-            layers += [nn.Linear(width, h), ACTIVATIONS[spec.activation]()]
+        for i, h in enumerate(spec.hidden):
+            assert len(layers) == fmt.trunk_index(i)
+            layers += [nn.Linear(width, h), TORCH_ACTIVATIONS[spec.activation]()]
             width = h
         self.trunk = nn.Sequential(*layers)
         self.action_head = nn.Linear(width, spec.action_dim)
-        self.log_std_head = nn.Linear(width, spec.action_dim) if spec.family in ("gaussian", "squashed_gaussian") else None
+        self.log_std_head = nn.Linear(width, spec.action_dim) if spec.family in fmt.LOG_STD_FAMILIES else None
         self.value_head = nn.Linear(width, 1)
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
@@ -100,18 +110,41 @@ class Student(nn.Module):
         """raw obs [B, obs_dim] -> deterministic action in policy space."""
         return self.forward(obs)[0].mode()
 
-    def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """raw obs [B, obs_dim] -> deterministic env action [B, A] (or [B] long for discrete)."""
+    def act_torch(self, obs: torch.Tensor) -> torch.Tensor:
+        """raw obs [B, obs_dim] tensor -> deterministic env action [B, A] (or [B] long for discrete), as a tensor.
+
+        Unchecked and differentiable: for exports (ONNX / TorchScript trace this) and training code. Use act()."""
         return to_env_action(self.policy_action(obs), self.spec.family, self.action_low, self.action_high)
 
     @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Raw observations [B, obs_dim] (float array-like) -> deterministic env actions, numpy: float32 [B, A], or
+        int64 [B] for discrete actions. One observation: `student.act(obs[None])[0]`.
+
+        Raises errors.InvalidObservation (a PolicyKDError) for any other shape (nothing is broadcast or reshaped),
+        for non-numbers and for NaN/inf entries."""
+        checked = fmt.check_observations(obs, self.spec.obs_dim)
+        checked = np.require(checked, requirements=["C", "W"])  # torch wants writable, non-negative strides
+        action = self.act_torch(torch.from_numpy(checked).to(self.obs_mean.device)).cpu().numpy()
+        return action.astype(np.int64, copy=False) if self.spec.family == "categorical" else action
+
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, None]:
-        """SB3-style predict, so `stable_baselines3.common.evaluation.evaluate_policy` accepts a Student."""
-        obs = np.asarray(observation, dtype=np.float32)
-        single = obs.ndim == 1
-        action = self.act(torch.as_tensor(obs.reshape(-1, self.spec.obs_dim))).numpy()
-        return (action[0] if single else action), None
+        """SB3-style predict (so `stable_baselines3.common.evaluation.evaluate_policy` accepts a Student): one
+        observation [obs_dim] -> action [A] (or a 0-d index), or a batch [B, obs_dim] -> [B, A]; checked as act()."""
+        obs = fmt.as_float32(observation.cpu().numpy() if isinstance(observation, torch.Tensor) else observation)
+        if obs.ndim == 1:
+            return self.act(fmt.check_observation(obs, self.spec.obs_dim)[None])[0], None
+        return self.act(obs), None
+
+    def make_env(self, render_mode: str | None = None, *, max_episode_steps: int | None = None):
+        """The gymnasium env this student acts in, rebuilt from its card's teacher env record (id, kwargs and
+        wrappers such as TimeFeatureWrapper, as the teacher was trained); see policykd.runtime.make_env."""
+        from policykd.runtime import make_env
+
+        if self.card is None:
+            raise PolicyKDError("this student has no card yet (save() or load_student() gives it one), so its env is unknown")
+        return make_env(self.card, render_mode=render_mode, max_episode_steps=max_episode_steps)
 
     def parameter_count(self, *, actor_only: bool = True) -> int:
         """Trainable parameters; actor_only excludes the value head (not needed to act)."""
@@ -134,34 +167,20 @@ class Student(nn.Module):
             **(card_extra or {}),
         }
         atomic_write_json(directory / CARD_FILE, card)
+        self.card = json.loads(json.dumps(card, default=str))  # as a loaded student would see it
         return directory
 
 
 def load_student(directory: str | Path) -> Student:
-    """Load a student from safetensors + JSON. Never unpickles."""
+    """Load a student from safetensors + JSON, the card checked against the weights (student_format.read_student:
+    shapes, finite values; one-line PolicyKDError naming the file). Never unpickles."""
     directory = Path(directory)
-    card_path, weights_path = directory / CARD_FILE, directory / WEIGHTS_FILE
-    if not card_path.exists() or not weights_path.exists():
-        raise PolicyKDError(f"{directory} is not a student (needs {CARD_FILE} and {WEIGHTS_FILE}); pass a folder written by `policykd distill`")
+    card, weights = fmt.read_student(directory)
+    student = Student(StudentSpec.from_json(card["spec"]))
     try:
-        card = json.loads(card_path.read_text())
-    except json.JSONDecodeError as e:
-        raise PolicyKDError(f"{card_path} is corrupt ({e}); re-export the student") from e
-    if card.get("format") != CARD_FORMAT:
-        raise PolicyKDError(f"{card_path} is not a policykd student card")
-    spec_dict = dict(card["spec"])
-    spec_dict["hidden"] = tuple(spec_dict["hidden"])
-    spec_dict["action_low"] = tuple(spec_dict["action_low"])
-    spec_dict["action_high"] = tuple(spec_dict["action_high"])
-    student = Student(StudentSpec(**spec_dict))
-    try:
-        state = load_file(str(weights_path))
-    except Exception as e:  # safetensors raises its own error types
-        raise PolicyKDError(f"{weights_path} is not a readable safetensors file ({e}); re-export the student") from e
-    try:
-        student.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise PolicyKDError(f"{weights_path} does not match the architecture in {CARD_FILE}: {str(e).splitlines()[0]}") from e
+        student.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
+    except RuntimeError as e:  # read_student checked names and shapes, so this is unexpected
+        raise PolicyKDError(f"{directory / WEIGHTS_FILE} does not match the architecture in {CARD_FILE}: {str(e).splitlines()[0]}") from e
     student.card = card
     return student.eval()
 

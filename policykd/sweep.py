@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_versions  # noqa: E402
-from policykd.config import DistillConfig, load_config  # noqa: E402
+from policykd.config import DistillConfig, build_config, load_config  # noqa: E402
 from policykd.errors import PolicyKDError  # noqa: E402
 
 SWEPT_COLUMNS = ("ratio", "student_return", "teacher_return", "student_params", "numpy_p50_us", "kl", "wall_s")
@@ -43,6 +43,24 @@ def combinations(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
+_NOT_SWEPT = ("teacher", "out_dir", "run_name", "env_id", "algo")
+
+
+def combination_config(base: DistillConfig, combo: dict[str, Any], out_dir: Path, name: str) -> DistillConfig:
+    """The validated config of one combination (PolicyKDError naming the key and the value otherwise)."""
+    fixed = sorted(set(combo) & set(_NOT_SWEPT))
+    if fixed:
+        raise PolicyKDError(f"--grid cannot sweep {', '.join(fixed)}; a sweep distils one teacher into {out_dir}")
+    return build_config({**base.to_dict(), **combo, "out_dir": str(out_dir / "runs"), "run_name": name},
+                        source=f"--grid combination {combo}")
+
+
+def validate_grid(base: DistillConfig, grid: dict[str, list[Any]], out_dir: Path) -> None:
+    """Build every combination's config before any work starts, so a bad key or value fails at once."""
+    for index, combo in enumerate(combinations(grid)):
+        combination_config(base, combo, out_dir, run_name(index, combo))
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of points not dominated (lower cost x, higher value y) by any other point."""
     return [i for i, (x, y) in enumerate(points)
@@ -53,12 +71,15 @@ class SweepContext:
     """What every combination of a sweep shares: the base config, the teacher and its evaluation episodes."""
 
     def __init__(self, base_config: Path | None, overrides: dict[str, Any], out_dir: Path):
-        from policykd.evaluate import run_episodes
+        from policykd.rollout import run_episodes
         from policykd.teachers import load_teacher
 
         self.out_dir = out_dir
         self.base = load_config(base_config, overrides)
-        self.teacher = load_teacher(self.base.teacher, algo=self.base.algo, env_id=self.base.env_id)
+        if not self.base.teacher:
+            raise PolicyKDError("no teacher given; pass TEACHER or a --config with a `teacher:` key")
+        self.teacher = load_teacher(self.base.teacher, algo=self.base.algo, env_id=self.base.env_id,
+                                    trust_pickle=self.base.trust_pickle)
         self.seeds = [self.base.eval_seed + i for i in range(self.base.eval_episodes)]
         self.teacher_episodes = run_episodes(self.teacher.act, self.teacher.env_spec, self.seeds, n_envs=self.base.n_envs)
 
@@ -70,7 +91,7 @@ class SweepContext:
         from policykd.latency import measure_latency
         from policykd.tracking import Tracker
 
-        config = DistillConfig(**{**self.base.to_dict(), **combo, "out_dir": str(self.out_dir / "runs"), "run_name": name})
+        config = combination_config(self.base, combo, self.out_dir, name)
         result = distill(config, teacher=self.teacher,
                          tracker=Tracker(self.out_dir / "runs" / name / "history.jsonl", quiet=True))
         report = compare(self.teacher, result.student, episodes=config.eval_episodes, eval_seed=config.eval_seed,
@@ -94,16 +115,28 @@ class SweepContext:
 
 def _load_results(out_dir: Path) -> list[dict[str, Any]]:
     path = out_dir / "results.json"
-    return json.loads(path.read_text())["runs"] if path.exists() else []
+    if not path.exists():
+        return []
+    try:
+        runs = json.loads(path.read_text())["runs"]
+        if not isinstance(runs, list) or not all(isinstance(r, dict) and "name" in r for r in runs):
+            raise TypeError("runs is not a list of results rows")
+        return runs
+    except (ValueError, KeyError, TypeError) as e:
+        raise PolicyKDError(f"{path} is corrupt ({e.__class__.__name__}); move it away to start the sweep over, "
+                            "or restore it") from e
 
 
 def run_name(index: int, combo: dict[str, Any]) -> str:
-    return f"sweep{index:03d}__" + "__".join(f"{k}={json.dumps(v, separators=(',', ''))}" for k, v in combo.items())
+    """sweep003__hidden=[32,32]__tau=0.5: a folder name (path separators in values become '-')."""
+    name = f"sweep{index:03d}__" + "__".join(f"{k}={json.dumps(v, separators=(',', ''))}" for k, v in combo.items())
+    return name.replace("/", "-").replace("\\", "-")
 
 
 def run_sweep(base_config: Path | None, overrides: dict[str, Any], grid: dict[str, list[Any]], out_dir: Path,
               *, latency_calls: int = 2_000) -> list[dict[str, Any]]:
     """Distil and evaluate every grid combination; results.json is rewritten after each (resumable: done ones are kept)."""
+    validate_grid(load_config(base_config, overrides), grid, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = _load_results(out_dir)
     context = SweepContext(base_config, overrides, out_dir)
@@ -159,6 +192,7 @@ def run_wandb_sweep(base_config: Path | None, overrides: dict[str, Any], grid: d
     if not wandb_online():
         raise PolicyKDError("a W&B sweep needs the W&B server: run `wandb login` (or set WANDB_API_KEY) with network "
                             "access, or drop --wandb-sweep to run the same grid locally")
+    validate_grid(load_config(base_config, overrides), grid, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     context = SweepContext(base_config, overrides, out_dir)
     sweep_id = wandb.sweep(wandb_sweep_config(grid, name=out_dir.name), project=project)

@@ -7,14 +7,18 @@ A Teacher offers, for a batch of *raw* env observations obs [B, obs_dim] (normal
 
 Values: V(s) for actor-critic (PPO/A2C/TRPO); min over critics of Q(s, mu(s)) for SAC/TD3/TQC
 (TQC: mean over quantiles first); max_a Q(s, a) for DQN/QR-DQN (QR-DQN: mean over quantiles).
+
+Where the checkpoint comes from (agents/ folder, rl-zoo run, bare zip) is policykd.teacher_sources; its pickled
+parts are read in safe mode unless trust_pickle=True (policykd.safe_pickle). The teacher's observation and
+action spaces must match the env's (shape, Box bounds, number of discrete actions).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +30,27 @@ from torch import nn
 from policykd.actions import box_bounds, to_env_action
 from policykd.artifacts import sha256_file
 from policykd.distributions import LOG_STD_MAX, LOG_STD_MIN, DistParams
-from policykd.env_factory import EnvSpec, parse_wrappers
 from policykd.errors import PolicyKDError
 from policykd.normalization import ObsNormalizer
-from policykd.zoo import find_zoo_run, gym_module_alias, load_vecnormalize_stats
+from policykd.safe_pickle import SCHEDULE_OBJECTS, sb3_custom_objects
+from policykd.teacher_sources import (  # noqa: F401 - re-exported: `from policykd.teachers import ...` keeps working
+    ALGOS,
+    DETERMINISTIC,
+    MODEL_CARD,
+    ON_POLICY,
+    Q_BASED,
+    SQUASHED,
+    TeacherSource,
+    algo_class,
+    infer_algo,
+    read_checkpoint,
+    read_zip_data,
+    resolve_source,
+)
+from policykd.zoo import gym_module_alias
 
-ON_POLICY = ("ppo", "a2c", "trpo")
-SQUASHED = ("sac", "tqc")
-DETERMINISTIC = ("td3", "ddpg")
-Q_BASED = ("dqn", "qrdqn")
-ALGOS = ON_POLICY + SQUASHED + DETERMINISTIC + Q_BASED
-MODEL_CARD = "model_card.json"
-
-# Schedules pickled by old SB3 versions may not unpickle; they are not needed for inference (rl-zoo does the same).
-_CUSTOM_OBJECTS = {
-    "learning_rate": 0.0,
-    "lr_schedule": lambda _: 0.0,
-    "clip_range": lambda _: 0.0,
-    "clip_range_vf": None,
-    "exploration_schedule": lambda _: 0.0,
-}
+# Kept for callers of the old name: the schedules replaced in both modes (see policykd.safe_pickle).
+_CUSTOM_OBJECTS = SCHEDULE_OBJECTS
 _ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.ELU, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Sigmoid)
 _ACTOR_PREFIXES = {
     **{a: ("mlp_extractor.policy_net", "mlp_extractor.shared_net") for a in ON_POLICY},
@@ -62,87 +67,8 @@ _ACTOR_PARAMETERS = {
     "dqn": ("q_net.",),
     "qrdqn": ("quantile_net.",),
 }
-
-
-def algo_class(algo: str) -> type:
-    """The SB3 / sb3-contrib class for an algorithm name."""
-    import sb3_contrib
-    import stable_baselines3 as sb3
-
-    classes = {
-        "ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3, "ddpg": sb3.DDPG, "dqn": sb3.DQN,
-        "trpo": sb3_contrib.TRPO, "tqc": sb3_contrib.TQC, "qrdqn": sb3_contrib.QRDQN,
-    }
-    if algo not in classes:
-        raise PolicyKDError(f"unknown algorithm {algo!r}; policykd loads {', '.join(ALGOS)}")
-    return classes[algo]
-
-
-def infer_algo(model_zip: Path) -> str:
-    """Guess the algorithm of a bare SB3 zip from the hyperparameters it saved."""
-    data = _read_zip_data(model_zip)
-    policy_module = str((data.get("policy_class") or {}).get("__module__", ""))
-    keys = set(data)
-    if "qrdqn" in policy_module:
-        return "qrdqn"
-    if "tqc" in policy_module or "top_quantiles_to_drop_per_net" in keys:
-        return "tqc"
-    if "exploration_rate" in keys or "exploration_final_eps" in keys:
-        return "dqn"
-    if "target_entropy" in keys or "ent_coef_optimizer" in keys:
-        return "sac"
-    if "policy_delay" in keys:
-        return "td3"
-    if "cg_max_steps" in keys or "target_kl" in keys and "n_critic_updates" in keys:
-        return "trpo"
-    if "n_epochs" in keys and "clip_range" in keys:
-        return "ppo"
-    if "n_steps" in keys:
-        return "a2c"
-    raise PolicyKDError(f"cannot tell which algorithm saved {model_zip}; pass --algo (one of {', '.join(ALGOS)})")
-
-
-def _read_zip_data(model_zip: Path) -> dict[str, Any]:
-    try:
-        with zipfile.ZipFile(model_zip) as archive:
-            return json.loads(archive.read("data"))
-    except FileNotFoundError as e:
-        raise PolicyKDError(f"teacher file {model_zip} does not exist; check the path") from e
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as e:
-        raise PolicyKDError(f"{model_zip} is not a readable SB3 checkpoint ({e}); re-download or re-save it") from e
-
-
-@dataclass(frozen=True)
-class TeacherSource:
-    """Where a teacher came from and how to rebuild its env."""
-
-    path: Path
-    model_zip: Path
-    algo: str
-    env: EnvSpec
-    normalizer: ObsNormalizer | None
-    card: dict[str, Any]
-
-
-def resolve_source(path: str | Path, *, algo: str | None = None, env_id: str | None = None) -> TeacherSource:
-    """Recognise a policykd agent folder, an rl-zoo run folder, or a bare SB3 zip."""
-    path = Path(path)
-    if not path.exists():
-        raise PolicyKDError(f"teacher path {path} does not exist; pass an SB3 .zip, an rl-zoo run folder or an agents/ folder")
-    if path.is_dir() and (path / MODEL_CARD).exists():
-        card = json.loads((path / MODEL_CARD).read_text())
-        normalizer = ObsNormalizer.from_json(card["normalizer"]) if card.get("normalizer") else None
-        return TeacherSource(path, path / card["model_file"], card["algo"], EnvSpec.from_json(card["env"]), normalizer, card)
-    if path.is_dir():
-        run = find_zoo_run(path)
-        env = EnvSpec(env_id or run.env_id, run.env_kwargs, parse_wrappers(run.env_wrapper))
-        normalizer = load_vecnormalize_stats(run.vecnormalize) if run.vecnormalize else None
-        return TeacherSource(path, run.model_zip, algo or run.algo, env, normalizer, {"config": run.config})
-    if path.suffix != ".zip":
-        raise PolicyKDError(f"{path} is neither a .zip checkpoint nor a folder; pass an SB3 .zip or an rl-zoo run folder")
-    if env_id is None:
-        raise PolicyKDError(f"a bare SB3 zip does not record its env; pass --env ENV_ID for {path}")
-    return TeacherSource(path, path, algo or infer_algo(path), EnvSpec(env_id), None, {})
+# Box bounds of the teacher and the env count as equal within this tolerance (float32 pickles vs float64 envs).
+_BOUNDS_RTOL, _BOUNDS_ATOL = 1e-5, 1e-6
 
 
 class Teacher:
@@ -167,10 +93,9 @@ class Teacher:
         if isinstance(self.action_space, gym.spaces.Box):
             low, high = box_bounds(self.action_space)
             self._low, self._high = torch.as_tensor(low), torch.as_tensor(high)
-        self._features: dict[str, torch.Tensor] = {}
-        self._hooks = [
-            module.register_forward_hook(self._record(name))
-            for name, module in self.policy.named_modules()
+        # Activation modules along the actor; hooked only while features() runs (no cost on other forwards).
+        self._feature_modules = [
+            (name, module) for name, module in self.policy.named_modules()
             if isinstance(module, _ACTIVATIONS) and name.startswith(_ACTOR_PREFIXES[self.algo])
         ]
 
@@ -256,9 +181,14 @@ class Teacher:
     @torch.no_grad()
     def features(self, obs: np.ndarray) -> dict[str, torch.Tensor]:
         """raw obs [B, obs_dim] -> {activation module name: [B, H]} along the actor."""
-        self._features = {}
-        self.dist_and_value(obs)
-        return dict(self._features)
+        features: dict[str, torch.Tensor] = {}
+        hooks = [module.register_forward_hook(self._record(name, features)) for name, module in self._feature_modules]
+        try:
+            self.dist_and_value(obs)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return features
 
     def to_env_action(self, policy_action: torch.Tensor) -> np.ndarray:
         if self.family == "categorical":
@@ -275,9 +205,10 @@ class Teacher:
         return self.model.predict(self.normalizer(obs), deterministic=True)[0]
 
     # -- internals ---------------------------------------------------------------------------
-    def _record(self, name: str):
+    @staticmethod
+    def _record(name: str, into: dict[str, torch.Tensor]):
         def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-            self._features[name] = output.detach()
+            into[name] = output.detach()
 
         return hook
 
@@ -301,23 +232,105 @@ class Teacher:
     def _check_spaces(self) -> None:
         if not isinstance(self.observation_space, gym.spaces.Box):
             raise PolicyKDError(f"observation space {self.observation_space} is not supported; policykd handles flat Box observations")
-        model_shape = tuple(self.model.observation_space.shape)
-        if model_shape != tuple(self.observation_space.shape):
-            raise PolicyKDError(
-                f"the teacher expects observations of shape {model_shape} but {self.env_spec.env_id} with wrappers "
-                f"{[w.path for w in self.env_spec.wrappers]} gives {tuple(self.observation_space.shape)}; wrong env or missing wrapper"
-            )
+        env_label = self.env_spec.env_id
+        if self.env_spec.wrappers:
+            env_label += f" (wrappers {[w.path for w in self.env_spec.wrappers]})"
+        problem = (_space_mismatch("observation", self.model.observation_space, self.observation_space, env_label)
+                   or _space_mismatch("action", self.model.action_space, self.action_space, env_label))
+        if problem is None:
+            return
+        guess = _guess_env_id(self.source)
+        hint = (f"pass --env {guess}" if guess and guess != self.env_spec.env_id
+                else "pass the --env the teacher was trained on (with its wrappers)")
+        raise PolicyKDError(
+            f"{problem}: teacher spaces observation {describe_space(self.model.observation_space)}, action "
+            f"{describe_space(self.model.action_space)}; {env_label} spaces observation {describe_space(self.observation_space)}, "
+            f"action {describe_space(self.action_space)}; wrong env or missing wrapper, {hint}"
+        )
 
 
-def load_teacher(path: str | Path, *, algo: str | None = None, env_id: str | None = None) -> Teacher:
-    """Load a teacher from an SB3 .zip (needs env_id), an rl-zoo run folder, or a policykd agents/ folder."""
-    source = resolve_source(path, algo=algo, env_id=env_id)
+def describe_space(space: gym.Space) -> str:
+    """A one-line description: Discrete(n), or Box(low, high, shape) with bounds summarised."""
+    if isinstance(space, gym.spaces.Discrete):
+        return f"Discrete({int(space.n)})" if int(space.start) == 0 else f"Discrete({int(space.n)}, start={int(space.start)})"
+    if isinstance(space, gym.spaces.Box):
+        return f"Box({_bounds_text(space.low)}, {_bounds_text(space.high)}, {tuple(space.shape)})"
+    return " ".join(str(space).split())
+
+
+def _bounds_text(values: np.ndarray) -> str:
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    if flat.size and np.all(flat == flat[0]):
+        return f"{flat[0]:g}"
+    text = np.array2string(flat, threshold=6, edgeitems=2, max_line_width=10**6, precision=4, separator=" ")
+    return " ".join(text.split())
+
+
+def _unbounded_as_inf(bound: np.ndarray) -> np.ndarray:
+    """float64 bounds with +-float32 max (how older envs wrote 'unbounded', e.g. gym's CartPole) as +-inf."""
+    bound = np.asarray(bound, dtype=np.float64)
+    return np.where(np.abs(bound) >= np.finfo(np.float32).max, np.sign(bound) * np.inf, bound)
+
+
+def _space_mismatch(kind: str, teacher: gym.Space, env: gym.Space, env_label: str) -> str | None:
+    """What differs between the teacher's and the env's spaces of one kind, or None when they agree."""
+    verb = "gives" if kind == "observation" else "takes"
+    if isinstance(teacher, gym.spaces.Discrete) and isinstance(env, gym.spaces.Discrete):
+        if (int(teacher.n), int(teacher.start)) != (int(env.n), int(env.start)):
+            return f"the teacher has {int(teacher.n)} discrete {kind}s but {env_label} has {int(env.n)}"
+        return None
+    if isinstance(teacher, gym.spaces.Box) and isinstance(env, gym.spaces.Box):
+        if tuple(teacher.shape) != tuple(env.shape):
+            return f"the teacher expects {kind}s of shape {tuple(teacher.shape)} but {env_label} {verb} {tuple(env.shape)}"
+        for bound in ("low", "high"):
+            a, b = _unbounded_as_inf(getattr(teacher, bound)), _unbounded_as_inf(getattr(env, bound))
+            if not np.allclose(a, b, rtol=_BOUNDS_RTOL, atol=_BOUNDS_ATOL, equal_nan=True):
+                return f"the teacher's {kind} bounds ({bound}) differ from those of {env_label}"
+        return None
+    if type(teacher) is not type(env):
+        return f"the teacher's {kind} space is a {type(teacher).__name__} but {env_label}'s is a {type(env).__name__}"
+    return None if teacher == env else f"the teacher's {kind} space differs from that of {env_label}"
+
+
+def _guess_env_id(source: TeacherSource) -> str | None:
+    """The env id the teacher's files are named after (rl-zoo: ENV.zip; agents: sac-ENV/, model_card.json)."""
+    for folder in (source.model_zip.parent, source.path if source.path.is_dir() else source.path.parent):
+        card = folder / MODEL_CARD
+        if card.is_file():
+            try:
+                env = json.loads(card.read_text()).get("env") or {}
+                if env.get("env_id"):
+                    return str(env["env_id"])
+            except (OSError, ValueError, AttributeError):
+                pass
+    names = [source.model_zip.stem, source.model_zip.parent.name, source.path.name]
+    known = sorted((str(i) for i in gym.registry), key=len, reverse=True)
+    for name in names:
+        for env_id in known:
+            if env_id in name:
+                return env_id
+    return None
+
+
+def load_teacher(path: str | Path, *, algo: str | None = None, env_id: str | None = None,
+                 trust_pickle: bool = False) -> Teacher:
+    """Load a teacher from an SB3 .zip (needs env_id), an rl-zoo run folder, or a policykd agents/ folder.
+
+    By default the checkpoint's pickled entries and vecnormalize.pkl are read in safe mode: only allowlisted
+    numpy/gymnasium/torch/SB3 types are built, anything else is a PolicyKDError naming --trust-pickle.
+    trust_pickle=True restores plain (cloud)pickle loading, which runs whatever code the files name."""
+    source = resolve_source(path, algo=algo, env_id=env_id, trust_pickle=trust_pickle)
     cls = algo_class(source.algo)
+    raw, data = read_checkpoint(source.model_zip)
+    custom_objects = sb3_custom_objects(data, source=source.model_zip, trust_pickle=trust_pickle)
     try:
         with gym_module_alias(), warnings.catch_warnings():
             # old DQN checkpoints: SB3 drops their optimizer state, which inference does not need
             warnings.filterwarnings("ignore", message="You are probably loading a DQN model saved with SB3")
-            model = cls.load(source.model_zip, device="cpu", custom_objects=_CUSTOM_OBJECTS)
-    except (zipfile.BadZipFile, KeyError, RuntimeError, EOFError, ValueError) as e:
-        raise PolicyKDError(f"cannot load {source.model_zip} as {source.algo}: {str(e).splitlines()[0][:200]}; check --algo or re-download the file") from e
+            model = cls.load(io.BytesIO(raw), device="cpu", custom_objects=custom_objects)
+    except PolicyKDError:
+        raise
+    except (zipfile.BadZipFile, KeyError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, AssertionError) as e:
+        detail = (str(e).splitlines() or [e.__class__.__name__])[0][:200]
+        raise PolicyKDError(f"cannot load {source.model_zip} as {source.algo}: {detail}; check --algo or re-download the file") from e
     return Teacher(source, model)

@@ -7,15 +7,51 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+PROGRESS_INTERVAL_S = 10.0  # at most this long between two plain progress lines (output not a terminal)
+
+
+def is_tty(stream: IO | None) -> bool:
+    """Whether `stream` is a terminal (its own isatty(); FORCE_COLOR and the like do not count)."""
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError, OSError):  # closed or not a real file
+        return False
+
+
+class _Console(Console):
+    """A rich Console that never hard-wraps printed lines when its output is not a terminal (a file, a pipe, `tee`),
+    so that paths and commands survive intact in logs; on a terminal it wraps as usual. Tables still fit the width."""
+
+    @property
+    def soft_wrap(self) -> bool:
+        return self._soft_wrap if self._soft_wrap is not None else not is_tty(self.file)
+
+    @soft_wrap.setter
+    def soft_wrap(self, value: bool | None) -> None:
+        self._soft_wrap = value
+
+
+def make_console(stderr: bool = False, **kwargs: Any) -> Console:
+    """The rich Console for policykd's output (stdout, or stderr with stderr=True): word-wrapped on a terminal,
+    never hard-wrapped when redirected to a file or a pipe. The stream is looked up at each print (sys.stdout /
+    sys.stderr then), so one made at import time follows later redirection. kwargs go to Console."""
+    console = _Console(stderr=stderr, **kwargs)
+    if "soft_wrap" not in kwargs:
+        console.soft_wrap = None  # decide per print: soft-wrap unless writing to a terminal
+    return console
+
+
+console = make_console(stderr=True)
 
 
 def wandb_has_api_key() -> bool:
@@ -102,13 +138,121 @@ def _read(path: Path) -> str:
         return ""
 
 
-class Tracker:
-    """Console + JSONL history, fanned out to optional sinks (WandbSink, TensorBoardSink)."""
+def format_duration(seconds: float) -> str:
+    """0.4 s, 7 s, 3 min 05 s, 2 h 04 min."""
+    if seconds < 9.95:
+        return f"{max(seconds, 0.0):.1f} s"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
-    def __init__(self, history_path: Path | None = None, *, quiet: bool = False, sinks: list | None = None) -> None:
+
+def _format_rate(rate: float) -> str:
+    return f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
+
+
+def progress_unit(label: str) -> str:
+    """What a progress label counts, from its wording: collecting -> steps, evaluating -> episodes, training -> epochs."""
+    lowered = label.lower()
+    for word, unit in (("collect", "steps"), ("evaluat", "episodes"), ("train", "epochs")):
+        if word in lowered:
+            return unit
+    return ""
+
+
+def format_progress(label: str, done: int, total: int, elapsed_s: float, *, unit: str = "", final: bool = False) -> str:
+    """One plain progress line, e.g.
+    `round 2/5: collecting (beta=0.50): 4,000/10,000 steps (40%), 812 steps/s, elapsed 5 s, ETA 7 s`;
+    final: `..., done in 12 s` in place of elapsed and ETA."""
+    per_s = f" {unit}/s" if unit else "/s"
+    percent = 100 if total <= 0 else int(100 * min(done, total) / total)
+    line = f"{label}: {done:,}/{total:,}{' ' + unit if unit else ''} ({percent}%)"
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    if final:
+        return f"{line}, {_format_rate(rate)}{per_s}, done in {format_duration(elapsed_s)}"
+    if done <= 0 or rate <= 0:
+        return f"{line}, elapsed {format_duration(elapsed_s)}, ETA unknown (none done yet)"
+    eta = format_duration(max(total - done, 0) / rate)
+    return f"{line}, {_format_rate(rate)}{per_s}, elapsed {format_duration(elapsed_s)}, ETA {eta}"
+
+
+class PlainProgress:
+    """Progress as plain lines, for output that is not a terminal (CI, a log file, `| tee`): a line every `interval_s`
+    while the block runs, from a background (daemon) thread, so one comes even when nothing advanced (an evaluation
+    advances only when episodes end), then a final line. Nothing is written once the block has exited.
+
+        with PlainProgress("collecting", 10_000, unit="steps", write=print) as advance:
+            advance(n)
+    """
+
+    def __init__(self, label: str, total: int, *, write: Callable[[str], None], unit: str = "",
+                 interval_s: float = PROGRESS_INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be > 0, got {interval_s}")
+        self.label, self.total, self.unit = label, int(total), unit
+        self.write, self.interval_s, self.clock = write, interval_s, clock
+        self.done = 0
+        self._start = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def advance(self, n: int = 1) -> None:
+        with self._lock:
+            self.done += int(n)
+
+    def line(self, *, final: bool = False) -> str:
+        return format_progress(self.label, self.done, self.total, self.clock() - self._start, unit=self.unit, final=final)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            with self._lock:
+                if self._closed:
+                    return
+                self.write(self.line())
+
+    def __enter__(self) -> Callable[[int], None]:
+        self._start = self.clock()
+        self._thread = threading.Thread(target=self._tick, name=f"progress: {self.label}", daemon=True)
+        self._thread.start()
+        return self.advance
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._stop.set()
+        with self._lock:  # after this, the thread writes nothing more (it checks _closed under the same lock)
+            self._closed = True
+            if exc_type is None:
+                self.write(self.line(final=True))
+            else:
+                self.write(f"{self.line()} (stopped: {exc_type.__name__})")
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+
+
+class Tracker:
+    """Console + JSONL history, fanned out to optional sinks (WandbSink, TensorBoardSink).
+
+    Progress: a rich bar when the console writes to a terminal, else plain lines (PlainProgress) at least every
+    progress_interval_s. plain_progress forces one or the other; clock is the time source of the plain lines."""
+
+    def __init__(self, history_path: Path | None = None, *, quiet: bool = False, sinks: list | None = None,
+                 console: Console | None = None, plain_progress: bool | None = None,
+                 progress_interval_s: float = PROGRESS_INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.history_path = history_path
         self.quiet = quiet
         self.sinks = list(sinks or [])
+        self._console = console
+        self.plain_progress = plain_progress
+        self.progress_interval_s = progress_interval_s
+        self.clock = clock
+
+    @property
+    def console(self) -> Console:
+        return self._console if self._console is not None else console
 
     def log(self, metrics: dict[str, Any], *, step: int) -> None:
         if self.history_path is not None:
@@ -119,7 +263,7 @@ class Tracker:
             sink.log(metrics, step)
         if not self.quiet:
             shown = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-            console.print(f"[dim]step {step}[/dim]  {shown}")
+            self.console.print(f"[dim]step {step}[/dim]  {shown}")
 
     def summary(self, values: dict[str, Any]) -> None:
         for sink in self.sinks:
@@ -142,13 +286,23 @@ class Tracker:
             sink.finish()
 
     @contextmanager
-    def progress(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
-        """A progress bar; yields advance(n)."""
+    def progress(self, description: str, total: int, *, unit: str | None = None) -> Iterator[Callable[[int], None]]:
+        """Progress of a long step; yields advance(n). On a terminal a rich bar; otherwise a plain line (label,
+        done/total unit, rate, ETA) every progress_interval_s, and a last one when the block ends.
+        unit: what is counted (steps, episodes, epochs); by default guessed from the description (progress_unit)."""
         if self.quiet:
             yield lambda n: None
             return
+        target = self.console
+        plain = self.plain_progress if self.plain_progress is not None else not is_tty(target.file)
+        if plain:
+            write = lambda text: target.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+            with PlainProgress(description, total, write=write, unit=progress_unit(description) if unit is None else unit,
+                               interval_s=self.progress_interval_s, clock=self.clock) as advance:
+                yield advance
+            return
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=console, transient=True) as bar:
+        with Progress(*columns, console=target, transient=True) as bar:
             task = bar.add_task(description, total=total)
             yield lambda n: bar.advance(task, n)
 

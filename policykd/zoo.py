@@ -23,18 +23,9 @@ import yaml
 
 from policykd.errors import PolicyKDError
 from policykd.normalization import ObsNormalizer
+from policykd.safe_pickle import GYM_TO_GYMNASIUM, load_vecnormalize_pickle
 
-_GYM_TO_GYMNASIUM = {
-    "gym": "gymnasium",
-    "gym.spaces": "gymnasium.spaces",
-    "gym.spaces.box": "gymnasium.spaces.box",
-    "gym.spaces.discrete": "gymnasium.spaces.discrete",
-    "gym.spaces.multi_discrete": "gymnasium.spaces.multi_discrete",
-    "gym.spaces.multi_binary": "gymnasium.spaces.multi_binary",
-    "gym.spaces.dict": "gymnasium.spaces.dict",
-    "gym.spaces.tuple": "gymnasium.spaces.tuple",
-    "gym.spaces.space": "gymnasium.spaces.space",
-}
+_GYM_TO_GYMNASIUM = GYM_TO_GYMNASIUM
 
 
 @contextlib.contextmanager
@@ -119,14 +110,23 @@ def find_zoo_run(folder: Path) -> ZooRun:
     )
 
 
-def load_vecnormalize_stats(path: Path) -> ObsNormalizer:
-    """Read observation statistics from an SB3 VecNormalize pickle (old `gym` pickles included)."""
+def load_vecnormalize_stats(path: Path, *, trust_pickle: bool = False) -> ObsNormalizer:
+    """Read observation statistics from an SB3 VecNormalize pickle (old `gym` pickles included).
+
+    Safe mode (default): only allowlisted types are built and no VecNormalize code runs (policykd.safe_pickle);
+    trust_pickle=True: plain pickle.load, which runs whatever the file names."""
+    if trust_pickle:
+        try:
+            with gym_module_alias(), open(path, "rb") as f:
+                vec_normalize = pickle.load(f)  # noqa: S301 - the user vouched for this file (--trust-pickle)
+        except (pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError, ValueError) as e:
+            raise PolicyKDError(f"cannot read VecNormalize statistics {path}: {e}; the file is corrupt or truncated") from e
+    else:
+        vec_normalize = load_vecnormalize_pickle(path)
     try:
-        with gym_module_alias(), open(path, "rb") as f:
-            vec_normalize = pickle.load(f)  # noqa: S301 - teacher checkpoints are pickles by SB3's design
-    except (pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError, ValueError) as e:
-        raise PolicyKDError(f"cannot read VecNormalize statistics {path}: {e}; the file is corrupt or truncated") from e
-    if not getattr(vec_normalize, "norm_obs", False):
-        return ObsNormalizer.identity(int(vec_normalize.observation_space.shape[0]))
-    rms = vec_normalize.obs_rms
-    return ObsNormalizer(mean=rms.mean, var=rms.var, clip=float(vec_normalize.clip_obs), epsilon=float(vec_normalize.epsilon))
+        if not getattr(vec_normalize, "norm_obs", False):
+            return ObsNormalizer.identity(int(vec_normalize.observation_space.shape[0]))
+        rms = vec_normalize.obs_rms
+        return ObsNormalizer(mean=rms.mean, var=rms.var, clip=float(vec_normalize.clip_obs), epsilon=float(vec_normalize.epsilon))
+    except (AttributeError, TypeError, ValueError, IndexError) as e:
+        raise PolicyKDError(f"{path} does not hold VecNormalize statistics ({e}); restore it from the rl-zoo run") from e

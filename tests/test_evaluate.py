@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from policykd.env_factory import EnvSpec
-from policykd.evaluate import bootstrap_ci, classification_agreement, interquartile_mean, run_episodes, summarize_returns
+from policykd.evaluate import bootstrap_ci, classification_agreement, interquartile_mean, summarize_returns
+from policykd.rollout import run_episodes
 from policykd.latency import measure_latency
 
 

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from policykd.cli import app
-from policykd.wandb_reader import read_run
+from tests.wandb_reader import read_run
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +123,142 @@ def test_wandb_sweep_run_logs_its_combination(tmp_path, tiny_teachers):
 
 def test_wandb_reader_waits_for_the_exit_record(tmp_path):
     """A run file W&B is still writing (no exit record yet) is not read as if complete."""
-    from policykd.wandb_reader import read_run
+    from tests.wandb_reader import read_run
 
     run_file = tmp_path / "run-x.wandb"
     run_file.write_bytes(b":W&B\x00\x00\x00")
     with pytest.raises(TimeoutError, match="no exit record"):
         read_run(run_file, timeout_s=0.3)
+
+
+# Progress and console output when not writing to a terminal (CI, a log file, `| tee`).
+
+class _FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _Lines:
+    """A thread-safe write() target collecting progress lines."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> None:
+        with self._lock:
+            self.lines.append(text)
+
+    def snapshot(self) -> list[str]:
+        with self._lock:
+            return list(self.lines)
+
+    def wait_for(self, line: str, timeout_s: float = 10.0) -> list[str]:
+        """The lines so far, once `line` is among them (or timeout_s passed)."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while line not in self.snapshot() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.snapshot()
+
+
+def test_progress_line_format():
+    from policykd.tracking import format_duration, format_progress, progress_unit
+
+    label = "round 2/5: collecting (beta=0.50)"
+    assert format_progress(label, 4_000, 10_000, 5.0, unit="steps") == (
+        "round 2/5: collecting (beta=0.50): 4,000/10,000 steps (40%), 800 steps/s, elapsed 5.0 s, ETA 7.5 s")
+    assert format_progress(label, 10_000, 10_000, 12.0, unit="steps", final=True) == (
+        "round 2/5: collecting (beta=0.50): 10,000/10,000 steps (100%), 833 steps/s, done in 12 s")
+    assert format_progress("evaluating student (20 episodes)", 0, 20, 30.0, unit="episodes") == (
+        "evaluating student (20 episodes): 0/20 episodes (0%), elapsed 30 s, ETA unknown (none done yet)")
+    assert format_progress("evaluating student (20 episodes)", 4, 20, 200.0, unit="episodes") == (
+        "evaluating student (20 episodes): 4/20 episodes (20%), 0.02 episodes/s, elapsed 3 min 20 s, ETA 13 min 20 s")
+    assert format_progress("x", 1, 2, 1.0) == "x: 1/2 (50%), 1/s, elapsed 1.0 s, ETA 1.0 s"
+    assert [format_duration(s) for s in (0.04, 7.0, 65.0, 7_440.0)] == ["0.0 s", "7.0 s", "1 min 05 s", "2 h 04 min"]
+    assert progress_unit("round 1/3: collecting (beta=1.00)") == "steps"
+    assert progress_unit("evaluating HopperBulletEnv-v0") == "episodes"
+    assert progress_unit("round 1/3: training") == "epochs"
+    assert progress_unit("something else") == ""
+
+
+def test_plain_progress_prints_while_nothing_advances_and_stops_at_exit():
+    """A line every interval even without advance() (episodes end rarely); nothing after the block; a final line."""
+    import time
+
+    from policykd.tracking import PlainProgress
+
+    clock, lines = _FakeClock(), _Lines()
+    with PlainProgress("evaluating teacher (4 episodes)", 4, unit="episodes", write=lines, interval_s=0.01,
+                       clock=clock) as advance:
+        clock.now += 20.0
+        waiting = "evaluating teacher (4 episodes): 0/4 episodes (0%), elapsed 20 s, ETA unknown (none done yet)"
+        assert waiting in lines.wait_for(waiting)
+        advance(2)
+        clock.now += 20.0
+        halfway = "evaluating teacher (4 episodes): 2/4 episodes (50%), 0.05 episodes/s, elapsed 40 s, ETA 40 s"
+        assert halfway in lines.wait_for(halfway)
+        advance(2)
+    final = lines.snapshot()
+    assert final[-1] == "evaluating teacher (4 episodes): 4/4 episodes (100%), 0.1 episodes/s, done in 40 s"
+    time.sleep(0.1)  # ten intervals: the thread has stopped, nothing more comes
+    assert lines.snapshot() == final
+
+
+def test_plain_progress_marks_a_block_that_raised():
+    from policykd.tracking import PlainProgress
+
+    clock, lines = _FakeClock(), _Lines()
+    with pytest.raises(KeyboardInterrupt):
+        with PlainProgress("round 1/2: collecting (beta=1.00)", 100, unit="steps", write=lines, interval_s=60.0,
+                           clock=clock) as advance:
+            advance(10)
+            clock.now += 1.0
+            raise KeyboardInterrupt
+    assert lines.snapshot() == ["round 1/2: collecting (beta=1.00): 10/100 steps (10%), 10 steps/s, elapsed 1.0 s, "
+                                "ETA 9.0 s (stopped: KeyboardInterrupt)"]
+
+
+def test_tracker_progress_is_plain_lines_when_not_a_terminal():
+    import io
+
+    from policykd.tracking import Tracker, make_console
+
+    buffer = io.StringIO()  # not a terminal, like a pipe or a log file
+    clock = _FakeClock()
+    tracker = Tracker(console=make_console(file=buffer), progress_interval_s=60.0, clock=clock)
+    with tracker.progress("round 1/3: collecting (beta=1.00)", 300) as advance:
+        advance(300)
+        clock.now += 2.0
+    assert buffer.getvalue() == "round 1/3: collecting (beta=1.00): 300/300 steps (100%), 150 steps/s, done in 2.0 s\n"
+    quiet = io.StringIO()
+    with Tracker(console=make_console(file=quiet), quiet=True).progress("collecting", 10) as advance:
+        advance(10)
+    assert quiet.getvalue() == ""
+
+
+def test_console_does_not_wrap_paths_when_not_a_terminal():
+    import io
+
+    from policykd.tracking import make_console
+
+    path = "/home/ci/runs/" + "a-long-run-name-" * 8 + "/student/student.int8.onnx"
+    piped = io.StringIO()
+    make_console(file=piped, width=80).print(f"wrote {path} ({12345:,} bytes)")
+    assert piped.getvalue() == f"wrote {path} (12,345 bytes)\n"
+
+    class FakeTerminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = FakeTerminal()
+    make_console(file=terminal, width=80, color_system=None).print(f"wrote {path}")
+    assert max(len(line) for line in terminal.getvalue().splitlines()) <= 80  # a terminal still wraps
+    stderr_console = make_console(stderr=True)
+    assert stderr_console.stderr and not make_console().stderr

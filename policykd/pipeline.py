@@ -1,0 +1,105 @@
+"""The main job, end to end: distil -> evaluate -> film -> plots -> upload, in one locked run folder.
+
+`distill_and_evaluate(config)` is what `policykd distill` runs. It owns the tracker's whole lifetime (opened
+here, finished here, also on failure) and holds the run folder's lock from the first check to the last file,
+so a second process on the same run is refused instead of interleaving with this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from policykd.artifacts import atomic_write_json
+from policykd.config import DistillConfig
+from policykd.distill import DistillResult, distill_in_run_dir, prepare_run_dir
+from policykd.evaluate import compare
+from policykd.run_dir import RunLock
+from policykd.students import Student
+from policykd.teachers import Teacher, load_teacher
+from policykd.tracking import Tracker, make_tracker
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What one `policykd distill` produced; report is the teacher-vs-student comparison (None without --eval)."""
+
+    run_dir: Path
+    student_dir: Path
+    distillation: DistillResult
+    report: dict[str, Any] | None
+    rollout_png: Path | None
+    plots: tuple[Path, ...]
+
+
+def distill_and_evaluate(config: DistillConfig, *, resume: bool = False, evaluate: bool = True,
+                         teacher: Teacher | None = None, on_report: Callable[[dict[str, Any]], None] | None = None,
+                         on_run_dir: Callable[[Path], None] | None = None) -> PipelineResult:
+    """Distil a student for `config`, then (evaluate) compare it with the teacher on config.eval_episodes seeds,
+    write eval.json, film both (config.rollout_steps > 0), draw the plots and log all of it to the tracker.
+    on_report(report) is called as soon as the comparison exists (the CLI prints it there); on_run_dir(run_dir) as
+    soon as the run folder is known (the CLI names it when interrupted)."""
+    from policykd.report import make_plots
+
+    teacher = teacher or load_teacher(config.teacher, algo=config.algo, env_id=config.env_id, trust_pickle=config.trust_pickle)
+    run_dir = prepare_run_dir(config, teacher, resume=resume)
+    if on_run_dir is not None:
+        on_run_dir(run_dir)
+    with RunLock(run_dir):
+        tracker = make_tracker(run_dir, config.to_dict(), wandb=config.wandb, tensorboard=config.tensorboard,
+                               project=config.wandb_project)
+        try:
+            result = distill_in_run_dir(config, teacher, run_dir, resume=resume, tracker=tracker)
+            report = None
+            if evaluate:
+                report = compare(teacher, result.student, episodes=config.eval_episodes, eval_seed=config.eval_seed,
+                                 n_envs=config.n_envs, latency_calls=config.latency_calls, progress_factory=tracker.progress)
+                atomic_write_json(run_dir / "eval.json", report)
+                log_evaluation(tracker, report)
+                if on_report is not None:
+                    on_report(report)
+            rollout_png = None
+            if config.rollout_steps > 0:
+                rollout_png = film_side_by_side(teacher, result.student, run_dir, seed=config.eval_seed,
+                                                steps=config.rollout_steps, tracker=tracker)
+                tracker.image("plots/rollout", rollout_png)
+            plots = tuple(make_plots(run_dir))
+            for plot in plots:
+                tracker.image(f"plots/{plot.stem}", plot)
+            tracker.artifact(run_dir / "student", name=f"student-{run_dir.name}", kind="student")
+        finally:
+            tracker.finish()
+    return PipelineResult(run_dir=run_dir, student_dir=run_dir / "student", distillation=result, report=report,
+                          rollout_png=rollout_png, plots=plots)
+
+
+def film_side_by_side(teacher: Teacher, student: Student, run_dir: Path, *, seed: int, steps: int,
+                      tracker: Tracker) -> Path:
+    """Teacher and student on the same seeded episode: RUN_DIR/rollout.png (strip, teacher above) and rollout.gif."""
+    from policykd.filmstrip import record_episode, write_side_by_side
+
+    frames = []
+    with tracker.progress(f"filming teacher and student on seed {seed} ({steps} steps each)", 2) as advance:
+        for act in (lambda o: teacher.act(o, deterministic=True), student.act):
+            frames.append(record_episode(act, teacher.env_spec, seed, max_steps=steps))
+            advance(1)
+    png, gif = run_dir / "rollout.png", run_dir / "rollout.gif"
+    write_side_by_side(*frames, png, gif)
+    return png
+
+
+def log_evaluation(tracker: Tracker, report: dict[str, Any]) -> None:
+    """The teacher-vs-student comparison and latency as summary values and tables."""
+    summary: dict[str, Any] = {"eval/ratio": report["ratio"]}
+    for who in ("teacher", "student"):
+        summary.update({f"eval/{who}_return_{k}": report[who][k] for k in ("mean", "std", "iqm", "ci95_low", "ci95_high")})
+    summary.update({f"eval/agreement_{k}": v for k, v in report["agreement"].items()})
+    summary.update({f"latency/{path}_p50_us": lat["p50"] for path, lat in report["latency_us"].items()})
+    summary.update({"eval/student_params": report["student"]["params"], "eval/teacher_actor_params": report["teacher"]["actor_params"]})
+    tracker.summary(summary)
+    tracker.table("eval/comparison", ["policy", "mean", "std", "iqm", "ci95_low", "ci95_high", "episodes"],
+                  [[who] + [report[who][k] for k in ("mean", "std", "iqm", "ci95_low", "ci95_high", "episodes")] for who in ("teacher", "student")])
+    tracker.table("latency/batch1_us", ["path", "p50", "p99", "max"],
+                  [[path, lat["p50"], lat["p99"], lat["max"]] for path, lat in report["latency_us"].items()])

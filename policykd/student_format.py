@@ -1,0 +1,322 @@
+"""The saved student format, without torch: file names, the card, weight names and shapes, activations, and the
+checks every runtime applies to what it loads and to the observations it is given.
+
+A student folder holds two files:
+
+    student.safetensors   the weights (float32), named as below
+    student.json          the card: {"format": "policykd-student", "format_version": 1, "spec": {...}, ...}
+                          (plus provenance: "teacher" with its "env" record, "config", "history", ...)
+
+Weights (the state_dict of students.Student, whose trunk is Sequential(Linear, act, Linear, act, ...)):
+
+    obs_mean [obs_dim], obs_std [obs_dim], obs_clip []    raw obs -> clip((obs - mean) / std, -clip, clip)
+    action_low [A], action_high [A]                       env action bounds ([0] for categorical students)
+    value_mean [], value_std []                           scale of the value head's output
+    trunk.{2i}.weight [hidden[i], in_i], trunk.{2i}.bias [hidden[i]]      (in_0 = obs_dim, in_i = hidden[i - 1])
+    action_head.weight [action_dim, hidden[-1]], action_head.bias [action_dim]
+    log_std_head.weight, log_std_head.bias                (gaussian and squashed_gaussian only; as action_head)
+    value_head.weight [1, hidden[-1]], value_head.bias [1]
+
+Every tensor must be finite, except obs_clip, which is +inf when observations are not clipped; obs_std must be
+positive. `read_student` (used by students.load_student and runtime.load) checks the card against the weights and
+raises PolicyKDError in one line naming the file.
+
+Observations: every Python runtime (torch Student.act / predict, runtime.NumpyPolicy, runtime.CPolicy) raises
+errors.InvalidObservation (a PolicyKDError and a ValueError) for an observation of any other shape than the one it
+takes (nothing is broadcast or reshaped), for non-numbers, and for NaN or +-inf entries; the C export's
+policykd_act returns -1 for NaN/inf entries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policykd.errors import InvalidObservation, PolicyKDError
+
+WEIGHTS_FILE = "student.safetensors"
+CARD_FILE = "student.json"
+CARD_FORMAT = "policykd-student"
+CARD_VERSION = 1
+
+FAMILIES = ("gaussian", "squashed_gaussian", "deterministic", "categorical")
+LOG_STD_FAMILIES = ("gaussian", "squashed_gaussian")  # families with a log_std head
+
+# Buffer names.
+OBS_MEAN, OBS_STD, OBS_CLIP = "obs_mean", "obs_std", "obs_clip"
+ACTION_LOW, ACTION_HIGH = "action_low", "action_high"
+VALUE_MEAN, VALUE_STD = "value_mean", "value_std"
+BUFFER_NAMES = (OBS_MEAN, OBS_STD, OBS_CLIP, ACTION_LOW, ACTION_HIGH, VALUE_MEAN, VALUE_STD)
+# Module names (each a Linear: "<name>.weight", "<name>.bias").
+TRUNK, ACTION_HEAD, LOG_STD_HEAD, VALUE_HEAD = "trunk", "action_head", "log_std_head", "value_head"
+ACTION_HEAD_WEIGHT, ACTION_HEAD_BIAS = f"{ACTION_HEAD}.weight", f"{ACTION_HEAD}.bias"
+
+
+def trunk_index(i: int) -> int:
+    """Position of the i-th hidden Linear in the trunk Sequential (each Linear is followed by its activation)."""
+    return 2 * i
+
+
+def trunk_weight_name(i: int) -> str:
+    """Name of the i-th hidden layer's weight [hidden[i], in_i]."""
+    return f"{TRUNK}.{trunk_index(i)}.weight"
+
+
+def trunk_bias_name(i: int) -> str:
+    """Name of the i-th hidden layer's bias [hidden[i]]."""
+    return f"{TRUNK}.{trunk_index(i)}.bias"
+
+
+def layer_names(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(weight, bias) names of the layers that compute the action: the hidden layers, then the action head."""
+    return [(trunk_weight_name(i), trunk_bias_name(i)) for i in range(len(spec["hidden"]))] + [(ACTION_HEAD_WEIGHT, ACTION_HEAD_BIAS)]
+
+
+# Activations: name -> numpy function on a float32 array, computed in place and returned. students.py keys its
+# torch modules and c_codegen.py its C expressions by the same names (tests check all three agree).
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0, out=x)
+
+
+def _tanh(x: np.ndarray) -> np.ndarray:
+    return np.tanh(x, out=x)
+
+
+def _elu(x: np.ndarray) -> np.ndarray:
+    """x if x > 0 else expm1(x) (torch.nn.ELU with alpha 1)."""
+    negative = np.expm1(np.minimum(x, 0.0))  # 0 where x > 0
+    np.maximum(x, 0.0, out=x)
+    x += negative  # exactly one of the two terms is non-zero
+    return x
+
+
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"tanh": _tanh, "relu": _relu, "elu": _elu}
+ACTIVATION_NAMES: tuple[str, ...] = tuple(ACTIVATIONS)
+
+_SPEC_REQUIRED = ("obs_dim", "action_dim", "family", "hidden", "activation", "action_low", "action_high")
+_SPEC_OPTIONAL = ("normalizer", "extra")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _prefix(source: str | None) -> str:
+    return f"{source}: " if source else ""
+
+
+def validate_spec(spec: Any, source: str | None = None) -> None:
+    """Check a student spec (the card's "spec", or a StudentSpec as a dict): keys, types and consistency.
+
+    source names the file in the one-line PolicyKDError (None for a spec built in code)."""
+    where = _prefix(source)
+    if not isinstance(spec, Mapping):
+        raise PolicyKDError(f"{where}spec must be a JSON object, got {type(spec).__name__}")
+    missing = [k for k in _SPEC_REQUIRED if k not in spec]
+    if missing:
+        raise PolicyKDError(f"{where}spec lacks {', '.join(missing)}; re-export the student")
+    unknown = sorted(set(spec) - set(_SPEC_REQUIRED) - set(_SPEC_OPTIONAL))
+    if unknown:
+        raise PolicyKDError(f"{where}spec has unknown keys {', '.join(map(str, unknown))} (written by a newer policykd?)")
+    for key in ("obs_dim", "action_dim"):
+        if not _is_int(spec[key]) or spec[key] <= 0:
+            raise PolicyKDError(f"{where}spec.{key} must be a positive integer, got {spec[key]!r}")
+    if spec["family"] not in FAMILIES:
+        raise PolicyKDError(f"{where}unknown student family {spec['family']!r}; use one of {', '.join(FAMILIES)}")
+    if spec["activation"] not in ACTIVATIONS:
+        raise PolicyKDError(f"{where}unknown activation {spec['activation']!r}; use one of {', '.join(ACTIVATION_NAMES)}")
+    hidden = spec["hidden"]
+    if not isinstance(hidden, (list, tuple)) or not hidden or not all(_is_int(h) and h > 0 for h in hidden):
+        raise PolicyKDError(f"{where}student hidden sizes must be positive integers, got {list(hidden) if isinstance(hidden, (list, tuple)) else hidden!r}")
+    bounds_dim = 0 if spec["family"] == "categorical" else spec["action_dim"]
+    for key in ("action_low", "action_high"):
+        bound = spec[key]
+        if not isinstance(bound, (list, tuple)) or not all(_is_number(v) for v in bound):
+            raise PolicyKDError(f"{where}spec.{key} must be a list of numbers, got {bound!r}")
+        if len(bound) != bounds_dim:
+            what = "empty for a categorical student" if bounds_dim == 0 else f"{bounds_dim} numbers (action_dim)"
+            raise PolicyKDError(f"{where}spec.{key} has {len(bound)} entries, it must be {what}")
+        if not all(math.isfinite(v) for v in bound):
+            raise PolicyKDError(f"{where}spec.{key} must be finite, got {list(bound)}; a student needs a bounded action space")
+    if any(lo > hi for lo, hi in zip(spec["action_low"], spec["action_high"])):
+        raise PolicyKDError(f"{where}spec.action_low exceeds spec.action_high somewhere: {list(spec['action_low'])} > {list(spec['action_high'])}")
+    normalizer = spec.get("normalizer")
+    if normalizer is not None:
+        if not isinstance(normalizer, Mapping) or any(k not in normalizer for k in ("mean", "var", "clip", "epsilon")):
+            raise PolicyKDError(f"{where}spec.normalizer must be null or an object with mean, var, clip and epsilon")
+        for key in ("mean", "var"):
+            values = normalizer[key]
+            if not isinstance(values, (list, tuple)) or len(values) != spec["obs_dim"] or not all(_is_number(v) for v in values):
+                raise PolicyKDError(f"{where}spec.normalizer.{key} must be {spec['obs_dim']} numbers (obs_dim)")
+        if not (normalizer["clip"] is None or _is_number(normalizer["clip"])) or not _is_number(normalizer["epsilon"]):
+            raise PolicyKDError(f"{where}spec.normalizer.clip must be a number or null and epsilon a number")
+    if not isinstance(spec.get("extra", {}), Mapping):
+        raise PolicyKDError(f"{where}spec.extra must be an object")
+
+
+def validate_card(card: Any, source: str | None = CARD_FILE) -> None:
+    """Check a card dict without the weights: format, version, and the spec."""
+    where = _prefix(source)
+    if not isinstance(card, Mapping) or card.get("format") != CARD_FORMAT:
+        raise PolicyKDError(f"{source or 'card'} is not a policykd student card (no \"format\": {CARD_FORMAT!r})")
+    version = card.get("format_version")
+    if not _is_int(version) or version < 1:
+        raise PolicyKDError(f"{where}format_version must be a positive integer, got {version!r}")
+    if version > CARD_VERSION:
+        raise PolicyKDError(f"{where}card format version {version} is newer than this policykd reads ({CARD_VERSION}); upgrade policykd")
+    if "spec" not in card:
+        raise PolicyKDError(f"{where}the card lacks its spec; re-export the student")
+    validate_spec(card["spec"], source)
+
+
+def expected_shapes(spec: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Every tensor of a student with this (valid) spec, name -> shape."""
+    obs_dim, action_dim, hidden = spec["obs_dim"], spec["action_dim"], list(spec["hidden"])
+    bounds = 0 if spec["family"] == "categorical" else action_dim
+    shapes: dict[str, tuple[int, ...]] = {
+        OBS_MEAN: (obs_dim,), OBS_STD: (obs_dim,), OBS_CLIP: (), ACTION_LOW: (bounds,), ACTION_HIGH: (bounds,),
+        VALUE_MEAN: (), VALUE_STD: (),
+    }
+    width = obs_dim
+    for i, h in enumerate(hidden):
+        shapes[trunk_weight_name(i)], shapes[trunk_bias_name(i)] = (h, width), (h,)
+        width = h
+    shapes[ACTION_HEAD_WEIGHT], shapes[ACTION_HEAD_BIAS] = (action_dim, width), (action_dim,)
+    if spec["family"] in LOG_STD_FAMILIES:
+        shapes[f"{LOG_STD_HEAD}.weight"], shapes[f"{LOG_STD_HEAD}.bias"] = (action_dim, width), (action_dim,)
+    shapes[f"{VALUE_HEAD}.weight"], shapes[f"{VALUE_HEAD}.bias"] = (1, width), (1,)
+    return shapes
+
+
+def _names(names: list[str], limit: int = 4) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def validate_weights(spec: Mapping[str, Any], weights: Mapping[str, Any], *, weights_name: str = WEIGHTS_FILE,
+                     card_name: str = CARD_FILE) -> None:
+    """Check the weights (name -> array) against a valid spec: names, shapes, float dtypes, finite values."""
+    expected = expected_shapes(spec)
+    missing = [n for n in expected if n not in weights]
+    unexpected = sorted(n for n in weights if n not in expected)
+    if missing or unexpected:
+        parts = ([f"missing {_names(missing)}"] if missing else []) + ([f"unexpected {_names(unexpected)}"] if unexpected else [])
+        raise PolicyKDError(f"{weights_name} does not match the architecture in {card_name}: {'; '.join(parts)}")
+    for name, shape in expected.items():
+        array = np.asarray(weights[name])
+        if tuple(array.shape) != shape:
+            raise PolicyKDError(f"{weights_name} does not match the architecture in {card_name}: {name} has shape "
+                                f"{tuple(array.shape)}, the card's spec needs {shape}")
+        if array.dtype.kind != "f":
+            raise PolicyKDError(f"{weights_name}: {name} has dtype {array.dtype}, a student's weights are floats")
+        if name == OBS_CLIP:
+            clip = float(array)
+            if not clip > 0:  # also refuses NaN; +inf means "no clipping"
+                raise PolicyKDError(f"{weights_name}: obs_clip is {clip}, it must be positive (inf: no clipping); re-export the student")
+            continue
+        finite = np.isfinite(array)
+        if not finite.all():
+            raise PolicyKDError(f"{weights_name} holds non-finite weights: {name} has {int(array.size - finite.sum())} NaN/inf "
+                                f"entries (a diverged training run or a damaged file); re-distil or re-export the student")
+        if name == OBS_STD and not (array > 0).all():
+            raise PolicyKDError(f"{weights_name}: obs_std must be positive, it has {int((array <= 0).sum())} entries <= 0")
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    """The checked card of a student folder (or the card file itself)."""
+    path = Path(path)
+    card_path = path / CARD_FILE if path.is_dir() else path
+    if not card_path.exists():
+        raise PolicyKDError(f"{path} is not a student folder (needs {CARD_FILE} and {WEIGHTS_FILE}); pass a folder written by `policykd distill`")
+    try:
+        card = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PolicyKDError(f"{card_path} is corrupt ({e}); re-export the student") from e
+    except OSError as e:
+        raise PolicyKDError(f"cannot read {card_path} ({e.strerror or e})") from e
+    validate_card(card, str(card_path))
+    return card
+
+
+def read_student(directory: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(card, weights as numpy arrays) of a student folder, the card checked against the weights. Never unpickles."""
+    from safetensors.numpy import load_file
+
+    directory = Path(directory)
+    card_path, weights_path = directory / CARD_FILE, directory / WEIGHTS_FILE
+    if not card_path.is_file() or not weights_path.is_file():
+        raise PolicyKDError(f"{directory} is not a student folder (needs {CARD_FILE} and {WEIGHTS_FILE}); pass a folder written by `policykd distill`")
+    card = read_card(card_path)
+    try:
+        weights = load_file(str(weights_path))
+    except Exception as e:  # safetensors raises its own error types
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise PolicyKDError(f"{weights_path} is not a readable safetensors file ({detail}); re-export the student") from e
+    validate_weights(card["spec"], weights, weights_name=str(weights_path), card_name=CARD_FILE)
+    return card, weights
+
+
+def env_record(card: Mapping[str, Any], source: str = "the student's card") -> dict[str, Any]:
+    """The card's teacher.env record (policykd.env_factory.EnvSpec.to_json), or a one-line PolicyKDError."""
+    teacher = card.get("teacher")
+    env = teacher.get("env") if isinstance(teacher, Mapping) else None
+    if not isinstance(env, Mapping) or not isinstance(env.get("env_id"), str):
+        raise PolicyKDError(f"{source} has no teacher env record (teacher.env with env_id, env_kwargs, wrappers), so the "
+                            f"env cannot be rebuilt; build it yourself, as the teacher was trained")
+    return dict(env)
+
+
+# Observations.
+
+
+def _non_finite(array: np.ndarray, what: str) -> InvalidObservation:
+    bad = np.argwhere(~np.isfinite(array))
+    first = tuple(int(i) for i in bad[0])
+    where = first[0] if len(first) == 1 else list(first)
+    more = f" ({len(bad)} non-finite entries)" if len(bad) > 1 else ""
+    return InvalidObservation(f"{what} entry {where} is {array[first]}{more}; NaN/inf observations are refused")
+
+
+def as_float32(obs: Any, what: str = "observation") -> np.ndarray:
+    """obs as a float32 array (no copy when it is one), or InvalidObservation for non-numbers. Shape unchecked."""
+    try:
+        array = np.asarray(obs)
+    except (TypeError, ValueError) as e:
+        raise InvalidObservation(f"{what} must be an array of numbers ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+    if array.dtype.kind not in "biuf":
+        raise InvalidObservation(f"{what} must be an array of numbers, got dtype {array.dtype}")
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused below
+        return array.astype(np.float32, copy=False)
+
+
+def check_observation(obs: Any, obs_dim: int, *, batch_hint: str = "") -> np.ndarray:
+    """One observation [obs_dim] (array-like of numbers) -> float32 [obs_dim]. Raises InvalidObservation on any other
+    shape (a scalar, a flat array of another length, a batch), on non-numbers and on NaN/inf entries."""
+    array = as_float32(obs, "observation")
+    if array.shape != (obs_dim,):
+        hint = batch_hint if array.ndim == 2 and array.shape[1] == obs_dim else ""
+        raise InvalidObservation(f"observation has shape {array.shape}, this student takes ({obs_dim},){hint}")
+    if not np.isfinite(array).all():
+        raise _non_finite(array, "observation")
+    return array
+
+
+def check_observations(obs: Any, obs_dim: int) -> np.ndarray:
+    """A batch of observations [B, obs_dim] -> float32 [B, obs_dim]; raises as check_observation does."""
+    array = as_float32(obs, "observations")
+    if array.ndim != 2 or array.shape[1] != obs_dim:
+        hint = " (one observation: pass obs[None])" if array.shape == (obs_dim,) else ""
+        raise InvalidObservation(f"observations have shape {array.shape}, this student takes [B, {obs_dim}]{hint}")
+    if not np.isfinite(array).all():
+        raise _non_finite(array, "observation")
+    return array

@@ -1,0 +1,188 @@
+"""Where a teacher comes from: a policykd agents/ folder, an rl-zoo run folder or a bare SB3 zip.
+
+`resolve_source` recognises the three, reads the algorithm (model card, rl-zoo args.yml, or inferred from
+the zip's saved hyperparameters), the env to rebuild and the observation statistics; an explicit `algo`
+that contradicts what the checkpoint holds is a one-line error. Nothing here unpickles a model zip;
+VecNormalize statistics are read in safe mode unless trust_pickle=True (see policykd.safe_pickle).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from policykd.env_factory import EnvSpec, parse_wrappers
+from policykd.errors import PolicyKDError
+from policykd.normalization import ObsNormalizer
+from policykd.zoo import find_zoo_run, load_vecnormalize_stats
+
+ON_POLICY = ("ppo", "a2c", "trpo")
+SQUASHED = ("sac", "tqc")
+DETERMINISTIC = ("td3", "ddpg")
+Q_BASED = ("dqn", "qrdqn")
+ALGOS = ON_POLICY + SQUASHED + DETERMINISTIC + Q_BASED
+MODEL_CARD = "model_card.json"
+
+# Algorithms whose checkpoints are interchangeable (DDPG is TD3 with policy_delay=1 and one critic).
+_SAME_CHECKPOINT = ({"td3", "ddpg"},)
+# Policy modules that name the algorithm outright (on-policy algorithms share stable_baselines3.common.policies).
+_POLICY_MODULE_ALGO = (
+    ("sb3_contrib.qrdqn", "qrdqn"), ("sb3_contrib.tqc", "tqc"), ("stable_baselines3.sac", "sac"),
+    ("stable_baselines3.td3", "td3"), ("stable_baselines3.ddpg", "td3"), ("stable_baselines3.dqn", "dqn"),
+)
+
+
+def algo_class(algo: str) -> type:
+    """The SB3 / sb3-contrib class for an algorithm name."""
+    import sb3_contrib
+    import stable_baselines3 as sb3
+
+    classes = {
+        "ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3, "ddpg": sb3.DDPG, "dqn": sb3.DQN,
+        "trpo": sb3_contrib.TRPO, "tqc": sb3_contrib.TQC, "qrdqn": sb3_contrib.QRDQN,
+    }
+    if algo not in classes:
+        raise PolicyKDError(f"unknown algorithm {algo!r}; policykd loads {', '.join(ALGOS)}")
+    return classes[algo]
+
+
+def read_zip_data(model_zip: Path) -> dict[str, Any]:
+    """The parsed "data" JSON of an SB3 zip (hyperparameters; pickled entries stay base64 strings)."""
+    return parse_zip_data(model_zip, _read_bytes(model_zip))
+
+
+def _read_bytes(model_zip: Path) -> bytes:
+    try:
+        return Path(model_zip).read_bytes()
+    except FileNotFoundError as e:
+        raise PolicyKDError(f"teacher file {model_zip} does not exist; check the path") from e
+    except IsADirectoryError as e:
+        raise PolicyKDError(f"{model_zip} is a folder, not an SB3 .zip; pass the .zip or the run folder") from e
+
+
+def parse_zip_data(model_zip: Path, raw: bytes) -> dict[str, Any]:
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            data = json.loads(archive.read("data"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, EOFError, ValueError) as e:
+        raise PolicyKDError(f"{model_zip} is not a readable SB3 checkpoint ({e}); re-download or re-save it") from e
+    if not isinstance(data, dict):
+        raise PolicyKDError(f"{model_zip} is not a readable SB3 checkpoint (its data is not a JSON object); re-download or re-save it")
+    return data
+
+
+def read_checkpoint(model_zip: Path) -> tuple[bytes, dict[str, Any]]:
+    """The zip's bytes and its parsed data, read once (so what is checked is what gets loaded)."""
+    raw = _read_bytes(model_zip)
+    return raw, parse_zip_data(model_zip, raw)
+
+
+def policy_class_name(data: dict[str, Any]) -> str:
+    """`module.Class` of the saved policy, read from the JSON description SB3 writes next to the pickle."""
+    entry = data.get("policy_class")
+    if not isinstance(entry, dict):
+        return "an unknown policy"
+    module = str(entry.get("__module__", "?"))
+    match = re.search(r"<function (\w+)\.__init__", str(entry.get("__init__", "")))
+    return f"{module}.{match.group(1)}" if match else module
+
+
+def infer_algo_from_data(data: dict[str, Any]) -> str | None:
+    """The algorithm that saved this "data" JSON, or None when it cannot be told."""
+    entry = data.get("policy_class")
+    policy_module = str(entry.get("__module__", "")) if isinstance(entry, dict) else ""
+    for prefix, algo in _POLICY_MODULE_ALGO:
+        if policy_module.startswith(prefix):
+            return algo
+    keys = set(data)
+    if "qrdqn" in policy_module:
+        return "qrdqn"
+    if "tqc" in policy_module or "top_quantiles_to_drop_per_net" in keys:
+        return "tqc"
+    if "exploration_rate" in keys or "exploration_final_eps" in keys:
+        return "dqn"
+    if "target_entropy" in keys or "ent_coef_optimizer" in keys:
+        return "sac"
+    if "policy_delay" in keys:
+        return "td3"
+    if "cg_max_steps" in keys or "target_kl" in keys and "n_critic_updates" in keys:
+        return "trpo"
+    if "n_epochs" in keys and "clip_range" in keys:
+        return "ppo"
+    if "n_steps" in keys:
+        return "a2c"
+    return None
+
+
+def infer_algo(model_zip: Path) -> str:
+    """Guess the algorithm of a bare SB3 zip from the policy class and hyperparameters it saved."""
+    algo = infer_algo_from_data(read_zip_data(model_zip))
+    if algo is None:
+        raise PolicyKDError(f"cannot tell which algorithm saved {model_zip}; pass --algo (one of {', '.join(ALGOS)})")
+    return algo
+
+
+def check_algo(model_zip: Path, requested: str, *, recorded: str | None = None, recorded_where: str = "") -> None:
+    """Fail in one line when `requested` contradicts the algorithm the checkpoint holds."""
+    algo_class(requested)  # unknown names first
+    if recorded is not None and not _compatible(requested, recorded):
+        raise PolicyKDError(f"{recorded_where} says the teacher is {recorded}, not {requested}; "
+                            f"drop --algo or pass --algo {recorded}")
+    data = read_zip_data(model_zip)
+    actual = infer_algo_from_data(data)
+    if actual is not None and not _compatible(requested, actual):
+        raise PolicyKDError(f"{model_zip} holds a {actual.upper()} checkpoint (policy {policy_class_name(data)}), "
+                            f"not {requested}; pass --algo {actual} or leave --algo out")
+
+
+def _compatible(a: str, b: str) -> bool:
+    return a == b or any(a in group and b in group for group in _SAME_CHECKPOINT)
+
+
+@dataclass(frozen=True)
+class TeacherSource:
+    """Where a teacher came from and how to rebuild its env."""
+
+    path: Path
+    model_zip: Path
+    algo: str
+    env: EnvSpec
+    normalizer: ObsNormalizer | None
+    card: dict[str, Any]
+    trust_pickle: bool = False
+
+
+def resolve_source(path: str | Path, *, algo: str | None = None, env_id: str | None = None,
+                   trust_pickle: bool = False) -> TeacherSource:
+    """Recognise a policykd agent folder, an rl-zoo run folder, or a bare SB3 zip.
+
+    trust_pickle: read vecnormalize.pkl with plain pickle (runs any code it names) instead of the allowlist."""
+    path = Path(path)
+    if not path.exists():
+        raise PolicyKDError(f"teacher path {path} does not exist; pass an SB3 .zip, an rl-zoo run folder or an agents/ folder")
+    if path.is_dir() and (path / MODEL_CARD).exists():
+        card = json.loads((path / MODEL_CARD).read_text())
+        normalizer = ObsNormalizer.from_json(card["normalizer"]) if card.get("normalizer") else None
+        model_zip = path / card["model_file"]
+        if algo is not None:
+            check_algo(model_zip, algo, recorded=card["algo"], recorded_where=str(path / MODEL_CARD))
+        return TeacherSource(path, model_zip, card["algo"], EnvSpec.from_json(card["env"]), normalizer, card, trust_pickle)
+    if path.is_dir():
+        run = find_zoo_run(path)
+        if algo is not None:
+            check_algo(run.model_zip, algo)
+        env = EnvSpec(env_id or run.env_id, run.env_kwargs, parse_wrappers(run.env_wrapper))
+        normalizer = load_vecnormalize_stats(run.vecnormalize, trust_pickle=trust_pickle) if run.vecnormalize else None
+        return TeacherSource(path, run.model_zip, algo or run.algo, env, normalizer, {"config": run.config}, trust_pickle)
+    if path.suffix != ".zip":
+        raise PolicyKDError(f"{path} is neither a .zip checkpoint nor a folder; pass an SB3 .zip or an rl-zoo run folder")
+    if env_id is None:
+        raise PolicyKDError(f"a bare SB3 zip does not record its env; pass --env ENV_ID for {path}")
+    if algo is not None:
+        check_algo(path, algo)
+    return TeacherSource(path, path, algo or infer_algo(path), EnvSpec(env_id), None, {}, trust_pickle)
