@@ -20,10 +20,10 @@ import torch
 import policykd.runtime as runtime
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.embedded import load_target, missing_tools, run_on_target
-from policykd.rollout import run_episodes
 from policykd.export import FORMATS, export_student
-from policykd.latency import backend_latencies
+from policykd.latency_backends import backend_latencies
 from policykd.plots import latency_histograms
+from policykd.rollout import run_episodes
 from policykd.students import load_student
 from policykd.teachers import load_teacher
 
@@ -36,7 +36,7 @@ def parity(student_dir: Path, obs: np.ndarray, work: Path) -> dict[str, float]:
     """Max |action - torch student action| per export format over obs [N, obs_dim]."""
     student = load_student(student_dir)
     with torch.no_grad():
-        expected = student.act(torch.as_tensor(obs)).numpy()
+        expected = student.act(obs)
     result = {}
     for fmt in FORMATS:
         files = export_student(student_dir, work / fmt, fmt)

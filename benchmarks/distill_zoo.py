@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 import yaml
+from env_throughput import raw_env_throughput  # benchmarks/env_throughput.py
 
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.config import load_config
 from policykd.distill import distill
 from policykd.evaluate import compare
-from policykd.rollout import run_episodes
-from policykd.rollout import collect, raw_env_throughput
+from policykd.rollout import collect, run_episodes
 from policykd.teachers import load_teacher
 from policykd.tracking import Tracker
 

@@ -2,6 +2,9 @@
 resets included, no policy. Writes benchmarks/results/env_throughput.json.
 
     python benchmarks/env_throughput.py [--steps 5000]
+
+raw_env_throughput (the same through policykd's vector env) is imported by the other benchmarks
+(`from env_throughput import raw_env_throughput`, benchmarks/ being the script's folder on sys.path).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 import policykd_envs
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.env_factory import EnvSpec
+from policykd.rollout import make_vector_env
 
 RESULTS = Path(__file__).resolve().parent / "results" / "env_throughput.json"
 
@@ -29,6 +33,21 @@ def steps_per_second(env_id: str, steps: int, seed: int = 0) -> float:
     elapsed = time.perf_counter() - start
     env.close()
     return steps / elapsed
+
+
+def raw_env_throughput(spec: EnvSpec, *, steps: int, n_envs: int = 2, seed: int = 0) -> float:
+    """Env steps per second of policykd's vector env of `spec` (n_envs workers, as collection uses it) under
+    random actions, without any policy."""
+    envs = make_vector_env(spec, n_envs)
+    try:
+        envs.reset(seed=seed)
+        envs.action_space.seed(seed)
+        start = time.perf_counter()
+        for _ in range(steps // n_envs):
+            envs.step(envs.action_space.sample())
+        return (steps // n_envs) * n_envs / (time.perf_counter() - start)
+    finally:
+        envs.close()
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ def main() -> None:
                 "teacher": str(teacher.source.path), "seed": seed, "data_mode": "dagger", "labelled_steps": args.budget,
                 "out_dir": out, "run_name": "run", "eval_seed": EVAL_SEED})
             student = distill(config, teacher=teacher, tracker=Tracker(None, quiet=True)).student
-            episodes = run_episodes(lambda obs: student.act(torch.as_tensor(obs, dtype=torch.float32)).detach().numpy(),
+            episodes = run_episodes(student.act,
                                     teacher.env_spec, seeds)
             shutil.rmtree(out, ignore_errors=True)
         row = {"seed": seed, "student_returns": episodes.returns.tolist(),

@@ -97,7 +97,7 @@ def main() -> None:
                     result = distill(config, teacher=teacher, tracker=Tracker(None, quiet=True))
                 student = result.student
                 episodes = run_episodes(
-                    lambda obs: student.act(torch.as_tensor(obs, dtype=torch.float32)).detach().numpy(),
+                    student.act,
                     teacher.env_spec, seeds)
                 match = agreement(teacher, student, held_out)
                 record = {

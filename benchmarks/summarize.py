@@ -191,7 +191,7 @@ def deploy_tables() -> str:
                f"{t['us_per_inference_flat_cpi']:.0f} us at a flat CPI of {t['cpi_flat']})" if "us_per_inference" in t else "not timed (user-mode qemu)")
         instr = f"{t['instructions_per_inference']:,.0f}" if "instructions_per_inference" in t else "-"
         lines.append(f"| {t['target']} | {t['export_format']} | {t['flash_bytes'] / 1024:.1f} KiB | {t['ram_bytes']} B | {instr} | {est} | "
-                     f"{'bit-identical' if t['outputs_equal_host'] else 'max diff %.2g' % t['max_abs_diff_vs_host']} |")
+                     f"{'bit-identical' if t['outputs_equal_host'] else 'max diff ' + format(t['max_abs_diff_vs_host'], '.2g')} |")
     return "\n".join(lines)
 
 

@@ -32,7 +32,7 @@ class Track:
 
     @classmethod
     def random(cls, rng: np.random.Generator, *, n_points: int = 160, radius: float = 4.0,
-               half_width: float = 0.6, min_turn_radius: float = 1.6) -> "Track":
+               half_width: float = 0.6, min_turn_radius: float = 1.6) -> Track:
         """A loop r(theta) = radius * (1 + a2 cos(2 theta + p2) + a3 cos(3 theta + p3)), stretched by (sx, sy).
 
         Shapes whose tightest curve is below `min_turn_radius` metres are redrawn from the same generator.

@@ -38,6 +38,19 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
 
 
+def read_json(path: str | os.PathLike, *, fix: str) -> Any:
+    """The JSON document at `path`, or a one-line PolicyKDError naming the file and `fix` (what to do)."""
+    from policykd.errors import PolicyKDError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise PolicyKDError(f"{path} does not exist; {fix}") from e
+    except (ValueError, UnicodeDecodeError) as e:
+        raise PolicyKDError(f"{path} is corrupt ({e.__class__.__name__}); {fix}") from e
+
+
 def _json_default(o: Any) -> Any:
     if hasattr(o, "tolist"):
         return o.tolist()

@@ -81,7 +81,7 @@ class Buffer:
 
     @classmethod
     def create(cls, root: str | Path, *, observation_space: gym.Space, action_space: gym.Space, family: str,
-               teacher: dict[str, Any], normalizer: dict[str, Any] | None, config: dict[str, Any] | None = None) -> "Buffer":
+               teacher: dict[str, Any], normalizer: dict[str, Any] | None, config: dict[str, Any] | None = None) -> Buffer:
         root = Path(root)
         if (root / "metadata.json").exists():
             raise PolicyKDError(f"{root} already holds a buffer; continue it with --resume or choose a new --out")
@@ -106,7 +106,7 @@ class Buffer:
         return cls(root, metadata)
 
     @classmethod
-    def open(cls, root: str | Path) -> "Buffer":
+    def open(cls, root: str | Path) -> Buffer:
         root = Path(root)
         try:
             metadata = json.loads((root / "metadata.json").read_text())
@@ -170,18 +170,23 @@ class Buffer:
         for chunk in dropped:
             (self.root / chunk["file"]).unlink(missing_ok=True)
 
-    def load(self) -> dict[str, np.ndarray]:
-        """All committed rows, each field concatenated over chunks; verifies every chunk's sha256."""
+    def load(self, *, n_chunks: int | None = None) -> dict[str, np.ndarray]:
+        """All committed rows (of the first n_chunks chunks when given), each field concatenated over chunks;
+        verifies every chunk's sha256."""
         parts: dict[str, list[np.ndarray]] = {f: [] for f in self.fields}
-        for chunk in self.metadata["chunks"]:
+        chunks = self.metadata["chunks"][:n_chunks] if n_chunks is not None else self.metadata["chunks"]
+        for chunk in chunks:
             path = self.root / chunk["file"]
             if not path.exists():
                 raise PolicyKDError(f"{path} is listed in metadata.json but missing; the buffer is incomplete, collect it again")
             if sha256_file(path) != chunk["sha256"]:
                 raise PolicyKDError(f"{path} does not match its sha256 in metadata.json (torn write or modified file); collect it again")
-            with np.load(path) as data:
-                for f in self.fields:
-                    parts[f].append(data[f])
-        if not self.metadata["chunks"]:
+            try:
+                with np.load(path) as data:
+                    for f in self.fields:
+                        parts[f].append(data[f])
+            except (ValueError, KeyError, OSError, EOFError) as e:
+                raise PolicyKDError(f"{path} cannot be read ({e.__class__.__name__}); the buffer cannot be trusted, collect it again") from e
+        if not chunks:
             raise PolicyKDError(f"{self.root} holds no committed rows yet; collect some first")
         return {f: np.concatenate(v) for f, v in parts.items()}

@@ -3,11 +3,15 @@
 Generated API (policykd_student.h):
 
     #define POLICYKD_OBS_DIM ...   #define POLICYKD_ACTION_DIM ...
+    #define POLICYKD_ERR_NON_FINITE_OBS (-1)
     int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION_DIM]);
 
-It computes the student's deterministic action from the raw observation: normalise and clip, the MLP (ReLU, or
-tanhf from math.h: no approximation), the action head, then clip to bounds (Gaussian), tanh and scale (squashed /
-deterministic), or argmax (categorical: action[0] is the index, also returned). Returns 0 otherwise.
+It computes the student's deterministic action from the raw observation: normalise and clip, the MLP (ReLU, tanhf,
+or ELU through expm1f, from math.h: no approximation), the action head, then clip to bounds (Gaussian), tanh and
+scale (squashed / deterministic), or argmax (categorical: action[0] is the index, also returned). Returns 0
+otherwise. If any observation entry is NaN or +-inf (C99 isfinite), it returns POLICYKD_ERR_NON_FINITE_OBS (-1)
+and fills action with NAN instead of computing one (so do not build with -ffast-math / -ffinite-math-only, which
+remove the check). Negative is always an error, also for categorical students.
 
 Layout: each weight matrix [out, in] is stored in blocks of 8 output rows, interleaved by input
 (W8[block][j][r] = W[8 * block + r][j], rows padded with zeros to a multiple of 8). The layer then keeps 8
@@ -28,6 +32,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from policykd import student_format as fmt
+
+# C expression of each activation of v, and of |ACT(v)| given o = ACT(v) (for the int16 path's input scale),
+# keyed by the names of student_format.ACTIVATIONS (tests check that every trainable activation is here).
+C_ACTIVATIONS: dict[str, tuple[str, str]] = {
+    "relu": ("(v > 0.0f ? v : 0.0f)", "(o)"),  # ReLU outputs are never negative
+    "tanh": ("tanhf(v)", "(o < 0.0f ? -o : o)"),
+    "elu": ("(v > 0.0f ? v : expm1f(v))", "(o < 0.0f ? -o : o)"),
+}
 
 
 def _array(name: str, values: np.ndarray) -> str:
@@ -156,8 +169,8 @@ def generate_c(card: dict, weights: dict[str, np.ndarray], *, arithmetic: str = 
         raise ValueError(f"arithmetic must be 'float' or 'int16', got {arithmetic!r}")
     spec = card["spec"]
     family, hidden, activation = spec["family"], spec["hidden"], spec["activation"]
-    if activation not in ("relu", "tanh"):
-        raise ValueError(f"C export supports relu and tanh students, not {activation}")
+    if activation not in C_ACTIVATIONS:
+        raise ValueError(f"C export supports {', '.join(C_ACTIVATIONS)} students, not {activation}")
     obs_dim = spec["obs_dim"]
     out_dim = spec["action_dim"]
     action_dim = 1 if family == "categorical" else out_dim
@@ -170,20 +183,24 @@ def generate_c(card: dict, weights: dict[str, np.ndarray], *, arithmetic: str = 
 
 #define POLICYKD_OBS_DIM {obs_dim}
 #define POLICYKD_ACTION_DIM {action_dim}
+#define POLICYKD_ERR_NON_FINITE_OBS (-1)
 
-/* Raw env observation in, env action out. Categorical: action[0] is the chosen index, also returned. */
+/* Raw env observation in, env action out. Returns 0, or for a categorical student the chosen index (>= 0, also
+   in action[0]). Returns POLICYKD_ERR_NON_FINITE_OBS (-1) if any obs entry is NaN or +-inf: then no action is
+   computed and action[] is filled with NAN. Any negative return is an error. Do not compile with -ffast-math. */
 int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION_DIM]);
 
 #endif
 """
     parts = ['#include "policykd_student.h"\n#include <math.h>\n#include <stdint.h>\n\n', f"#define WIDTH {width}\n\n"]
-    parts.append(_array("OBS_MEAN", weights["obs_mean"]))
-    parts.append(_array("OBS_INV_STD", 1.0 / weights["obs_std"].astype(np.float64)))
+    parts.append(_array("OBS_MEAN", weights[fmt.OBS_MEAN]))
+    parts.append(_array("OBS_INV_STD", 1.0 / weights[fmt.OBS_STD].astype(np.float64)))
     if family != "categorical":
-        parts.append(_array("ACTION_LOW", weights["action_low"]))
-        parts.append(_array("ACTION_HIGH", weights["action_high"]))
-    matrices = [(f"W{i}", f"B{i}", weights[f"trunk.{2 * i}.weight"], weights[f"trunk.{2 * i}.bias"]) for i in range(len(hidden))]
-    matrices.append(("WOUT", "BOUT", weights["action_head.weight"], weights["action_head.bias"]))
+        parts.append(_array("ACTION_LOW", weights[fmt.ACTION_LOW]))
+        parts.append(_array("ACTION_HIGH", weights[fmt.ACTION_HIGH]))
+    layers = fmt.layer_names(spec)  # the hidden layers, then the action head
+    names = [(f"W{i}", f"B{i}") for i in range(len(hidden))] + [("WOUT", "BOUT")]
+    matrices = [(w_name, b_name, weights[w], weights[b]) for (w_name, b_name), (w, b) in zip(names, layers)]
     calls = []
     in_dim = obs_dim
     for index, (w_name, b_name, weight, bias) in enumerate(matrices):
@@ -198,8 +215,7 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
             parts += [_uint32_array(w_name, words), _array(f"{w_name}S", scales), _array(b_name, b4)]
             calls.append(f"m = dense({w_name}, {w_name}S, {b_name}, {out}, {in_dim}, %s, m, %s, {activate});")
         in_dim = out
-    act = "(v > 0.0f ? v : 0.0f)" if activation == "relu" else "tanhf(v)"
-    magnitude = "(o)" if activation == "relu" else "(o < 0.0f ? -o : o)"  # |ACT(v)|: ReLU outputs are never negative
+    act, magnitude = C_ACTIVATIONS[activation]
     parts.append(f"\n#define ACT(v) {act}\n#define MAG(o) {magnitude}\n")
     parts.append(_DENSE_FLOAT if arithmetic == "float" else _DENSE_INT16)
     int16 = arithmetic == "int16"
@@ -210,10 +226,15 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
 int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION_DIM])
 {{
   float a[WIDTH], b[WIDTH];{declare_max}
-  const float clip = {_c_float(float(weights["obs_clip"]))};
+  const float clip = {_c_float(float(weights[fmt.OBS_CLIP]))};
   int i;
   for (i = 0; i < POLICYKD_OBS_DIM; ++i) {{
-    float z = (obs[i] - OBS_MEAN[i]) * OBS_INV_STD[i];  /* multiply: VDIV takes 14 cycles on a Cortex-M4 */
+    float z;
+    if (!isfinite(obs[i])) {{  /* NaN or +-inf: refuse, rather than let the clip below turn it into an action */
+      for (i = 0; i < POLICYKD_ACTION_DIM; ++i) action[i] = NAN;
+      return POLICYKD_ERR_NON_FINITE_OBS;
+    }}
+    z = (obs[i] - OBS_MEAN[i]) * OBS_INV_STD[i];  /* multiply: VDIV takes 14 cycles on a Cortex-M4 */
     a[i] = z > clip ? clip : (z < -clip ? -clip : z);{track_max}
   }}{pad}
 """)

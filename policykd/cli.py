@@ -14,17 +14,17 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from policykd.config import DistillConfig
 from policykd.errors import PolicyKDError
+from policykd.tracking import make_console
 
 app = typer.Typer(help="Distil large stable-baselines3 teachers into compact, verified student policies.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 teacher_app = typer.Typer(help="Train or evaluate teacher policies.", no_args_is_help=True)
 app.add_typer(teacher_app, name="teacher")
-out = Console()
+out = make_console()
 
 ALGO_HELP = "Algorithm of the checkpoint (ppo, a2c, trpo, sac, tqc, td3, ddpg, dqn, qrdqn); inferred when absent."
 TRUST_PICKLE_HELP = ("Unpickle teacher files (SB3 zip, vecnormalize.pkl) without the allowlist. Can run code from the file: "
@@ -33,7 +33,7 @@ TEACHER_HELP = "An SB3 .zip (with --env), an rl-zoo run folder (e.g. ../shared/t
 
 
 def _fail(error: Exception) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
+    make_console(stderr=True).print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -45,6 +45,7 @@ def _run(fn, *, on_interrupt: str | Callable[[], str] = "nothing was lost: every
     """Run fn(), turning a PolicyKDError or an OSError (unwritable, full or impossible paths) into one line on
     stderr and exit code 2, and SIGINT / SIGTERM into one line (how to resume) and exit code 130."""
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored
     try:
         return fn()
     except PolicyKDError as e:
@@ -54,10 +55,11 @@ def _run(fn, *, on_interrupt: str | Callable[[], str] = "nothing was lost: every
         _fail(PolicyKDError(f"cannot use{where}: {e.strerror or e}; choose another location (earlier results are untouched)"))
     except KeyboardInterrupt:
         message = on_interrupt() if callable(on_interrupt) else on_interrupt
-        Console(stderr=True).print(f"[bold yellow]interrupted:[/bold yellow] {message}", highlight=False, soft_wrap=True)
+        make_console(stderr=True).print(f"[bold yellow]interrupted:[/bold yellow] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=130) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _returns_table(title: str, rows: list[tuple[str, dict]]) -> Table:
@@ -352,7 +354,7 @@ def eval_command(
                          noise_floor=noise_floor, progress_factory=Tracker().progress)
         print_comparison(report)
         if latency:
-            from policykd.latency import BACKENDS, backend_latencies
+            from policykd.latency_backends import BACKENDS, backend_latencies
 
             report["backends_latency_us"] = backend_latencies(student, BACKENDS, teacher=t, calls=latency_calls)
             print_latency(report["backends_latency_us"], latency_calls)
@@ -406,16 +408,18 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder written by `po
 @app.command()
 def export(
     student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors)."),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="safetensors, onnx, onnx-int8, torchscript or c."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="safetensors, onnx, onnx-int8, torchscript, c or c-int16 (fixed point, for microcontrollers)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default STUDENT/../export-FORMAT)."),
 ) -> None:
-    """Export a student; every artefact has normalisation and action scaling inside."""
-    from policykd.export import export_student
+    """Export a student; every artefact has normalisation and action scaling inside and is checked against the
+    torch student on 1,000 observations (the parity is printed and recorded in export-FORMAT.json)."""
+    from policykd.export import describe_parity, export_with_parity
 
     def go():
-        files = export_student(student, out_dir or student.parent / f"export-{fmt}", fmt)
+        files, parity = export_with_parity(student, out_dir or student.parent / f"export-{fmt}", fmt)
         for f in files:
             out.print(f"wrote {f} ({f.stat().st_size:,} bytes)")
+        out.print(describe_parity(parity))
 
     _run(go)
 
@@ -423,7 +427,8 @@ def export(
 @app.command()
 def bench(
     student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors)."),
-    backends: str = typer.Option("torch,numpy,onnx,c", help="Comma-separated: torch, numpy, onnx, c."),
+    backends: str = typer.Option("torch,numpy,onnx,c", help="Comma-separated: torch, numpy, onnx, c (a compiled C timer), "
+                                 "c-ctypes (the C export called from Python through ctypes)."),
     teacher: Optional[Path] = typer.Option(None, help="Teacher to time beside (default: the one in the student card; 'none' to skip)."),
     calls: int = typer.Option(10_000, min=100, help="Timed batch-1 calls per backend (after a warm-up)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the table as JSON here."),
@@ -433,7 +438,7 @@ def bench(
     """Batch-1, one-thread, pinned latency of the student per backend, the teacher and SB3 predict() beside it.
     The teacher named in the student card is loaded only if its file still has the card's sha256."""
     from policykd.artifacts import atomic_write_json, package_versions
-    from policykd.latency import backend_latencies
+    from policykd.latency_backends import backend_latencies
     from policykd.students import load_student
     from policykd.teachers import load_teacher
 
@@ -465,7 +470,7 @@ def bench(
 @app.command()
 def embedded(
     student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors)."),
-    target: list[str] = typer.Option(["cortex-m4", "aarch64"], help="Target name in configs/targets/ or a YAML path (repeatable)."),
+    target: list[str] = typer.Option(["cortex-m4", "aarch64"], help="Built-in target (policykd/targets/: cortex-m4, aarch64) or a YAML path (repeatable)."),
     rate: float = typer.Option(1000.0, help="Control rate in Hz to check the student against."),
     observations: int = typer.Option(32, min=1, help="Random test observations compared with the host build."),
     fmt: Optional[str] = typer.Option(None, "--format", help="c (float) or c-int16 (fixed point); default: the target's."),
@@ -480,10 +485,6 @@ def embedded(
             atomic_write_json(json_out, {"student": str(student), "results": results, "versions": package_versions()})
 
     _run(go)
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ the episode cut by the interruption simply ends at its last committed row.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,10 @@ def collect_to_buffer(teacher: Teacher, out_dir: Path, settings: dict[str, Any],
     seed = settings["seed"] if part == 0 else int(np.random.SeedSequence([settings["seed"], part]).generate_state(1)[0])
     with progress("collecting", settings["steps"]) as advance:
         advance(buffer.rows)
-        for chunk in iter_collect(teacher, steps=remaining, chunk_rows=chunk_steps, beta=settings["beta"], seed=seed,
-                                  n_envs=settings["n_envs"], student=student, episode_offset=episode_offset,
-                                  sample_actions=not settings["deterministic"], on_progress=advance):
-            buffer.append(chunk)
+        chunks = iter_collect(teacher, steps=remaining, chunk_rows=chunk_steps, beta=settings["beta"], seed=seed,
+                              n_envs=settings["n_envs"], student=student, episode_offset=episode_offset,
+                              sample_actions=not settings["deterministic"], on_progress=advance)
+        with contextlib.closing(chunks):  # interrupted while a chunk is written: the workers stop at once
+            for chunk in chunks:
+                buffer.append(chunk)
     return buffer

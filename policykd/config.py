@@ -158,7 +158,7 @@ def check_run_name(name: str) -> None:
                             "choose where runs go with --out-dir")
 
 
-def validate(config: "DistillConfig") -> None:
+def validate(config: DistillConfig) -> None:
     """Check and normalise every field of `config` in place; raises PolicyKDError (one line) on the first bad one."""
     for f in dataclasses.fields(config):
         name = f.name
@@ -181,7 +181,7 @@ def validate(config: "DistillConfig") -> None:
         raise PolicyKDError(f"labelled_steps ({config.labelled_steps}) must be at least rounds ({config.rounds})")
 
 
-def build_config(values: dict[str, Any], *, source: str = "the config") -> "DistillConfig":
+def build_config(values: dict[str, Any], *, source: str = "the config") -> DistillConfig:
     """A validated DistillConfig from a mapping of keys (unknown keys refused, listing the valid ones)."""
     known = {f.name for f in dataclasses.fields(DistillConfig)}
     unknown = sorted(set(values) - known)

@@ -8,7 +8,6 @@ run resumed from the last checkpoint gives the same student as an uninterrupted 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,42 +141,69 @@ def prepare_run_dir(config: DistillConfig, teacher: Teacher, *, resume: bool) ->
 
 def distill(config: DistillConfig, *, resume: bool = False, tracker: Tracker | None = None,
             teacher: Teacher | None = None) -> DistillResult:
-    torch.set_num_threads(config.torch_threads)
+    """Distil a student for `config` into its run folder (see prepare_run_dir); resume continues from the last
+    finished round. The returned tracker is still open: the caller logs evaluation to it, then calls finish()."""
     teacher = teacher or load_teacher(config.teacher, algo=config.algo, env_id=config.env_id, trust_pickle=config.trust_pickle)
     run_dir = prepare_run_dir(config, teacher, resume=resume)
     with RunLock(run_dir):
-        return distill_in_run_dir(config, teacher, run_dir, resume=resume, tracker=tracker)
+        state = load_run_state(config, teacher, run_dir, resume=resume)
+        tracker = tracker or make_tracker(run_dir, config.to_dict(), wandb=config.wandb, tensorboard=config.tensorboard,
+                                          project=config.wandb_project)
+        return distill_in_run_dir(config, teacher, run_dir, state, tracker)
 
 
-def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, *, resume: bool,
-                       tracker: Tracker | None) -> DistillResult:
-    """The loop, in a folder from prepare_run_dir whose RunLock the caller holds."""
-    tracker = tracker or make_tracker(run_dir, config.to_dict(), wandb=config.wandb, tensorboard=config.tensorboard,
-                                      project=config.wandb_project)
-    identity = teacher.identity()
-    atomic_write_json(run_dir / CONFIG_FILE, {"format": RUN_FORMAT, "config": config.to_dict(), "teacher": identity,
-                                              "versions": package_versions()})
-    card_extra = {"teacher": identity, "config": config.to_dict(), "seed": config.seed}
+@dataclass
+class RunState:
+    """Where a run starts: a fresh student, or the last checkpoint with the buffer rows it was trained on."""
 
+    student: Student
+    optimizer: torch.optim.Optimizer
+    progress: dict[str, Any]         # rounds_done, buffer_chunks, history, wall_s, episodes, gradient_steps
+    buffer: Buffer | None            # the run's buffer when resuming, else None (created when the run starts)
+    data: dict[str, np.ndarray] | None  # the rows of the checkpoint's buffer chunks, each [N, ...]
+
+    @property
+    def restored(self) -> bool:
+        return self.data is not None
+
+
+def load_run_state(config: DistillConfig, teacher: Teacher, run_dir: Path, *, resume: bool) -> RunState:
+    """Read and verify everything a run starts from (checkpoint, optimizer state, buffer chunks and their sha256)
+    without writing anything, so a damaged run is refused before a file changes."""
     restored = load_checkpoint(run_dir, _make_optimizer(config)) if resume else None
     if restored is not None:
         student, optimizer, progress = restored
         buffer = Buffer.open(run_dir / "buffer")
-        buffer.truncate(progress["buffer_chunks"])
-        data = buffer.load()
-        tracker.log({"resume/round": progress["rounds_done"], "resume/rows": len(data["obs"])}, step=buffer.rows)
+        if len(buffer.metadata["chunks"]) < progress["buffer_chunks"]:
+            raise PolicyKDError(f"{run_dir / 'buffer'} holds fewer chunks than its checkpoint trained on; this run cannot be "
+                                "resumed, start a new one with another --run-name")
+        return RunState(student, optimizer, progress, buffer, buffer.load(n_chunks=progress["buffer_chunks"]))
+    torch.manual_seed(config.seed)
+    student = Student(student_spec_for(teacher, hidden=tuple(config.hidden), activation=config.activation))
+    progress = {"rounds_done": 0, "buffer_chunks": 0, "history": [], "wall_s": 0.0, "episodes": 0, "gradient_steps": 0}
+    return RunState(student, _make_optimizer(config)(student), progress, None, None)
+
+
+def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, state: RunState,
+                       tracker: Tracker) -> DistillResult:
+    """The loop, in a folder from prepare_run_dir whose RunLock the caller holds, from load_run_state's state."""
+    torch.set_num_threads(config.torch_threads)
+    identity = teacher.identity()
+    atomic_write_json(run_dir / CONFIG_FILE, {"format": RUN_FORMAT, "config": config.to_dict(), "teacher": identity,
+                                              "versions": package_versions()})
+    card_extra = {"teacher": identity, "config": config.to_dict(), "seed": config.seed}
+    student, optimizer, progress, data = state.student, state.optimizer, state.progress, state.data
+    if state.buffer is not None:
+        buffer = state.buffer
+        buffer.truncate(progress["buffer_chunks"])  # rows collected after the checkpoint: collected again
+        tracker.log({"resume/round": progress["rounds_done"], "resume/rows": buffer.rows}, step=buffer.rows)
     else:
         if (run_dir / "buffer" / "metadata.json").exists():  # this run's buffer, but no round finished: start it over
             Buffer.open(run_dir / "buffer").truncate(0)
             (run_dir / "buffer" / "metadata.json").unlink()
-        torch.manual_seed(config.seed)
-        student = Student(student_spec_for(teacher, hidden=tuple(config.hidden), activation=config.activation))
-        optimizer = _make_optimizer(config)(student)
         buffer = Buffer.create(run_dir / "buffer", observation_space=teacher.observation_space, action_space=teacher.action_space,
                                family=teacher.family, teacher=identity, normalizer=teacher.normalizer.to_json(),
                                config=config.to_dict())
-        data = None
-        progress = {"rounds_done": 0, "buffer_chunks": 0, "history": [], "wall_s": 0.0, "episodes": 0, "gradient_steps": 0}
 
     for round_index in range(progress["rounds_done"], config.rounds):
         round_start = time.perf_counter()
@@ -193,7 +219,7 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, *
             collect_s = time.perf_counter() - collect_start
         buffer.append(chunk)
         data = chunk if data is None else {k: np.concatenate([data[k], chunk[k]]) for k in data}
-        if round_index == 0 and restored is None:
+        if round_index == 0 and not state.restored:
             student.value_mean.fill_(float(data["value"].mean()))
             student.value_std.fill_(float(data["value"].std()) + 1e-6)
         with tracker.progress(f"round {round_index + 1}/{config.rounds}: training", config.epochs_per_round) as advance:
@@ -209,7 +235,7 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, *
         }
         if config.eval_every_round > 0:  # not part of wall_s: evaluation is excluded from the distillation budget
             seeds = [config.eval_seed + i for i in range(config.eval_every_round)]
-            episodes = run_episodes(lambda obs: student.act(torch.as_tensor(obs, dtype=torch.float32)).detach().numpy(),
+            episodes = run_episodes(student.act,
                                     teacher.env_spec, seeds, n_envs=config.n_envs)
             metrics["eval/student_return_mean"] = float(episodes.returns.mean())
             metrics["eval/student_return_std"] = float(episodes.returns.std())

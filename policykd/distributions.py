@@ -44,7 +44,7 @@ class DistParams:
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.params[name]
 
-    def detach(self) -> "DistParams":
+    def detach(self) -> DistParams:
         return DistParams(self.family, {k: v.detach() for k, v in self.params.items()})
 
     def mode(self) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Cross-compile a student's C export for an embedded target, run it under emulation, and measure it.
 
-Targets are YAML files in configs/targets/. For a microcontroller (kind: mcu) the firmware is a bare-metal
+Targets are YAML files: the built-in ones in policykd/targets/ (package data), or any file passed by path. For a microcontroller (kind: mcu) the firmware is a bare-metal
 newlib program with its own vector table (initial SP, reset handler that enables the FPU, then newlib's
 _start), printed through semihosting under qemu-system-arm. For a Linux board (kind: linux) it is a static
 binary run by qemu user-mode emulation.
@@ -19,6 +19,7 @@ import re
 import shutil
 import struct
 import subprocess
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from policykd.cortex_m_cycles import count_trace
 from policykd.errors import PolicyKDError
 from policykd.export import export_student
 
-TARGETS_DIR = Path(__file__).resolve().parents[1] / "configs" / "targets"
+TARGETS = resources.files("policykd") / "targets"  # the built-in targets, package data (policykd/targets/*.yaml)
 
 _STARTUP = r"""
 /* Minimal Cortex-M startup: vector table at address 0, FPU enabled before newlib's _start. */
@@ -85,14 +86,25 @@ int main(void)
 """
 
 
+def target_names() -> list[str]:
+    """The built-in targets (policykd/targets/NAME.yaml)."""
+    return sorted(entry.name.removesuffix(".yaml") for entry in TARGETS.iterdir() if entry.name.endswith(".yaml"))
+
+
 def load_target(name_or_path: str | Path) -> dict[str, Any]:
+    """A target by name (built-in, policykd/targets/NAME.yaml) or by the path of a YAML file."""
     path = Path(name_or_path)
-    if not path.exists():
-        path = TARGETS_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
-        known = ", ".join(p.stem for p in sorted(TARGETS_DIR.glob("*.yaml")))
-        raise PolicyKDError(f"unknown target {name_or_path!r}; known targets: {known} (or pass a YAML path)")
-    return yaml.safe_load(path.read_text())
+    if path.is_file():
+        text = path.read_text()
+    else:
+        resource = TARGETS / f"{name_or_path}.yaml"
+        if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+            raise PolicyKDError(f"target file {path} not found")
+        if not resource.is_file():
+            raise PolicyKDError(f"unknown target {str(name_or_path)!r}; known targets: {', '.join(target_names())} "
+                                "(or pass a YAML path)")
+        text = resource.read_text()
+    return yaml.safe_load(text)
 
 
 def missing_tools(target: dict[str, Any]) -> list[str]:
@@ -106,9 +118,16 @@ def _test_obs_header(obs: np.ndarray) -> str:
 
 
 def _run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    """Run a build or emulator step; a failure (exit status, missing tool, timeout) is one PolicyKDError line."""
+    try:
+        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise PolicyKDError(f"`{command[0]}` not found on PATH; run scripts/install-toolchains.sh (as root)") from None
+    except subprocess.TimeoutExpired:
+        raise PolicyKDError(f"`{' '.join(command[:3])} ...` took over {timeout} s") from None
     if result.returncode != 0:
-        raise PolicyKDError(f"`{' '.join(command[:3])} ...` failed: {(result.stderr or result.stdout).strip()[:300]}")
+        detail = " ".join((result.stderr or result.stdout).split())[:300]
+        raise PolicyKDError(f"`{' '.join(command[:3])} ...` failed (exit {result.returncode}): {detail}")
     return result
 
 

@@ -134,6 +134,6 @@ class EnvSpec:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "EnvSpec":
+    def from_json(cls, d: dict[str, Any]) -> EnvSpec:
         wrappers = tuple(WrapperSpec(w["path"], dict(w.get("kwargs") or {})) for w in d.get("wrappers", []))
         return cls(env_id=d["env_id"], env_kwargs=dict(d.get("env_kwargs") or {}), wrappers=wrappers)

@@ -13,11 +13,11 @@ import torch
 
 from policykd.actions import box_bounds
 from policykd.distributions import kl_divergence
-from policykd.env_factory import EnvSpec
 from policykd.latency import measure_latency
 from policykd.rollout import ActFn, Episodes, run_episodes
 from policykd.students import Student
 from policykd.teachers import Teacher
+
 
 def interquartile_mean(x: np.ndarray) -> float:
     """Mean of the middle 50% of the sorted values (scipy.stats.trim_mean(x, 0.25))."""
@@ -133,7 +133,7 @@ def compare(teacher: Teacher, student: Student, *, episodes: int = 20, eval_seed
 
     def student_act(obs: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return student.act(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+            return student.act(obs)
 
     def teacher_act(obs: np.ndarray) -> np.ndarray:
         return teacher.act(obs, deterministic=True)

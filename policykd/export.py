@@ -10,8 +10,8 @@ failure removes the artefacts and raises PolicyKDError.
 
 onnx-int8 is built here from the student's weights, not by onnxruntime.quantization (whose heuristics change
 between versions): each weight matrix is quantised symmetrically per output row to int8 (+-127, one float scale
-per row), stored as an INT8 initializer and dequantised in the graph (DequantizeLinear, axis 1) before a float
-MatMul; normalisation, biases, activations and the action mapping stay float. Its error is therefore the
+per row), stored as an INT8 initializer and dequantised in the graph (Cast to float, times the row scales) before
+a float MatMul; normalisation, biases, activations and the action mapping stay float. Its error is therefore the
 weight rounding only (at most half a step of each row's scale per weight), the same in every onnxruntime.
 """
 
@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ class DeterministicActor(torch.nn.Module):
         self.student = student
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.student.act(obs).to(torch.float32)
+        return self.student.act_torch(obs).to(torch.float32)
 
 
 def _export_onnx(student: Student, path: Path) -> None:
@@ -95,8 +96,11 @@ def _int8_onnx_model(card: dict, weights: dict[str, np.ndarray]):
     layers = [(f"trunk.{2 * i}", True) for i in range(len(spec["hidden"]))] + [("action_head", False)]
     for i, (prefix, activate) in enumerate(layers):
         q, scale = _quantise_rows(weights[f"{prefix}.weight"])
-        w = node("DequantizeLinear", [const(f"w{i}_int8", np.ascontiguousarray(q.T)), const(f"w{i}_scale", scale),
-                                      const(f"w{i}_zero", np.zeros(len(scale), dtype=np.int8))], f"w{i}", axis=1)
+        # Cast + Mul, not DequantizeLinear: recent onnxruntimes fuse DequantizeLinear -> MatMul into MatMulNBits, which
+        # by default also quantises the activations to int8 (session.qdq_matmulnbits_accuracy_level), an error that
+        # depends on the onnxruntime version. Cast + Mul of initializers is constant-folded to the same float matrix.
+        w = node("Cast", [const(f"w{i}_int8", np.ascontiguousarray(q.T))], f"w{i}_float", to=TensorProto.FLOAT)
+        w = node("Mul", [w, const(f"w{i}_scale", scale)], f"w{i}")  # [in, out] * [out]: one scale per output
         x = node("Add", [node("MatMul", [x, w], f"matmul{i}"), const(f"b{i}", f32(f"{prefix}.bias"))], f"linear{i}")
         if activate:
             op, attrs = {"relu": ("Relu", {}), "tanh": ("Tanh", {}), "elu": ("Elu", {"alpha": 1.0})}[activation]

@@ -26,7 +26,7 @@ class ObsNormalizer:
         object.__setattr__(self, "var", var)
 
     @classmethod
-    def identity(cls, obs_dim: int) -> "ObsNormalizer":
+    def identity(cls, obs_dim: int) -> ObsNormalizer:
         return cls(mean=np.zeros(obs_dim), var=np.ones(obs_dim) - 1e-8, clip=None, epsilon=1e-8)
 
     @property
@@ -44,5 +44,5 @@ class ObsNormalizer:
         return {"mean": self.mean.tolist(), "var": self.var.tolist(), "clip": self.clip, "epsilon": self.epsilon}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "ObsNormalizer":
+    def from_json(cls, d: dict[str, Any]) -> ObsNormalizer:
         return cls(mean=np.array(d["mean"]), var=np.array(d["var"]), clip=None if d["clip"] is None else float(d["clip"]), epsilon=float(d["epsilon"]))

@@ -14,7 +14,7 @@ from typing import Any
 
 from policykd.artifacts import atomic_write_json
 from policykd.config import DistillConfig
-from policykd.distill import DistillResult, distill_in_run_dir, prepare_run_dir
+from policykd.distill import DistillResult, distill_in_run_dir, load_run_state, prepare_run_dir
 from policykd.evaluate import compare
 from policykd.run_dir import RunLock
 from policykd.students import Student
@@ -48,10 +48,11 @@ def distill_and_evaluate(config: DistillConfig, *, resume: bool = False, evaluat
     if on_run_dir is not None:
         on_run_dir(run_dir)
     with RunLock(run_dir):
+        state = load_run_state(config, teacher, run_dir, resume=resume)
         tracker = make_tracker(run_dir, config.to_dict(), wandb=config.wandb, tensorboard=config.tensorboard,
                                project=config.wandb_project)
         try:
-            result = distill_in_run_dir(config, teacher, run_dir, resume=resume, tracker=tracker)
+            result = distill_in_run_dir(config, teacher, run_dir, state, tracker)
             report = None
             if evaluate:
                 report = compare(teacher, result.student, episodes=config.eval_episodes, eval_seed=config.eval_seed,

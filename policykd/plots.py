@@ -3,7 +3,8 @@ histograms and the Pareto plots of a sweep.
 
 Each `*_figure` function builds and returns the matplotlib Figure (no pyplot state, nothing to close); the
 function of the same name without the suffix saves it as a PNG and returns the path. Every axis gets a few
-(3 to 8) labelled ticks: log axes are labelled at 1-2-5 (or 1..9, or decade) steps, counts as 10k / 1.5M.
+(3 to 8) labelled ticks: log axes at 1-2-5 steps (decades over a wide range, evenly spaced round values over a
+narrow one), counts as 10k / 1.5M; a run without per-round evaluation gets training panels only, with a note.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.ticker as mticker  # noqa: E402
 from matplotlib.axis import Axis  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 DPI = 110
@@ -37,42 +39,39 @@ def short_number(value: float, _pos: Any = None) -> str:
 
 
 def log_ticks(low: float, high: float, *, min_ticks: int = 3, max_ticks: int = 8) -> list[float]:
-    """Round tick values (s * 10^k) that cover [low, high] (both > 0), at least min_ticks and at most max_ticks of
-    them: 1-2-5 steps, else every digit (a narrow range, extended outward if still too few), else decades (a wide one)."""
+    """Round tick values for a log axis showing [low, high] (both > 0), at least min_ticks and at most max_ticks of
+    them: 1-2-5 steps (1, 2, 5, 10, 20, ...) covering the range; decades, thinned, for a wide range; evenly spaced
+    round values (0.03, 0.035, 0.04) for a range too narrow to hold two 1-2-5 ticks. May not reach low or high."""
     if not (low > 0 and high > 0):
         raise ValueError(f"log ticks need positive bounds, got {low}, {high}")
     low, high = min(low, high), max(low, high)
+    if high < low * 1.05:  # (nearly) one value: a window around it
+        low, high = low / 1.25, high * 1.25
 
-    def covering(subs: Sequence[int], extra: int = 0) -> list[float]:
-        first, last = math.floor(math.log10(low)) - 1 - extra, math.ceil(math.log10(high)) + 1 + extra
+    def covering(subs: Sequence[int]) -> list[float]:
+        first, last = math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1
         candidates = sorted(float(f"{s}e{k}") for k in range(first, last + 1) for s in subs)
-        below = max([c for c in candidates if c <= low * (1 + 1e-9)], default=candidates[0])
-        above = min([c for c in candidates if c >= high * (1 - 1e-9)], default=candidates[-1])
-        i, j = candidates.index(below), candidates.index(above)
-        while j - i + 1 < min_ticks and (i > 0 or j < len(candidates) - 1):  # too narrow: widen, a side at a time
-            if (j - i) % 2 == 0:
-                i = max(i - 1, 0)
-            else:
-                j = min(j + 1, len(candidates) - 1)
-        return candidates[i : j + 1]
+        below = max(c for c in candidates if c <= low * (1 + 1e-9))
+        above = min(c for c in candidates if c >= high * (1 - 1e-9))
+        return [c for c in candidates if below <= c <= above]
 
     one_two_five = covering((1, 2, 5))
-    if len(one_two_five) <= max_ticks:
-        if len(one_two_five) >= min_ticks and len([t for t in one_two_five if low <= t <= high]) >= 2:
-            return one_two_five
-        digits = covering(range(1, 10))
-        return digits if len(digits) <= max_ticks else one_two_five
-    decades = covering((1,))
-    step = math.ceil(len(decades) / max_ticks)
-    return decades[::step]
+    if len(one_two_five) > max_ticks:
+        decades = covering((1,))
+        return decades[:: math.ceil(len(decades) / max_ticks)]
+    if len(one_two_five) >= min_ticks and sum(low <= t <= high for t in one_two_five) >= 2:
+        return one_two_five
+    locator = mticker.MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10], min_n_ticks=min_ticks)
+    return [float(f"{t:.12g}") for t in locator.tick_values(low, high) if t > 0]
 
 
 def set_log_axis(axis: Axis, low: float, high: float, *, pad: float = 0.04, min_ticks: int = 3) -> list[float]:
-    """Log scale on `axis` spanning the data range [low, high] with round, labelled ticks (log_ticks) and the limits
-    widened to the outer ticks plus `pad` (a fraction of the log range) on each side."""
+    """Log scale on `axis` showing the data range [low, high] with round, labelled ticks (log_ticks); the limits
+    reach the outer ticks (or the data, if further out) plus `pad` (a fraction of the log range) on each side."""
     ticks = log_ticks(low, high, min_ticks=min_ticks)
-    span = ticks[-1] / ticks[0]
-    limits = (ticks[0] / span**pad, ticks[-1] * span**pad)
+    first, last = min(ticks[0], low), max(ticks[-1], high)
+    span = last / first
+    limits = (first / span**pad, last * span**pad)
     if axis.axis_name == "x":
         axis.axes.set_xscale("log")
         axis.axes.set_xlim(*limits)
@@ -248,18 +247,40 @@ def pareto_figure(results: list[dict[str, Any]], fronts: Sequence[set[int]], var
             log_low, log_high = (math.log10(v) for v in ax.get_xlim())
         else:
             log_low = log_high = 0.0
+        points: dict[tuple[float, float], list[str]] = {}  # runs at the same point share one label
         for i, r in enumerate(results):
-            text = ", ".join(f"{r[k]}" for k in varied)
+            points.setdefault((xs[i], ys[i]), []).append(", ".join(f"{r[k]}" for k in varied))
+        for (x, y), texts in points.items():
             # labels of points in the right third go to their left, so that they stay inside the axes
-            right = xs[i] > 0 and log_high > log_low and (math.log10(xs[i]) - log_low) / (log_high - log_low) > 0.66
-            ax.annotate(text, (xs[i], ys[i]), fontsize=7, textcoords="offset points", xytext=(-4, 4) if right else (4, 4),
+            right = x > 0 and log_high > log_low and (math.log10(x) - log_low) / (log_high - log_low) > 0.66
+            ax.annotate("; ".join(texts), (x, y), fontsize=7, textcoords="offset points", xytext=(-4, 4) if right else (4, 4),
                         ha="right" if right else "left")
         ax.yaxis.set_major_locator(mticker.MaxNLocator(nbins=6, min_n_ticks=3))
         ax.set(xlabel=label, ylabel="student / teacher return (same seeds)")
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
     fig.suptitle(f"{env_id}: sweep over {', '.join(k.removeprefix('param/') for k in varied)}")
+    for ax in axes:
+        _separate_labels(fig, ax)
     return fig
+
+
+def _separate_labels(fig: Figure, ax, *, tries: int = 12) -> None:
+    """Move point labels (annotations) of ax up or down, a line at a time, until none overlaps an earlier one."""
+    if not ax.texts:
+        return
+    FigureCanvasAgg(fig).draw()  # lay the figure out, so that the text extents are final
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for text in sorted(ax.texts, key=lambda t: t.xy[1]):
+        dx, dy = text.xyann
+        for attempt in range(tries):
+            box = text.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            step = (attempt // 2 + 1) * (text.get_fontsize() + 1) * (1 if attempt % 2 == 0 else -1)
+            text.xyann = (dx, dy + step)
+        placed.append(text.get_window_extent(renderer))
 
 
 def pareto_chart(results: list[dict[str, Any]], path: Path, *, fronts: Sequence[set[int]], varied: list[str],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from policykd.artifacts import atomic_write_bytes
+from policykd.artifacts import atomic_write_bytes, read_json
 from policykd.errors import PolicyKDError
 from policykd.plots import distillation_curve, latency_chart
 
@@ -16,15 +16,18 @@ def _table(columns: list[str], rows: list[list]) -> str:
 
 
 def make_plots(run_dir: Path) -> list[Path]:
-    """PNG figures of the run in RUN_DIR/plots (the distillation curve; latency when evaluated)."""
-    card = json.loads((run_dir / "student" / "student.json").read_text())
+    """PNG figures of the run in RUN_DIR/plots: the distillation curve (the return panel only when the run evaluated
+    the student every round; the final evaluation is quoted otherwise), and latency when evaluated."""
+    card = read_json(run_dir / "student" / "student.json", fix="pass a run folder written by `policykd distill`")
     eval_path = run_dir / "eval.json"
-    report = json.loads(eval_path.read_text()) if eval_path.exists() else None
+    report = read_json(eval_path, fix="evaluate the run again with `policykd eval`") if eval_path.exists() else None
     plots = run_dir / "plots"
     plots.mkdir(exist_ok=True)
     env = card["teacher"]["env"]["env_id"]
     teacher = report["teacher"] if report else {"mean": float("nan"), "ci95_low": float("nan"), "ci95_high": float("nan")}
-    paths = [distillation_curve(card["history"], teacher, plots / "distillation_curve.png", title=f"{env}: {run_dir.name}")]
+    student = {"mean": report["student"]["mean"], "ratio": report["ratio"]} if report else None
+    paths = [distillation_curve(card["history"], teacher, plots / "distillation_curve.png", title=f"{env}: {run_dir.name}",
+                                student=student)]
     if report:
         paths.append(latency_chart(report["latency_us"], plots / "latency.png", title=f"{env}: batch-1 latency"))
     return paths
@@ -34,8 +37,9 @@ def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / "student" / "student.json").exists():
         raise PolicyKDError(f"{run_dir} is not a finished distillation run (no student/student.json); run `policykd distill` first")
-    card = json.loads((run_dir / "student" / "student.json").read_text())
-    report = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").exists() else None
+    card = read_json(run_dir / "student" / "student.json", fix="pass a run folder written by `policykd distill`")
+    eval_path = run_dir / "eval.json"
+    report = read_json(eval_path, fix="evaluate the run again with `policykd eval`") if eval_path.exists() else None
     plots = make_plots(run_dir)
     config, teacher = card["config"], card["teacher"]
     lines = [f"# Distillation report: {run_dir.name}", "",

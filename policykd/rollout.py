@@ -7,8 +7,8 @@ ignores its action and returns the reset observation. That transition is masked 
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import signal
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -35,10 +35,12 @@ def make_vector_env(spec: EnvSpec, n_envs: int, *, max_episode_steps: int | None
 
 
 def _make_in_worker(spec: EnvSpec, max_episode_steps: int | None) -> gym.Env:
-    """Build the env inside a worker process that leaves SIGINT / SIGTERM to the parent: on Ctrl-C the parent
-    stops the workers itself, so they never print tracebacks of their own."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """Build the env inside a worker process that leaves Ctrl-C (SIGINT) to the parent, which then stops the
+    workers with SIGTERM (silent, the default action), so they never print tracebacks of their own.
+    (AsyncVectorEnv also calls the first factory in the parent, for the spaces: the parent keeps its handler.)"""
+    if multiprocessing.parent_process() is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, inherited through fork
     return spec.make(max_episode_steps=max_episode_steps)
 
 
@@ -134,20 +136,6 @@ def _chunk(rows: dict[str, list[np.ndarray]], params: dict[str, list[np.ndarray]
         for v in lists.values():
             v.clear()
     return out
-
-
-def raw_env_throughput(spec: EnvSpec, *, steps: int, n_envs: int = 2, seed: int = 0) -> float:
-    """Env steps per second of the same vector env under random actions, without any policy."""
-    envs = make_vector_env(spec, n_envs)
-    try:
-        envs.reset(seed=seed)
-        envs.action_space.seed(seed)
-        start = time.perf_counter()
-        for _ in range(steps // n_envs):
-            envs.step(envs.action_space.sample())
-        return (steps // n_envs) * n_envs / (time.perf_counter() - start)
-    finally:
-        envs.close()
 
 
 ActFn = Callable[[np.ndarray], np.ndarray]  # raw obs [B, obs_dim] -> env actions [B, A] (or [B] ints)

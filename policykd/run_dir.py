@@ -69,7 +69,7 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.path = (run_dir / LOCK_FILE).resolve()
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         if self.path in _HELD:
             handle, depth = _HELD[self.path]
             _HELD[self.path] = (handle, depth + 1)
@@ -99,7 +99,7 @@ class RunLock:
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         handle.close()
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

@@ -1,29 +1,34 @@
 """Torch-free inference for a saved student: numpy only (plus the safetensors reader), for the robot's computer.
 
     policy = policykd.runtime.load("runs/NAME/student")
+    env = policykd.runtime.make_env("runs/NAME/student")   # the env as the teacher was trained (wrappers included)
     action = policy(obs)            # obs [obs_dim] -> action [A] (or an int for discrete actions)
-    actions = policy.batch(obs)     # obs [B, obs_dim] -> actions [B, A]
+    actions = policy.batch(obs)     # obs [B, obs_dim] -> actions [B, A] (policy.act is the same, as Student.act)
 
 The computation is the student's deterministic action: normalise and clip the raw observation, the MLP trunk,
 the action head, then the family's output mapping (clip to bounds; tanh then scale; or argmax).
+
+Loading checks the card against the weights (policykd/student_format.py: names, shapes, finite values) and raises
+PolicyKDError in one line. Observations are checked on every call: a wrong shape (a scalar, another length, a batch
+given to policy(obs)) is never broadcast, and NaN/inf entries are refused; both raise errors.InvalidObservation
+(a PolicyKDError and a ValueError). The C export returns -1 for NaN/inf entries, which CPolicy raises as well.
 This module must not import torch (a test checks it).
 """
 
 from __future__ import annotations
 
-import json
+import math
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file
 
-from policykd.errors import PolicyKDError
+from policykd import student_format as fmt
+from policykd.errors import InvalidObservation, PolicyKDError
 
-_ACTIVATIONS = {
-    "relu": lambda x: np.maximum(x, 0.0, out=x),
-    "tanh": lambda x: np.tanh(x, out=x),
-    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))).astype(np.float32),
-}
+_BATCH_HINT = " (a batch: use policy.batch(obs))"
 
 
 class NumpyPolicy:
@@ -35,42 +40,46 @@ class NumpyPolicy:
     """
 
     def __init__(self, card: dict, weights: dict[str, np.ndarray]) -> None:
+        fmt.validate_card(card, None)
         spec = card["spec"]
+        fmt.validate_weights(spec, weights)
         self.card = card
         self.family: str = spec["family"]
         self.obs_dim: int = spec["obs_dim"]
-        self._activation = _ACTIVATIONS[spec["activation"]]
+        self._obs_shape = (self.obs_dim,)
+        self._activation = fmt.ACTIVATIONS[spec["activation"]]
         f32 = lambda name: np.ascontiguousarray(weights[name], dtype=np.float32)  # noqa: E731
-        self.obs_mean, self.obs_std, self.obs_clip = f32("obs_mean"), f32("obs_std"), float(weights["obs_clip"])
-        self.low, self.high = f32("action_low"), f32("action_high")
-        self.layers = [(f32(f"trunk.{2 * i}.weight"), f32(f"trunk.{2 * i}.bias")) for i in range(len(spec["hidden"]))]
-        self.head = (f32("action_head.weight"), f32("action_head.bias"))
+        self.obs_mean, self.obs_std, self.obs_clip = f32(fmt.OBS_MEAN), f32(fmt.OBS_STD), float(weights[fmt.OBS_CLIP])
+        self.low, self.high = f32(fmt.ACTION_LOW), f32(fmt.ACTION_HIGH)
+        *self.layers, self.head = [(f32(w), f32(b)) for w, b in fmt.layer_names(spec)]
         self._inv_std = (1.0 / self.obs_std).astype(np.float32)
         self._augmented = [np.ascontiguousarray(np.hstack([w, b[:, None]]), dtype=np.float32) for w, b in [*self.layers, self.head]]
         self._buffers = [np.ones(self.obs_dim + 1, dtype=np.float32)] + [np.ones(w.shape[0] + 1, dtype=np.float32) for w, _ in self.layers]
         self._head_out = np.empty(self.head[0].shape[0], dtype=np.float32)
-        self._in_place = spec["activation"] in ("relu", "tanh")
         self._half_range = (0.5 * (self.high - self.low)).astype(np.float32)
         self._mid = (self.low + self._half_range).astype(np.float32)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray | int:
-        """obs [obs_dim] -> env action [A] (float32), or the action index for discrete actions."""
+        """obs [obs_dim] -> env action [A] (float32), or the action index for discrete actions.
+
+        Raises errors.InvalidObservation for any other shape (never broadcast), non-numbers and NaN/inf entries."""
+        if type(obs) is not np.ndarray or obs.shape != self._obs_shape:
+            obs = fmt.check_observation(obs, self.obs_dim, batch_hint=_BATCH_HINT)
         x = self._buffers[0]
         body = x[:-1]
         try:
-            np.subtract(obs, self.obs_mean, out=body)
-        except ValueError as e:
-            raise ValueError(f"observation has shape {np.shape(obs)}, this student takes ({self.obs_dim},)") from e
+            np.subtract(obs, self.obs_mean, out=body, dtype=np.float32)  # float32 first, as Student.act and batch
+        except TypeError as e:  # strings, objects, complex numbers
+            raise InvalidObservation(f"observation must be an array of numbers, got dtype {obs.dtype}") from e
+        if not math.isfinite(np.add.reduce(body)):  # NaN/inf entries, or (harmless) float32 overflow of the sum
+            fmt.check_observation(obs, self.obs_dim)  # raises for NaN/inf entries
         np.multiply(body, self._inv_std, out=body)
         np.minimum(body, self.obs_clip, out=body)  # two ufuncs: np.clip's Python wrapper costs more than both
         np.maximum(body, -self.obs_clip, out=body)
         for matrix, out in zip(self._augmented, self._buffers[1:]):
             hidden = out[:-1]
             np.dot(matrix, x, out=hidden)
-            if self._in_place:
-                self._activation(hidden)
-            else:
-                hidden[:] = self._activation(hidden)
+            self._activation(hidden)  # in place
             x = out
         head = self._head_out
         np.dot(self._augmented[-1], x, out=head)
@@ -83,16 +92,24 @@ class NumpyPolicy:
         return np.add(head, self._mid)
 
     def batch(self, obs: np.ndarray) -> np.ndarray:
-        """obs [B, obs_dim] -> env actions [B, A] (or [B] indices)."""
-        x = np.clip((np.asarray(obs, dtype=np.float32) - self.obs_mean) / self.obs_std, -self.obs_clip, self.obs_clip)
+        """obs [B, obs_dim] -> env actions float32 [B, A] (or int64 [B] indices); checked as __call__."""
+        obs = fmt.check_observations(obs, self.obs_dim)
+        x = np.clip((obs - self.obs_mean) / self.obs_std, -self.obs_clip, self.obs_clip)
         for weight, bias in self.layers:
             x = self._activation(x @ weight.T + bias)
         return self._output(x @ self.head[0].T + self.head[1])
 
-    def _output(self, out: np.ndarray) -> np.ndarray | int:
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """The same as batch (and as Student.act): obs [B, obs_dim] -> env actions [B, A] (int64 [B] if discrete)."""
+        return self.batch(obs)
+
+    def make_env(self, render_mode: str | None = None, *, max_episode_steps: int | None = None):
+        """The env this student acts in, rebuilt from its card (see make_env)."""
+        return make_env(self.card, render_mode=render_mode, max_episode_steps=max_episode_steps)
+
+    def _output(self, out: np.ndarray) -> np.ndarray:
         if self.family == "categorical":
-            index = np.argmax(out, axis=-1)
-            return int(index) if index.ndim == 0 else index
+            return np.argmax(out, axis=-1).astype(np.int64, copy=False)
         if self.family == "gaussian":
             return np.minimum(np.maximum(out, self.low), self.high)
         # squashed_gaussian: tanh(mean); deterministic: the student's action is tanh(head) too
@@ -100,35 +117,81 @@ class NumpyPolicy:
 
 
 def load(directory: str | Path) -> NumpyPolicy:
-    """Load a student folder (student.json + student.safetensors) without torch and without unpickling."""
-    directory = Path(directory)
-    card_path, weights_path = directory / "student.json", directory / "student.safetensors"
-    if not card_path.exists() or not weights_path.exists():
-        raise PolicyKDError(f"{directory} is not a student folder (needs student.json and student.safetensors)")
-    card = json.loads(card_path.read_text())
-    return NumpyPolicy(card, load_file(str(weights_path)))
+    """Load a student folder (student.json + student.safetensors) without torch and without unpickling; the card is
+    checked against the weights exactly as students.load_student does (student_format.read_student)."""
+    card, weights = fmt.read_student(directory)
+    return NumpyPolicy(card, weights)
+
+
+def make_env(student: str | Path | Mapping[str, Any], render_mode: str | None = None, *,
+             max_episode_steps: int | None = None):
+    """The gymnasium env a student acts in, from its card's teacher env record: the env id, kwargs and wrappers
+    (e.g. TimeFeatureWrapper) as the teacher was trained. student: a student folder, its student.json, or a card.
+
+    Does not import torch (unless a wrapper does). Raises PolicyKDError in one line when the card has no env record
+    or the env's observations do not have the student's shape [obs_dim]."""
+    if isinstance(student, Mapping):
+        card, source = student, "the student's card"
+        fmt.validate_card(card, None)
+    else:
+        card = fmt.read_card(student)
+        source = str(Path(student) / fmt.CARD_FILE if Path(student).is_dir() else student)
+    record = fmt.env_record(card, source)
+    from policykd.env_factory import EnvSpec  # gymnasium only
+
+    try:
+        spec = EnvSpec.from_json(record)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise PolicyKDError(f"{source}: the teacher env record {record} is malformed ({type(e).__name__}: {e})") from e
+    env = spec.make(render_mode=render_mode, max_episode_steps=max_episode_steps)
+    shape, obs_dim = getattr(env.observation_space, "shape", None), card["spec"]["obs_dim"]
+    if shape is None or tuple(shape) != (obs_dim,):
+        env.close()
+        raise PolicyKDError(f"{spec.env_id} with wrappers {[w.path for w in spec.wrappers]} gives observations of shape "
+                            f"{shape}, the student takes ({obs_dim},); the card's env record does not match the student")
+    return env
 
 
 class CPolicy:
-    """The C99 export (policykd export --format c), compiled to a shared library and called through ctypes."""
+    """The C99 export (policykd export --format c), compiled to a shared library and called through ctypes.
 
-    def __init__(self, library: str | Path, obs_dim: int, action_dim: int, family: str) -> None:
+    Observations are checked as NumpyPolicy checks them; NaN/inf entries are refused by the C code itself
+    (policykd_act returns -1), raised here as errors.InvalidObservation. checks_finite=False (an export from
+    before that check) makes the check here instead."""
+
+    ERROR_NON_FINITE_OBS = -1
+
+    def __init__(self, library: str | Path, obs_dim: int, action_dim: int, family: str, *, checks_finite: bool = True) -> None:
         import ctypes
 
         self._lib = ctypes.CDLL(str(library))
         self._fn = self._lib.policykd_act
         self._fn.restype = ctypes.c_int
         self._fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        self.obs_dim, self.family = obs_dim, family
+        self.obs_dim, self.family, self.checks_finite = obs_dim, family, checks_finite
+        self._obs_shape = (obs_dim,)
         self._obs = np.zeros(obs_dim, dtype=np.float32)
         self._action = np.zeros(1 if family == "categorical" else action_dim, dtype=np.float32)
         self._obs_ptr, self._action_ptr = self._obs.ctypes.data, self._action.ctypes.data
 
     def __call__(self, obs: np.ndarray) -> np.ndarray | int:
-        """obs [obs_dim] -> env action [A] (a copy), or the action index for discrete actions."""
-        self._obs[:] = obs
-        index = self._fn(self._obs_ptr, self._action_ptr)
-        return index if self.family == "categorical" else self._action.copy()
+        """obs [obs_dim] -> env action [A] (a copy), or the action index for discrete actions.
+
+        Raises errors.InvalidObservation for any other shape (never broadcast), non-numbers and NaN/inf entries."""
+        if type(obs) is not np.ndarray or obs.shape != self._obs_shape:
+            obs = fmt.check_observation(obs, self.obs_dim, batch_hint=" (one observation per call)", finite=False)
+        try:
+            self._obs[:] = obs
+        except (TypeError, ValueError) as e:
+            raise InvalidObservation(f"observation must be an array of numbers, got dtype {obs.dtype}") from e
+        if not self.checks_finite and not math.isfinite(np.add.reduce(self._obs, dtype=np.float64)):
+            raise fmt.non_finite_error(self._obs)
+        code = self._fn(self._obs_ptr, self._action_ptr)
+        if code < 0:
+            if code == self.ERROR_NON_FINITE_OBS and not np.isfinite(self._obs).all():
+                raise fmt.non_finite_error(self._obs)
+            raise InvalidObservation(f"the C policy refused the observation (policykd_act returned {code})")
+        return code if self.family == "categorical" else self._action.copy()
 
 
 def compile_c_export(export_dir: str | Path, *, compiler: str = "cc") -> Path:
@@ -147,10 +210,20 @@ def compile_c_export(export_dir: str | Path, *, compiler: str = "cc") -> Path:
 
 
 def load_c(student_dir: str | Path, export_dir: str | Path) -> CPolicy:
-    """The compiled C export of the student in student_dir (compiled on first use)."""
-    card = json.loads((Path(student_dir) / "student.json").read_text())
-    library = Path(export_dir) / "libpolicykd_student.so"
-    if not library.exists() or library.stat().st_mtime < (Path(export_dir) / "policykd_student.c").stat().st_mtime:
+    """The compiled C export of the student in student_dir (compiled on first use); the export's dimensions are
+    checked against the student's card."""
+    export_dir = Path(export_dir)
+    spec = fmt.read_card(student_dir)["spec"]
+    header, source = export_dir / "policykd_student.h", export_dir / "policykd_student.c"
+    if not header.exists() or not source.exists():
+        raise PolicyKDError(f"{export_dir} holds no policykd_student.h/.c; run `policykd export STUDENT --format c` first")
+    text = header.read_text()
+    dims = {k: int(v) for k, v in re.findall(r"#define (POLICYKD_OBS_DIM|POLICYKD_ACTION_DIM) (\d+)", text)}
+    expected = {"POLICYKD_OBS_DIM": spec["obs_dim"], "POLICYKD_ACTION_DIM": 1 if spec["family"] == "categorical" else spec["action_dim"]}
+    if dims != expected:
+        raise PolicyKDError(f"{header} has {dims}, but the student in {student_dir} needs {expected}; re-export it")
+    library = export_dir / "libpolicykd_student.so"
+    if not library.exists() or library.stat().st_mtime < source.stat().st_mtime:
         library = compile_c_export(export_dir)
-    spec = card["spec"]
-    return CPolicy(library, spec["obs_dim"], spec["action_dim"], spec["family"])
+    return CPolicy(library, spec["obs_dim"], spec["action_dim"], spec["family"],
+                   checks_finite="POLICYKD_ERR_NON_FINITE_OBS" in text)

@@ -159,6 +159,8 @@ def validate_spec(spec: Any, source: str | None = None) -> None:
             values = normalizer[key]
             if not isinstance(values, (list, tuple)) or len(values) != spec["obs_dim"] or not all(_is_number(v) for v in values):
                 raise PolicyKDError(f"{where}spec.normalizer.{key} must be {spec['obs_dim']} numbers (obs_dim)")
+            if not all(math.isfinite(v) and (key == "mean" or v >= 0) for v in values):
+                raise PolicyKDError(f"{where}spec.normalizer.{key} must be finite{' and non-negative' if key == 'var' else ''}")
         if not (normalizer["clip"] is None or _is_number(normalizer["clip"])) or not _is_number(normalizer["epsilon"]):
             raise PolicyKDError(f"{where}spec.normalizer.clip must be a number or null and epsilon a number")
     if not isinstance(spec.get("extra", {}), Mapping):
@@ -279,7 +281,8 @@ def env_record(card: Mapping[str, Any], source: str = "the student's card") -> d
 # Observations.
 
 
-def _non_finite(array: np.ndarray, what: str) -> InvalidObservation:
+def non_finite_error(array: np.ndarray, what: str = "observation") -> InvalidObservation:
+    """The error for an observation array with NaN/inf entries (naming the first)."""
     bad = np.argwhere(~np.isfinite(array))
     first = tuple(int(i) for i in bad[0])
     where = first[0] if len(first) == 1 else list(first)
@@ -299,15 +302,16 @@ def as_float32(obs: Any, what: str = "observation") -> np.ndarray:
         return array.astype(np.float32, copy=False)
 
 
-def check_observation(obs: Any, obs_dim: int, *, batch_hint: str = "") -> np.ndarray:
+def check_observation(obs: Any, obs_dim: int, *, batch_hint: str = "", finite: bool = True) -> np.ndarray:
     """One observation [obs_dim] (array-like of numbers) -> float32 [obs_dim]. Raises InvalidObservation on any other
-    shape (a scalar, a flat array of another length, a batch), on non-numbers and on NaN/inf entries."""
+    shape (a scalar, a flat array of another length, a batch), on non-numbers and (unless finite=False) on NaN/inf
+    entries. batch_hint is appended to the message for a [B, obs_dim] batch."""
     array = as_float32(obs, "observation")
     if array.shape != (obs_dim,):
         hint = batch_hint if array.ndim == 2 and array.shape[1] == obs_dim else ""
         raise InvalidObservation(f"observation has shape {array.shape}, this student takes ({obs_dim},){hint}")
-    if not np.isfinite(array).all():
-        raise _non_finite(array, "observation")
+    if finite and not np.isfinite(array).all():
+        raise non_finite_error(array, "observation")
     return array
 
 
@@ -318,5 +322,5 @@ def check_observations(obs: Any, obs_dim: int) -> np.ndarray:
         hint = " (one observation: pass obs[None])" if array.shape == (obs_dim,) else ""
         raise InvalidObservation(f"observations have shape {array.shape}, this student takes [B, {obs_dim}]{hint}")
     if not np.isfinite(array).all():
-        raise _non_finite(array, "observation")
+        raise non_finite_error(array, "observation")
     return array

@@ -2,7 +2,16 @@
 
 A Student holds, as buffers saved with its weights: the teacher's observation normaliser (mean, std, clip),
 the action bounds, and the value target scale. Saved as `student.safetensors` + `student.json` (the card:
-architecture, spaces, normaliser, action scaling, teacher provenance, metrics); loading never unpickles.
+architecture, spaces, normaliser, action scaling, teacher provenance, metrics); loading never unpickles and checks
+the card against the weights (names, shapes, finite values: policykd/student_format.py, shared with the numpy runtime).
+
+    student = load_student("runs/NAME/student")
+    env = student.make_env()                      # the teacher's env, wrappers included, from the card
+    raw_obs, _ = env.reset(seed=0)
+    action = student.act(raw_obs[None])[0]        # numpy [B, obs_dim] in, numpy [B, A] (int64 [B]) out
+
+act() refuses (errors.InvalidObservation) observations of another shape and NaN/inf entries; act_torch() is the
+unchecked tensor version that exports and training use.
 """
 
 from __future__ import annotations
@@ -55,7 +64,7 @@ class StudentSpec:
         fmt.validate_spec(asdict(self))
 
     @classmethod
-    def from_json(cls, spec: dict[str, Any]) -> "StudentSpec":
+    def from_json(cls, spec: dict[str, Any]) -> StudentSpec:
         """The spec of a card (student.json's "spec"; checked with student_format.validate_spec)."""
         return cls(**{k: tuple(v) if k in ("hidden", "action_low", "action_high") else v for k, v in spec.items()})
 
@@ -167,7 +176,7 @@ class Student(nn.Module):
             **(card_extra or {}),
         }
         atomic_write_json(directory / CARD_FILE, card)
-        self.card = json.loads(json.dumps(card, default=str))  # as a loaded student would see it
+        self.card = json.loads((directory / CARD_FILE).read_text())  # as a loaded student sees it
         return directory
 
 

@@ -12,17 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-import matplotlib.ticker
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_versions  # noqa: E402
 from policykd.config import DistillConfig, build_config, load_config  # noqa: E402
 from policykd.errors import PolicyKDError  # noqa: E402
+from policykd.plots import pareto_chart  # noqa: E402
 
 SWEPT_COLUMNS = ("ratio", "student_return", "teacher_return", "student_params", "numpy_p50_us", "kl", "wall_s")
 
@@ -217,23 +212,4 @@ def write_outputs(out_dir: Path, results: list[dict[str, Any]], *, env_id: str) 
         lines.append("| " + " | ".join(cells + [marks.strip() or "-"]) + " |")
     atomic_write_bytes(out_dir / "results.md", ("\n".join(lines) + "\n").encode())
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    for ax, key, front, label in ((axes[0], "student_params", params_front, "student parameters (log scale)"),
-                                  (axes[1], "numpy_p50_us", latency_front, "numpy runtime p50 latency, batch 1 (us, log scale)")):
-        xs = np.array([r[key] for r in results], dtype=float)
-        ys = np.array([r["ratio"] for r in results], dtype=float)
-        ax.scatter(xs, ys, color="tab:blue", zorder=3)
-        order = sorted(front, key=lambda i: xs[i])
-        ax.plot(xs[order], ys[order], color="tab:red", lw=1.5, label="Pareto front", zorder=2)
-        for i, r in enumerate(results):
-            ax.annotate(", ".join(f"{r[k]}" for k in varied), (xs[i], ys[i]), fontsize=7,
-                        textcoords="offset points", xytext=(4, 4))
-        ax.axhline(1.0, color="tab:gray", ls="--", lw=1, label="teacher parity")
-        ax.set(xscale="log", xlabel=label, ylabel="student / teacher return (same seeds)")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.margins(x=0.15)
-        ax.legend(loc="best", fontsize=8)
-    fig.suptitle(f"{env_id}: sweep over {', '.join(k.removeprefix('param/') for k in varied)}")
-    fig.savefig(out_dir / "pareto.png", dpi=110)
-    plt.close(fig)
+    pareto_chart(results, out_dir / "pareto.png", fronts=(params_front, latency_front), varied=varied, env_id=env_id)

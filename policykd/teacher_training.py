@@ -24,8 +24,8 @@ from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_ve
 from policykd.env_factory import EnvSpec, parse_wrappers
 from policykd.errors import PolicyKDError
 from policykd.evaluate import summarize_returns
-from policykd.rollout import run_episodes
 from policykd.normalization import ObsNormalizer
+from policykd.rollout import run_episodes
 from policykd.teachers import ALGOS, MODEL_CARD, algo_class, load_teacher
 
 

@@ -269,7 +269,7 @@ def _bounds_text(values: np.ndarray) -> str:
 def _unbounded_as_inf(bound: np.ndarray) -> np.ndarray:
     """float64 bounds with +-float32 max (how older envs wrote 'unbounded', e.g. gym's CartPole) as +-inf."""
     bound = np.asarray(bound, dtype=np.float64)
-    return np.where(np.abs(bound) >= np.finfo(np.float32).max, np.sign(bound) * np.inf, bound)
+    return np.where(np.abs(bound) >= np.finfo(np.float32).max, np.copysign(np.inf, bound), bound)
 
 
 def _space_mismatch(kind: str, teacher: gym.Space, env: gym.Space, env_label: str) -> str | None:

@@ -9,15 +9,17 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 PROGRESS_INTERVAL_S = 10.0  # at most this long between two plain progress lines (output not a terminal)
+PIPED_WIDTH = 160  # the least width of tables written to a file or a pipe (rich would assume 80 columns)
 
 
 def is_tty(stream: IO | None) -> bool:
@@ -29,25 +31,37 @@ def is_tty(stream: IO | None) -> bool:
 
 
 class _Console(Console):
-    """A rich Console that never hard-wraps printed lines when its output is not a terminal (a file, a pipe, `tee`),
-    so that paths and commands survive intact in logs; on a terminal it wraps as usual. Tables still fit the width."""
+    """A rich Console that never hard-wraps printed text when its output is not a terminal (a file, a pipe, `tee`),
+    so that paths and commands survive intact in logs, and lays tables out at least PIPED_WIDTH wide there (cells
+    wrap only beyond that); on a terminal it behaves as usual."""
+
+    auto_soft_wrap = True
+
+    def print(self, *objects: Any, soft_wrap: bool | None = None, **kwargs: Any) -> None:
+        if (soft_wrap is None and self.auto_soft_wrap and not is_tty(self.file)
+                and all(isinstance(o, (str, Text)) for o in objects)):
+            soft_wrap = True  # text only: tables and other renderables keep their layout (centred titles)
+        super().print(*objects, soft_wrap=soft_wrap, **kwargs)
 
     @property
-    def soft_wrap(self) -> bool:
-        return self._soft_wrap if self._soft_wrap is not None else not is_tty(self.file)
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if self._width is None and not is_tty(self.file):
+            return ConsoleDimensions(max(size.width, PIPED_WIDTH), size.height)
+        return size
 
-    @soft_wrap.setter
-    def soft_wrap(self, value: bool | None) -> None:
-        self._soft_wrap = value
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)
 
 
 def make_console(stderr: bool = False, **kwargs: Any) -> Console:
-    """The rich Console for policykd's output (stdout, or stderr with stderr=True): word-wrapped on a terminal,
-    never hard-wrapped when redirected to a file or a pipe. The stream is looked up at each print (sys.stdout /
-    sys.stderr then), so one made at import time follows later redirection. kwargs go to Console."""
+    """The rich Console for policykd's output (stdout, or stderr with stderr=True): as usual on a terminal; when
+    redirected to a file or a pipe, lines are never hard-wrapped (paths stay whole) and tables get PIPED_WIDTH
+    columns. The stream is looked up at each print (sys.stdout / sys.stderr then), so a console made at import
+    time follows later redirection (and typer's CliRunner). kwargs go to rich's Console (width=N fixes the width)."""
     console = _Console(stderr=stderr, **kwargs)
-    if "soft_wrap" not in kwargs:
-        console.soft_wrap = None  # decide per print: soft-wrap unless writing to a terminal
+    console.auto_soft_wrap = "soft_wrap" not in kwargs  # else the caller's choice, as with rich's Console
     return console
 
 
@@ -150,8 +164,13 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
-def _format_rate(rate: float) -> str:
-    return f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}"
+def _format_rate(rate: float, unit: str) -> str:
+    """812 steps/s, 2.5 episodes/s; below one per second the time each takes: 25 s/episode, 2 min 05 s/episode."""
+    if rate >= 1:
+        return (f"{rate:,.0f}" if rate >= 100 else f"{rate:.3g}") + (f" {unit}/s" if unit else "/s")
+    each = unit.removesuffix("s") if unit else "each"
+    seconds = 1 / rate
+    return (f"{seconds:.3g} s" if seconds < 60 else format_duration(seconds)) + ("/" if unit else " ") + each
 
 
 def progress_unit(label: str) -> str:
@@ -165,18 +184,17 @@ def progress_unit(label: str) -> str:
 
 def format_progress(label: str, done: int, total: int, elapsed_s: float, *, unit: str = "", final: bool = False) -> str:
     """One plain progress line, e.g.
-    `round 2/5: collecting (beta=0.50): 4,000/10,000 steps (40%), 812 steps/s, elapsed 5 s, ETA 7 s`;
-    final: `..., done in 12 s` in place of elapsed and ETA."""
-    per_s = f" {unit}/s" if unit else "/s"
+    `round 2/5: collecting (beta=0.50): 4,000/10,000 steps (40%), 812 steps/s, elapsed 4.9 s, ETA 7.4 s`;
+    below one per second the rate reads `25 s/episode`; final: `..., done in 12 s` in place of elapsed and ETA."""
     percent = 100 if total <= 0 else int(100 * min(done, total) / total)
     line = f"{label}: {done:,}/{total:,}{' ' + unit if unit else ''} ({percent}%)"
     rate = done / elapsed_s if elapsed_s > 0 else 0.0
     if final:
-        return f"{line}, {_format_rate(rate)}{per_s}, done in {format_duration(elapsed_s)}"
+        return f"{line}, {_format_rate(rate, unit) + ', ' if rate > 0 else ''}done in {format_duration(elapsed_s)}"
     if done <= 0 or rate <= 0:
         return f"{line}, elapsed {format_duration(elapsed_s)}, ETA unknown (none done yet)"
     eta = format_duration(max(total - done, 0) / rate)
-    return f"{line}, {_format_rate(rate)}{per_s}, elapsed {format_duration(elapsed_s)}, ETA {eta}"
+    return f"{line}, {_format_rate(rate, unit)}, elapsed {format_duration(elapsed_s)}, ETA {eta}"
 
 
 class PlainProgress:

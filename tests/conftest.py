@@ -1,4 +1,5 @@
-"""Shared fixtures: the rl-zoo teachers in ../shared (skipped when absent) and tiny teachers trained here."""
+"""Shared fixtures: the rl-zoo teachers (in $POLICYKD_TEACHERS/rl-zoo, by default ../shared/teachers/rl-zoo beside
+the checkout; tests that need one are skipped when it is absent) and tiny teachers trained here."""
 
 from __future__ import annotations
 
@@ -12,13 +13,25 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(1)
 
-ZOO = Path(__file__).resolve().parents[2] / "shared" / "teachers" / "rl-zoo"  # ../shared beside the checkout
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def teachers_dir() -> Path:
+    """Where the pretrained teachers are: the folder holding `rl-zoo/`. $POLICYKD_TEACHERS when set, else
+    ../shared/teachers beside the checkout."""
+    configured = os.environ.get("POLICYKD_TEACHERS", "").strip()
+    return Path(configured).expanduser().resolve() if configured else CHECKOUT.parent / "shared" / "teachers"
+
+
+TEACHERS = teachers_dir()
+ZOO = TEACHERS / "rl-zoo"
 
 
 def zoo_run(algo: str, env_id: str) -> Path:
     path = ZOO / algo / f"{env_id}_1"
     if not path.exists():
-        pytest.skip(f"rl-zoo teacher {algo}/{env_id} not found under {ZOO}")
+        where = "POLICYKD_TEACHERS" if os.environ.get("POLICYKD_TEACHERS", "").strip() else "the default; set POLICYKD_TEACHERS to the folder holding rl-zoo/"
+        pytest.skip(f"rl-zoo teacher {algo}/{env_id} not found under {ZOO} ({where})")
     return path
 
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
-from torch.distributions import Categorical, Normal, kl_divergence as torch_kl
+from torch.distributions import Categorical, Normal
+from torch.distributions import kl_divergence as torch_kl
 
 from policykd.distributions import DistParams, kl_divergence, with_temperature
 

@@ -46,3 +46,44 @@ def test_target_output_equals_host_and_fits(student_dir, tmp_path, name, export_
 def test_unknown_target_is_reported():
     with pytest.raises(PolicyKDError, match="unknown target 'esp32'.*cortex-m4"):
         load_target("esp32")
+
+
+def test_targets_ship_in_the_package_and_load_by_name_or_path(tmp_path):
+    """The built-in targets are package data (policykd/targets/), found through importlib.resources."""
+    from importlib import resources
+
+    from policykd.embedded import target_names
+
+    assert {"cortex-m4", "aarch64"} <= set(target_names())
+    assert (resources.files("policykd") / "targets" / "cortex-m4.yaml").is_file()
+    assert load_target("cortex-m4")["kind"] == "mcu" and load_target("aarch64")["kind"] == "linux"
+    custom = tmp_path / "board.yaml"
+    custom.write_text("name: board\nkind: linux\n")
+    assert load_target(custom) == {"name": "board", "kind": "linux"}
+    assert load_target(str(custom))["name"] == "board"
+    with pytest.raises(PolicyKDError, match="target file .*missing.yaml not found"):
+        load_target(tmp_path / "missing.yaml")
+
+
+def test_tool_failures_are_one_line_errors(tmp_path):
+    """A compiler error, a missing tool or a timeout: one PolicyKDError line, in embedded and in the latency benchmark."""
+    import shutil
+
+    from policykd.embedded import _run
+    from policykd.latency_backends import run_command
+
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler (cc)")
+    (tmp_path / "broken.c").write_text("int main(void) { return missing_symbol; }\n")
+    for call in (lambda: _run(["cc", "-c", "broken.c"], tmp_path),
+                 lambda: run_command(["cc", "-c", str(tmp_path / "broken.c")], what="compiling the C latency timer")):
+        with pytest.raises(PolicyKDError) as error:
+            call()
+        assert "\n" not in str(error.value) and "missing_symbol" in str(error.value) and "exit 1" in str(error.value)
+    with pytest.raises(PolicyKDError, match="not found on PATH") as error:
+        _run(["policykd-no-such-tool"], tmp_path)
+    assert "\n" not in str(error.value)
+    with pytest.raises(PolicyKDError, match="compiling: `policykd-no-such-tool` not found on PATH"):
+        run_command(["policykd-no-such-tool"], what="compiling")
+    with pytest.raises(PolicyKDError, match="took over 0 s"):
+        run_command(["sleep", "5"], what="timing", timeout=0.2)

@@ -128,7 +128,7 @@ def test_racecar_lane_keeper_completes_a_lap():
 def test_racecar_crash_terminates_with_penalty():
     env = gym.make("PolicyKD/RacecarTrack-v0")
     env.reset(seed=0)
-    for step in range(200):
+    for _ in range(200):
         obs, reward, terminated, truncated, info = env.step(np.array([1.0, 1.0], dtype=np.float32))  # full left
         if terminated:
             break

@@ -3,8 +3,8 @@ import pytest
 
 from policykd.env_factory import EnvSpec
 from policykd.evaluate import bootstrap_ci, classification_agreement, interquartile_mean, summarize_returns
-from policykd.rollout import run_episodes
 from policykd.latency import measure_latency
+from policykd.rollout import run_episodes
 
 
 def test_iqm_drops_the_outer_quartiles():

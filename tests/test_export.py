@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+import policykd.export
 import policykd.runtime
 from policykd.errors import PolicyKDError
-import policykd.export
 from policykd.export import describe_parity, export_student, export_with_parity
 from policykd.normalization import ObsNormalizer
 from policykd.students import Student, StudentSpec, load_student
@@ -51,7 +51,7 @@ def student_case(request, tmp_path_factory):
     student.save(directory)
     obs = _real_and_random_obs(env_id)
     with torch.no_grad():
-        expected = load_student(directory).act(torch.as_tensor(obs)).numpy().astype(np.float32)
+        expected = load_student(directory).act_torch(torch.as_tensor(obs)).numpy().astype(np.float32)
     return directory, obs, expected, family
 
 

@@ -2,6 +2,7 @@
 
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,3 +121,102 @@ def test_zoo_zip_without_member_data_is_reported(tmp_path):
         z.writestr("other", "1")
     with pytest.raises(PolicyKDError, match="not a readable SB3 checkpoint"):
         load_teacher(bad, env_id="CartPole-v1")
+
+
+# -- the teacher's spaces must match the env's, and --algo must match the checkpoint ------------------
+
+def test_action_space_mismatch_is_one_line_naming_both_spaces_and_the_right_env():
+    """An SAC InvertedDoublePendulum zip with --env ReacherBulletEnv-v0: same obs shape (9,), actions (1,) vs (2,)."""
+    model_zip = Path(__file__).resolve().parents[1] / "agents" / "sac-InvertedDoublePendulumBulletEnv-v0" / "model.zip"
+    if not model_zip.exists():
+        pytest.skip("agents/sac-InvertedDoublePendulumBulletEnv-v0 is absent")
+    with pytest.raises(PolicyKDError) as info:
+        load_teacher(model_zip, env_id="ReacherBulletEnv-v0")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "expects actions of shape (1,) but ReacherBulletEnv-v0 takes (2,)" in message
+    assert "Box(-1, 1, (1,))" in message and "Box(-1, 1, (2,))" in message
+    assert "pass --env InvertedDoublePendulumBulletEnv-v0" in message
+
+
+def test_observation_shape_and_bounds_mismatches_are_reported(tiny_teachers):
+    from dataclasses import replace
+
+    from policykd.env_factory import EnvSpec, WrapperSpec
+    from policykd.teachers import Teacher
+
+    with pytest.raises(PolicyKDError, match=r"expects observations of shape \(3,\) but MountainCarContinuous-v0 gives \(2,\)"):
+        load_teacher(tiny_teachers["sac"], env_id="MountainCarContinuous-v0")
+    teacher = load_teacher(tiny_teachers["sac"], env_id="Pendulum-v1")
+    rescaled = EnvSpec("Pendulum-v1", wrappers=(WrapperSpec("gymnasium.wrappers.RescaleAction", {"min_action": -1.0, "max_action": 1.0}),))
+    with pytest.raises(PolicyKDError, match=r"action bounds \(low\) differ.*Box\(-2, 2, \(1,\)\).*Box\(-1, 1, \(1,\)\)"):
+        Teacher(replace(teacher.source, env=rescaled), teacher.model)
+
+
+def test_space_comparison_rules():
+    import gymnasium as gym
+
+    from policykd.teachers import _space_mismatch, describe_space
+
+    box = gym.spaces.Box(-1.0, 1.0, (3,))
+    assert _space_mismatch("action", box, gym.spaces.Box(-1.0, 1.0, (3,), dtype=np.float64), "E") is None
+    assert "2 discrete actions but E has 3" in _space_mismatch("action", gym.spaces.Discrete(2), gym.spaces.Discrete(3), "E")
+    assert "is a Discrete but E's is a Box" in _space_mismatch("action", gym.spaces.Discrete(2), box, "E")
+    # gym-era 'unbounded' written as float32 max equals today's inf
+    big = np.finfo(np.float32).max
+    old = gym.spaces.Box(np.array([-4.8, -big], dtype=np.float32), np.array([4.8, big], dtype=np.float32))
+    new = gym.spaces.Box(np.array([-4.8, -np.inf], dtype=np.float32), np.array([4.8, np.inf], dtype=np.float32))
+    assert _space_mismatch("observation", old, new, "E") is None
+    assert _space_mismatch("observation", old, gym.spaces.Box(-1.0, 1.0, (2,)), "E")
+    assert "\n" not in describe_space(gym.spaces.Box(-np.arange(40.0), np.arange(40.0), dtype=np.float64))
+
+
+@pytest.mark.parametrize(("holds", "asked"), [
+    ("sac", "ppo"), ("sac", "tqc"), ("tqc", "sac"), ("td3", "sac"), ("dqn", "sac"), ("dqn", "qrdqn"),
+    ("qrdqn", "dqn"), ("sac", "dqn"), ("td3", "a2c"),
+])
+def test_wrong_algo_names_the_algorithm_the_checkpoint_holds(tiny_teachers, holds, asked):
+    with pytest.raises(PolicyKDError) as info:
+        load_teacher(tiny_teachers[holds], env_id=tiny_teachers[f"{holds}_env"], algo=asked)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"holds a {holds.upper()} checkpoint" in message and f"not {asked}" in message and f"--algo {holds}" in message
+
+
+def test_ddpg_and_td3_checkpoints_are_interchangeable(tiny_teachers):
+    assert load_teacher(tiny_teachers["td3"], env_id="Pendulum-v1", algo="ddpg").algo == "ddpg"
+
+
+@pytest.mark.parametrize(("run", "asked"), [(("ppo", "CartPole-v1"), "dqn"), (("ppo", "HopperBulletEnv-v0"), "sac"),
+                                            (("a2c", "HalfCheetahBulletEnv-v0"), "ppo"), (("dqn", "CartPole-v1"), "ppo"),
+                                            (("trpo", "HopperBulletEnv-v0"), "a2c")])
+def test_wrong_algo_for_zoo_checkpoints(tmp_path, run, asked):
+    folder = zoo_run(*run)
+    model_zip = next(folder.glob("*.zip"))
+    for path, kwargs in ((folder, {}), (model_zip, {"env_id": run[1]})):
+        with pytest.raises(PolicyKDError, match=f"holds a {run[0].upper()} checkpoint .*not {asked}; pass --algo {run[0]}"):
+            load_teacher(path, algo=asked, **kwargs)
+
+
+def test_wrong_algo_for_an_agents_folder_names_the_model_card(tiny_teachers):
+    agent = Path(__file__).resolve().parents[1] / "agents" / "sac-Pendulum-v1"
+    if not agent.exists():
+        pytest.skip("agents/sac-Pendulum-v1 is absent")
+    with pytest.raises(PolicyKDError, match="model_card.json says the teacher is sac, not td3"):
+        load_teacher(agent, algo="td3")
+    assert load_teacher(agent, algo="sac").algo == "sac"
+
+
+def test_feature_hooks_exist_only_while_features_runs(tiny_teachers):
+    teacher = load_teacher(tiny_teachers["sac"], env_id="Pendulum-v1")
+
+    def hook_count() -> int:
+        return sum(len(m._forward_hooks) for m in teacher.policy.modules())
+
+    assert hook_count() == 0
+    obs = np.zeros((2, 3))
+    features = teacher.features(obs)
+    assert len(features) == 2 and all(f.shape == (2, 32) for f in features.values())
+    assert hook_count() == 0
+    teacher.dist_and_value(obs)  # a plain forward records nothing
+    assert teacher.features(obs).keys() == features.keys()

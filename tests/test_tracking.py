@@ -179,8 +179,13 @@ def test_progress_line_format():
     assert format_progress("evaluating student (20 episodes)", 0, 20, 30.0, unit="episodes") == (
         "evaluating student (20 episodes): 0/20 episodes (0%), elapsed 30 s, ETA unknown (none done yet)")
     assert format_progress("evaluating student (20 episodes)", 4, 20, 200.0, unit="episodes") == (
-        "evaluating student (20 episodes): 4/20 episodes (20%), 0.02 episodes/s, elapsed 3 min 20 s, ETA 13 min 20 s")
+        "evaluating student (20 episodes): 4/20 episodes (20%), 50 s/episode, elapsed 3 min 20 s, ETA 13 min 20 s")
+    assert format_progress("evaluating x", 1, 20, 125.0, unit="episodes").split(", ")[1] == "2 min 05 s/episode"
+    assert format_progress("round 1/2: training", 3, 4, 1.5, unit="epochs") == (
+        "round 1/2: training: 3/4 epochs (75%), 2 epochs/s, elapsed 1.5 s, ETA 0.5 s")
     assert format_progress("x", 1, 2, 1.0) == "x: 1/2 (50%), 1/s, elapsed 1.0 s, ETA 1.0 s"
+    assert format_progress("x", 1, 2, 4.0) == "x: 1/2 (50%), 4 s each, elapsed 4.0 s, ETA 4.0 s"
+    assert format_progress("x", 0, 0, 1.0, final=True) == "x: 0/0 (100%), done in 1.0 s"
     assert [format_duration(s) for s in (0.04, 7.0, 65.0, 7_440.0)] == ["0.0 s", "7.0 s", "1 min 05 s", "2 h 04 min"]
     assert progress_unit("round 1/3: collecting (beta=1.00)") == "steps"
     assert progress_unit("evaluating HopperBulletEnv-v0") == "episodes"
@@ -202,11 +207,11 @@ def test_plain_progress_prints_while_nothing_advances_and_stops_at_exit():
         assert waiting in lines.wait_for(waiting)
         advance(2)
         clock.now += 20.0
-        halfway = "evaluating teacher (4 episodes): 2/4 episodes (50%), 0.05 episodes/s, elapsed 40 s, ETA 40 s"
+        halfway = "evaluating teacher (4 episodes): 2/4 episodes (50%), 20 s/episode, elapsed 40 s, ETA 40 s"
         assert halfway in lines.wait_for(halfway)
         advance(2)
     final = lines.snapshot()
-    assert final[-1] == "evaluating teacher (4 episodes): 4/4 episodes (100%), 0.1 episodes/s, done in 40 s"
+    assert final[-1] == "evaluating teacher (4 episodes): 4/4 episodes (100%), 10 s/episode, done in 40 s"
     time.sleep(0.1)  # ten intervals: the thread has stopped, nothing more comes
     assert lines.snapshot() == final
 
@@ -260,5 +265,25 @@ def test_console_does_not_wrap_paths_when_not_a_terminal():
     terminal = FakeTerminal()
     make_console(file=terminal, width=80, color_system=None).print(f"wrote {path}")
     assert max(len(line) for line in terminal.getvalue().splitlines()) <= 80  # a terminal still wraps
-    stderr_console = make_console(stderr=True)
-    assert stderr_console.stderr and not make_console().stderr
+    assert make_console(stderr=True).stderr and not make_console().stderr
+
+
+def test_piped_tables_are_not_cropped_and_keep_their_layout():
+    import io
+
+    from rich.table import Table
+
+    from policykd.tracking import PIPED_WIDTH, make_console
+
+    path = "../shared/teachers/rl-zoo/ppo/HalfCheetahBulletEnv-v0_1/" + "x" * 60
+    table = Table(title="ppo teacher on HalfCheetahBulletEnv-v0")
+    table.add_column("policy")
+    table.add_column("mean")
+    table.add_row(path, "2944.4")
+    piped = io.StringIO()
+    console = make_console(file=piped)
+    assert console.width >= PIPED_WIDTH  # rich alone would lay it out in 80 columns
+    console.print(table)
+    lines = piped.getvalue().splitlines()
+    assert any(path in line for line in lines)  # whole, not cropped to "../shared/teachers/r…"
+    assert lines[0].startswith(" ") and lines[0].strip() == "ppo teacher on HalfCheetahBulletEnv-v0"  # centred title

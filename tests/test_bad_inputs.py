@@ -1,0 +1,456 @@
+"""A catalogue of bad inputs and faults, each answered the way README promises: a non-zero exit, one line without
+a traceback that names the problem and the fix, and nothing lost (victim files intact, nothing written where it
+should not be).
+
+Every case is a function of (tmp_path, assets) returning a Case; `assets` holds tiny teachers and a finished run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+from typer.testing import CliRunner
+
+from policykd.cli import app
+from policykd.env_factory import EnvSpec
+from policykd.students import Student, StudentSpec
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Case:
+    argv: list
+    message: str                      # a regex the one-line error must match (the problem and the fix)
+    victims: list[Path] = field(default_factory=list)   # files whose bytes must not change
+    absent: list[Path] = field(default_factory=list)    # paths that must not exist afterwards
+    exit_code: int = 2
+
+
+def _digest(path: Path) -> str:
+    if path.is_dir():
+        return "|".join(f"{p.relative_to(path)}:{_digest(p)}" for p in sorted(path.rglob("*")) if p.is_file())
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- assets shared by the cases ------------------------------------------------------------------------------------
+
+class TwoActionPendulum(gym.Env):
+    """Pendulum's observation space with a 2-d action: a teacher for Pendulum must be refused on it."""
+
+    observation_space = gym.spaces.Box(np.array([-1, -1, -8], dtype=np.float32), np.array([1, 1, 8], dtype=np.float32))
+    action_space = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, dtype=np.float32), {}
+
+    def step(self, action):
+        return np.zeros(3, dtype=np.float32), 0.0, False, False, {}
+
+
+gym.register("PolicyKDTest/TwoActionPendulum-v0", entry_point=TwoActionPendulum, max_episode_steps=10)
+
+
+def _tiny_student(directory: Path, *, obs_dim: int = 4, action_dim: int = 2, family: str = "categorical",
+                  env_id: str = "CartPole-v1", teacher: dict | None = None) -> Path:
+    low, high = ((), ()) if family == "categorical" else ((-1.0,) * action_dim, (1.0,) * action_dim)
+    student = Student(StudentSpec(obs_dim=obs_dim, action_dim=action_dim, family=family, hidden=(8,),
+                                  activation="relu", action_low=low, action_high=high))
+    student.save(directory, card_extra={"teacher": teacher or {"env": EnvSpec(env_id).to_json()}})
+    return directory
+
+
+@pytest.fixture(scope="module")
+def assets(tiny_teachers, tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("bad_input_assets")
+    recipe = root / "recipe.yaml"
+    recipe.write_text("labelled_steps: 200\nrounds: 2\nepochs_per_round: 1\nhidden: [8]\neval_episodes: 1\nlatency_calls: 10\n")
+    teacher = root / "teacher.zip"
+    shutil.copyfile(tiny_teachers["dqn"], teacher)
+    result = runner.invoke(app, ["distill", str(teacher), "--env", "CartPole-v1", "-c", str(recipe), "--out-dir",
+                                 str(root / "runs"), "--run-name", "done", "--no-eval"])
+    assert result.exit_code == 0, result.output
+    buffer = root / "buffer"
+    result = runner.invoke(app, ["collect", str(teacher), "--env", "CartPole-v1", "--out", str(buffer), "--steps", "100"])
+    assert result.exit_code == 0, result.output
+    return {"root": root, "recipe": recipe, "teacher": teacher, "run": root / "runs" / "done", "buffer": buffer,
+            "sac": tiny_teachers["sac"], "qrdqn": tiny_teachers["qrdqn"], "student": root / "runs" / "done" / "student"}
+
+
+def _copy_run(assets: dict, tmp_path: Path) -> Path:
+    runs = tmp_path / "runs"
+    shutil.copytree(assets["run"], runs / "done")
+    return runs / "done"
+
+
+def _distill(assets: dict, tmp_path: Path, *extra) -> list:
+    return ["distill", assets["teacher"], "--env", "CartPole-v1", "-c", assets["recipe"], "--out-dir", tmp_path / "runs", *extra]
+
+
+def _recipe(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"teacher: x\n{text}\n")
+    return path
+
+
+def _config_case(text: str, message: str) -> Callable[[Path, dict], Case]:
+    def case(tmp_path: Path, assets: dict) -> Case:
+        return Case(["distill", "-c", _recipe(tmp_path, text), "--out-dir", tmp_path / "runs"], message,
+                    absent=[tmp_path / "runs"])
+    return case
+
+
+# -- the catalogue ---------------------------------------------------------------------------------------------------
+
+CASES: dict[str, Callable[[Path, dict], Case]] = {
+    # recipes: every key checked before any teacher is loaded or folder created
+    "steps-not-a-number": _config_case('labelled_steps: "many"', r"labelled_steps must be a whole number"),
+    "steps-fractional": _config_case("labelled_steps: 1000.7", r"labelled_steps must be a whole number.*1000\.7"),
+    "hidden-scalar": _config_case("hidden: 64", r"hidden must be a list of positive layer widths, e\.g\. \[64, 64\]"),
+    "hidden-zero-width": _config_case("hidden: [64, 0]", r"hidden must be a list"),
+    "kl-direction-unknown": _config_case("kl_direction: sideways", r"kl_direction must be one of forward, reverse"),
+    "eval-episodes-zero": _config_case("eval_episodes: 0", r"eval_episodes must be >= 1"),
+    "data-mode-unknown": _config_case("data_mode: bc", r"data_mode must be one of teacher, dagger"),
+    "activation-unknown": _config_case("activation: swish", r"activation must be one of"),
+    "lr-negative": _config_case("lr: -0.001", r"lr must be > 0"),
+    "lr-nan": _config_case("lr: .nan", r"lr must be a finite number"),
+    "beta-above-one": _config_case("beta0: 1.5", r"beta0 must be <= 1"),
+    "lr-schedule-unknown": _config_case("lr_schedule: linear", r"lr_schedule must be one of constant, cosine"),
+    "n-envs-zero": _config_case("n_envs: 0", r"n_envs must be >= 1"),
+    "wandb-not-bool": _config_case('wandb: "yes"', r"wandb must be true or false"),
+    "seed-negative": _config_case("seed: -1", r"seed must be >= 0"),
+    "steps-below-rounds": _config_case("labelled_steps: 3\nrounds: 5", r"labelled_steps \(3\) must be at least rounds \(5\)"),
+    "unknown-key": _config_case("labeled_steps: 1000", r"unknown config keys \['labeled_steps'\].*valid keys"),
+    "run-name-in-recipe-escapes": _config_case("run_name: ../../x", r"plain folder name"),
+    "recipe-not-a-mapping": lambda tmp_path, assets: Case(
+        ["distill", "-c", _write(tmp_path / "list.yaml", "- 1\n- 2\n"), "--out-dir", tmp_path / "runs"], r"must be a mapping",
+        absent=[tmp_path / "runs"]),
+    "recipe-invalid-yaml": lambda tmp_path, assets: Case(
+        ["distill", "-c", _write(tmp_path / "bad.yaml", "a: [1, 2\n"), "--out-dir", tmp_path / "runs"], r"not valid YAML",
+        absent=[tmp_path / "runs"]),
+    "recipe-missing": lambda tmp_path, assets: Case(["distill", "-c", tmp_path / "nope.yaml"], r"does not exist"),
+    "no-teacher": lambda tmp_path, assets: Case(["distill", "--out-dir", tmp_path / "runs"], r"no teacher given",
+                                                absent=[tmp_path / "runs"]),
+    "hidden-flag-not-numbers": lambda tmp_path, assets: Case(
+        _distill(assets, tmp_path, "--hidden", "64,abc"), r"--hidden .* comma-separated", absent=[tmp_path / "runs"]),
+    # run folders: names stay inside --out-dir, --resume acts only on the same policykd run
+    "run-name-parent": lambda tmp_path, assets: _victim_case(tmp_path, _distill(assets, tmp_path, "--run-name", "../victim", "--resume"),
+                                                             r"plain folder name"),
+    "run-name-absolute": lambda tmp_path, assets: _victim_case(
+        tmp_path, _distill(assets, tmp_path, "--run-name", str(tmp_path / "victim"), "--resume"), r"plain folder name"),
+    "run-name-nested": lambda tmp_path, assets: Case(_distill(assets, tmp_path, "--run-name", "a/b"), r"plain folder name",
+                                                     absent=[tmp_path / "runs"]),
+    "resume-foreign-folder": lambda tmp_path, assets: _victim_case(
+        tmp_path, ["distill", assets["teacher"], "--env", "CartPole-v1", "-c", assets["recipe"], "--out-dir", tmp_path,
+                   "--run-name", "victim", "--resume"], r"not a policykd run.*nothing was changed"),
+    "resume-without-name": lambda tmp_path, assets: Case(_distill(assets, tmp_path, "--resume"), r"--resume needs --run-name"),
+    "resume-missing-run": lambda tmp_path, assets: Case(_distill(assets, tmp_path, "--run-name", "nope", "--resume"),
+                                                        r"no run .*nope to resume", absent=[tmp_path / "runs" / "nope"]),
+    "existing-run-without-resume": lambda tmp_path, assets: _run_case(
+        tmp_path, assets, [], r"already exists; pass --resume"),
+    "resume-changed-recipe": lambda tmp_path, assets: _run_case(
+        tmp_path, assets, ["--resume", "--steps", "300"], r"different config.*labelled_steps"),
+    "resume-replaced-teacher": lambda tmp_path, assets: _replaced_teacher_case(tmp_path, assets),
+    "resume-corrupt-progress": lambda tmp_path, assets: _run_case(
+        tmp_path, assets, ["--resume"], r"progress\.json is corrupt.*new one", damage="checkpoint/progress.json"),
+    "resume-corrupt-optimizer": lambda tmp_path, assets: _run_case(
+        tmp_path, assets, ["--resume"], r"optimizer\.safetensors is corrupt.*new one", damage="checkpoint/optimizer.safetensors"),
+    "resume-corrupt-run-record": lambda tmp_path, assets: _run_case(
+        tmp_path, assets, ["--resume"], r"config\.json is corrupt", damage="config.json"),
+    "resume-corrupt-buffer-metadata": lambda tmp_path, assets: _run_case(
+        tmp_path, assets, ["--resume"], r"buffer/metadata\.json is corrupt", damage="buffer/metadata.json"),
+    "resume-modified-buffer-chunk": lambda tmp_path, assets: _run_case(
+        tmp_path, assets, ["--resume"], r"does not match its sha256", damage="buffer/chunk_000000.npz"),
+    "resume-locked-run": lambda tmp_path, assets: _locked_case(tmp_path, assets),
+    # output locations
+    "out-dir-is-a-file": lambda tmp_path, assets: Case(
+        _distill(assets, tmp_path, "--out-dir", _write(tmp_path / "file", "keep"), "--run-name", "r"),
+        r"cannot create the run folder .*file", victims=[tmp_path / "file"]),
+    "out-dir-impossible": lambda tmp_path, assets: Case(
+        _distill(assets, tmp_path, "--out-dir", "/proc/policykd-runs", "--run-name", "r"), r"/proc/policykd-runs"),
+    "export-out-is-a-file": lambda tmp_path, assets: Case(
+        ["export", assets["student"], "--format", "safetensors", "--out", _write(tmp_path / "file", "keep")],
+        r"file", victims=[tmp_path / "file"]),
+    "export-unknown-format": lambda tmp_path, assets: Case(["export", assets["student"], "--format", "tflite", "--out", tmp_path / "x"],
+                                                           r"unknown export format 'tflite'; choose one of", absent=[tmp_path / "x"]),
+    # collect
+    "collect-into-foreign-folder": lambda tmp_path, assets: Case(
+        ["collect", assets["teacher"], "--env", "CartPole-v1", "--out", _write(tmp_path / "folder" / "notes.txt", "mine").parent,
+         "--steps", "50"], r"not an empty folder", victims=[tmp_path / "folder"]),
+    "collect-over-existing-buffer": lambda tmp_path, assets: _buffer_case(tmp_path, assets, [], r"already holds a buffer.*--resume"),
+    "collect-resume-other-settings": lambda tmp_path, assets: _buffer_case(
+        tmp_path, assets, ["--resume", "--seed", "7"], r"other settings.*seed"),
+    "collect-resume-other-teacher": lambda tmp_path, assets: _buffer_case(
+        tmp_path, assets, ["--resume"], r"another teacher file", teacher="qrdqn"),
+    "collect-resume-not-a-buffer": lambda tmp_path, assets: Case(
+        ["collect", assets["teacher"], "--env", "CartPole-v1", "--out", tmp_path / "nothing", "--resume"], r"not a policykd buffer"),
+    "collect-student-wrong-shape": lambda tmp_path, assets: Case(
+        ["collect", assets["teacher"], "--env", "CartPole-v1", "--out", tmp_path / "buf", "--beta", "0.5", "--student",
+         _tiny_student(tmp_path / "s", obs_dim=3, action_dim=1, family="gaussian", env_id="Pendulum-v1")],
+        r"takes 3 observations.*pass a student distilled from this teacher", absent=[tmp_path / "buf"]),
+    "collect-beta-without-student": lambda tmp_path, assets: Case(
+        ["collect", assets["teacher"], "--env", "CartPole-v1", "--out", tmp_path / "buf", "--beta", "0.5"],
+        r"pass --student", absent=[tmp_path / "buf"]),
+    # eval, bench, report
+    "eval-student-wrong-shape": lambda tmp_path, assets: Case(
+        ["eval", assets["teacher"], _tiny_student(tmp_path / "s", obs_dim=3, action_dim=1, family="gaussian", env_id="Pendulum-v1"),
+         "--env", "CartPole-v1", "--episodes", "1"], r"takes 3 observations"),
+    "report-corrupt-eval": lambda tmp_path, assets: _corrupt_eval_case(tmp_path, assets),
+    "bench-card-teacher-replaced": lambda tmp_path, assets: _bench_replaced_case(tmp_path, assets),
+    # sweeps: every combination validated before any work
+    "sweep-unknown-key": lambda tmp_path, assets: Case(
+        ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "nokey=1|2", "--out", tmp_path / "sw"],
+        r"unknown config keys \['nokey'\]", absent=[tmp_path / "sw"]),
+    "sweep-bad-value": lambda tmp_path, assets: Case(
+        ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "hidden=[8]|64", "--out", tmp_path / "sw"],
+        r"hidden must be a list", absent=[tmp_path / "sw"]),
+    "sweep-malformed-grid": lambda tmp_path, assets: Case(
+        ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "hidden", "--out", tmp_path / "sw"], r"KEY=V1\|V2",
+        absent=[tmp_path / "sw"]),
+    "sweep-fixed-key": lambda tmp_path, assets: Case(
+        ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "run_name=a|b", "--out", tmp_path / "sw"],
+        r"cannot sweep run_name", absent=[tmp_path / "sw"]),
+    "sweep-corrupt-results": lambda tmp_path, assets: Case(
+        ["sweep", assets["teacher"], "--env", "CartPole-v1", "-c", assets["recipe"], "--grid", "tau=0.5|1", "--out",
+         _write(tmp_path / "sw" / "results.json", "{not json").parent], r"results\.json is corrupt",
+        victims=[tmp_path / "sw" / "results.json"]),
+    # teachers
+    "teacher-missing": lambda tmp_path, assets: Case(["teacher", "eval", tmp_path / "missing.zip"], r"does not exist"),
+    "teacher-empty-file": lambda tmp_path, assets: Case(["teacher", "eval", _write(tmp_path / "t.zip", ""), "--env", "CartPole-v1"],
+                                                        r"not a readable SB3 checkpoint"),
+    "teacher-not-a-zip": lambda tmp_path, assets: Case(["teacher", "eval", _write(tmp_path / "t.txt", "hello")], r"neither a \.zip"),
+    "teacher-truncated": lambda tmp_path, assets: Case(
+        ["teacher", "eval", _write_bytes(tmp_path / "t.zip", assets["teacher"].read_bytes()[:2000]), "--env", "CartPole-v1"],
+        r"not a readable SB3 checkpoint"),
+    "teacher-zip-without-env": lambda tmp_path, assets: Case(["teacher", "eval", assets["teacher"]], r"pass --env"),
+    "teacher-unknown-env": lambda tmp_path, assets: Case(["teacher", "eval", assets["teacher"], "--env", "NoSuchEnv-v9"], r"NoSuchEnv-v9"),
+    "teacher-wrong-algo": lambda tmp_path, assets: Case(["teacher", "eval", assets["teacher"], "--env", "CartPole-v1", "--algo", "sac"],
+                                                        r"dqn"),
+    "teacher-unknown-algo": lambda tmp_path, assets: Case(["teacher", "eval", assets["teacher"], "--env", "CartPole-v1", "--algo", "xyz"],
+                                                          r"unknown algorithm 'xyz'"),
+    "teacher-obs-space-mismatch": lambda tmp_path, assets: Case(["teacher", "eval", assets["sac"], "--env", "CartPole-v1"], r"shape"),
+    "teacher-action-space-mismatch": lambda tmp_path, assets: Case(
+        ["distill", assets["sac"], "--env", "PolicyKDTest/TwoActionPendulum-v0", "--out-dir", tmp_path / "runs"], r"action",
+        absent=[tmp_path / "runs"]),
+    # students
+    "student-missing": lambda tmp_path, assets: Case(["export", tmp_path / "nostudent", "--format", "onnx"], r"not a student"),
+    "student-card-corrupt": lambda tmp_path, assets: _student_case(tmp_path, assets, lambda d: (d / "student.json").write_text("{oops"),
+                                                                    r"student\.json"),
+    "student-card-wrong-shape": lambda tmp_path, assets: _student_case(tmp_path, assets, _card_obs_dim_7, r"student"),
+    "student-weights-truncated": lambda tmp_path, assets: _student_case(
+        tmp_path, assets, lambda d: _truncate(d / "student.safetensors"), r"student\.safetensors"),
+    "student-weights-nan": lambda tmp_path, assets: _student_case(tmp_path, assets, _nan_weights, r"(NaN|non-finite)"),
+}
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+def _victim_case(tmp_path: Path, argv: list, message: str) -> Case:
+    victim = tmp_path / "victim"
+    _write(victim / "buffer" / "precious.txt", "not policykd's")
+    _write(victim / "notes.md", "mine")
+    return Case(argv, message, victims=[victim], absent=[victim / "config.json", victim / "checkpoint"])
+
+
+def _run_case(tmp_path: Path, assets: dict, extra: list, message: str, *, damage: str | None = None) -> Case:
+    run = _copy_run(assets, tmp_path)
+    if damage:
+        target = run / damage
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        data[:4] = b"\x00{x\x01"
+        target.write_bytes(bytes(data))
+    return Case(_distill(assets, tmp_path, "--run-name", "done", *extra), message, victims=[run])
+
+
+def _replaced_teacher_case(tmp_path: Path, assets: dict) -> Case:
+    run = _copy_run(assets, tmp_path)
+    teacher = tmp_path / "teacher.zip"
+    shutil.copyfile(assets["qrdqn"], teacher)  # another CartPole checkpoint under the path the run recorded? a new path
+    record = json.loads((run / "config.json").read_text())
+    record["config"]["teacher"] = str(teacher)
+    (run / "config.json").write_text(json.dumps(record))
+    argv = ["distill", teacher, "--env", "CartPole-v1", "-c", assets["recipe"], "--out-dir", tmp_path / "runs", "--run-name", "done",
+            "--resume"]
+    return Case(argv, r"not the file .* was started with.*original teacher", victims=[run])
+
+
+def _locked_case(tmp_path: Path, assets: dict) -> Case:
+    run = _copy_run(assets, tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"),
+        str(run / ".lock")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    _HOLDERS.append(holder)
+    return Case(_distill(assets, tmp_path, "--run-name", "done", "--resume"), r"another policykd process is working in", victims=[run])
+
+
+_HOLDERS: list[subprocess.Popen] = []
+
+
+def _buffer_case(tmp_path: Path, assets: dict, extra: list, message: str, *, teacher: str = "teacher") -> Case:
+    buffer = tmp_path / "buffer"
+    shutil.copytree(assets["buffer"], buffer)
+    argv = ["collect", assets[teacher], "--env", "CartPole-v1", "--out", buffer, "--steps", "100", *extra]
+    return Case(argv, message, victims=[buffer])
+
+
+def _corrupt_eval_case(tmp_path: Path, assets: dict) -> Case:
+    run = _copy_run(assets, tmp_path)
+    _write(run / "eval.json", '{"teacher": ')
+    return Case(["report", run], r"eval\.json is corrupt", victims=[run], absent=[run / "report.md"])
+
+
+def _bench_replaced_case(tmp_path: Path, assets: dict) -> Case:
+    teacher = tmp_path / "teacher.zip"
+    shutil.copyfile(assets["teacher"], teacher)
+    student = _tiny_student(tmp_path / "student", teacher={"path": str(teacher), "algo": "dqn", "sha256": "0" * 64,
+                                                           "env": EnvSpec("CartPole-v1").to_json()})
+    return Case(["bench", student, "--backends", "numpy", "--calls", "100"], r"does not have the sha256 recorded.*--teacher",
+                victims=[teacher, student])
+
+
+def _student_case(tmp_path: Path, assets: dict, damage: Callable[[Path], None], message: str) -> Case:
+    student = tmp_path / "student"
+    shutil.copytree(assets["student"], student)
+    damage(student)
+    return Case(["export", student, "--format", "onnx", "--out", tmp_path / "onnx"], message, victims=[student],
+                absent=[tmp_path / "onnx" / "student.onnx"])
+
+
+def _card_obs_dim_7(student: Path) -> None:
+    card = json.loads((student / "student.json").read_text())
+    card["spec"]["obs_dim"] = 7
+    (student / "student.json").write_text(json.dumps(card))
+
+
+def _nan_weights(student: Path) -> None:
+    weights = load_file(str(student / "student.safetensors"))
+    weights["action_head.weight"][0, 0] = np.nan
+    save_file(weights, str(student / "student.safetensors"))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_is_one_line_and_loses_nothing(name: str, tmp_path: Path, assets: dict, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    case = CASES[name](tmp_path, assets)
+    before = {p: _digest(p) for p in case.victims}
+    try:
+        result = runner.invoke(app, [str(a) for a in case.argv])
+    finally:
+        while _HOLDERS:
+            _HOLDERS.pop().kill()
+    output = result.output.strip()
+    assert result.exit_code == case.exit_code, output
+    assert isinstance(result.exception, SystemExit), f"uncaught {result.exception!r}"
+    assert "Traceback" not in output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    import re
+
+    assert re.search(case.message, errors[0]), errors[0]
+    for path, digest in before.items():
+        assert _digest(path) == digest, f"{path} changed"
+    for path in case.absent:
+        assert not path.exists(), f"{path} was written"
+
+
+def test_the_catalogue_is_large() -> None:
+    assert len(CASES) >= 60
+
+
+def _signal_during(argv: list[str], sig: int, *, wait_for: Callable[[], bool], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    process = subprocess.Popen([sys.executable, "-m", "policykd.cli", *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not wait_for() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+        os.killpg(process.pid, sig)  # the whole process group, workers included, as a terminal's Ctrl-C does
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_collect_keeps_its_chunks_and_resumes(sig, tmp_path, assets) -> None:
+    buffer = tmp_path / "buf"
+    argv = ["collect", str(assets["teacher"]), "--env", "CartPole-v1", "--out", str(buffer), "--steps", "200000",
+            "--chunk-steps", "500"]
+    result = _signal_during(argv, sig, wait_for=lambda: len(list(buffer.glob("chunk_*.npz"))) >= 2, cwd=tmp_path)
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "--resume" in result.stderr
+    from policykd.buffer import Buffer
+
+    kept = Buffer.open(buffer)
+    assert kept.rows >= 1000 and len(kept.load()["obs"]) == kept.rows
+    resumed = runner.invoke(app, argv[:-4] + ["--steps", str(kept.rows + 300), "--chunk-steps", "500", "--resume"])
+    assert resumed.exit_code != 0  # other settings than the interrupted collection: refused
+    assert "other settings" in resumed.output
+
+
+def test_interrupted_collect_resumes_to_the_full_count(tmp_path, assets) -> None:
+    buffer = tmp_path / "buf"
+    argv = ["collect", str(assets["teacher"]), "--env", "CartPole-v1", "--out", str(buffer), "--steps", "3000", "--chunk-steps", "400"]
+    result = _signal_during(argv, signal.SIGINT, wait_for=lambda: len(list(buffer.glob("chunk_*.npz"))) >= 1, cwd=tmp_path)
+    assert result.returncode in (0, 130), result.stderr
+    from policykd.buffer import Buffer
+
+    done_before = Buffer.open(buffer).rows
+    resumed = runner.invoke(app, argv + ["--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    final = Buffer.open(buffer)
+    data = final.load()
+    assert final.rows == 3000 == len(data["obs"]) and done_before <= 3000
+    assert np.isfinite(data["obs"]).all()
+
+
+def test_interrupted_distill_says_how_to_resume(tmp_path, assets) -> None:
+    argv = ["distill", str(assets["teacher"]), "--env", "CartPole-v1", "--steps", "400000", "--rounds", "2", "--out-dir",
+            str(tmp_path / "runs"), "--run-name", "r", "--no-eval"]
+    metadata = tmp_path / "runs" / "r" / "buffer" / "metadata.json"
+    seen: list[float] = []
+
+    def collecting() -> bool:  # a moment after the buffer exists: the workers are running
+        if metadata.exists() and not seen:
+            seen.append(time.monotonic())
+        return bool(seen) and time.monotonic() - seen[0] > 2.0
+
+    result = _signal_during(argv, signal.SIGTERM, wait_for=collecting, cwd=tmp_path)
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "--run-name r" in result.stderr and "--resume" in result.stderr
