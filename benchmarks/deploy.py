@@ -26,10 +26,11 @@ from policykd.plots import latency_histograms
 from policykd.rollout import run_episodes
 from policykd.students import load_student
 from policykd.teachers import load_teacher
+from policykd.zoo import default_teachers_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENT = ROOT / "benchmarks" / "students" / "halfcheetah-2x64"
-TEACHER = ROOT.parent / "shared" / "teachers" / "rl-zoo" / "ppo" / "HalfCheetahBulletEnv-v0_1"
+TEACHER = default_teachers_dir() / "rl-zoo" / "ppo" / "HalfCheetahBulletEnv-v0_1"  # $POLICYKD_TEACHERS, else ../shared/teachers
 
 
 def parity(student_dir: Path, obs: np.ndarray, work: Path) -> dict[str, float]:

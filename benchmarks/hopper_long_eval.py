@@ -23,8 +23,9 @@ from policykd.distill import distill
 from policykd.rollout import run_episodes
 from policykd.teachers import load_teacher
 from policykd.tracking import Tracker
+from policykd.zoo import default_teachers_dir
 
-ZOO = Path(__file__).resolve().parents[1].parent / "shared" / "teachers" / "rl-zoo"
+ZOO = default_teachers_dir() / "rl-zoo"  # $POLICYKD_TEACHERS/rl-zoo, else ../shared/teachers/rl-zoo
 RECIPES = Path(__file__).resolve().parents[1] / "configs" / "distill"
 RESULTS = Path(__file__).resolve().parent / "results" / "hopper_long_eval.json"
 EVAL_SEED = 1_000_000

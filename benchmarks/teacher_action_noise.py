@@ -27,8 +27,9 @@ from policykd.artifacts import atomic_write_json, package_versions
 from policykd.evaluate import perturbed_act
 from policykd.rollout import Episodes, run_episodes
 from policykd.teachers import load_teacher
+from policykd.zoo import default_teachers_dir
 
-ZOO = Path(__file__).resolve().parents[1].parent / "shared" / "teachers" / "rl-zoo"
+ZOO = default_teachers_dir() / "rl-zoo"  # $POLICYKD_TEACHERS/rl-zoo, else ../shared/teachers/rl-zoo
 RESULTS = Path(__file__).resolve().parent / "results" / "teacher_action_noise.json"
 EVAL_SEED = 1_000_000
 

@@ -16,8 +16,9 @@ import tempfile
 from pathlib import Path
 
 from policykd.artifacts import atomic_write_json, package_versions
+from policykd.zoo import default_teachers_dir
 
-ZOO = Path(__file__).resolve().parents[1].parent / "shared" / "teachers" / "rl-zoo"
+ZOO = default_teachers_dir() / "rl-zoo"  # $POLICYKD_TEACHERS/rl-zoo, else ../shared/teachers/rl-zoo
 RESULTS = Path(__file__).resolve().parent / "results" / "zoo_teacher_eval.json"
 # rl-zoo benchmark.md (deterministic policy), as listed in shared/teachers/rl-zoo/README.md
 PUBLISHED = {

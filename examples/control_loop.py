@@ -10,11 +10,9 @@ is a miss. The simulator step is part of the tick here, as it would be the robot
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 
 import policykd.runtime
@@ -29,18 +27,7 @@ def main() -> None:
     parser.add_argument("--c-dir", type=Path, help="folder of `policykd export --format c` (for --backend c)")
     args = parser.parse_args()
 
-    card = json.loads((args.student / "student.json").read_text())
-    env_spec = card["teacher"]["env"]
-    if env_spec["wrappers"] or env_spec["env_kwargs"]:
-        from policykd.env_factory import EnvSpec  # wrappers (e.g. TimeFeatureWrapper) as the teacher was trained
-
-        env = EnvSpec.from_json(env_spec).make()
-    else:
-        if "Bullet" in env_spec["env_id"]:
-            import pybullet_envs_gymnasium  # noqa: F401  (registers the Bullet ids)
-        elif env_spec["env_id"].startswith("PolicyKD/"):
-            import policykd_envs  # noqa: F401  (registers policykd's own envs)
-        env = gym.make(env_spec["env_id"])
+    env = policykd.runtime.make_env(args.student)  # the env as the teacher was trained (wrappers included), from the card
     if args.backend == "c":
         if args.c_dir is None:
             parser.error("--backend c needs --c-dir (run `policykd export STUDENT --format c` first)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import pickle
 import sys
 from collections.abc import Iterator
@@ -26,6 +27,14 @@ from policykd.normalization import ObsNormalizer
 from policykd.safe_pickle import GYM_TO_GYMNASIUM, load_vecnormalize_pickle
 
 _GYM_TO_GYMNASIUM = GYM_TO_GYMNASIUM
+
+
+def default_teachers_dir() -> Path:
+    """$POLICYKD_TEACHERS, else ../shared/teachers beside the checkout: where rl-zoo run folders live (rl-zoo/<algo>/<env>_1)."""
+    configured = os.environ.get("POLICYKD_TEACHERS", "").strip()
+    if configured:
+        return Path(configured).expanduser().resolve()
+    return Path(__file__).resolve().parents[2] / "shared" / "teachers"
 
 
 @contextlib.contextmanager

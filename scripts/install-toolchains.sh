@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cross toolchains and emulators for the embedded targets in configs/targets/ (Debian packages, ~500 MB).
+# Cross toolchains and emulators for the embedded targets in policykd/targets/ (Debian packages, ~500 MB).
 # Skips packages that are already installed; needs root (as on these Debian machines).
 set -euo pipefail
 packages=(gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)

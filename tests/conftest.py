@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from policykd.zoo import default_teachers_dir
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(1)
@@ -18,9 +20,8 @@ CHECKOUT = Path(__file__).resolve().parents[1]
 
 def teachers_dir() -> Path:
     """Where the pretrained teachers are: the folder holding `rl-zoo/`. $POLICYKD_TEACHERS when set, else
-    ../shared/teachers beside the checkout."""
-    configured = os.environ.get("POLICYKD_TEACHERS", "").strip()
-    return Path(configured).expanduser().resolve() if configured else CHECKOUT.parent / "shared" / "teachers"
+    ../shared/teachers beside the checkout (policykd.zoo.default_teachers_dir)."""
+    return default_teachers_dir()
 
 
 TEACHERS = teachers_dir()

@@ -7,14 +7,17 @@ Every case is a function of (tmp_path, assets) returning a Case; `assets` holds 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,6 +251,9 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "teacher-action-space-mismatch": lambda tmp_path, assets: Case(
         ["distill", assets["sac"], "--env", "PolicyKDTest/TwoActionPendulum-v0", "--out-dir", tmp_path / "runs"], r"action",
         absent=[tmp_path / "runs"]),
+    "teacher-crafted-zip": lambda tmp_path, assets: _crafted_zip_case(tmp_path, assets),
+    "teacher-crafted-vecnormalize": lambda tmp_path, assets: _crafted_vecnormalize_case(tmp_path, assets),
+    "student-card-names-crafted-teacher": lambda tmp_path, assets: _crafted_card_case(tmp_path, assets),
     # students
     "student-missing": lambda tmp_path, assets: Case(["export", tmp_path / "nostudent", "--format", "onnx"], r"not a student"),
     "student-card-corrupt": lambda tmp_path, assets: _student_case(tmp_path, assets, lambda d: (d / "student.json").write_text("{oops"),
@@ -337,6 +343,57 @@ def _bench_replaced_case(tmp_path: Path, assets: dict) -> Case:
                                                            "env": EnvSpec("CartPole-v1").to_json()})
     return Case(["bench", student, "--backends", "numpy", "--calls", "100"], r"does not have the sha256 recorded.*--teacher",
                 victims=[teacher, student])
+
+
+class _WritesMarker:
+    """Unpickling this writes its marker file: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",)
+
+
+def _crafted_zip(src: Path, dst: Path, marker: Path) -> Path:
+    """A copy of the SB3 zip `src` whose "data" carries a pickle that writes `marker`."""
+    payload = {":type:": "<class 'object'>", ":serialized:": base64.b64encode(pickle.dumps(_WritesMarker(marker))).decode()}
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            raw = zin.read(item.filename)
+            if item.filename == "data":
+                data = json.loads(raw)
+                data["observation_space"] = payload
+                raw = json.dumps(data).encode()
+            zout.writestr(item, raw)
+    return dst
+
+
+def _crafted_zip_case(tmp_path: Path, assets: dict) -> Case:
+    marker = tmp_path / "pwned"
+    zip_path = _crafted_zip(assets["teacher"], tmp_path / "crafted.zip", marker)
+    return Case(["teacher", "eval", zip_path, "--env", "CartPole-v1"], r"crafted\.zip.*refused.*--trust-pickle", absent=[marker])
+
+
+def _crafted_vecnormalize_case(tmp_path: Path, assets: dict) -> Case:
+    marker = tmp_path / "pwned"
+    run = tmp_path / "dqn" / "CartPole-v1_1"
+    (run / "CartPole-v1").mkdir(parents=True)
+    shutil.copy(assets["teacher"], run / "CartPole-v1.zip")
+    (run / "CartPole-v1" / "config.yml").write_text("normalize: true\n")
+    (run / "CartPole-v1" / "vecnormalize.pkl").write_bytes(pickle.dumps(_WritesMarker(marker)))
+    return Case(["teacher", "eval", run], r"vecnormalize\.pkl.*--trust-pickle", absent=[marker])
+
+
+def _crafted_card_case(tmp_path: Path, assets: dict) -> Case:
+    """A student folder from someone else whose card names a crafted teacher with its true sha256."""
+    marker = tmp_path / "pwned"
+    zip_path = _crafted_zip(assets["teacher"], tmp_path / "crafted.zip", marker)
+    record = {"path": str(zip_path), "algo": "dqn", "sha256": hashlib.sha256(zip_path.read_bytes()).hexdigest(),
+              "env": EnvSpec("CartPole-v1").to_json()}
+    student = _tiny_student(tmp_path / "student", teacher=record)
+    return Case(["bench", student, "--backends", "numpy", "--calls", "100"], r"refused.*--trust-pickle", absent=[marker],
+                victims=[student])
 
 
 def _student_case(tmp_path: Path, assets: dict, damage: Callable[[Path], None], message: str) -> Case:

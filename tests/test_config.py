@@ -1,0 +1,70 @@
+import dataclasses
+
+import pytest
+
+from policykd.config import ACTIVATION_NAMES, DistillConfig, build_config, check_run_name, load_config
+from policykd.errors import PolicyKDError
+from policykd.student_format import ACTIVATION_NAMES as RUNTIME_ACTIVATIONS
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("labelled_steps", "many", "whole number"),
+    ("labelled_steps", 1000.7, "whole number"),
+    ("labelled_steps", True, "whole number"),
+    ("rounds", 0, ">= 1"),
+    ("hidden", 64, "list of positive layer widths"),
+    ("hidden", [], "list of positive layer widths"),
+    ("hidden", [64, "x"], "list of positive layer widths"),
+    ("kl_direction", "sideways", "one of forward, reverse"),
+    ("data_mode", "bc", "one of teacher, dagger"),
+    ("activation", "swish", "one of"),
+    ("lr_schedule", "linear", "one of constant, cosine"),
+    ("eval_episodes", 0, ">= 1"),
+    ("latency_calls", 5, ">= 10"),
+    ("lr", 0.0, "> 0"),
+    ("lr", float("inf"), "finite"),
+    ("tau", -1.0, "> 0"),
+    ("lambda_v", -0.1, ">= 0"),
+    ("beta0", 1.01, "<= 1"),
+    ("beta_decay", -0.5, ">= 0"),
+    ("wandb", "yes", "true or false"),
+    ("wandb", 1, "true or false"),
+    ("teacher", 3, "a string"),
+    ("env_id", ["CartPole-v1"], "a string"),
+    ("seed", -1, ">= 0"),
+    ("run_name", "../x", "plain folder name"),
+])
+def test_every_key_is_validated_when_the_config_is_built(key, value, message):
+    with pytest.raises(PolicyKDError, match=f"{key}.*{message}" if key != "run_name" else message):
+        DistillConfig(**{"teacher": "t", key: value})
+
+
+def test_every_field_has_a_validation_rule():
+    """A new field without a rule fails here, not in a user's hands."""
+    DistillConfig(teacher="t")
+    assert {f.name for f in dataclasses.fields(DistillConfig)}
+
+
+def test_values_are_normalised():
+    config = DistillConfig(teacher="t", labelled_steps=2e4, lr=1, hidden=(32, 32))
+    assert (config.labelled_steps, type(config.labelled_steps)) == (20000, int)
+    assert isinstance(config.lr, float) and config.hidden == [32, 32]
+
+
+def test_unknown_keys_name_the_source_and_the_valid_keys(tmp_path):
+    with pytest.raises(PolicyKDError, match=r"unknown config keys \['nokey'\] in --grid.*valid keys: .*labelled_steps"):
+        build_config({"teacher": "t", "nokey": 1}, source="--grid")
+    path = tmp_path / "r.yaml"
+    path.write_text("teacher: t\nlabeled_steps: 5\n")
+    with pytest.raises(PolicyKDError, match=f"in {path}"):
+        load_config(path, {})
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "/abs", "..\\x", ".hidden"])
+def test_run_names_are_plain_folder_names(name):
+    with pytest.raises(PolicyKDError, match="plain folder name"):
+        check_run_name(name)
+
+
+def test_config_activations_are_the_ones_every_runtime_implements():
+    assert set(ACTIVATION_NAMES) == set(RUNTIME_ACTIVATIONS)
