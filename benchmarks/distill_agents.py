@@ -68,7 +68,7 @@ def main() -> None:
                 shutil.rmtree(out / run_name, ignore_errors=True)
                 result = distill(config, teacher=teacher, tracker=Tracker(None, quiet=True))
                 report = compare(teacher, result.student, episodes=args.episodes, eval_seed=EVAL_SEED,
-                                 teacher_episodes=teacher_eps, latency_calls=200)
+                                 teacher_episodes=teacher_eps, latency_calls=200).to_json()
                 t, s = report["teacher"], report["student"]
                 record = {
                     "env": teacher.env_spec.env_id, "teacher": f"agents/{name}", "data_mode": mode, "seed": seed,

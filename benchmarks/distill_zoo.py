@@ -82,7 +82,7 @@ def main() -> None:
                         "out_dir": str(out), "run_name": run_name, "eval_seed": EVAL_SEED})
                     result = distill(config, teacher=teacher, tracker=Tracker(None, quiet=True))
                     report = compare(teacher, result.student, episodes=args.episodes, eval_seed=EVAL_SEED,
-                                     teacher_episodes=teacher_eps, latency_calls=200)
+                                     teacher_episodes=teacher_eps, latency_calls=200).to_json()
                     record = {
                         "env": env_id, "teacher": f"rl-zoo/ppo/{env_id}", "data_mode": mode, "seed": seed,
                         "labelled_steps": budget, "teacher_return": report["teacher"]["mean"],

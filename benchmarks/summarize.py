@@ -1,6 +1,6 @@
-"""Turn benchmarks/results/*.json into the markdown tables of README.md (between the RESULTS markers).
+"""Turn benchmarks/results/*.json into the markdown tables of docs/benchmarks.md (between the RESULTS markers).
 
-    python benchmarks/summarize.py            # rewrites the block in README.md
+    python benchmarks/summarize.py            # rewrites the block in docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -245,9 +245,10 @@ def main() -> None:
         ablation_tables(),
     ]
     text = "\n\n".join(b for b in blocks if b)
-    readme = (ROOT / "README.md").read_text()
+    page = ROOT / "docs" / "benchmarks.md"
+    readme = page.read_text()
     start, end = readme.index(BEGIN) + len(BEGIN), readme.index(END)
-    (ROOT / "README.md").write_text(readme[:start] + "\n" + text + "\n" + readme[end:])
+    page.write_text(readme[:start] + "\n" + text + "\n" + readme[end:])
 
 
 if __name__ == "__main__":

@@ -60,6 +60,21 @@ def space_from_json(d: dict[str, Any]) -> gym.Space:
     return gym.spaces.Discrete(d["n"], start=d.get("start", 0))
 
 
+def _metadata_problem(metadata: dict[str, Any]) -> str | None:
+    """What is wrong with the chunks, family or fields of a buffer's metadata.json, or None."""
+    chunks, family, fields = metadata.get("chunks"), metadata.get("family"), metadata.get("fields")
+    if not isinstance(chunks, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("file"), str) and isinstance(c.get("sha256"), str)
+            and type(c.get("rows")) is int and c["rows"] > 0 for c in chunks):
+        return "chunks must be a list of {file, rows, sha256}"
+    if not isinstance(family, str) or family not in PARAM_NAMES:
+        return f"unknown family {str(family)[:40]!r}"
+    needed = [*BASE_FIELDS, *(f"dist_{n}" for n in PARAM_NAMES[family])]
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields) or not set(needed) <= set(fields):
+        return f"fields must list {', '.join(needed)}"
+    return None
+
+
 class Buffer:
     """A directory of committed chunks plus metadata; use `Buffer.create` or `Buffer.open`."""
 
@@ -112,21 +127,17 @@ class Buffer:
             metadata = json.loads((root / "metadata.json").read_text())
         except FileNotFoundError as e:
             raise PolicyKDError(f"{root} is not a policykd buffer (no metadata.json); collect one with `policykd collect`") from e
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise PolicyKDError(f"{root}/metadata.json is corrupt ({e.__class__.__name__}); the buffer cannot be trusted, collect it again") from e
         except OSError as e:
             raise PolicyKDError(f"cannot read {root}/metadata.json ({e.__class__.__name__}); check the path and its permissions") from e
         if not isinstance(metadata, dict) or metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
             found = (metadata.get("format"), metadata.get("format_version")) if isinstance(metadata, dict) else ("?", "?")
             raise PolicyKDError(f"{root} has format {found[0]} v{found[1]}; this policykd reads {FORMAT} v{FORMAT_VERSION}")
-        try:
-            listed = {str(c["file"]) for c in metadata["chunks"]}
-            [int(c["rows"]) for c in metadata["chunks"]]
-            [str(c["sha256"]) for c in metadata["chunks"]]
-            [str(f) for f in metadata["fields"]]
-            str(metadata["family"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise PolicyKDError(f"{root}/metadata.json is corrupt (bad or missing {e}); the buffer cannot be trusted, collect it again") from e
+        problem = _metadata_problem(metadata)
+        if problem:
+            raise PolicyKDError(f"{root}/metadata.json is corrupt ({problem}); the buffer cannot be trusted, collect it again")
+        listed = {c["file"] for c in metadata["chunks"]}
         if any(Path(name).name != name or not name.startswith("chunk_") for name in listed):
             raise PolicyKDError(f"{root}/metadata.json lists chunk files outside the buffer; the buffer cannot be trusted, collect it again")
         strays = sorted(p.name for p in root.glob("chunk_*.npz") if p.name not in listed)
@@ -183,10 +194,19 @@ class Buffer:
                 raise PolicyKDError(f"{path} does not match its sha256 in metadata.json (torn write or modified file); collect it again")
             try:
                 with np.load(path) as data:
-                    for f in self.fields:
-                        parts[f].append(data[f])
-            except (ValueError, KeyError, OSError, EOFError) as e:
+                    arrays = {f: data[f] for f in self.fields}
+            except Exception as e:  # numpy's zip and .npy header parsing raise many types (BadZipFile, SyntaxError, ...)
                 raise PolicyKDError(f"{path} cannot be read ({e.__class__.__name__}); the buffer cannot be trusted, collect it again") from e
+            for f, array in arrays.items():
+                dtype = np.dtype(FIELD_DTYPES.get(f, np.float32))
+                if not isinstance(array, np.ndarray) or array.ndim == 0 or len(array) != chunk["rows"] or array.dtype != dtype:
+                    found = f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
+                    raise PolicyKDError(f"{path}: {f} is {found}, metadata.json says {chunk['rows']} rows of {dtype}; "
+                                        f"the buffer cannot be trusted, collect it again")
+                parts[f].append(array)
         if not chunks:
             raise PolicyKDError(f"{self.root} holds no committed rows yet; collect some first")
-        return {f: np.concatenate(v) for f, v in parts.items()}
+        try:
+            return {f: np.concatenate(v) for f, v in parts.items()}
+        except ValueError as e:
+            raise PolicyKDError(f"{self.root}: chunks disagree on the shape of a field ({e}); the buffer cannot be trusted, collect it again") from e

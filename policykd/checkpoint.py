@@ -20,10 +20,11 @@ from safetensors.torch import load_file, save_file
 
 from policykd.artifacts import atomic_write_json
 from policykd.errors import PolicyKDError
+from policykd.progress import Progress
 from policykd.students import Student, load_student
 
 
-def save_checkpoint(run_dir: Path, student: Student, optimizer: torch.optim.Optimizer, progress: dict[str, Any],
+def save_checkpoint(run_dir: Path, student: Student, optimizer: torch.optim.Optimizer, progress: Progress,
                     card_extra: dict[str, Any]) -> None:
     final = run_dir / "checkpoint"
     tmp = run_dir / "checkpoint.tmp"
@@ -33,7 +34,7 @@ def save_checkpoint(run_dir: Path, student: Student, optimizer: torch.optim.Opti
     tensors = {f"state.{idx}.{name}": value.detach().clone().reshape(value.shape) for idx, entry in state["state"].items()
                for name, value in entry.items()}
     save_file(tensors, str(tmp / "optimizer.safetensors"))
-    atomic_write_json(tmp / "progress.json", {**progress, "optimizer_param_groups": state["param_groups"]})
+    atomic_write_json(tmp / "progress.json", {**progress.to_json(), "optimizer_param_groups": state["param_groups"]})
     old = run_dir / "checkpoint.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
@@ -42,7 +43,7 @@ def save_checkpoint(run_dir: Path, student: Student, optimizer: torch.optim.Opti
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(run_dir: Path, optimizer_factory) -> tuple[Student, torch.optim.Optimizer, dict[str, Any]] | None:
+def load_checkpoint(run_dir: Path, optimizer_factory) -> tuple[Student, torch.optim.Optimizer, Progress] | None:
     """(student, optimizer, progress) from RUN_DIR/checkpoint, or None when there is none yet."""
     final = run_dir / "checkpoint"
     if not final.exists() and (run_dir / "checkpoint.old").exists():
@@ -52,14 +53,12 @@ def load_checkpoint(run_dir: Path, optimizer_factory) -> tuple[Student, torch.op
     student = load_student(final).train()
     progress_path, optimizer_path = final / "progress.json", final / "optimizer.safetensors"
     try:
-        progress = json.loads(progress_path.read_text())
-        groups = progress.pop("optimizer_param_groups")
-        [int(progress[k]) for k in ("rounds_done", "buffer_chunks", "episodes", "gradient_steps")]
-        float(progress["wall_s"])
-        list(progress["history"])
+        record = json.loads(progress_path.read_text())
+        groups = record.pop("optimizer_param_groups")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise PolicyKDError(f"{progress_path} is corrupt ({e.__class__.__name__}: {e}); this run cannot be resumed, "
                             "start a new one with another --run-name") from e
+    progress = Progress.from_json(record, source=str(progress_path))
     optimizer = optimizer_factory(student)
     try:
         tensors = load_file(str(optimizer_path))

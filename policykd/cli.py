@@ -18,6 +18,7 @@ from rich.table import Table
 
 from policykd.config import DistillConfig
 from policykd.errors import PolicyKDError
+from policykd.evaluate import Comparison, ReturnStats
 from policykd.tracking import make_console
 
 app = typer.Typer(help="Distil large stable-baselines3 teachers into compact, verified student policies.",
@@ -29,7 +30,7 @@ out = make_console()
 ALGO_HELP = "Algorithm of the checkpoint (ppo, a2c, trpo, sac, tqc, td3, ddpg, dqn, qrdqn); inferred when absent."
 TRUST_PICKLE_HELP = ("Unpickle teacher files (SB3 zip, vecnormalize.pkl) without the allowlist. Can run code from the file: "
                      "only for files you trust.")
-TEACHER_HELP = "An SB3 .zip (with --env), an rl-zoo run folder (e.g. ../shared/teachers/rl-zoo/ppo/HopperBulletEnv-v0_1), or an agents/ folder."
+TEACHER_HELP = "An SB3 .zip (with --env), an rl-zoo run folder (e.g. $POLICYKD_TEACHERS/rl-zoo/ppo/HopperBulletEnv-v0_1), or an agents/ folder (e.g. agents/sac-Pendulum-v1)."
 
 
 def _fail(error: Exception) -> None:
@@ -62,27 +63,27 @@ def _run(fn, *, on_interrupt: str | Callable[[], str] = "nothing was lost: every
         signal.signal(signal.SIGINT, previous_int)
 
 
-def _returns_table(title: str, rows: list[tuple[str, dict]]) -> Table:
+def _returns_table(title: str, rows: list[tuple[str, ReturnStats]]) -> Table:
     table = Table(title=title)
     for col in ("policy", "mean", "std", "IQM", "95% CI", "episodes"):
         table.add_column(col, justify="right" if col != "policy" else "left")
     for name, s in rows:
-        table.add_row(name, f"{s['mean']:.1f}", f"{s['std']:.1f}", f"{s['iqm']:.1f}", f"[{s['ci95_low']:.1f}, {s['ci95_high']:.1f}]", str(s["episodes"]))
+        table.add_row(name, f"{s.mean:.1f}", f"{s.std:.1f}", f"{s.iqm:.1f}", f"[{s.ci95_low:.1f}, {s.ci95_high:.1f}]", str(s.episodes))
     return table
 
 
-def print_comparison(report: dict) -> None:
+def print_comparison(report: Comparison) -> None:
     """Teacher vs student: returns, ratio, agreement, latency, size."""
-    out.print(_returns_table(f"{report['env']}: teacher vs student on the same {len(report['seeds'])} seeds",
-                             [("teacher", report["teacher"]), ("student", report["student"])]))
-    out.print(f"return ratio (1 = teacher parity, lower = worse): [bold]{report['ratio']:.3f}[/bold]")
-    if "success_rate" in report["teacher"]:
+    out.print(_returns_table(f"{report.env}: teacher vs student on the same {len(report.seeds)} seeds",
+                             [("teacher", report.teacher), ("student", report.student)]))
+    out.print(f"return ratio (1 = teacher parity, lower = worse): [bold]{report.ratio:.3f}[/bold]")
+    if report.teacher.success_rate is not None:
         out.print(f"success rate (the env's final info['is_success']; laps completed for the racecar): "
-                  f"teacher {report['teacher']['success_rate']:.0%}, student {report['student']['success_rate']:.0%}")
-    agreement = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in report["agreement"].items())
+                  f"teacher {report.teacher.success_rate:.0%}, student {report.student.success_rate:.0%}")
+    agreement = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in report.agreement.items())
     out.print(f"agreement on held-out teacher states: {agreement}")
-    if "teacher_noise_floor" in report:
-        other, noisy = report["teacher_noise_floor"]["other_batch"], report["teacher_noise_floor"]["student_error"]
+    if report.teacher_noise_floor is not None:
+        other, noisy = report.teacher_noise_floor["other_batch"], report.teacher_noise_floor["student_error"]
         out.print(f"teacher's noise floor on these seeds (its ratio to itself): {other['ratio']:.3f} stepped "
                   f"{'one env' if other['n_envs'] == 1 else str(other['n_envs']) + ' envs'} at a time, "
                   f"{noisy['ratio']:.3f} with the student's error "
@@ -90,11 +91,11 @@ def print_comparison(report: dict) -> None:
     table = Table(title="batch-1 latency, one thread (us)")
     for col in ("path", "p50", "p99", "max"):
         table.add_column(col, justify="right" if col != "path" else "left")
-    for name, lat in report["latency_us"].items():
+    for name, lat in report.latency_us.items():
         table.add_row(name, f"{lat['p50']:.1f}", f"{lat['p99']:.1f}", f"{lat['max']:.1f}")
     out.print(table)
-    out.print(f"parameters: teacher actor {report['teacher']['actor_params']:,}, student {report['student']['params']:,} "
-              f"({report['student']['params'] / report['teacher']['actor_params']:.1%})")
+    out.print(f"parameters: teacher actor {report.teacher_actor_params:,}, student {report.student_params:,} "
+              f"({report.student_params / report.teacher_actor_params:.1%})")
 
 
 def check_card_teacher(record: dict, student: Path) -> None:
@@ -195,7 +196,6 @@ def teacher_eval(
 ) -> None:
     """Run a teacher deterministically on seeded episodes and report its return."""
     from policykd.artifacts import atomic_write_json
-    from policykd.evaluate import summarize_returns
     from policykd.rollout import run_episodes
     from policykd.teachers import load_teacher
     from policykd.tracking import Tracker
@@ -205,11 +205,10 @@ def teacher_eval(
         seeds = [seed + i for i in range(episodes)]
         with Tracker().progress(f"evaluating {t.env_spec.env_id}", episodes) as advance:
             eps = run_episodes(lambda o: t.act(o), t.env_spec, seeds, n_envs=n_envs, progress=advance)
-        stats = summarize_returns(eps.returns)
+        stats = ReturnStats.of(eps.returns, eps.successes)
         out.print(_returns_table(f"{t.algo} teacher on {t.env_spec.env_id}", [(str(teacher), stats)]))
         if json_out:
-            atomic_write_json(json_out, {"teacher": t.identity(), "seeds": seeds, **stats, "returns": eps.returns.tolist(),
-                                         "lengths": eps.lengths.tolist()})
+            atomic_write_json(json_out, {"teacher": t.identity(), "seeds": seeds, **stats.to_json(), "lengths": eps.lengths.tolist()})
 
     _run(go)
 
@@ -353,15 +352,16 @@ def eval_command(
         report = compare(t, s, episodes=episodes, eval_seed=seed, n_envs=n_envs, latency_calls=latency_calls,
                          noise_floor=noise_floor, progress_factory=Tracker().progress)
         print_comparison(report)
+        record = report.to_json()
         if latency:
             from policykd.latency_backends import BACKENDS, backend_latencies
 
-            report["backends_latency_us"] = backend_latencies(student, BACKENDS, teacher=t, calls=latency_calls)
-            print_latency(report["backends_latency_us"], latency_calls)
-            report["embedded"] = [{k: v for k, v in r.items() if not k.endswith("_outputs")}
+            record["backends_latency_us"] = backend_latencies(student, BACKENDS, teacher=t, calls=latency_calls)
+            print_latency(record["backends_latency_us"], latency_calls)
+            record["embedded"] = [{k: v for k, v in r.items() if not k.endswith("_outputs")}
                                   for r in embedded_report(student, target, rate=rate)]
         if json_out:
-            atomic_write_json(json_out, report)
+            atomic_write_json(json_out, record)
 
     _run(go)
 

@@ -23,6 +23,7 @@ from policykd.config import DistillConfig
 from policykd.distributions import PARAM_NAMES, DistParams
 from policykd.errors import PolicyKDError
 from policykd.losses import LossConfig, distillation_loss
+from policykd.progress import Progress, RoundMetrics
 from policykd.rollout import collect, run_episodes
 from policykd.run_dir import CONFIG_FILE, LOCK_FILE, RUN_FORMAT, RunLock, check_same_teacher, read_run_record, resolve_run_dir
 from policykd.students import Student, student_spec_for
@@ -35,7 +36,7 @@ class DistillResult:
     run_dir: Path
     student: Student
     teacher: Teacher
-    history: list[dict[str, Any]]
+    history: tuple[RoundMetrics, ...]
     wall_s: float  # collection + training, this process only (excludes evaluation)
     tracker: Tracker  # still open: the caller logs evaluation to it, then calls finish()
 
@@ -104,7 +105,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
         if on_progress is not None:
             on_progress(1)
     student.eval()
-    return {f"distill/{k}": v / max(batches, 1) for k, v in sums.items()}
+    return {k: v / max(batches, 1) for k, v in sums.items()}
 
 
 # Settings that may change between an interrupted run and its resumption (they do not affect the student).
@@ -158,7 +159,7 @@ class RunState:
 
     student: Student
     optimizer: torch.optim.Optimizer
-    progress: dict[str, Any]         # rounds_done, buffer_chunks, history, wall_s, episodes, gradient_steps
+    progress: Progress
     buffer: Buffer | None            # the run's buffer when resuming, else None (created when the run starts)
     data: dict[str, np.ndarray] | None  # the rows of the checkpoint's buffer chunks, each [N, ...]
 
@@ -174,14 +175,13 @@ def load_run_state(config: DistillConfig, teacher: Teacher, run_dir: Path, *, re
     if restored is not None:
         student, optimizer, progress = restored
         buffer = Buffer.open(run_dir / "buffer")
-        if len(buffer.metadata["chunks"]) < progress["buffer_chunks"]:
+        if len(buffer.metadata["chunks"]) < progress.buffer_chunks:
             raise PolicyKDError(f"{run_dir / 'buffer'} holds fewer chunks than its checkpoint trained on; this run cannot be "
                                 "resumed, start a new one with another --run-name")
-        return RunState(student, optimizer, progress, buffer, buffer.load(n_chunks=progress["buffer_chunks"]))
+        return RunState(student, optimizer, progress, buffer, buffer.load(n_chunks=progress.buffer_chunks))
     torch.manual_seed(config.seed)
     student = Student(student_spec_for(teacher, hidden=tuple(config.hidden), activation=config.activation))
-    progress = {"rounds_done": 0, "buffer_chunks": 0, "history": [], "wall_s": 0.0, "episodes": 0, "gradient_steps": 0}
-    return RunState(student, _make_optimizer(config)(student), progress, None, None)
+    return RunState(student, _make_optimizer(config)(student), Progress(), None, None)
 
 
 def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, state: RunState,
@@ -195,8 +195,8 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
     student, optimizer, progress, data = state.student, state.optimizer, state.progress, state.data
     if state.buffer is not None:
         buffer = state.buffer
-        buffer.truncate(progress["buffer_chunks"])  # rows collected after the checkpoint: collected again
-        tracker.log({"resume/round": progress["rounds_done"], "resume/rows": buffer.rows}, step=buffer.rows)
+        buffer.truncate(progress.buffer_chunks)  # rows collected after the checkpoint: collected again
+        tracker.log({"resume/round": progress.rounds_done, "resume/rows": buffer.rows}, step=buffer.rows)
     else:
         if (run_dir / "buffer" / "metadata.json").exists():  # this run's buffer, but no round finished: start it over
             Buffer.open(run_dir / "buffer").truncate(0)
@@ -205,7 +205,7 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
                                family=teacher.family, teacher=identity, normalizer=teacher.normalizer.to_json(),
                                config=config.to_dict())
 
-    for round_index in range(progress["rounds_done"], config.rounds):
+    for round_index in range(progress.rounds_done, config.rounds):
         round_start = time.perf_counter()
         seed = _round_seed(config.seed, round_index)
         beta = config.beta(round_index)
@@ -213,7 +213,7 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
         with tracker.progress(f"round {round_index + 1}/{config.rounds}: collecting (beta={beta:.2f})", steps) as advance:
             collect_start = time.perf_counter()
             chunk = collect(teacher, steps=steps, beta=beta, seed=seed, n_envs=config.n_envs, student=student,
-                            round_index=round_index, episode_offset=progress["episodes"],
+                            round_index=round_index, episode_offset=progress.episodes,
                             sample_actions=config.sample_actions, noise_scale=config.noise_scale,
                             max_episode_steps=config.collect_max_episode_steps or None, on_progress=advance)
             collect_s = time.perf_counter() - collect_start
@@ -223,28 +223,24 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
             student.value_mean.fill_(float(data["value"].mean()))
             student.value_std.fill_(float(data["value"].std()) + 1e-6)
         with tracker.progress(f"round {round_index + 1}/{config.rounds}: training", config.epochs_per_round) as advance:
-            losses = train_round(student, optimizer, data, teacher.family, config, seed, progress["gradient_steps"], on_progress=advance)
-        progress["gradient_steps"] += -(-len(data["obs"]) // config.batch_size) * config.epochs_per_round
-        round_s = time.perf_counter() - round_start
-        progress["wall_s"] += round_s
-        progress["episodes"] = int(data["episode_id"].max()) + 1
-        metrics = {
-            **losses, "distill/round": round_index, "distill/beta": beta, "distill/labelled_steps": len(data["obs"]),
-            "distill/student_acted": float(np.mean(chunk["actor"])), "distill/collect_steps_per_s": steps / collect_s,
-            "distill/wall_s": progress["wall_s"],
-        }
+            losses = train_round(student, optimizer, data, teacher.family, config, seed, progress.gradient_steps, on_progress=advance)
+        evaluation = {}
+        wall_s = progress.wall_s + time.perf_counter() - round_start
         if config.eval_every_round > 0:  # not part of wall_s: evaluation is excluded from the distillation budget
             seeds = [config.eval_seed + i for i in range(config.eval_every_round)]
-            episodes = run_episodes(student.act,
-                                    teacher.env_spec, seeds, n_envs=config.n_envs)
-            metrics["eval/student_return_mean"] = float(episodes.returns.mean())
-            metrics["eval/student_return_std"] = float(episodes.returns.std())
-        progress["history"].append(metrics)
-        progress["rounds_done"] = round_index + 1
-        progress["buffer_chunks"] = len(buffer.metadata["chunks"])
+            with tracker.progress(f"round {round_index + 1}/{config.rounds}: evaluating the student", len(seeds)) as advance:
+                episodes = run_episodes(student.act, teacher.env_spec, seeds, n_envs=config.n_envs, progress=advance)
+            evaluation = {"eval_return_mean": float(episodes.returns.mean()), "eval_return_std": float(episodes.returns.std())}
+        metrics = RoundMetrics(round=round_index, beta=beta, labelled_steps=len(data["obs"]), **losses,
+                               student_acted=float(np.mean(chunk["actor"])), collect_steps_per_s=steps / collect_s,
+                               wall_s=wall_s, **evaluation)
+        progress = progress.after_round(metrics, buffer_chunks=len(buffer.metadata["chunks"]),
+                                        episodes=int(data["episode_id"].max()) + 1,
+                                        gradient_steps=-(-len(data["obs"]) // config.batch_size) * config.epochs_per_round)
         save_checkpoint(run_dir, student, optimizer, progress, card_extra)
-        tracker.log(metrics, step=len(data["obs"]))
+        tracker.log(metrics.to_json(), step=len(data["obs"]))
 
-    student.save(run_dir / "student", card_extra={**card_extra, "history": progress["history"], "wall_s": progress["wall_s"]})
-    return DistillResult(run_dir=run_dir, student=student.eval(), teacher=teacher, history=progress["history"],
-                         wall_s=progress["wall_s"], tracker=tracker)
+    history = [m.to_json() for m in progress.history]
+    student.save(run_dir / "student", card_extra={**card_extra, "history": history, "wall_s": progress.wall_s})
+    return DistillResult(run_dir=run_dir, student=student.eval(), teacher=teacher, history=progress.history,
+                         wall_s=progress.wall_s, tracker=tracker)

@@ -6,7 +6,10 @@ eval_seed + i for both policies), mean, std, IQM and a bootstrap 95% interval of
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,10 +48,59 @@ def return_ratio(student_mean: float, teacher_mean: float) -> float:
     return student_mean / teacher_mean if teacher_mean > 0 else teacher_mean / student_mean
 
 
-def summarize_returns(returns: np.ndarray) -> dict[str, float]:
-    low, high = bootstrap_ci(returns)
-    return {"mean": float(np.mean(returns)), "std": float(np.std(returns)), "iqm": interquartile_mean(returns),
-            "ci95_low": low, "ci95_high": high, "episodes": int(len(returns))}
+@dataclass(frozen=True)
+class ReturnStats:
+    """Returns of one policy on the evaluation seeds: mean, std, IQM and a bootstrap 95% interval of the mean."""
+
+    mean: float
+    std: float
+    iqm: float
+    ci95_low: float
+    ci95_high: float
+    episodes: int
+    returns: tuple[float, ...] = ()
+    success_rate: float | None = None  # the env's final info["is_success"], where it reports one
+
+    @classmethod
+    def of(cls, returns: np.ndarray, successes: np.ndarray | None = None) -> ReturnStats:
+        """returns [n_episodes], successes [n_episodes] bool or None."""
+        low, high = bootstrap_ci(returns)
+        return cls(mean=float(np.mean(returns)), std=float(np.std(returns)), iqm=interquartile_mean(returns),
+                   ci95_low=low, ci95_high=high, episodes=int(len(returns)), returns=tuple(float(r) for r in returns),
+                   success_rate=None if successes is None else float(np.mean(successes)))
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "success_rate" or v is not None}
+        out["returns"] = list(self.returns)
+        return out
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Teacher vs student on the same seeds: returns, ratio, agreement on held-out teacher states, latency, size.
+    to_json() is the layout of RUN_DIR/eval.json."""
+
+    env: str
+    seeds: tuple[int, ...]
+    teacher: ReturnStats
+    student: ReturnStats
+    teacher_actor_params: int
+    student_params: int
+    ratio: float
+    agreement: dict[str, float]                  # kl, action_mse (Box) or accuracy, precision, recall, f1 (Discrete)
+    latency_us: dict[str, dict[str, float]]      # path -> p50, p99, max, ...
+    teacher_noise_floor: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "env": self.env, "seeds": list(self.seeds),
+            "teacher": {**self.teacher.to_json(), "actor_params": self.teacher_actor_params},
+            "student": {**self.student.to_json(), "params": self.student_params},
+            "ratio": self.ratio, "agreement": dict(self.agreement), "latency_us": dict(self.latency_us),
+        }
+        if self.teacher_noise_floor is not None:
+            out["teacher_noise_floor"] = self.teacher_noise_floor
+        return out
 
 
 @torch.no_grad()
@@ -126,14 +178,10 @@ def teacher_noise_floor(teacher: Teacher, seeds: list[int], reference: Episodes,
 
 def compare(teacher: Teacher, student: Student, *, episodes: int = 20, eval_seed: int = 1_000_000, n_envs: int = 2,
             latency_calls: int = 2_000, max_agreement_states: int = 5_000, teacher_episodes: Episodes | None = None,
-            noise_floor: bool = False, progress_factory=None) -> dict:
-    """The full teacher-vs-student report (JSON-serialisable). noise_floor: also run teacher_noise_floor, with the
+            noise_floor: bool = False, progress_factory=None) -> Comparison:
+    """The full teacher-vs-student report. noise_floor: also run teacher_noise_floor, with the
     student's own error on held-out teacher states (RMS action error, or 1 - accuracy for discrete actions)."""
     seeds = [eval_seed + i for i in range(episodes)]
-
-    def student_act(obs: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return student.act(obs)
 
     def teacher_act(obs: np.ndarray) -> np.ndarray:
         return teacher.act(obs, deterministic=True)
@@ -145,7 +193,7 @@ def compare(teacher: Teacher, student: Student, *, episodes: int = 20, eval_seed
             return run_episodes(act, teacher.env_spec, seeds, n_envs=envs, progress=advance)
 
     teacher_eps = teacher_episodes or run("teacher", teacher_act)
-    student_eps = run("student", student_act)
+    student_eps = run("student", student.act)
     rng = np.random.default_rng(eval_seed)
     states = teacher_eps.states
     if len(states) > max_agreement_states:
@@ -154,25 +202,18 @@ def compare(teacher: Teacher, student: Student, *, episodes: int = 20, eval_seed
     latency = {
         "teacher_torch": measure_latency(lambda: teacher_act(probe), calls=latency_calls),
         "teacher_sb3_predict": measure_latency(lambda: teacher.sb3_predict(probe), calls=latency_calls),
-        "student_torch": measure_latency(lambda: student_act(probe), calls=latency_calls),
+        "student_torch": measure_latency(lambda: student.act(probe), calls=latency_calls),
     }
-    teacher_stats, student_stats = summarize_returns(teacher_eps.returns), summarize_returns(student_eps.returns)
-    if teacher_eps.successes is not None:
-        teacher_stats["success_rate"] = teacher_eps.success_rate()
-        student_stats["success_rate"] = student_eps.success_rate()
+    teacher_stats = ReturnStats.of(teacher_eps.returns, teacher_eps.successes)
+    student_stats = ReturnStats.of(student_eps.returns, student_eps.successes)
     report_agreement = agreement(teacher, student, states)
-    report = {
-        "env": teacher.env_spec.env_id,
-        "seeds": seeds,
-        "teacher": {**teacher_stats, "returns": teacher_eps.returns.tolist(), "actor_params": teacher.actor_parameter_count()},
-        "student": {**student_stats, "returns": student_eps.returns.tolist(), "params": student.parameter_count()},
-        "ratio": return_ratio(student_stats["mean"], teacher_stats["mean"]),
-        "agreement": report_agreement,
-        "latency_us": latency,
-    }
+    floor = None
     if noise_floor:
         error = (1.0 - report_agreement["accuracy"] if teacher.family == "categorical"
                  else float(np.sqrt(report_agreement["action_mse"])))
-        report["teacher_noise_floor"] = teacher_noise_floor(teacher, seeds, teacher_eps, n_envs=n_envs, error=error,
-                                                            run=run, noise_seed=eval_seed)
+        floor = teacher_noise_floor(teacher, seeds, teacher_eps, n_envs=n_envs, error=error, run=run, noise_seed=eval_seed)
+    report = Comparison(env=teacher.env_spec.env_id, seeds=tuple(seeds), teacher=teacher_stats, student=student_stats,
+                        teacher_actor_params=teacher.actor_parameter_count(), student_params=student.parameter_count(),
+                        ratio=return_ratio(student_stats.mean, teacher_stats.mean), agreement=report_agreement,
+                        latency_us=latency, teacher_noise_floor=floor)
     return report

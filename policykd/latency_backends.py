@@ -1,5 +1,5 @@
 """Batch-1 latency of a student on every inference backend (torch, numpy runtime, ONNX Runtime, C from C, C through
-ctypes), beside the teacher and SB3 predict(): `policykd latency`, `policykd eval --latency`, benchmarks/deploy.py.
+ctypes), beside the teacher and SB3 predict(): `policykd bench`, `policykd eval --latency`, benchmarks/deploy.py.
 The timing itself is policykd/latency.py."""
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import Any
 from policykd.artifacts import atomic_write_json
 from policykd.config import DistillConfig
 from policykd.distill import DistillResult, distill_in_run_dir, load_run_state, prepare_run_dir
-from policykd.evaluate import compare
+from policykd.evaluate import Comparison, compare
 from policykd.run_dir import RunLock
 from policykd.students import Student
 from policykd.teachers import Teacher, load_teacher
@@ -29,13 +29,13 @@ class PipelineResult:
     run_dir: Path
     student_dir: Path
     distillation: DistillResult
-    report: dict[str, Any] | None
+    report: Comparison | None
     rollout_png: Path | None
     plots: tuple[Path, ...]
 
 
 def distill_and_evaluate(config: DistillConfig, *, resume: bool = False, evaluate: bool = True,
-                         teacher: Teacher | None = None, on_report: Callable[[dict[str, Any]], None] | None = None,
+                         teacher: Teacher | None = None, on_report: Callable[[Comparison], None] | None = None,
                          on_run_dir: Callable[[Path], None] | None = None) -> PipelineResult:
     """Distil a student for `config`, then (evaluate) compare it with the teacher on config.eval_episodes seeds,
     write eval.json, film both (config.rollout_steps > 0), draw the plots and log all of it to the tracker.
@@ -57,7 +57,7 @@ def distill_and_evaluate(config: DistillConfig, *, resume: bool = False, evaluat
             if evaluate:
                 report = compare(teacher, result.student, episodes=config.eval_episodes, eval_seed=config.eval_seed,
                                  n_envs=config.n_envs, latency_calls=config.latency_calls, progress_factory=tracker.progress)
-                atomic_write_json(run_dir / "eval.json", report)
+                atomic_write_json(run_dir / "eval.json", report.to_json())
                 log_evaluation(tracker, report)
                 if on_report is not None:
                     on_report(report)
@@ -91,16 +91,18 @@ def film_side_by_side(teacher: Teacher, student: Student, run_dir: Path, *, seed
     return png
 
 
-def log_evaluation(tracker: Tracker, report: dict[str, Any]) -> None:
+def log_evaluation(tracker: Tracker, report: Comparison) -> None:
     """The teacher-vs-student comparison and latency as summary values and tables."""
-    summary: dict[str, Any] = {"eval/ratio": report["ratio"]}
-    for who in ("teacher", "student"):
-        summary.update({f"eval/{who}_return_{k}": report[who][k] for k in ("mean", "std", "iqm", "ci95_low", "ci95_high")})
-    summary.update({f"eval/agreement_{k}": v for k, v in report["agreement"].items()})
-    summary.update({f"latency/{path}_p50_us": lat["p50"] for path, lat in report["latency_us"].items()})
-    summary.update({"eval/student_params": report["student"]["params"], "eval/teacher_actor_params": report["teacher"]["actor_params"]})
+    stats = ("mean", "std", "iqm", "ci95_low", "ci95_high")
+    summary: dict[str, Any] = {"eval/ratio": report.ratio}
+    for who, returns in (("teacher", report.teacher), ("student", report.student)):
+        summary.update({f"eval/{who}_return_{k}": getattr(returns, k) for k in stats})
+    summary.update({f"eval/agreement_{k}": v for k, v in report.agreement.items()})
+    summary.update({f"latency/{path}_p50_us": lat["p50"] for path, lat in report.latency_us.items()})
+    summary.update({"eval/student_params": report.student_params, "eval/teacher_actor_params": report.teacher_actor_params})
     tracker.summary(summary)
-    tracker.table("eval/comparison", ["policy", "mean", "std", "iqm", "ci95_low", "ci95_high", "episodes"],
-                  [[who] + [report[who][k] for k in ("mean", "std", "iqm", "ci95_low", "ci95_high", "episodes")] for who in ("teacher", "student")])
+    tracker.table("eval/comparison", ["policy", *stats, "episodes"],
+                  [[who] + [getattr(returns, k) for k in (*stats, "episodes")]
+                   for who, returns in (("teacher", report.teacher), ("student", report.student))])
     tracker.table("latency/batch1_us", ["path", "p50", "p99", "max"],
-                  [[path, lat["p50"], lat["p99"], lat["max"]] for path, lat in report["latency_us"].items()])
+                  [[path, lat["p50"], lat["p99"], lat["max"]] for path, lat in report.latency_us.items()])

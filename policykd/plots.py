@@ -161,7 +161,7 @@ def distillation_curve(history: list[dict], teacher: dict, path: Path, *, title:
     MSE when there is no return panel) vs teacher-labelled env steps.
 
     history: per-round metrics (distill/labelled_steps, distill/kl, distill/value_mse, optionally
-    eval/student_return_mean/std); teacher: summarize_returns() of the teacher on the same seeds (mean, ci95_low,
+    eval/student_return_mean/std); teacher: the teacher's returns on the same seeds from eval.json (mean, ci95_low,
     ci95_high; NaN when not evaluated); student: the final evaluation (mean, optionally ratio), quoted in the note
     of a run without per-round evaluation.
     """

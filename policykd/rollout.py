@@ -113,9 +113,10 @@ def iter_collect(teacher: Teacher, *, steps: int, chunk_rows: int, beta: float, 
             pending += len(keep)
             if on_progress is not None:
                 on_progress(len(keep))
-            if pending >= chunk_rows or recorded >= steps:
-                yield _chunk(rows, params, round_index)
-                pending = 0
+            while pending >= chunk_rows or (recorded >= steps and pending > 0):
+                chunk = _take_chunk(rows, params, round_index, min(chunk_rows, pending))
+                pending -= len(chunk["obs"])
+                yield chunk
             restarted = np.flatnonzero(after_done)
             episode_ids[restarted] = next_episode + np.arange(len(restarted))
             next_episode += len(restarted)
@@ -127,14 +128,16 @@ def iter_collect(teacher: Teacher, *, steps: int, chunk_rows: int, beta: float, 
     close_vector_env(envs, failed=False)
 
 
-def _chunk(rows: dict[str, list[np.ndarray]], params: dict[str, list[np.ndarray]], round_index: int) -> dict[str, np.ndarray]:
-    """The rows gathered since the last chunk as buffer fields; empties the lists."""
-    out = {k: np.concatenate(v) for k, v in rows.items()}
-    out.update({f"dist_{k}": np.concatenate(v) for k, v in params.items()})
-    out["round"] = np.full(len(out["obs"]), round_index, dtype=np.int32)
-    for lists in (rows, params):
-        for v in lists.values():
-            v.clear()
+def _take_chunk(rows: dict[str, list[np.ndarray]], params: dict[str, list[np.ndarray]], round_index: int,
+                n: int) -> dict[str, np.ndarray]:
+    """The first n rows gathered since the last chunk, as buffer fields; the rest stay in the lists."""
+    out: dict[str, np.ndarray] = {}
+    for prefix, lists in (("", rows), ("dist_", params)):
+        for name, parts in lists.items():
+            joined = np.concatenate(parts)
+            out[prefix + name] = joined[:n]
+            parts[:] = [joined[n:]] if len(joined) > n else []
+    out["round"] = np.full(n, round_index, dtype=np.int32)
     return out
 
 

@@ -109,7 +109,14 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+    """A real number that converts to a float (an int beyond float's range, e.g. 10**400, does not)."""
+    if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, (bool, np.bool_)):
+        return False
+    try:
+        float(v)
+    except OverflowError:
+        return False
+    return True
 
 
 def _prefix(source: str | None) -> str:
@@ -132,9 +139,9 @@ def validate_spec(spec: Any, source: str | None = None) -> None:
     for key in ("obs_dim", "action_dim"):
         if not _is_int(spec[key]) or spec[key] <= 0:
             raise PolicyKDError(f"{where}spec.{key} must be a positive integer, got {spec[key]!r}")
-    if spec["family"] not in FAMILIES:
+    if not isinstance(spec["family"], str) or spec["family"] not in FAMILIES:
         raise PolicyKDError(f"{where}unknown student family {spec['family']!r}; use one of {', '.join(FAMILIES)}")
-    if spec["activation"] not in ACTIVATIONS:
+    if not isinstance(spec["activation"], str) or spec["activation"] not in ACTIVATIONS:
         raise PolicyKDError(f"{where}unknown activation {spec['activation']!r}; use one of {', '.join(ACTIVATION_NAMES)}")
     hidden = spec["hidden"]
     if not isinstance(hidden, (list, tuple)) or not hidden or not all(_is_int(h) and h > 0 for h in hidden):
@@ -244,6 +251,8 @@ def read_card(path: str | Path) -> dict[str, Any]:
         card = json.loads(card_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PolicyKDError(f"{card_path} is corrupt ({e}); re-export the student") from e
+    except RecursionError as e:
+        raise PolicyKDError(f"{card_path} is corrupt (nested too deeply to read); re-export the student") from e
     except OSError as e:
         raise PolicyKDError(f"cannot read {card_path} ({e.strerror or e})") from e
     validate_card(card, str(card_path))

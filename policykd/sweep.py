@@ -94,11 +94,11 @@ class SweepContext:
         policy = runtime.load(result.run_dir / "student")
         probe = self.teacher_episodes.states[0]
         return {
-            "name": name, **{f"param/{k}": v for k, v in combo.items()}, "ratio": report["ratio"],
-            "student_return": report["student"]["mean"], "teacher_return": report["teacher"]["mean"],
-            "student_params": report["student"]["params"], "teacher_actor_params": report["teacher"]["actor_params"],
+            "name": name, **{f"param/{k}": v for k, v in combo.items()}, "ratio": report.ratio,
+            "student_return": report.student.mean, "teacher_return": report.teacher.mean,
+            "student_params": report.student_params, "teacher_actor_params": report.teacher_actor_params,
             "numpy_p50_us": measure_latency(lambda: policy(probe), calls=latency_calls)["p50"],
-            "kl": report["agreement"]["kl"], "wall_s": result.wall_s, "labelled_steps": config.labelled_steps,
+            "kl": report.agreement["kl"], "wall_s": result.wall_s, "labelled_steps": config.labelled_steps,
             "seed": config.seed,
         }
 

@@ -23,7 +23,7 @@ import yaml
 from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_versions, sha256_file
 from policykd.env_factory import EnvSpec, parse_wrappers
 from policykd.errors import PolicyKDError
-from policykd.evaluate import summarize_returns
+from policykd.evaluate import ReturnStats
 from policykd.normalization import ObsNormalizer
 from policykd.rollout import run_episodes
 from policykd.teachers import ALGOS, MODEL_CARD, algo_class, load_teacher
@@ -110,7 +110,7 @@ def train_teacher(config: TeacherTrainConfig, out_dir: str | Path, *, progress_b
     teacher = load_teacher(tmp)
     seeds = [config.eval_seed + i for i in range(config.eval_episodes)]
     episodes = run_episodes(lambda o: teacher.act(o), spec, seeds, n_envs=1)
-    card["evaluation"] = {**summarize_returns(episodes.returns), "returns": episodes.returns.tolist(), "seeds": seeds,
+    card["evaluation"] = {**ReturnStats.of(episodes.returns).to_json(), "seeds": seeds,
                           "deterministic": True}
     if episodes.successes is not None:
         card["evaluation"]["success_rate"] = episodes.success_rate()

@@ -34,8 +34,8 @@ def test_same_seed_and_config_give_the_same_student(tiny_teachers, tmp_path):
     for k, v in _weights(a.student).items():
         torch.testing.assert_close(v, b.student.state_dict()[k], rtol=0, atol=0)
     assert not all(torch.equal(v, c.student.state_dict()[k]) for k, v in _weights(a.student).items())
-    assert [h["distill/labelled_steps"] for h in a.history] == [200, 400, 600]
-    assert [h["distill/beta"] for h in a.history] == [1.0, 0.5, 0.25]
+    assert [h.labelled_steps for h in a.history] == [200, 400, 600]
+    assert [h.beta for h in a.history] == [1.0, 0.5, 0.25]
 
 
 def test_interrupted_run_resumes_to_the_same_student(tiny_teachers, tmp_path, monkeypatch):
@@ -70,9 +70,9 @@ def test_distilled_student_reaches_teacher_return_on_cartpole(tmp_path):
                            run_name="cp", seed=0)
     result = distill(config, teacher=teacher, tracker=Tracker(None, quiet=True))
     report = compare(teacher, result.student, episodes=5, latency_calls=20)
-    assert report["teacher"]["mean"] == pytest.approx(500.0)
-    assert report["ratio"] >= 0.95
-    assert report["agreement"]["accuracy"] >= 0.7 and report["agreement"]["kl"] < 0.3
+    assert report.teacher.mean == pytest.approx(500.0)
+    assert report.ratio >= 0.95
+    assert report.agreement["accuracy"] >= 0.7 and report.agreement["kl"] < 0.3
     assert result.student.parameter_count() < teacher.actor_parameter_count()
 
 
@@ -102,7 +102,7 @@ def test_distill_collects_truncated_episodes(tiny_teachers, tmp_path):
 
 def test_teacher_mode_never_lets_the_student_act(tiny_teachers, tmp_path):
     result = distill(_config(tiny_teachers, tmp_path, data_mode="teacher"), tracker=Tracker(None, quiet=True))
-    assert all(h["distill/student_acted"] == 0.0 for h in result.history)
+    assert all(h.student_acted == 0.0 for h in result.history)
     data = np.load(sorted((tmp_path / "run" / "buffer").glob("chunk_*.npz"))[-1])
     assert (data["actor"] == 0).all()
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from policykd.env_factory import EnvSpec
-from policykd.evaluate import bootstrap_ci, classification_agreement, interquartile_mean, summarize_returns
+from policykd.evaluate import ReturnStats, bootstrap_ci, classification_agreement, interquartile_mean
 from policykd.latency import measure_latency
 from policykd.rollout import run_episodes
 
@@ -15,8 +15,8 @@ def test_bootstrap_interval_brackets_the_mean():
     x = np.random.default_rng(0).normal(10, 2, size=50)
     low, high = bootstrap_ci(x)
     assert low < x.mean() < high and high - low < 2.0
-    stats = summarize_returns(x)
-    assert stats["episodes"] == 50 and stats["ci95_low"] == pytest.approx(low)
+    stats = ReturnStats.of(x)
+    assert stats.episodes == 50 and stats.ci95_low == pytest.approx(low) and stats.to_json()["returns"] == list(x)
 
 
 def test_classification_agreement_known_values():
