@@ -74,7 +74,7 @@ def _returns_table(title: str, rows: list[tuple[str, ReturnStats]]) -> Table:
 
 def print_comparison(report: Comparison) -> None:
     """Teacher vs student: returns, ratio, agreement, latency, size."""
-    out.print(_returns_table(f"{report.env}: teacher vs student on the same {len(report.seeds)} seeds",
+    out.print(_returns_table(f"{report.env}: same {len(report.seeds)} seeds",
                              [("teacher", report.teacher), ("student", report.student)]))
     out.print(f"return ratio (1 = teacher parity, lower = worse): [bold]{report.ratio:.3f}[/bold]")
     if report.teacher.success_rate is not None:
