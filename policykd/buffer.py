@@ -54,12 +54,6 @@ def space_to_json(space: gym.Space) -> dict[str, Any]:
     raise PolicyKDError(f"space {space} cannot be stored; policykd handles Box and Discrete spaces")
 
 
-def space_from_json(d: dict[str, Any]) -> gym.Space:
-    if d["type"] == "Box":
-        return gym.spaces.Box(np.array(d["low"], dtype=d["dtype"]), np.array(d["high"], dtype=d["dtype"]), dtype=d["dtype"])
-    return gym.spaces.Discrete(d["n"], start=d.get("start", 0))
-
-
 def _metadata_problem(metadata: dict[str, Any]) -> str | None:
     """What is wrong with the chunks, family or fields of a buffer's metadata.json, or None."""
     chunks, family, fields = metadata.get("chunks"), metadata.get("family"), metadata.get("fields")

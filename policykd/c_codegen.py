@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from policykd import student_format as fmt
+from policykd.distributions import family_strategy
 
 # C expression of each activation of v, and of |ACT(v)| given o = ACT(v) (for the int16 path's input scale),
 # keyed by the names of student_format.ACTIVATIONS (tests check that every trainable activation is here).
@@ -173,7 +174,8 @@ def generate_c(card: dict, weights: dict[str, np.ndarray], *, arithmetic: str = 
         raise ValueError(f"C export supports {', '.join(C_ACTIVATIONS)} students, not {activation}")
     obs_dim = spec["obs_dim"]
     out_dim = spec["action_dim"]
-    action_dim = 1 if family == "categorical" else out_dim
+    strategy = family_strategy(family)
+    action_dim = 1 if strategy.discrete else out_dim
     width = 8 * -(-max([obs_dim, *hidden, out_dim]) // 8)
     if arithmetic == "int16" and max([obs_dim, *hidden]) > 128:
         raise ValueError("int16 C export supports layer inputs of at most 128 (int32 sums could overflow beyond)")
@@ -195,7 +197,7 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
     parts = ['#include "policykd_student.h"\n#include <math.h>\n#include <stdint.h>\n\n', f"#define WIDTH {width}\n\n"]
     parts.append(_array("OBS_MEAN", weights[fmt.OBS_MEAN]))
     parts.append(_array("OBS_INV_STD", 1.0 / weights[fmt.OBS_STD].astype(np.float64)))
-    if family != "categorical":
+    if not strategy.discrete:
         parts.append(_array("ACTION_LOW", weights[fmt.ACTION_LOW]))
         parts.append(_array("ACTION_HIGH", weights[fmt.ACTION_HIGH]))
     layers = fmt.layer_names(spec)  # the hidden layers, then the action head
@@ -243,7 +245,7 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
         parts.append("  " + call % (src, dst) + "\n")
         src, dst = dst, src
     dst = src  # the buffer the action head wrote last
-    if family == "categorical":
+    if strategy.discrete:
         parts.append(f"""  {{
     int best = 0;
     for (i = 1; i < {out_dim}; ++i) if ({dst}[i] > {dst}[best]) best = i;
@@ -252,7 +254,7 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
   }}
 }}
 """)
-    elif family == "gaussian":
+    elif strategy.clips_to_bounds:
         parts.append(f"""  for (i = 0; i < POLICYKD_ACTION_DIM; ++i) {{
     float v = {dst}[i];
     action[i] = v < ACTION_LOW[i] ? ACTION_LOW[i] : (v > ACTION_HIGH[i] ? ACTION_HIGH[i] : v);
@@ -260,7 +262,7 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
   return 0;
 }}
 """)
-    else:
+    else:  # squashed_gaussian / deterministic: low + (tanh + 1) / 2 * (high - low)
         parts.append(f"""  for (i = 0; i < POLICYKD_ACTION_DIM; ++i)
     action[i] = ACTION_LOW[i] + 0.5f * (tanhf({dst}[i]) + 1.0f) * (ACTION_HIGH[i] - ACTION_LOW[i]);
   return 0;

@@ -90,7 +90,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> DistillCo
             raise PolicyKDError(f"config {path} does not exist; see configs/distill/ for examples")
         try:
             values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
+        except (yaml.YAMLError, ValueError, RecursionError) as e:  # ValueError: not UTF-8, an int of > 4300 digits
             raise PolicyKDError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from e
         if not isinstance(values, dict):
             raise PolicyKDError(f"config {path} must be a mapping of option: value")
@@ -120,6 +120,13 @@ def _type_error(name: str, value: Any, expected: str) -> PolicyKDError:
     return PolicyKDError(f"config key {name} must be {hint}, got {value!r}; fix it in the recipe or the flag")
 
 
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range
+        return False
+
+
 def _coerce(name: str, value: Any, annotation: str) -> Any:
     """The value converted to the field's declared type, or a one-line error naming the key."""
     optional = annotation.endswith("| None")
@@ -137,7 +144,7 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
             raise _type_error(name, value, "a whole number")
         return int(value)
     if base == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
             raise _type_error(name, value, "a finite number")
         return float(value)
     if base == "str":
@@ -184,7 +191,7 @@ def validate(config: DistillConfig) -> None:
 def build_config(values: dict[str, Any], *, source: str = "the config") -> DistillConfig:
     """A validated DistillConfig from a mapping of keys (unknown keys refused, listing the valid ones)."""
     known = {f.name for f in dataclasses.fields(DistillConfig)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(set(values) - known, key=str)  # YAML keys may be numbers or null too
     if unknown:
         raise PolicyKDError(f"unknown config keys {unknown} in {source}; valid keys: {', '.join(sorted(known))}")
     return DistillConfig(**values)

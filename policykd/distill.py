@@ -20,7 +20,7 @@ from policykd.artifacts import atomic_write_json, package_versions
 from policykd.buffer import Buffer
 from policykd.checkpoint import load_checkpoint, save_checkpoint
 from policykd.config import DistillConfig
-from policykd.distributions import PARAM_NAMES, DistParams
+from policykd.distributions import DistParams, family_strategy
 from policykd.errors import PolicyKDError
 from policykd.losses import LossConfig, distillation_loss
 from policykd.progress import Progress, RoundMetrics
@@ -72,12 +72,13 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
     """config.epochs_per_round epochs of minibatch Adam on all rows of `data`, starting at global gradient step
     `first_step` (for the lr schedule); returns last-epoch mean losses."""
     loss_config = LossConfig(kl_direction=config.kl_direction, tau=config.tau, lambda_v=config.lambda_v)
+    strategy = family_strategy(family)
     obs = torch.as_tensor(data["obs"])
-    params = {n: torch.as_tensor(data[f"dist_{n}"]) for n in PARAM_NAMES[family]}
+    params = {n: torch.as_tensor(data[f"dist_{n}"]) for n in strategy.param_names}
     value = torch.as_tensor(data["value"])
-    if family == "categorical":
+    if strategy.discrete:
         params["logits"] = params["logits"].float()
-    bounds = (student.action_low, student.action_high) if config.bounded_means and family == "gaussian" else None
+    bounds = (student.action_low, student.action_high) if config.bounded_means and strategy.clips_to_bounds else None
     rng = np.random.default_rng(seed)
     n = len(obs)
     student.train()

@@ -8,80 +8,39 @@ Families (parameters per state, B = batch, A = action dims, N = discrete actions
 - ``categorical``:        logits [B, N] (PPO/A2C discrete; DQN/QR-DQN as Q/tau).
 - ``deterministic``:      action [B, A] in [-1, 1], scaled to the bounds (TD3/DDPG). KL does not exist here:
                           the distillation loss uses the squared error of the actions instead.
+
+Everything specific to a family is its strategy, one Family subclass each (FAMILIES, family_strategy(name)):
+parameter names, the student's heads, mode, sampling, KL, temperature, and the mapping to env actions in torch
+(to_env_action) and in numpy (numpy_env_action, numpy_one_action: the numpy runtime). The C and ONNX int8 exports
+write the same mappings as code, choosing by `discrete` and `clips_to_bounds`.
+
+Importing this module does not import torch (policykd.runtime uses the numpy mappings on machines without it):
+the torch methods take tensors and call their methods.
 """
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
-FAMILIES = ("gaussian", "squashed_gaussian", "categorical", "deterministic")
-PARAM_NAMES: dict[str, tuple[str, ...]] = {
-    "gaussian": ("mean", "log_std"),
-    "squashed_gaussian": ("mean", "log_std"),
-    "categorical": ("logits",),
-    "deterministic": ("action",),
-}
+from policykd.errors import UnknownFamily
+
+if TYPE_CHECKING:
+    import torch
+
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
-@dataclass
-class DistParams:
-    """A batch of action distributions of one family; `params` maps PARAM_NAMES[family] to [B, ...] tensors."""
+def _standard_normal(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """N(0, 1) noise of like's shape and dtype, drawn with generator."""
+    import torch  # here, not at the top: see the module docstring
 
-    family: str
-    params: dict[str, torch.Tensor]
-
-    def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"unknown distribution family {self.family!r}; expected one of {FAMILIES}")
-        missing = set(PARAM_NAMES[self.family]) - set(self.params)
-        if missing:
-            raise ValueError(f"{self.family} distribution lacks parameters {sorted(missing)}")
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        return self.params[name]
-
-    def detach(self) -> DistParams:
-        return DistParams(self.family, {k: v.detach() for k, v in self.params.items()})
-
-    def mode(self) -> torch.Tensor:
-        """The deterministic action in policy space: [B, A] float, or [B] long for categorical."""
-        if self.family == "categorical":
-            return self["logits"].argmax(dim=-1)
-        if self.family == "gaussian":
-            return self["mean"]
-        if self.family == "squashed_gaussian":
-            return torch.tanh(self["mean"])
-        return self["action"]
-
-    def sample(self, generator: torch.Generator | None = None, *, noise_scale: float = 1.0) -> torch.Tensor:
-        """One action per state in policy space, drawn with `generator`.
-
-        noise_scale multiplies the Gaussian std (exploration wider than the policy's own, as in DART); the
-        deterministic family gets N(0, (0.1 * noise_scale)^2) noise, clipped to [-1, 1]; categorical ignores it.
-        """
-        if self.family == "categorical":
-            probs = torch.softmax(self["logits"], dim=-1)
-            return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        if self.family == "deterministic":
-            noise = torch.randn(self["action"].shape, generator=generator, dtype=self["action"].dtype)
-            return (self["action"] + 0.1 * noise_scale * noise).clamp(-1.0, 1.0)
-        noise = torch.randn(self["mean"].shape, generator=generator, dtype=self["mean"].dtype)
-        pre_tanh = self["mean"] + noise * self["log_std"].exp() * noise_scale
-        return torch.tanh(pre_tanh) if self.family == "squashed_gaussian" else pre_tanh
-
-
-def _reduce(per_state: torch.Tensor, reduction: str) -> torch.Tensor:
-    if reduction == "mean":
-        return per_state.mean()
-    if reduction == "sum":
-        return per_state.sum()
-    if reduction == "none":
-        return per_state
-    raise ValueError(f"unknown reduction {reduction!r}; use 'mean', 'sum' or 'none'")
+    return torch.randn(like.shape, generator=generator, dtype=like.dtype)
 
 
 def gaussian_kl(mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor) -> torch.Tensor:
@@ -94,9 +53,224 @@ def gaussian_kl(mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Ten
 
 def categorical_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
     """KL(p || q) between categoricals given logits: [B, N] -> [B]."""
-    log_p = torch.log_softmax(logits_p, dim=-1)
-    log_q = torch.log_softmax(logits_q, dim=-1)
+    log_p = logits_p.log_softmax(dim=-1)
+    log_q = logits_q.log_softmax(dim=-1)
     return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+
+
+class Family(ABC):
+    """One distribution family's strategy. Policy actions are what mode() and sample() return; env actions what
+    the env takes. The numpy mappings start from the action head's raw output (the runtime has no DistParams)."""
+
+    name: str
+    param_names: tuple[str, ...]
+    discrete = False  # actions are indices into N logits (Discrete env), not float vectors [A] (Box env)
+    has_log_std = False  # the student has a log_std head
+    clips_to_bounds = False  # env action: the policy action clipped to the bounds (else an index, or scaled from [-1, 1])
+
+    @abstractmethod
+    def params_from_head(self, out: torch.Tensor, log_std: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The student's parameters from its action head's output [B, out] (and clamped log_std head, if it has one)."""
+
+    @abstractmethod
+    def mode(self, dist: DistParams) -> torch.Tensor:
+        """The deterministic action in policy space: [B, A] float, or [B] long for categorical."""
+
+    @abstractmethod
+    def sample(self, dist: DistParams, generator: torch.Generator | None, noise_scale: float) -> torch.Tensor:
+        """One action per state in policy space, drawn with generator (see DistParams.sample)."""
+
+    @abstractmethod
+    def kl(self, p: DistParams, q: DistParams) -> torch.Tensor:
+        """KL(p || q) per state [B], summed over action dimensions."""
+
+    def with_temperature(self, dist: DistParams, tau: float) -> DistParams:
+        """dist softened by temperature tau != 1; only categorical targets have one, others are returned as they are."""
+        return dist
+
+    @abstractmethod
+    def to_env_action(self, policy_action: torch.Tensor, low: torch.Tensor | None, high: torch.Tensor | None) -> torch.Tensor:
+        """policy_action [B, A] (or [B] long) -> env action of the same shape, for action bounds low, high [A]."""
+
+    @abstractmethod
+    def numpy_env_action(self, head_out: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """The action head's output [B, out] -> env actions float32 [B, A] (or int64 [B] indices), in numpy."""
+
+    @abstractmethod
+    def numpy_one_action(self, low: np.ndarray, high: np.ndarray) -> Callable[[np.ndarray], np.ndarray | int]:
+        """A function head_out [out] -> env action [A] (or an int index) for one state, which may overwrite
+        head_out: the numpy runtime's fast path, with what it can computed once here."""
+
+
+class GaussianFamily(Family):
+    """Diagonal Gaussian; the env clips its actions to the bounds."""
+
+    name, param_names = "gaussian", ("mean", "log_std")
+    has_log_std = True
+    clips_to_bounds = True
+
+    def params_from_head(self, out, log_std):
+        return {"mean": out, "log_std": log_std}
+
+    def mode(self, dist):
+        return dist["mean"]
+
+    def sample(self, dist, generator, noise_scale):
+        return dist["mean"] + _standard_normal(dist["mean"], generator) * dist["log_std"].exp() * noise_scale
+
+    def kl(self, p, q):
+        return gaussian_kl(p["mean"], p["log_std"], q["mean"], q["log_std"])
+
+    def to_env_action(self, policy_action, low, high):
+        return policy_action.minimum(high).maximum(low)  # as SB3 does for unsquashed policies
+
+    def numpy_env_action(self, head_out, low, high):
+        return np.minimum(np.maximum(head_out, low), high)
+
+    def numpy_one_action(self, low, high):
+        return lambda head_out: np.minimum(np.maximum(head_out, low, out=head_out), high)
+
+
+class _ScaledFromUnitBox(Family):
+    """Policy actions in [-1, 1] (a tanh of the head), scaled to the bounds: low + (action + 1) / 2 * (high - low)."""
+
+    def to_env_action(self, policy_action, low, high):
+        return low + 0.5 * (policy_action.clamp(-1.0, 1.0) + 1.0) * (high - low)
+
+    def numpy_env_action(self, head_out, low, high):
+        return low + 0.5 * (np.tanh(head_out) + 1.0) * (high - low)
+
+    def numpy_one_action(self, low, high):  # mid + tanh * half_range: numpy_env_action up to float rounding
+        half_range = (0.5 * (high - low)).astype(np.float32)
+        mid = (low + half_range).astype(np.float32)
+
+        def one_action(head_out: np.ndarray) -> np.ndarray:
+            np.tanh(head_out, out=head_out)
+            np.multiply(head_out, half_range, out=head_out)
+            return np.add(head_out, mid)
+
+        return one_action
+
+
+class SquashedGaussianFamily(_ScaledFromUnitBox, GaussianFamily):
+    """The Gaussian's parameters, heads and KL (pre-tanh); its actions tanh-squashed, then scaled to the bounds."""
+
+    name = "squashed_gaussian"
+    clips_to_bounds = False
+
+    def mode(self, dist):
+        return dist["mean"].tanh()
+
+    def sample(self, dist, generator, noise_scale):
+        return super().sample(dist, generator, noise_scale).tanh()  # the Gaussian's sample, squashed
+
+
+class DeterministicFamily(_ScaledFromUnitBox):
+    """One action per state, the tanh of the head, scaled to the bounds."""
+
+    name, param_names = "deterministic", ("action",)
+
+    def params_from_head(self, out, log_std):
+        return {"action": out.tanh()}
+
+    def mode(self, dist):
+        return dist["action"]
+
+    def sample(self, dist, generator, noise_scale):
+        noise = _standard_normal(dist["action"], generator)
+        return (dist["action"] + 0.1 * noise_scale * noise).clamp(-1.0, 1.0)
+
+    def kl(self, p, q):  # no KL exists here: see kl_divergence
+        return ((p["action"] - q["action"]) ** 2).sum(dim=-1)
+
+
+class CategoricalFamily(Family):
+    """Logits over N discrete actions; the env action is the index."""
+
+    name, param_names = "categorical", ("logits",)
+    discrete = True
+
+    def params_from_head(self, out, log_std):
+        return {"logits": out}
+
+    def mode(self, dist):
+        return dist["logits"].argmax(dim=-1)
+
+    def sample(self, dist, generator, noise_scale):
+        return dist["logits"].softmax(dim=-1).multinomial(1, generator=generator).squeeze(-1)
+
+    def kl(self, p, q):
+        return categorical_kl(p["logits"], q["logits"])
+
+    def with_temperature(self, dist, tau):
+        if tau <= 0 or not math.isfinite(tau):
+            raise ValueError(f"temperature tau must be a positive finite number, got {tau}")
+        return DistParams(self.name, {"logits": dist["logits"] / tau})
+
+    def to_env_action(self, policy_action, low, high):
+        return policy_action
+
+    def numpy_env_action(self, head_out, low, high):
+        return np.argmax(head_out, axis=-1).astype(np.int64, copy=False)
+
+    def numpy_one_action(self, low, high):
+        return lambda head_out: int(np.argmax(head_out))
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (GaussianFamily(), SquashedGaussianFamily(), CategoricalFamily(), DeterministicFamily())}
+PARAM_NAMES: dict[str, tuple[str, ...]] = {name: f.param_names for name, f in FAMILIES.items()}
+
+
+def family_strategy(name: str) -> Family:
+    """The strategy of the family called name; UnknownFamily (a PolicyKDError and a ValueError) for another name."""
+    if not isinstance(name, str) or name not in FAMILIES:
+        raise UnknownFamily(f"unknown distribution family {name!r}; use one of {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+@dataclass
+class DistParams:
+    """A batch of action distributions of one family; `params` maps PARAM_NAMES[family] to [B, ...] tensors."""
+
+    family: str
+    params: dict[str, torch.Tensor]
+
+    def __post_init__(self) -> None:
+        missing = set(family_strategy(self.family).param_names) - set(self.params)
+        if missing:
+            raise ValueError(f"{self.family} distribution lacks parameters {sorted(missing)}")
+
+    @property
+    def strategy(self) -> Family:
+        return FAMILIES[self.family]
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.params[name]
+
+    def detach(self) -> DistParams:
+        return DistParams(self.family, {k: v.detach() for k, v in self.params.items()})
+
+    def mode(self) -> torch.Tensor:
+        """The deterministic action in policy space: [B, A] float, or [B] long for categorical."""
+        return self.strategy.mode(self)
+
+    def sample(self, generator: torch.Generator | None = None, *, noise_scale: float = 1.0) -> torch.Tensor:
+        """One action per state in policy space, drawn with `generator`.
+
+        noise_scale multiplies the Gaussian std (exploration wider than the policy's own, as in DART); the
+        deterministic family gets N(0, (0.1 * noise_scale)^2) noise, clipped to [-1, 1]; categorical ignores it.
+        """
+        return self.strategy.sample(self, generator, noise_scale)
+
+
+def _reduce(per_state: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return per_state.mean()
+    if reduction == "sum":
+        return per_state.sum()
+    if reduction == "none":
+        return per_state
+    raise ValueError(f"unknown reduction {reduction!r}; use 'mean', 'sum' or 'none'")
 
 
 def kl_divergence(p: DistParams, q: DistParams, *, reduction: str = "mean") -> torch.Tensor:
@@ -107,19 +281,14 @@ def kl_divergence(p: DistParams, q: DistParams, *, reduction: str = "mean") -> t
     """
     if p.family != q.family:
         raise ValueError(f"cannot compare a {p.family} distribution with a {q.family} one")
-    if p.family in ("gaussian", "squashed_gaussian"):
-        per_state = gaussian_kl(p["mean"], p["log_std"], q["mean"], q["log_std"])
-    elif p.family == "categorical":
-        per_state = categorical_kl(p["logits"], q["logits"])
-    else:
-        per_state = ((p["action"] - q["action"]) ** 2).sum(dim=-1)
-    return _reduce(per_state, reduction)
+    return _reduce(p.strategy.kl(p, q), reduction)
 
 
 def with_temperature(dist: DistParams, tau: float) -> DistParams:
     """Soften a categorical target: logits / tau. Other families are returned unchanged."""
-    if dist.family != "categorical" or tau == 1.0:
-        return dist
-    if tau <= 0 or not math.isfinite(tau):
-        raise ValueError(f"temperature tau must be a positive finite number, got {tau}")
-    return DistParams("categorical", {"logits": dist["logits"] / tau})
+    return dist if tau == 1.0 else dist.strategy.with_temperature(dist, tau)
+
+
+def box_bounds(space) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (low, high) of a Box action space, shape [A] each."""
+    return np.asarray(space.low, dtype=np.float32).reshape(-1), np.asarray(space.high, dtype=np.float32).reshape(-1)

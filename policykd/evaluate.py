@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from policykd.actions import box_bounds
-from policykd.distributions import kl_divergence
+from policykd.distributions import box_bounds, kl_divergence
 from policykd.latency import measure_latency
 from policykd.rollout import ActFn, Episodes, run_episodes
 from policykd.students import Student
@@ -111,7 +110,7 @@ def agreement(teacher: Teacher, student: Student, states: np.ndarray) -> dict[st
     result = {"kl": float(kl_divergence(teacher_dist, student_dist, reduction="mean")), "states": int(len(states))}
     teacher_action = teacher.to_env_action(teacher_dist.mode())
     student_action = teacher.to_env_action(student_dist.mode())
-    if teacher.family != "categorical":
+    if not teacher.strategy.discrete:
         result["action_mse"] = float(np.mean((teacher_action - student_action) ** 2))
         return result
     result.update(classification_agreement(teacher_action, student_action, teacher.action_dim))
@@ -135,7 +134,7 @@ def classification_agreement(reference: np.ndarray, predicted: np.ndarray, n_cla
 def perturbed_act(teacher: Teacher, error: float, rng: np.random.Generator) -> ActFn:
     """The teacher's deterministic actions with an error: Box actions get i.i.d. Gaussian noise of std `error` [env
     action units], clipped to the bounds; discrete actions become a uniformly random action with probability `error`."""
-    if teacher.family == "categorical":
+    if teacher.strategy.discrete:
         def act(obs: np.ndarray) -> np.ndarray:
             action = teacher.act(obs)
             swap = rng.random(action.shape) < error
@@ -162,7 +161,7 @@ def teacher_noise_floor(teacher: Teacher, seeds: list[int], reference: Episodes,
     A student ratio inside this spread is at the teacher's own noise floor on these seeds.
     `run(name, act, n_envs)` evaluates `act` on `seeds`.
     """
-    kind = "random action with probability" if teacher.family == "categorical" else "gaussian std"
+    kind = "random action with probability" if teacher.strategy.discrete else "gaussian std"
     perturbed = perturbed_act(teacher, error, np.random.default_rng(noise_seed))
     other_n_envs = 1 if n_envs > 1 else 2
     reference_mean = float(reference.returns.mean())
@@ -209,7 +208,7 @@ def compare(teacher: Teacher, student: Student, *, episodes: int = 20, eval_seed
     report_agreement = agreement(teacher, student, states)
     floor = None
     if noise_floor:
-        error = (1.0 - report_agreement["accuracy"] if teacher.family == "categorical"
+        error = (1.0 - report_agreement["accuracy"] if teacher.strategy.discrete
                  else float(np.sqrt(report_agreement["action_mse"])))
         floor = teacher_noise_floor(teacher, seeds, teacher_eps, n_envs=n_envs, error=error, run=run, noise_seed=eval_seed)
     report = Comparison(env=teacher.env_spec.env_id, seeds=tuple(seeds), teacher=teacher_stats, student=student_stats,

@@ -29,6 +29,7 @@ from safetensors.numpy import load_file
 
 from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_versions, sha256_file
 from policykd.c_codegen import generate_c
+from policykd.distributions import family_strategy
 from policykd.errors import PolicyKDError
 from policykd.students import CARD_FILE, WEIGHTS_FILE, Student, load_student
 
@@ -76,7 +77,7 @@ def _int8_onnx_model(card: dict, weights: dict[str, np.ndarray]):
     from onnx import TensorProto, helper, numpy_helper
 
     spec = card["spec"]
-    family, activation = spec["family"], spec["activation"]
+    strategy, activation = family_strategy(spec["family"]), spec["activation"]
     f32 = lambda name: np.asarray(weights[name], dtype=np.float32)  # noqa: E731
     initializers, nodes = [], []
 
@@ -105,10 +106,10 @@ def _int8_onnx_model(card: dict, weights: dict[str, np.ndarray]):
         if activate:
             op, attrs = {"relu": ("Relu", {}), "tanh": ("Tanh", {}), "elu": ("Elu", {"alpha": 1.0})}[activation]
             x = node(op, [x], f"hidden{i}", **attrs)
-    if family == "categorical":
+    if strategy.discrete:
         node("Cast", [node("ArgMax", [x], "index", axis=1, keepdims=0)], "action", to=TensorProto.FLOAT)
         out_shape = ["batch"]
-    elif family == "gaussian":
+    elif strategy.clips_to_bounds:
         x = node("Min", [x, const("action_high", f32("action_high"))], "below_high")
         node("Max", [x, const("action_low", f32("action_low"))], "action")
         out_shape = ["batch", spec["action_dim"]]
@@ -198,7 +199,7 @@ def check_parity(student: Student, fmt: str, files: list[Path], out_dir: Path, *
     actual = np.asarray(run(obs), dtype=np.float64)
     record: dict[str, Any] = {"observations": int(observations), "runtime": runtime,
                               "observations_drawn": "normaliser mean + std * N(0, 1)"}
-    if student.spec.family == "categorical":
+    if student.strategy.discrete:
         expected, actual = expected.reshape(-1), actual.reshape(-1)
         agree = actual == expected
         record["argmax_agreement"] = float(agree.mean())

@@ -53,7 +53,7 @@ def distillation_loss(teacher: DistParams, teacher_value: torch.Tensor, student:
                       action_bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Returns {"loss", "kl", "value_mse"}; teacher/student values [B], value_std a scalar > 0; action_bounds
     (low [A], high [A]) switch on bounded_means for the Gaussian family."""
-    if action_bounds is not None and teacher.family == "gaussian":
+    if action_bounds is not None and teacher.strategy.clips_to_bounds:
         teacher, student = bounded_means(teacher, student, *action_bounds)
     target = with_temperature(teacher, config.tau)
     if config.kl_direction == "forward":

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from policykd import student_format as fmt
+from policykd.distributions import family_strategy
 from policykd.errors import InvalidObservation, PolicyKDError
 
 _BATCH_HINT = " (a batch: use policy.batch(obs))"
@@ -45,6 +46,7 @@ class NumpyPolicy:
         fmt.validate_weights(spec, weights)
         self.card = card
         self.family: str = spec["family"]
+        self.strategy = family_strategy(self.family)
         self.obs_dim: int = spec["obs_dim"]
         self._obs_shape = (self.obs_dim,)
         self._activation = fmt.ACTIVATIONS[spec["activation"]]
@@ -56,8 +58,7 @@ class NumpyPolicy:
         self._augmented = [np.ascontiguousarray(np.hstack([w, b[:, None]]), dtype=np.float32) for w, b in [*self.layers, self.head]]
         self._buffers = [np.ones(self.obs_dim + 1, dtype=np.float32)] + [np.ones(w.shape[0] + 1, dtype=np.float32) for w, _ in self.layers]
         self._head_out = np.empty(self.head[0].shape[0], dtype=np.float32)
-        self._half_range = (0.5 * (self.high - self.low)).astype(np.float32)
-        self._mid = (self.low + self._half_range).astype(np.float32)
+        self._one_action = self.strategy.numpy_one_action(self.low, self.high)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray | int:
         """obs [obs_dim] -> env action [A] (float32), or the action index for discrete actions.
@@ -83,13 +84,7 @@ class NumpyPolicy:
             x = out
         head = self._head_out
         np.dot(self._augmented[-1], x, out=head)
-        if self.family == "categorical":
-            return int(np.argmax(head))
-        if self.family == "gaussian":
-            return np.minimum(np.maximum(head, self.low, out=head), self.high)
-        np.tanh(head, out=head)  # squashed_gaussian / deterministic: low + (tanh + 1) / 2 * (high - low)
-        np.multiply(head, self._half_range, out=head)
-        return np.add(head, self._mid)
+        return self._one_action(head)
 
     def batch(self, obs: np.ndarray) -> np.ndarray:
         """obs [B, obs_dim] -> env actions float32 [B, A] (or int64 [B] indices); checked as __call__."""
@@ -97,7 +92,7 @@ class NumpyPolicy:
         x = np.clip((obs - self.obs_mean) / self.obs_std, -self.obs_clip, self.obs_clip)
         for weight, bias in self.layers:
             x = self._activation(x @ weight.T + bias)
-        return self._output(x @ self.head[0].T + self.head[1])
+        return self.strategy.numpy_env_action(x @ self.head[0].T + self.head[1], self.low, self.high)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """The same as batch (and as Student.act): obs [B, obs_dim] -> env actions [B, A] (int64 [B] if discrete)."""
@@ -106,14 +101,6 @@ class NumpyPolicy:
     def make_env(self, render_mode: str | None = None, *, max_episode_steps: int | None = None):
         """The env this student acts in, rebuilt from its card (see make_env)."""
         return make_env(self.card, render_mode=render_mode, max_episode_steps=max_episode_steps)
-
-    def _output(self, out: np.ndarray) -> np.ndarray:
-        if self.family == "categorical":
-            return np.argmax(out, axis=-1).astype(np.int64, copy=False)
-        if self.family == "gaussian":
-            return np.minimum(np.maximum(out, self.low), self.high)
-        # squashed_gaussian: tanh(mean); deterministic: the student's action is tanh(head) too
-        return self.low + 0.5 * (np.tanh(out) + 1.0) * (self.high - self.low)
 
 
 def load(directory: str | Path) -> NumpyPolicy:
@@ -169,9 +156,10 @@ class CPolicy:
         self._fn.restype = ctypes.c_int
         self._fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         self.obs_dim, self.family, self.checks_finite = obs_dim, family, checks_finite
+        self.discrete = family_strategy(family).discrete
         self._obs_shape = (obs_dim,)
         self._obs = np.zeros(obs_dim, dtype=np.float32)
-        self._action = np.zeros(1 if family == "categorical" else action_dim, dtype=np.float32)
+        self._action = np.zeros(1 if self.discrete else action_dim, dtype=np.float32)
         self._obs_ptr, self._action_ptr = self._obs.ctypes.data, self._action.ctypes.data
 
     def __call__(self, obs: np.ndarray) -> np.ndarray | int:
@@ -191,7 +179,7 @@ class CPolicy:
             if code == self.ERROR_NON_FINITE_OBS and not np.isfinite(self._obs).all():
                 raise fmt.non_finite_error(self._obs)
             raise InvalidObservation(f"the C policy refused the observation (policykd_act returned {code})")
-        return code if self.family == "categorical" else self._action.copy()
+        return code if self.discrete else self._action.copy()
 
 
 def compile_c_export(export_dir: str | Path, *, compiler: str = "cc") -> Path:
@@ -219,7 +207,7 @@ def load_c(student_dir: str | Path, export_dir: str | Path) -> CPolicy:
         raise PolicyKDError(f"{export_dir} holds no policykd_student.h/.c; run `policykd export STUDENT --format c` first")
     text = header.read_text()
     dims = {k: int(v) for k, v in re.findall(r"#define (POLICYKD_OBS_DIM|POLICYKD_ACTION_DIM) (\d+)", text)}
-    expected = {"POLICYKD_OBS_DIM": spec["obs_dim"], "POLICYKD_ACTION_DIM": 1 if spec["family"] == "categorical" else spec["action_dim"]}
+    expected = {"POLICYKD_OBS_DIM": spec["obs_dim"], "POLICYKD_ACTION_DIM": 1 if family_strategy(spec["family"]).discrete else spec["action_dim"]}
     if dims != expected:
         raise PolicyKDError(f"{header} has {dims}, but the student in {student_dir} needs {expected}; re-export it")
     library = export_dir / "libpolicykd_student.so"

@@ -174,8 +174,8 @@ def safe_load(file: BinaryIO, *, source: str | Path, where: str = "",
         return RestrictedUnpickler(file, source=source, where=where, substitutes=substitutes).load()
     except PolicyKDError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            ImportError, AssertionError) as e:
+    except Exception as e:  # a damaged stream makes pickle and the allowlisted constructors raise any type (MemoryError
+        # for a huge declared length, RecursionError, OverflowError, ...): all mean the file is corrupt
         where = f" ({where})" if where else ""
         detail = str(e).splitlines()[0][:160] if str(e) else e.__class__.__name__
         raise PolicyKDError(f"cannot unpickle {source}{where}: {detail}; the file is corrupt or truncated") from e
@@ -188,8 +188,8 @@ def safe_loads(data: bytes, *, source: str | Path, where: str = "",
 
 def load_vecnormalize_pickle(path: Path) -> Any:
     """A vecnormalize.pkl as a plain object holding VecNormalize's pickled attributes (obs_rms, clip_obs, ...)."""
-    with open(path, "rb") as f:
-        obj = safe_load(f, source=path, substitutes={VECNORMALIZE: _VecNormalizeState})
+    with open(path, "rb") as f:  # read whole (a few KB): a damaged length then never sizes a read from the file
+        obj = safe_loads(f.read(), source=path, substitutes={VECNORMALIZE: _VecNormalizeState})
     if not isinstance(obj, _VecNormalizeState):
         raise UnsafePickleError(path, f"an object of type {type(obj).__name__} where VecNormalize was expected")
     return obj
@@ -256,11 +256,3 @@ def sb3_custom_objects(data: dict[str, Any], *, source: str | Path, trust_pickle
         _check_decoded(source, key, value)
         objects[key] = value
     return objects
-
-
-def allowlist_summary() -> list[str]:
-    """Human-readable allowlist, one entry per line (for docs and error reports)."""
-    lines = [f"{m}.{{{', '.join(sorted(n))}}}" for m, n in ALLOWED_NAMES.items()]
-    lines += [f"{m}.* subclasses of {base.replace(':', '.')}" for m, base in ALLOWED_SUBCLASSES.items()]
-    return lines
-

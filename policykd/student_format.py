@@ -37,15 +37,13 @@ from typing import Any
 
 import numpy as np
 
+from policykd.distributions import FAMILIES, family_strategy
 from policykd.errors import InvalidObservation, PolicyKDError
 
 WEIGHTS_FILE = "student.safetensors"
 CARD_FILE = "student.json"
 CARD_FORMAT = "policykd-student"
 CARD_VERSION = 1
-
-FAMILIES = ("gaussian", "squashed_gaussian", "deterministic", "categorical")
-LOG_STD_FAMILIES = ("gaussian", "squashed_gaussian")  # families with a log_std head
 
 # Buffer names.
 OBS_MEAN, OBS_STD, OBS_CLIP = "obs_mean", "obs_std", "obs_clip"
@@ -146,7 +144,7 @@ def validate_spec(spec: Any, source: str | None = None) -> None:
     hidden = spec["hidden"]
     if not isinstance(hidden, (list, tuple)) or not hidden or not all(_is_int(h) and h > 0 for h in hidden):
         raise PolicyKDError(f"{where}student hidden sizes must be positive integers, got {list(hidden) if isinstance(hidden, (list, tuple)) else hidden!r}")
-    bounds_dim = 0 if spec["family"] == "categorical" else spec["action_dim"]
+    bounds_dim = 0 if family_strategy(spec["family"]).discrete else spec["action_dim"]
     for key in ("action_low", "action_high"):
         bound = spec[key]
         if not isinstance(bound, (list, tuple)) or not all(_is_number(v) for v in bound):
@@ -192,7 +190,8 @@ def validate_card(card: Any, source: str | None = CARD_FILE) -> None:
 def expected_shapes(spec: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     """Every tensor of a student with this (valid) spec, name -> shape."""
     obs_dim, action_dim, hidden = spec["obs_dim"], spec["action_dim"], list(spec["hidden"])
-    bounds = 0 if spec["family"] == "categorical" else action_dim
+    strategy = family_strategy(spec["family"])
+    bounds = 0 if strategy.discrete else action_dim
     shapes: dict[str, tuple[int, ...]] = {
         OBS_MEAN: (obs_dim,), OBS_STD: (obs_dim,), OBS_CLIP: (), ACTION_LOW: (bounds,), ACTION_HIGH: (bounds,),
         VALUE_MEAN: (), VALUE_STD: (),
@@ -202,7 +201,7 @@ def expected_shapes(spec: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
         shapes[trunk_weight_name(i)], shapes[trunk_bias_name(i)] = (h, width), (h,)
         width = h
     shapes[ACTION_HEAD_WEIGHT], shapes[ACTION_HEAD_BIAS] = (action_dim, width), (action_dim,)
-    if spec["family"] in LOG_STD_FAMILIES:
+    if strategy.has_log_std:
         shapes[f"{LOG_STD_HEAD}.weight"], shapes[f"{LOG_STD_HEAD}.bias"] = (action_dim, width), (action_dim,)
     shapes[f"{VALUE_HEAD}.weight"], shapes[f"{VALUE_HEAD}.bias"] = (1, width), (1,)
     return shapes

@@ -28,9 +28,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from policykd import student_format as fmt
-from policykd.actions import to_env_action
 from policykd.artifacts import atomic_write_json, package_versions
-from policykd.distributions import LOG_STD_MAX, LOG_STD_MIN, DistParams
+from policykd.distributions import LOG_STD_MAX, LOG_STD_MIN, DistParams, family_strategy
 from policykd.errors import PolicyKDError
 from policykd.normalization import ObsNormalizer
 from policykd.student_format import CARD_FILE, CARD_FORMAT, CARD_VERSION, WEIGHTS_FILE  # noqa: F401  (re-exported)
@@ -75,6 +74,7 @@ class Student(nn.Module):
     def __init__(self, spec: StudentSpec) -> None:
         super().__init__()
         self.spec = spec
+        self.strategy = family_strategy(spec.family)
         normalizer = ObsNormalizer.from_json(spec.normalizer) if spec.normalizer else ObsNormalizer.identity(spec.obs_dim)
         self.card: dict[str, Any] | None = None  # set by save() and load_student()
         # Names and shapes: see policykd/student_format.py (the buffers, trunk.{2i}, action_head, ...).
@@ -94,7 +94,7 @@ class Student(nn.Module):
             width = h
         self.trunk = nn.Sequential(*layers)
         self.action_head = nn.Linear(width, spec.action_dim)
-        self.log_std_head = nn.Linear(width, spec.action_dim) if spec.family in fmt.LOG_STD_FAMILIES else None
+        self.log_std_head = nn.Linear(width, spec.action_dim) if self.strategy.has_log_std else None
         self.value_head = nn.Linear(width, 1)
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
@@ -104,14 +104,8 @@ class Student(nn.Module):
         """raw obs [B, obs_dim] -> (distribution of batch B, value [B] in the teacher's value units)."""
         hidden = self.trunk(self.normalize(obs))
         out = self.action_head(hidden)
-        family = self.spec.family
-        if family == "categorical":
-            dist = DistParams(family, {"logits": out})
-        elif family == "deterministic":
-            dist = DistParams(family, {"action": torch.tanh(out)})
-        else:
-            log_std = self.log_std_head(hidden).clamp(LOG_STD_MIN, LOG_STD_MAX)
-            dist = DistParams(family, {"mean": out, "log_std": log_std})
+        log_std = self.log_std_head(hidden).clamp(LOG_STD_MIN, LOG_STD_MAX) if self.log_std_head is not None else None
+        dist = DistParams(self.spec.family, self.strategy.params_from_head(out, log_std))
         value = self.value_head(hidden).squeeze(-1) * self.value_std + self.value_mean
         return dist, value
 
@@ -123,7 +117,7 @@ class Student(nn.Module):
         """raw obs [B, obs_dim] tensor -> deterministic env action [B, A] (or [B] long for discrete), as a tensor.
 
         Unchecked and differentiable: for exports (ONNX / TorchScript trace this) and training code. Use act()."""
-        return to_env_action(self.policy_action(obs), self.spec.family, self.action_low, self.action_high)
+        return self.strategy.to_env_action(self.policy_action(obs), self.action_low, self.action_high)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -135,7 +129,7 @@ class Student(nn.Module):
         checked = fmt.check_observations(obs, self.spec.obs_dim)
         checked = np.require(checked, requirements=["C", "W"])  # torch wants writable, non-negative strides
         action = self.act_torch(torch.from_numpy(checked).to(self.obs_mean.device)).cpu().numpy()
-        return action.astype(np.int64, copy=False) if self.spec.family == "categorical" else action
+        return action.astype(np.int64, copy=False) if self.strategy.discrete else action
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, None]:
@@ -197,7 +191,7 @@ def load_student(directory: str | Path) -> Student:
 def student_spec_for(teacher, *, hidden: tuple[int, ...], activation: str) -> StudentSpec:
     """A student spec that mirrors the teacher's interface (spaces, normaliser, family)."""
     low, high = (), ()
-    if teacher.family != "categorical":
+    if not teacher.strategy.discrete:
         low = tuple(float(x) for x in np.asarray(teacher.action_space.low).reshape(-1))
         high = tuple(float(x) for x in np.asarray(teacher.action_space.high).reshape(-1))
     return StudentSpec(

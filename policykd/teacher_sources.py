@@ -69,7 +69,7 @@ def parse_zip_data(model_zip: Path, raw: bytes) -> dict[str, Any]:
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             data = json.loads(archive.read("data"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, EOFError, ValueError) as e:
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, EOFError, ValueError, RecursionError) as e:
         raise PolicyKDError(f"{model_zip} is not a readable SB3 checkpoint ({e}); re-download or re-save it") from e
     if not isinstance(data, dict):
         raise PolicyKDError(f"{model_zip} is not a readable SB3 checkpoint (its data is not a JSON object); re-download or re-save it")

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from policykd.actions import box_bounds, to_env_action
 from policykd.artifacts import sha256_file
-from policykd.distributions import LOG_STD_MAX, LOG_STD_MIN, DistParams
+from policykd.distributions import LOG_STD_MAX, LOG_STD_MIN, DistParams, box_bounds, family_strategy
 from policykd.errors import PolicyKDError
 from policykd.normalization import ObsNormalizer
 from policykd.safe_pickle import SCHEDULE_OBJECTS, sb3_custom_objects
@@ -90,6 +89,8 @@ class Teacher:
         obs_dim = int(np.prod(self.observation_space.shape))
         self.normalizer = source.normalizer or ObsNormalizer.identity(obs_dim)
         self.family = self._family()
+        self.strategy = family_strategy(self.family)
+        self._low = self._high = None
         if isinstance(self.action_space, gym.spaces.Box):
             low, high = box_bounds(self.action_space)
             self._low, self._high = torch.as_tensor(low), torch.as_tensor(high)
@@ -155,7 +156,7 @@ class Teacher:
         policy, algo = self.policy, self.algo
         if algo in ON_POLICY:
             dist = policy.get_distribution(x).distribution
-            if self.family == "categorical":
+            if self.strategy.discrete:
                 return DistParams("categorical", {"logits": dist.logits})
             return DistParams("gaussian", {"mean": dist.mean, "log_std": dist.stddev.log()})
         if algo in SQUASHED:
@@ -191,9 +192,8 @@ class Teacher:
         return features
 
     def to_env_action(self, policy_action: torch.Tensor) -> np.ndarray:
-        if self.family == "categorical":
-            return policy_action.numpy().astype(np.int64)
-        return to_env_action(policy_action, self.family, self._low, self._high).numpy()
+        action = self.strategy.to_env_action(policy_action, self._low, self._high).numpy()
+        return action.astype(np.int64) if self.strategy.discrete else action
 
     def act(self, obs: np.ndarray, *, deterministic: bool = True, generator: torch.Generator | None = None) -> np.ndarray:
         """raw obs [B, obs_dim] -> env actions [B, A] (or [B] ints for discrete)."""
@@ -330,7 +330,8 @@ def load_teacher(path: str | Path, *, algo: str | None = None, env_id: str | Non
             model = cls.load(io.BytesIO(raw), device="cpu", custom_objects=custom_objects)
     except PolicyKDError:
         raise
-    except (zipfile.BadZipFile, KeyError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, AssertionError) as e:
-        detail = (str(e).splitlines() or [e.__class__.__name__])[0][:200]
+    except Exception as e:  # SB3's load runs zipfile, json, torch.load and the policy's constructor: any type
+        detail = ("a .pth member is damaged or holds more than tensors" if isinstance(e, pickle.UnpicklingError)
+                  else (str(e).splitlines() or [e.__class__.__name__])[0][:200])
         raise PolicyKDError(f"cannot load {source.model_zip} as {source.algo}: {detail}; check --algo or re-download the file") from e
     return Teacher(source, model)

@@ -81,3 +81,26 @@ def test_bad_input_errors(tmp_path):
         _create(tmp_path / "b")
     with pytest.raises(ValueError, match="lacks fields"):
         buf.append({"obs": np.zeros((1, 3))})
+
+
+def test_an_orphan_chunk_is_never_overwritten(tmp_path):
+    """A chunk left by an interrupted append (written, not yet in metadata.json) keeps its bytes."""
+    buffer = _create(tmp_path / "b")
+    buffer.append(_rows(10))
+    orphan = tmp_path / "b" / "chunk_000001.npz"
+    orphan.write_bytes(b"someone's half-written chunk")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        buffer = Buffer.open(tmp_path / "b")
+    buffer.append(_rows(5, start=10))
+    assert orphan.read_bytes() == b"someone's half-written chunk"
+    assert [c["file"] for c in buffer.metadata["chunks"]] == ["chunk_000000.npz", "chunk_000002.npz"]
+    assert len(Buffer.open(tmp_path / "b").load()["obs"]) == 15
+
+
+def test_a_buffer_is_not_created_inside_a_foreign_folder(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(PolicyKDError, match="not an empty folder"):
+        _create(tmp_path / "mine")
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import tests.conftest as conftest
@@ -61,7 +61,8 @@ def fuzz_settings(examples: int):
     deadline (the first load imports modules), no example database (nothing written into the checkout)."""
     return settings(max_examples=examples * max(_SCALE, 1), deadline=None, database=None, derandomize=not _SCALE,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                           HealthCheck.data_too_large], print_blob=True)
+                                           HealthCheck.data_too_large], print_blob=True,
+                    **({"phases": [Phase.explicit, Phase.reuse, Phase.generate]} if os.environ.get("FZ_DEV") else {}))
 
 
 # -- mutations ------------------------------------------------------------------------------------------------
@@ -140,6 +141,7 @@ def mutate_json(doc: Any, ops: list[tuple]) -> Any:
     """A deep copy of `doc` with the ops of json_mutations applied (ops whose path no longer exists are skipped)."""
     doc = copy.deepcopy(doc)
     for op, path, *args in ops:
+        args = copy.deepcopy(args)  # a fresh value per op: an inserted list must never end up inside itself
         if op == "set" and not path:
             doc = args[0]
             continue
@@ -214,7 +216,7 @@ def _audit(event: str, args: tuple) -> None:
     if event == "open":
         path, mode, flags = (tuple(args) + (None, None, None))[:3]
         writes = (isinstance(flags, int) and flags & _WRITE_FLAGS) or (isinstance(mode, str) and any(c in mode for c in "wax+"))
-        if writes and not isinstance(path, int):
+        if writes and not isinstance(path, int) and str(path) != os.devnull:  # pybullet's banner goes to /dev/null
             _Guard.events.append(f"open({path!r}, {mode!r})")
     elif event in _FORBIDDEN_EVENTS:
         _Guard.events.append(f"{event}{tuple(str(a)[:80] for a in args)}")
@@ -530,7 +532,7 @@ def _check_teacher_zip(source: Path, env_id: str, change: Callable[[bytes], byte
     with tempfile.TemporaryDirectory(prefix="fuzz_") as tmp:
         path = Path(tmp) / source.name
         path.write_bytes(change(source.read_bytes()))
-        check_load(lambda: load_teacher(path, env_id=env_id, algo=None), check_teacher, names=(str(path), "--algo"))
+        check_load(lambda: load_teacher(path, env_id=env_id, algo=None), check_teacher, names=(str(path), "--algo", "--env"))
         assert os.listdir(tmp) == [source.name], "loading wrote beside the teacher"
 
 
@@ -617,7 +619,7 @@ def _check_recipe(text: bytes) -> None:
     with tempfile.TemporaryDirectory(prefix="fuzz_") as tmp:
         path = Path(tmp) / "recipe.yaml"
         path.write_bytes(text)
-        check_load(lambda: load_config(path, {}), check_config, names=(str(path), "config key"))
+        check_load(lambda: load_config(path, {}), check_config, names=(str(path), "config key", "labelled_steps"))
 
 
 def test_pristine_recipe_loads():
@@ -640,7 +642,10 @@ def test_recipe_with_damaged_values(data):
 
 @pytest.mark.parametrize("text", [
     "!!python/object/apply:os.system ['touch pwned']\n", "hidden: !!python/name:os.system\n", "[" * 100_000 + "]" * 100_000,
-    "1: 2\nseed: 3\n", "? [a, b]\n: 1\n", "seed: &a 1\nrounds: *a\n", "- 1\n- 2\n", "\x00\x01", "seed: 1e999\n",
-], ids=["object-apply", "python-name", "deep", "int-key", "list-key", "alias", "list", "binary", "inf"])
+    "1: 2\nseed: 3\n", "1: 2\nfoo: 3\nnull: 4\n", "? [a, b]\n: 1\n", "seed: &a 1\nrounds: *a\n", "- 1\n- 2\n", "\x00\x01",
+    "seed: 1e999\n", "lr: 1e999\n", "seed: 100000000000000000000000000000000000000000000000000000000000000000000000\n",
+    "lr: 1" + "0" * 400 + "\n", "hidden: [" + "1" * 5000 + "]\n",
+], ids=["object-apply", "python-name", "deep", "int-key", "mixed-keys", "list-key", "alias", "list", "binary", "inf-int",
+        "inf-float", "huge-int", "huge-float-as-int", "over-4300-digits"])
 def test_recipe_edge_cases(text):
     _check_recipe(text.encode())
