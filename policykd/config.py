@@ -14,6 +14,7 @@ from policykd.errors import PolicyKDError
 
 DATA_MODES = ("teacher", "dagger")
 KL_DIRECTIONS = ("forward", "reverse")
+ACTION_LOSSES = ("kl", "bc", "mse")
 LR_SCHEDULES = ("constant", "cosine")
 ACTIVATION_NAMES = ("relu", "tanh", "elu")  # the student activations every runtime and export implements
 
@@ -46,7 +47,8 @@ class DistillConfig:
     lr: float = 1e-3
     lr_schedule: str = "cosine"         # cosine: annealed to 0 over all gradient steps of the run; or constant
     kl_direction: str = "forward"
-    tau: float = 1.0
+    tau: float = 1.0                    # temperature: teacher std * tau (Gaussian), logits / tau (categorical)
+    loss: str = "kl"                    # action term: kl (soft targets), bc (hard-label NLL, as `imitation`), mse (means)
     lambda_v: float = 0.5
     bounded_means: bool = False         # Gaussian teachers: compare means beyond the action bounds as the bound itself
     torch_threads: int = 1
@@ -101,7 +103,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> DistillCo
 # -- validation: every key checked when the config is built, before any teacher is loaded or folder created --------
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "data_mode": DATA_MODES, "kl_direction": KL_DIRECTIONS, "lr_schedule": LR_SCHEDULES, "activation": ACTIVATION_NAMES,
+    "data_mode": DATA_MODES, "kl_direction": KL_DIRECTIONS, "loss": ACTION_LOSSES, "lr_schedule": LR_SCHEDULES, "activation": ACTIVATION_NAMES,
 }
 # (minimum, minimum is inclusive) per numeric key; no entry: any value of the right type
 _MINIMUM: dict[str, tuple[float, bool]] = {

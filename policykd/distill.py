@@ -71,7 +71,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
                 config: DistillConfig, seed: int, first_step: int, on_progress=None) -> dict[str, float]:
     """config.epochs_per_round epochs of minibatch Adam on all rows of `data`, starting at global gradient step
     `first_step` (for the lr schedule); returns last-epoch mean losses."""
-    loss_config = LossConfig(kl_direction=config.kl_direction, tau=config.tau, lambda_v=config.lambda_v)
+    loss_config = LossConfig(kl_direction=config.kl_direction, tau=config.tau, lambda_v=config.lambda_v, loss=config.loss)
     strategy = family_strategy(family)
     obs = torch.as_tensor(data["obs"])
     params = {n: torch.as_tensor(data[f"dist_{n}"]) for n in strategy.param_names}
@@ -126,6 +126,9 @@ def prepare_run_dir(config: DistillConfig, teacher: Teacher, *, resume: bool) ->
     """The run folder for `config`, checked before anything in it is touched: a new run needs an absent or empty
     folder; --resume needs a policykd run of the same recipe, teacher file and env. Creates the folder."""
     run_dir = resolve_run_dir(config.out_dir, run_dir_for(config, teacher.env_spec.env_id).name)
+    if config.tau != 1.0 and config.loss == "kl" and teacher.family == "deterministic":
+        raise PolicyKDError(f"tau={config.tau:g} has no meaning for a deterministic ({teacher.algo}) teacher: its actions have "
+                            "no spread for a temperature to scale; leave tau at 1")
     if resume:
         if not run_dir.is_dir():
             raise PolicyKDError(f"there is no run {run_dir} to resume; check --out-dir and --run-name, or drop --resume")

@@ -84,9 +84,19 @@ class Family(ABC):
     def kl(self, p: DistParams, q: DistParams) -> torch.Tensor:
         """KL(p || q) per state [B], summed over action dimensions."""
 
+    scales_student_temperature = False  # Hinton et al.: student logits / tau too, and the loss times tau^2
+
+    @abstractmethod
     def with_temperature(self, dist: DistParams, tau: float) -> DistParams:
-        """dist softened by temperature tau != 1; only categorical targets have one, others are returned as they are."""
-        return dist
+        """dist softened by temperature tau != 1 (ValueError where a temperature has no meaning)."""
+
+    @abstractmethod
+    def hard_label_nll(self, teacher: DistParams, student: DistParams) -> torch.Tensor:
+        """Behaviour cloning on hard labels: -log p_student(teacher's mode) per state [B] (as `imitation` does)."""
+
+    @abstractmethod
+    def mean_squared_error(self, teacher: DistParams, student: DistParams) -> torch.Tensor:
+        """Squared error between the two policies' action means per state [B], summed over action dimensions."""
 
     @abstractmethod
     def to_env_action(self, policy_action: torch.Tensor, low: torch.Tensor | None, high: torch.Tensor | None) -> torch.Tensor:
@@ -120,6 +130,17 @@ class GaussianFamily(Family):
 
     def kl(self, p, q):
         return gaussian_kl(p["mean"], p["log_std"], q["mean"], q["log_std"])
+
+    def with_temperature(self, dist, tau):  # the std scaled by tau (pre-tanh for the squashed family)
+        _check_tau(tau)
+        return DistParams(self.name, {"mean": dist["mean"], "log_std": dist["log_std"] + math.log(tau)})
+
+    def hard_label_nll(self, teacher, student):  # the teacher's mean (pre-tanh when squashed) under the student
+        z = (teacher["mean"] - student["mean"]) / student["log_std"].exp()
+        return (0.5 * z**2 + student["log_std"] + 0.5 * math.log(2 * math.pi)).sum(dim=-1)
+
+    def mean_squared_error(self, teacher, student):
+        return ((self.mode(student) - self.mode(teacher)) ** 2).sum(dim=-1)
 
     def to_env_action(self, policy_action, low, high):
         return policy_action.minimum(high).maximum(low)  # as SB3 does for unsquashed policies
@@ -183,6 +204,15 @@ class DeterministicFamily(_ScaledFromUnitBox):
     def kl(self, p, q):  # no KL exists here: see kl_divergence
         return ((p["action"] - q["action"]) ** 2).sum(dim=-1)
 
+    def with_temperature(self, dist, tau):
+        raise ValueError("a deterministic (TD3/DDPG) teacher has no spread for a temperature to scale; leave tau at 1")
+
+    def hard_label_nll(self, teacher, student):  # no likelihood exists: the squared action error, as kl()
+        return self.kl(teacher, student)
+
+    def mean_squared_error(self, teacher, student):
+        return self.kl(teacher, student)
+
 
 class CategoricalFamily(Family):
     """Logits over N discrete actions; the env action is the index."""
@@ -202,10 +232,19 @@ class CategoricalFamily(Family):
     def kl(self, p, q):
         return categorical_kl(p["logits"], q["logits"])
 
+    scales_student_temperature = True
+
     def with_temperature(self, dist, tau):
-        if tau <= 0 or not math.isfinite(tau):
-            raise ValueError(f"temperature tau must be a positive finite number, got {tau}")
+        _check_tau(tau)
         return DistParams(self.name, {"logits": dist["logits"] / tau})
+
+    def hard_label_nll(self, teacher, student):  # cross-entropy with the teacher's argmax
+        labels = teacher["logits"].argmax(dim=-1, keepdim=True)
+        return -student["logits"].log_softmax(dim=-1).gather(-1, labels).squeeze(-1)
+
+    def mean_squared_error(self, teacher, student):  # on centred logits: softmax ignores a shift of all logits
+        centred = lambda logits: logits - logits.mean(dim=-1, keepdim=True)  # noqa: E731
+        return ((centred(student["logits"]) - centred(teacher["logits"])) ** 2).sum(dim=-1)
 
     def to_env_action(self, policy_action, low, high):
         return policy_action
@@ -284,8 +323,14 @@ def kl_divergence(p: DistParams, q: DistParams, *, reduction: str = "mean") -> t
     return _reduce(p.strategy.kl(p, q), reduction)
 
 
+def _check_tau(tau: float) -> None:
+    if tau <= 0 or not math.isfinite(tau):
+        raise ValueError(f"temperature tau must be a positive finite number, got {tau}")
+
+
 def with_temperature(dist: DistParams, tau: float) -> DistParams:
-    """Soften a categorical target: logits / tau. Other families are returned unchanged."""
+    """dist at temperature tau: categorical logits / tau; Gaussian (and pre-tanh squashed) std * tau; a
+    deterministic distribution has none (ValueError unless tau == 1)."""
     return dist if tau == 1.0 else dist.strategy.with_temperature(dist, tau)
 
 

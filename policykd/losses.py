@@ -1,13 +1,21 @@
 """The distillation loss, per state s with teacher T and student S, averaged over the batch:
 
-    KL(T(.|s) || S(.|s))  [or the reverse KL]  +  lambda_v * ((V_S(s) - V_T(s)) / sigma_V)^2
+    action term  +  lambda_v * ((V_S(s) - V_T(s)) / sigma_V)^2
 
-KL is closed form per family and summed over action dimensions (distributions.kl_divergence); categorical
-targets are softened with temperature tau first (DQN's Q-values become softmax(Q / tau)). With action bounds given
-(Gaussian family, whose actions the env clips), means beyond a bound are compared as the bound itself
-(bounded_means). The value error is measured in units of the teacher's value std sigma_V over the buffer, so
-lambda_v means the same on every env.
-Every term has reduction "mean" over the batch, so the loss does not depend on the batch size.
+The action term is chosen by `loss`:
+- "kl" (default): KL(T_tau(.|s) || S(.|s)) [or the reverse KL], closed form per family and summed over action
+  dimensions (distributions.kl_divergence). The temperature tau scales the teacher's std (Gaussian families,
+  pre-tanh for squashed ones) or divides the logits (categorical; DQN's Q-values become softmax(Q / tau)); for
+  categorical targets the student's logits are divided by tau too and the term is multiplied by tau^2, so its
+  gradients keep their size (Hinton et al., 2015). A deterministic (TD3) teacher has no temperature.
+- "bc": behaviour cloning on hard labels, -log S(mode of T | s), as the `imitation` library trains it
+  (cross-entropy with the teacher's argmax for categorical actions).
+- "mse": squared error between the action means (centred logits for categorical actions).
+With action bounds given (Gaussian family, whose actions the env clips), means beyond a bound are compared as the
+bound itself (bounded_means). The value error is measured in units of the teacher's value std sigma_V over the
+buffer, so lambda_v means the same on every env. "kl" in the returned terms is always KL(T || S) at tau = 1, a
+diagnostic comparable across losses. Every term has reduction "mean" over the batch, so the loss does not
+depend on the batch size.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from policykd.config import ACTION_LOSSES, KL_DIRECTIONS
 from policykd.distributions import DistParams, kl_divergence, with_temperature
 
 
@@ -24,10 +33,13 @@ class LossConfig:
     kl_direction: str = "forward"  # "forward": KL(T || S) (mode-covering); "reverse": KL(S || T)
     tau: float = 1.0
     lambda_v: float = 0.5
+    loss: str = "kl"               # the action term: kl, bc (hard-label NLL) or mse (action means)
 
     def __post_init__(self) -> None:
-        if self.kl_direction not in ("forward", "reverse"):
+        if self.kl_direction not in KL_DIRECTIONS:
             raise ValueError(f"kl_direction must be 'forward' or 'reverse', got {self.kl_direction!r}")
+        if self.loss not in ACTION_LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(ACTION_LOSSES)}, got {self.loss!r}")
         if self.lambda_v < 0:
             raise ValueError(f"lambda_v must be >= 0, got {self.lambda_v}")
 
@@ -48,17 +60,31 @@ def bounded_means(teacher: DistParams, student: DistParams, low: torch.Tensor,
             DistParams("gaussian", {"mean": mean_s, "log_std": student["log_std"]}))
 
 
+def action_term(teacher: DistParams, student: DistParams, config: LossConfig) -> torch.Tensor:
+    """The batch-mean action term of `config.loss` (see the module docstring)."""
+    strategy = teacher.strategy
+    if config.loss == "bc":
+        return strategy.hard_label_nll(teacher, student).mean()
+    if config.loss == "mse":
+        return strategy.mean_squared_error(teacher, student).mean()
+    target = with_temperature(teacher, config.tau)
+    scale = 1.0
+    if strategy.scales_student_temperature and config.tau != 1.0:
+        student, scale = with_temperature(student, config.tau), config.tau**2
+    if config.kl_direction == "forward":
+        return scale * kl_divergence(target, student, reduction="mean")
+    return scale * kl_divergence(student, target, reduction="mean")
+
+
 def distillation_loss(teacher: DistParams, teacher_value: torch.Tensor, student: DistParams, student_value: torch.Tensor,
                       *, value_std: torch.Tensor | float, config: LossConfig,
                       action_bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Returns {"loss", "kl", "value_mse"}; teacher/student values [B], value_std a scalar > 0; action_bounds
-    (low [A], high [A]) switch on bounded_means for the Gaussian family."""
+    (low [A], high [A]) switch on bounded_means for the Gaussian family. kl: KL(T || S) at tau = 1, no gradient."""
     if action_bounds is not None and teacher.strategy.clips_to_bounds:
         teacher, student = bounded_means(teacher, student, *action_bounds)
-    target = with_temperature(teacher, config.tau)
-    if config.kl_direction == "forward":
-        kl = kl_divergence(target, student, reduction="mean")
-    else:
-        kl = kl_divergence(student, target, reduction="mean")
+    action = action_term(teacher, student, config)
+    with torch.no_grad():
+        kl = kl_divergence(teacher, student, reduction="mean")
     value_mse = (((student_value - teacher_value) / value_std) ** 2).mean()
-    return {"loss": kl + config.lambda_v * value_mse, "kl": kl, "value_mse": value_mse}
+    return {"loss": action + config.lambda_v * value_mse, "kl": kl, "value_mse": value_mse}

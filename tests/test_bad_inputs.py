@@ -93,7 +93,7 @@ def assets(tiny_teachers, tmp_path_factory) -> dict:
     result = runner.invoke(app, ["collect", str(teacher), "--env", "CartPole-v1", "--out", str(buffer), "--steps", "100"])
     assert result.exit_code == 0, result.output
     return {"root": root, "recipe": recipe, "teacher": teacher, "run": root / "runs" / "done", "buffer": buffer,
-            "sac": tiny_teachers["sac"], "qrdqn": tiny_teachers["qrdqn"], "student": root / "runs" / "done" / "student"}
+            "sac": tiny_teachers["sac"], "td3": tiny_teachers["td3"], "qrdqn": tiny_teachers["qrdqn"], "student": root / "runs" / "done" / "student"}
 
 
 def _copy_run(assets: dict, tmp_path: Path) -> Path:
@@ -139,6 +139,10 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "wandb-not-bool": _config_case('wandb: "yes"', r"wandb must be true or false"),
     "seed-negative": _config_case("seed: -1", r"seed must be >= 0"),
     "steps-below-rounds": _config_case("labelled_steps: 3\nrounds: 5", r"labelled_steps \(3\) must be at least rounds \(5\)"),
+    "loss-unknown": _config_case("loss: l1", r"loss must be one of kl, bc, mse"),
+    "tau-for-deterministic-teacher": lambda tmp_path, assets: Case(
+        ["distill", assets["td3"], "--env", "Pendulum-v1", "-c", _write(tmp_path / "tau.yaml", "tau: 2.0\n"), "--out-dir",
+         tmp_path / "runs"], r"tau=2 has no meaning for a deterministic \(td3\) teacher.*leave tau at 1", absent=[tmp_path / "runs"]),
     "unknown-key": _config_case("labeled_steps: 1000", r"unknown config keys \['labeled_steps'\].*valid keys"),
     "run-name-in-recipe-escapes": _config_case("run_name: ../../x", r"plain folder name"),
     "recipe-not-a-mapping": lambda tmp_path, assets: Case(

@@ -47,14 +47,19 @@ def test_deterministic_family_uses_squared_action_error():
     assert float(kl_divergence(p, q)) == pytest.approx(0.5)
 
 
-def test_temperature_softens_categorical_targets_only():
+def test_temperature_for_every_family():
     logits = torch.tensor([[2.0, 0.0]])
     soft = with_temperature(DistParams("categorical", {"logits": logits}), 2.0)
     torch.testing.assert_close(soft["logits"], logits / 2)
     gauss, _ = _gaussians()
-    assert with_temperature(gauss, 2.0) is gauss
+    warm = with_temperature(gauss, 2.0)
+    torch.testing.assert_close(warm["mean"], gauss["mean"])
+    torch.testing.assert_close(warm["log_std"].exp(), 2.0 * gauss["log_std"].exp())
+    assert with_temperature(gauss, 1.0) is gauss
     with pytest.raises(ValueError, match="tau"):
         with_temperature(DistParams("categorical", {"logits": logits}), 0.0)
+    with pytest.raises(ValueError, match="no spread"):
+        with_temperature(DistParams("deterministic", {"action": torch.zeros(1, 1)}), 2.0)
 
 
 def test_mode_and_sample_shapes_and_squashing():

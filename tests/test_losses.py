@@ -1,7 +1,9 @@
+import math
+
 import pytest
 import torch
 
-from policykd.distributions import DistParams
+from policykd.distributions import DistParams, kl_divergence
 from policykd.losses import LossConfig, bounded_means, distillation_loss
 
 
@@ -34,9 +36,10 @@ def test_reverse_kl_differs_from_forward_when_stds_differ():
     t = DistParams("gaussian", {"mean": torch.zeros(4, 1), "log_std": torch.full((4, 1), -1.0)})
     s = DistParams("gaussian", {"mean": torch.ones(4, 1), "log_std": torch.zeros(4, 1)})
     v = torch.zeros(4)
-    fwd = distillation_loss(t, v, s, v, value_std=1.0, config=LossConfig(kl_direction="forward"))["kl"]
-    rev = distillation_loss(t, v, s, v, value_std=1.0, config=LossConfig(kl_direction="reverse"))["kl"]
-    assert float(fwd) != pytest.approx(float(rev))
+    fwd = distillation_loss(t, v, s, v, value_std=1.0, config=LossConfig(kl_direction="forward"))
+    rev = distillation_loss(t, v, s, v, value_std=1.0, config=LossConfig(kl_direction="reverse"))
+    assert float(fwd["loss"]) != pytest.approx(float(rev["loss"]))
+    assert float(fwd["kl"]) == pytest.approx(float(rev["kl"]))  # the logged KL is always KL(T || S), whatever the loss
 
 
 def test_bad_loss_config_is_rejected():
@@ -44,6 +47,77 @@ def test_bad_loss_config_is_rejected():
         LossConfig(kl_direction="sideways")
     with pytest.raises(ValueError, match="lambda_v"):
         LossConfig(lambda_v=-1)
+    with pytest.raises(ValueError, match="loss must be one of kl, bc, mse"):
+        LossConfig(loss="l1")
+
+
+def _gaussian(mean, log_std, family="gaussian"):
+    return DistParams(family, {"mean": torch.tensor(mean), "log_std": torch.tensor(log_std)})
+
+
+def test_gaussian_temperature_scales_the_teachers_std():
+    t, s = _gaussian([[0.0]], [[0.0]]), _gaussian([[0.0]], [[math.log(2.0)]])
+    v = torch.zeros(1)
+    at_one = distillation_loss(t, v, s, v, value_std=1.0, config=LossConfig(lambda_v=0.0))["loss"]
+    at_two = distillation_loss(t, v, s, v, value_std=1.0, config=LossConfig(lambda_v=0.0, tau=2.0))["loss"]
+    assert at_one.item() > 0.1 and at_two.item() == pytest.approx(0.0, abs=1e-7)  # teacher std 1 * 2 = student's 2
+
+
+def test_categorical_temperature_softens_both_and_keeps_the_gradient_scale():
+    t = DistParams("categorical", {"logits": torch.tensor([[4.0, 0.0, -2.0]])})
+    logits = torch.tensor([[0.5, 0.2, 0.1]], requires_grad=True)
+    v = torch.zeros(1)
+    config = LossConfig(lambda_v=0.0, tau=3.0)
+    loss = distillation_loss(t, v, DistParams("categorical", {"logits": logits}), v, value_std=1.0, config=config)["loss"]
+    expected = 9.0 * kl_divergence(DistParams("categorical", {"logits": t["logits"] / 3}),
+                                   DistParams("categorical", {"logits": logits.detach() / 3}))
+    assert loss.item() == pytest.approx(expected.item())
+    loss.backward()
+    # d/dz of tau^2 KL(softmax(t/tau) || softmax(z/tau)) = tau * (softmax(z/tau) - softmax(t/tau)) (Hinton et al.)
+    grad = 3.0 * (torch.softmax(logits.detach() / 3, -1) - torch.softmax(t["logits"] / 3, -1))
+    torch.testing.assert_close(logits.grad, grad)
+
+
+def test_a_deterministic_teacher_has_no_temperature():
+    t = DistParams("deterministic", {"action": torch.zeros(2, 1)})
+    with pytest.raises(ValueError, match="no spread for a temperature"):
+        distillation_loss(t, torch.zeros(2), t, torch.zeros(2), value_std=1.0, config=LossConfig(tau=2.0))
+
+
+def test_behaviour_cloning_is_the_nll_of_the_teachers_mode():
+    t, s = _gaussian([[1.0, 0.0]], [[0.3, -1.0]]), _gaussian([[0.0, 0.0]], [[0.0, 0.0]])
+    v = torch.zeros(1)
+    bc = distillation_loss(t, v, s, v, value_std=1.0, config=LossConfig(lambda_v=0.0, loss="bc"))["loss"]
+    # -log N(1 | 0, 1) - log N(0 | 0, 1): the teacher's std plays no part in hard labels
+    assert bc.item() == pytest.approx(0.5 + math.log(2 * math.pi))
+    teacher = DistParams("categorical", {"logits": torch.tensor([[0.1, 2.0, 0.3], [5.0, 0.0, 0.0]])})
+    student = DistParams("categorical", {"logits": torch.zeros(2, 3)})
+    ce = distillation_loss(teacher, torch.zeros(2), student, torch.zeros(2), value_std=1.0, config=LossConfig(lambda_v=0.0, loss="bc"))
+    assert ce["loss"].item() == pytest.approx(math.log(3.0))
+
+
+def test_mse_compares_action_means_in_action_space():
+    t = _gaussian([[10.0]], [[0.0]], family="squashed_gaussian")
+    s = _gaussian([[0.0]], [[-3.0]], family="squashed_gaussian")
+    mse = distillation_loss(t, torch.zeros(1), s, torch.zeros(1), value_std=1.0, config=LossConfig(lambda_v=0.0, loss="mse"))
+    assert mse["loss"].item() == pytest.approx(math.tanh(10.0) ** 2)  # tanh(10) - tanh(0), not 10 - 0
+    shifted = DistParams("categorical", {"logits": torch.tensor([[1.0, 2.0]])})
+    same = DistParams("categorical", {"logits": torch.tensor([[11.0, 12.0]])})
+    assert distillation_loss(shifted, torch.zeros(1), same, torch.zeros(1), value_std=1.0,
+                             config=LossConfig(lambda_v=0.0, loss="mse"))["loss"].item() == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("loss", ["kl", "bc", "mse"])
+def test_every_loss_is_batch_size_invariant(loss):
+    gen = torch.Generator().manual_seed(0)
+    t = _gaussian(torch.randn(5, 2, generator=gen).tolist(), torch.randn(5, 2, generator=gen).tolist())
+    s = _gaussian(torch.randn(5, 2, generator=gen).tolist(), torch.randn(5, 2, generator=gen).tolist())
+    twice = lambda d: DistParams(d.family, {k: torch.cat([v, v]) for k, v in d.params.items()})  # noqa: E731
+    config = LossConfig(loss=loss, tau=1.5)
+    one = distillation_loss(t, torch.zeros(5), s, torch.zeros(5), value_std=1.0, config=config)
+    two = distillation_loss(twice(t), torch.zeros(10), twice(s), torch.zeros(10), value_std=1.0, config=config)
+    for key in one:
+        torch.testing.assert_close(one[key], two[key])
 
 
 def test_bounded_means_compare_saturated_means_as_the_bound():
