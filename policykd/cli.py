@@ -76,7 +76,12 @@ def print_comparison(report: Comparison) -> None:
     """Teacher vs student: returns, ratio, agreement, latency, size."""
     out.print(_returns_table(f"{report.env}: same {len(report.seeds)} seeds",
                              [("teacher", report.teacher), ("student", report.student)]))
-    out.print(f"return ratio (1 = teacher parity, lower = worse): [bold]{report.ratio:.3f}[/bold]")
+    low, high = report.ratio_ci95
+    out.print(f"return ratio (1 = teacher parity, lower = worse): [bold]{report.ratio:.3f}[/bold] "
+              f"(95% CI [{low:.3f}, {high:.3f}], seeds resampled in pairs)")
+    n = len(report.seeds)
+    out.print(f"failed episodes (missed targets, or ended early: falls, crashes): teacher {report.teacher.failures}/{n}, "
+              f"student {report.student.failures}/{n}")
     if report.teacher.success_rate is not None:
         out.print(f"success rate (the env's final info['is_success']; laps completed for the racecar): "
                   f"teacher {report.teacher.success_rate:.0%}, student {report.student.success_rate:.0%}")
@@ -96,6 +101,18 @@ def print_comparison(report: Comparison) -> None:
     out.print(table)
     out.print(f"parameters: teacher actor {report.teacher_actor_params:,}, student {report.student_params:,} "
               f"({report.student_params / report.teacher_actor_params:.1%})")
+
+
+def print_backends_closed_loop(results: dict[str, dict], float_mean: float) -> None:
+    """The student's exports in closed loop (policykd.backends.closed_loop), beside the float (torch) student."""
+    table = Table(title="closed loop per backend (same seeds)")
+    for col in ("backend", "mean return", "ratio vs teacher", "ratio vs float student", "episodes differing"):
+        table.add_column(col, justify="right" if col != "backend" else "left")
+    table.add_row("torch (float student)", f"{float_mean:.1f}", "", "1.000", "")
+    for name, r in results.items():
+        table.add_row(name, f"{r['return_mean']:.1f}", f"{r['ratio_vs_teacher']:.3f}", f"{r['ratio_vs_float_student']:.4f}",
+                      f"{r['episodes_differing_from_float']}/{r['episodes']}")
+    out.print(table)
 
 
 def check_card_teacher(record: dict, student: Path) -> None:
@@ -205,7 +222,7 @@ def teacher_eval(
         seeds = [seed + i for i in range(episodes)]
         with Tracker().progress(f"evaluating {t.env_spec.env_id}", episodes) as advance:
             eps = run_episodes(lambda o: t.act(o), t.env_spec, seeds, n_envs=n_envs, progress=advance)
-        stats = ReturnStats.of(eps.returns, eps.successes)
+        stats = ReturnStats.of_episodes(eps)
         out.print(_returns_table(f"{t.algo} teacher on {t.env_spec.env_id}", [(str(teacher), stats)]))
         if json_out:
             atomic_write_json(json_out, {"teacher": t.identity(), "seeds": seeds, **stats.to_json(), "lengths": eps.lengths.tolist()})
@@ -336,6 +353,9 @@ def eval_command(
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
+    backend: Optional[list[str]] = typer.Option(None, "--backend", help="Also run the student's export on this backend "
+                                                "(numpy, onnx, onnx-int8, torchscript, c, c-int16; repeatable) in the env "
+                                                "on the same seeds: return ratio vs the teacher and vs the float student."),
 ) -> None:
     """Compare teacher and student: returns on the same seeds, agreement, latency, parameter counts."""
     from policykd.artifacts import atomic_write_json
@@ -346,6 +366,9 @@ def eval_command(
     from policykd.tracking import Tracker
 
     def go():
+        from policykd.backends import check_backends, closed_loop
+
+        check_backends(backend or [])
         s = load_student(student)
         t = load_teacher(teacher, algo=algo, env_id=env, trust_pickle=trust_pickle)
         check_student_fits(s, t, where=str(student))
@@ -353,6 +376,11 @@ def eval_command(
                          noise_floor=noise_floor, progress_factory=Tracker().progress)
         print_comparison(report)
         record = report.to_json()
+        if [b for b in backend or [] if b != "torch"]:
+            record["backends_closed_loop"] = closed_loop(
+                t.env_spec, student, backend, list(report.seeds), n_envs=n_envs, float_returns=report.student.returns,
+                teacher_mean=report.teacher.mean, progress_factory=Tracker().progress)
+            print_backends_closed_loop(record["backends_closed_loop"], report.student.mean)
         if latency:
             from policykd.latency_backends import BACKENDS, backend_latencies
 

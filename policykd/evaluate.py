@@ -47,6 +47,20 @@ def return_ratio(student_mean: float, teacher_mean: float) -> float:
     return student_mean / teacher_mean if teacher_mean > 0 else teacher_mean / student_mean
 
 
+def ratio_bootstrap_ci(student_returns: np.ndarray, teacher_returns: np.ndarray, *, n_resamples: int = 10_000,
+                       confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of return_ratio, resampling the evaluation seeds in pairs (both policies ran
+    each seed): student_returns, teacher_returns [n_episodes]."""
+    student_returns, teacher_returns = np.asarray(student_returns, float), np.asarray(teacher_returns, float)
+    idx = np.random.default_rng(seed).integers(0, len(student_returns), size=(n_resamples, len(student_returns)))
+    ratios = np.array([return_ratio(s, t) for s, t in zip(student_returns[idx].mean(axis=1), teacher_returns[idx].mean(axis=1))])
+    ratios = ratios[np.isfinite(ratios)]
+    if not len(ratios):
+        return float("nan"), float("nan")
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1 - alpha))
+
+
 @dataclass(frozen=True)
 class ReturnStats:
     """Returns of one policy on the evaluation seeds: mean, std, IQM and a bootstrap 95% interval of the mean."""
@@ -59,14 +73,20 @@ class ReturnStats:
     episodes: int
     returns: tuple[float, ...] = ()
     success_rate: float | None = None  # the env's final info["is_success"], where it reports one
+    failures: int = 0                  # episodes that failed: missed targets, or ended by the env early (falls, crashes)
 
     @classmethod
-    def of(cls, returns: np.ndarray, successes: np.ndarray | None = None) -> ReturnStats:
-        """returns [n_episodes], successes [n_episodes] bool or None."""
+    def of(cls, returns: np.ndarray, successes: np.ndarray | None = None, failures: np.ndarray | None = None) -> ReturnStats:
+        """returns [n_episodes]; successes, failures [n_episodes] bool or None (see Episodes.failures)."""
         low, high = bootstrap_ci(returns)
         return cls(mean=float(np.mean(returns)), std=float(np.std(returns)), iqm=interquartile_mean(returns),
                    ci95_low=low, ci95_high=high, episodes=int(len(returns)), returns=tuple(float(r) for r in returns),
-                   success_rate=None if successes is None else float(np.mean(successes)))
+                   success_rate=None if successes is None else float(np.mean(successes)),
+                   failures=0 if failures is None else int(np.sum(failures)))
+
+    @classmethod
+    def of_episodes(cls, episodes: Episodes) -> ReturnStats:
+        return cls.of(episodes.returns, episodes.successes, episodes.failures())
 
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in dataclasses.asdict(self).items() if k != "success_rate" or v is not None}
@@ -86,6 +106,7 @@ class Comparison:
     teacher_actor_params: int
     student_params: int
     ratio: float
+    ratio_ci95: tuple[float, float]             # paired bootstrap over the seeds
     agreement: dict[str, float]                  # kl, action_mse (Box) or accuracy, precision, recall, f1 (Discrete)
     latency_us: dict[str, dict[str, float]]      # path -> p50, p99, max, ...
     teacher_noise_floor: dict[str, Any] | None = None
@@ -95,7 +116,7 @@ class Comparison:
             "env": self.env, "seeds": list(self.seeds),
             "teacher": {**self.teacher.to_json(), "actor_params": self.teacher_actor_params},
             "student": {**self.student.to_json(), "params": self.student_params},
-            "ratio": self.ratio, "agreement": dict(self.agreement), "latency_us": dict(self.latency_us),
+            "ratio": self.ratio, "ratio_ci95": list(self.ratio_ci95), "agreement": dict(self.agreement), "latency_us": dict(self.latency_us),
         }
         if self.teacher_noise_floor is not None:
             out["teacher_noise_floor"] = self.teacher_noise_floor
@@ -203,8 +224,7 @@ def compare(teacher: Teacher, student: Student, *, episodes: int = 20, eval_seed
         "teacher_sb3_predict": measure_latency(lambda: teacher.sb3_predict(probe), calls=latency_calls),
         "student_torch": measure_latency(lambda: student.act(probe), calls=latency_calls),
     }
-    teacher_stats = ReturnStats.of(teacher_eps.returns, teacher_eps.successes)
-    student_stats = ReturnStats.of(student_eps.returns, student_eps.successes)
+    teacher_stats, student_stats = ReturnStats.of_episodes(teacher_eps), ReturnStats.of_episodes(student_eps)
     report_agreement = agreement(teacher, student, states)
     floor = None
     if noise_floor:
@@ -213,6 +233,7 @@ def compare(teacher: Teacher, student: Student, *, episodes: int = 20, eval_seed
         floor = teacher_noise_floor(teacher, seeds, teacher_eps, n_envs=n_envs, error=error, run=run, noise_seed=eval_seed)
     report = Comparison(env=teacher.env_spec.env_id, seeds=tuple(seeds), teacher=teacher_stats, student=student_stats,
                         teacher_actor_params=teacher.actor_parameter_count(), student_params=student.parameter_count(),
-                        ratio=return_ratio(student_stats.mean, teacher_stats.mean), agreement=report_agreement,
+                        ratio=return_ratio(student_stats.mean, teacher_stats.mean),
+                        ratio_ci95=ratio_bootstrap_ci(student_eps.returns, teacher_eps.returns), agreement=report_agreement,
                         latency_us=latency, teacher_noise_floor=floor)
     return report

@@ -94,7 +94,9 @@ def film_side_by_side(teacher: Teacher, student: Student, run_dir: Path, *, seed
 def log_evaluation(tracker: Tracker, report: Comparison) -> None:
     """The teacher-vs-student comparison and latency as summary values and tables."""
     stats = ("mean", "std", "iqm", "ci95_low", "ci95_high")
-    summary: dict[str, Any] = {"eval/ratio": report.ratio}
+    summary: dict[str, Any] = {"eval/ratio": report.ratio, "eval/ratio_ci95_low": report.ratio_ci95[0],
+                               "eval/ratio_ci95_high": report.ratio_ci95[1], "eval/teacher_failures": report.teacher.failures,
+                               "eval/student_failures": report.student.failures}
     for who, returns in (("teacher", report.teacher), ("student", report.student)):
         summary.update({f"eval/{who}_return_{k}": getattr(returns, k) for k in stats})
     summary.update({f"eval/agreement_{k}": v for k, v in report.agreement.items()})

@@ -150,14 +150,24 @@ class Episodes:
     lengths: np.ndarray  # [n_episodes] int64
     states: np.ndarray   # [n_states, obs_dim] float32, every state the policy acted in
     successes: np.ndarray | None = None  # [n_episodes] bool, the env's final info["is_success"] where it reports one
+    terminated: np.ndarray | None = None  # [n_episodes] bool, the env ended the episode before its time limit
 
     def success_rate(self) -> float | None:
         return None if self.successes is None else float(np.mean(self.successes))
 
+    def failures(self) -> np.ndarray:
+        """[n_episodes] bool: a missed target where the env reports success, else an episode the env ended before
+        its time limit (a fall, a crash); all False for envs that can neither fail nor succeed."""
+        if self.successes is not None:
+            return ~np.asarray(self.successes, dtype=bool)
+        if self.terminated is not None:
+            return np.asarray(self.terminated, dtype=bool)
+        return np.zeros(len(self.returns), dtype=bool)
+
 
 def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2, progress: Callable[[int], None] | None = None) -> Episodes:
     """One episode per seed, n_envs at a time in lockstep; `act` maps raw obs [B, obs_dim] to env actions."""
-    returns, lengths, states, successes = [], [], [], []
+    returns, lengths, states, successes, ended = [], [], [], [], []
     reports_success = False
     envs = make_vector_env(spec, n_envs)
     try:
@@ -170,6 +180,7 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
             ep_return = np.zeros(n_envs)
             ep_length = np.zeros(n_envs, dtype=np.int64)
             ep_success = np.zeros(n_envs, dtype=bool)
+            ep_terminated = np.zeros(n_envs, dtype=bool)
             while running.any():
                 states.append(obs[running].astype(np.float32))
                 obs, reward, terminated, truncated, info = envs.step(act(obs))
@@ -180,6 +191,7 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
                 ep_return += np.where(running, reward, 0.0)
                 ep_length += running
                 ending = running & (terminated | truncated)
+                ep_terminated |= running & terminated & ~truncated
                 if "is_success" in info:
                     reports_success = True
                     ep_success[ending] = np.asarray(info["is_success"], dtype=bool)[ending]
@@ -187,6 +199,7 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
             returns.extend(ep_return[: len(batch)])
             lengths.extend(ep_length[: len(batch)])
             successes.extend(ep_success[: len(batch)])
+            ended.extend(ep_terminated[: len(batch)])
             if progress is not None:
                 progress(len(batch))
     except BaseException:
@@ -194,4 +207,4 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
         raise
     close_vector_env(envs, failed=False)
     return Episodes(np.array(returns), np.array(lengths), np.concatenate(states),
-                    np.array(successes) if reports_success else None)
+                    np.array(successes) if reports_success else None, np.array(ended, dtype=bool))

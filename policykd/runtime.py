@@ -191,7 +191,10 @@ def compile_c_export(export_dir: str | Path, *, compiler: str = "cc") -> Path:
     if not source.exists():
         raise PolicyKDError(f"{export_dir} holds no policykd_student.c; run `policykd export STUDENT --format c` first")
     command = [compiler, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o", str(library), str(source), "-lm"]
-    result = subprocess.run(command, capture_output=True, text=True)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise PolicyKDError(f"compiling {source} failed: `{compiler}` not found on PATH; install a C compiler as cc (gcc or clang)") from None
     if result.returncode != 0:
         raise PolicyKDError(f"compiling {source} failed: {result.stderr.strip().splitlines()[0] if result.stderr else result.returncode}")
     return library

@@ -19,6 +19,7 @@ import binascii
 import importlib
 import io
 import pickle
+import pickletools
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -166,12 +167,26 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(self.source, f"persistent id {str(pid)[:40]!r}", self.where)
 
 
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+
+def _check_stream(data: bytes) -> None:
+    """Walk the opcodes without building anything: ValueError for an unknown opcode, a truncated argument or a memo
+    index beyond the stream's length (the C unpickler sizes its memo by the largest index, so one damaged
+    LONG_BINPUT would make it allocate and zero gigabytes)."""
+    for opcode, arg, position in pickletools.genops(data):
+        if opcode.name in _MEMO_PUTS and arg > len(data):
+            raise ValueError(f"memo index {arg} at byte {position} is beyond the stream")
+
+
 def safe_load(file: BinaryIO, *, source: str | Path, where: str = "",
               substitutes: dict[tuple[str, str], type] | None = None) -> Any:
-    """Unpickle one object from `file` in safe mode; UnsafePickleError for a refused global,
+    """Unpickle the one object of `file` (read whole) in safe mode; UnsafePickleError for a refused global,
     PolicyKDError for a corrupt stream."""
+    data = file.read()
     try:
-        return RestrictedUnpickler(file, source=source, where=where, substitutes=substitutes).load()
+        _check_stream(data)
+        return RestrictedUnpickler(io.BytesIO(data), source=source, where=where, substitutes=substitutes).load()
     except PolicyKDError:
         raise
     except Exception as e:  # a damaged stream makes pickle and the allowlisted constructors raise any type (MemoryError
@@ -188,8 +203,8 @@ def safe_loads(data: bytes, *, source: str | Path, where: str = "",
 
 def load_vecnormalize_pickle(path: Path) -> Any:
     """A vecnormalize.pkl as a plain object holding VecNormalize's pickled attributes (obs_rms, clip_obs, ...)."""
-    with open(path, "rb") as f:  # read whole (a few KB): a damaged length then never sizes a read from the file
-        obj = safe_loads(f.read(), source=path, substitutes={VECNORMALIZE: _VecNormalizeState})
+    with open(path, "rb") as f:
+        obj = safe_load(f, source=path, substitutes={VECNORMALIZE: _VecNormalizeState})
     if not isinstance(obj, _VecNormalizeState):
         raise UnsafePickleError(path, f"an object of type {type(obj).__name__} where VecNormalize was expected")
     return obj

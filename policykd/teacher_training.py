@@ -110,10 +110,7 @@ def train_teacher(config: TeacherTrainConfig, out_dir: str | Path, *, progress_b
     teacher = load_teacher(tmp)
     seeds = [config.eval_seed + i for i in range(config.eval_episodes)]
     episodes = run_episodes(lambda o: teacher.act(o), spec, seeds, n_envs=1)
-    card["evaluation"] = {**ReturnStats.of(episodes.returns).to_json(), "seeds": seeds,
-                          "deterministic": True}
-    if episodes.successes is not None:
-        card["evaluation"]["success_rate"] = episodes.success_rate()
+    card["evaluation"] = {**ReturnStats.of_episodes(episodes).to_json(), "seeds": seeds, "deterministic": True}
     card["sha256"] = sha256_file(tmp / "model.zip")
     card["actor_params"] = teacher.actor_parameter_count()
     atomic_write_json(tmp / MODEL_CARD, card)

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from policykd.env_factory import EnvSpec
-from policykd.evaluate import ReturnStats, bootstrap_ci, classification_agreement, interquartile_mean
+from policykd.evaluate import ReturnStats, bootstrap_ci, classification_agreement, interquartile_mean, ratio_bootstrap_ci
 from policykd.latency import measure_latency
-from policykd.rollout import run_episodes
+from policykd.rollout import Episodes, run_episodes
 
 
 def test_iqm_drops_the_outer_quartiles():
@@ -17,6 +17,26 @@ def test_bootstrap_interval_brackets_the_mean():
     assert low < x.mean() < high and high - low < 2.0
     stats = ReturnStats.of(x)
     assert stats.episodes == 50 and stats.ci95_low == pytest.approx(low) and stats.to_json()["returns"] == list(x)
+
+
+def test_ratio_interval_resamples_seeds_in_pairs():
+    teacher = np.array([100.0, 200.0, 300.0, 400.0])
+    low, high = ratio_bootstrap_ci(teacher * 0.9, teacher)
+    assert low == pytest.approx(0.9) and high == pytest.approx(0.9)  # paired: every resample has ratio 0.9
+    low, high = ratio_bootstrap_ci(teacher[::-1].copy(), teacher)
+    assert low < 1.0 < high
+    cost = -teacher  # Pendulum-like costs: the ratio is teacher / student
+    low, high = ratio_bootstrap_ci(cost * 2, cost)
+    assert low == pytest.approx(0.5) and high == pytest.approx(0.5)
+
+
+def test_failures_are_missed_targets_or_early_ends():
+    episodes = Episodes(np.array([1.0, 2.0, 3.0]), np.array([5, 9, 9]), np.zeros((1, 2)), terminated=np.array([True, False, False]))
+    assert ReturnStats.of_episodes(episodes).failures == 1
+    reached = Episodes(np.array([1.0, 2.0]), np.array([5, 9]), np.zeros((1, 2)), successes=np.array([True, False]),
+                       terminated=np.array([True, False]))
+    assert ReturnStats.of_episodes(reached).failures == 1  # success is what counts where the env reports it
+    assert ReturnStats.of_episodes(Episodes(np.array([1.0]), np.array([9]), np.zeros((1, 2)))).failures == 0
 
 
 def test_classification_agreement_known_values():
