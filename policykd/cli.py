@@ -103,12 +103,14 @@ def print_comparison(report: Comparison) -> None:
               f"({report.student_params / report.teacher_actor_params:.1%})")
 
 
-def print_backends_closed_loop(results: dict[str, dict], float_mean: float) -> None:
+def print_backends_closed_loop(results: dict[str, dict], float_mean: float, teacher_mean: float) -> None:
     """The student's exports in closed loop (policykd.backends.closed_loop), beside the float (torch) student."""
     table = Table(title="closed loop per backend (same seeds)")
     for col in ("backend", "mean return", "ratio vs teacher", "ratio vs float student", "episodes differing"):
         table.add_column(col, justify="right" if col != "backend" else "left")
-    table.add_row("torch (float student)", f"{float_mean:.1f}", "", "1.000", "")
+    from policykd.evaluate import return_ratio
+
+    table.add_row("torch (float student)", f"{float_mean:.1f}", f"{return_ratio(float_mean, teacher_mean):.3f}", "1.0000", "")
     for name, r in results.items():
         table.add_row(name, f"{r['return_mean']:.1f}", f"{r['ratio_vs_teacher']:.3f}", f"{r['ratio_vs_float_student']:.4f}",
                       f"{r['episodes_differing_from_float']}/{r['episodes']}")
@@ -380,7 +382,7 @@ def eval_command(
             record["backends_closed_loop"] = closed_loop(
                 t.env_spec, student, backend, list(report.seeds), n_envs=n_envs, float_returns=report.student.returns,
                 teacher_mean=report.teacher.mean, progress_factory=Tracker().progress)
-            print_backends_closed_loop(record["backends_closed_loop"], report.student.mean)
+            print_backends_closed_loop(record["backends_closed_loop"], report.student.mean, report.teacher.mean)
         if latency:
             from policykd.latency_backends import BACKENDS, backend_latencies
 
