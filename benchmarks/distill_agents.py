@@ -19,11 +19,9 @@ import torch
 
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.config import load_config
-from policykd.distill import distill
-from policykd.evaluate import compare
+from policykd.pipeline import distill_and_evaluate
 from policykd.rollout import run_episodes
 from policykd.teachers import load_teacher
-from policykd.tracking import Tracker
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -60,22 +58,22 @@ def main() -> None:
                 out = Path("runs") / "bench"
                 config = load_config(args.recipe, {"teacher": str(path), "seed": seed, "data_mode": mode,
                                                    "labelled_steps": args.steps, "out_dir": str(out),
-                                                   "run_name": run_name, "eval_seed": EVAL_SEED})
+                                                   "run_name": run_name, "eval_seed": EVAL_SEED,
+                                                   "eval_episodes": args.episodes, "latency_calls": 200})
                 if (f"agents/{name}", mode, config.labelled_steps, seed) in done:
                     continue
                 if teacher_eps is None:
                     teacher_eps = run_episodes(teacher.act, teacher.env_spec, seeds)
                 shutil.rmtree(out / run_name, ignore_errors=True)
-                result = distill(config, teacher=teacher, tracker=Tracker(None, quiet=True))
-                report = compare(teacher, result.student, episodes=args.episodes, eval_seed=EVAL_SEED,
-                                 teacher_episodes=teacher_eps, latency_calls=200).to_json()
+                result = distill_and_evaluate(config, teacher=teacher, teacher_episodes=teacher_eps, quiet=True)
+                report = result.report.to_json()
                 t, s = report["teacher"], report["student"]
                 record = {
                     "env": teacher.env_spec.env_id, "teacher": f"agents/{name}", "data_mode": mode, "seed": seed,
                     "labelled_steps": config.labelled_steps, "teacher_return": t["mean"], "teacher_return_std": t["std"],
                     "student_return": s["mean"], "student_return_std": s["std"], "ratio": report["ratio"],
                     "teacher_success_rate": t.get("success_rate"), "student_success_rate": s.get("success_rate"),
-                    "student_params": s["params"], "teacher_actor_params": t["actor_params"], "wall_s": result.wall_s,
+                    "student_params": s["params"], "teacher_actor_params": t["actor_params"], "wall_s": result.distillation.wall_s,
                     "agreement_kl": report["agreement"]["kl"], "eval_seeds": [EVAL_SEED, EVAL_SEED + args.episodes - 1],
                     "recipe": str(args.recipe.relative_to(ROOT)), "config": config.to_dict(), "versions": package_versions(),
                 }
@@ -84,7 +82,7 @@ def main() -> None:
                 success = ("" if t.get("success_rate") is None else
                            f", success {s['success_rate']:.0%} vs {t['success_rate']:.0%}")
                 print(f"{name} {mode} seed {seed}: ratio {record['ratio']:.3f} ({s['mean']:.1f} vs {t['mean']:.1f}"
-                      f"{success}) in {result.wall_s:.1f} s", flush=True)
+                      f"{success}) in {result.distillation.wall_s:.1f} s", flush=True)
                 shutil.rmtree(out / run_name, ignore_errors=True)
 
 

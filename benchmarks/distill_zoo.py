@@ -24,11 +24,9 @@ from env_throughput import raw_env_throughput  # benchmarks/env_throughput.py
 
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.config import load_config
-from policykd.distill import distill
-from policykd.evaluate import compare
+from policykd.pipeline import distill_and_evaluate
 from policykd.rollout import collect, run_episodes
 from policykd.teachers import load_teacher
-from policykd.tracking import Tracker
 from policykd.zoo import default_teachers_dir
 
 ZOO = default_teachers_dir() / "rl-zoo"  # $POLICYKD_TEACHERS/rl-zoo, else ../shared/teachers/rl-zoo
@@ -79,10 +77,10 @@ def main() -> None:
                     recipe = RECIPES / f"bench_{budget // 1000}k.yaml"
                     config = load_config(recipe if recipe.exists() else None, {
                         **env_overrides.get(env_id, {}), "teacher": str(teacher.source.path), "seed": seed, "data_mode": mode, "labelled_steps": budget,
-                        "out_dir": str(out), "run_name": run_name, "eval_seed": EVAL_SEED})
-                    result = distill(config, teacher=teacher, tracker=Tracker(None, quiet=True))
-                    report = compare(teacher, result.student, episodes=args.episodes, eval_seed=EVAL_SEED,
-                                     teacher_episodes=teacher_eps, latency_calls=200).to_json()
+                        "out_dir": str(out), "run_name": run_name, "eval_seed": EVAL_SEED, "eval_episodes": args.episodes,
+                        "latency_calls": 200})
+                    result = distill_and_evaluate(config, teacher=teacher, teacher_episodes=teacher_eps, quiet=True)
+                    report = result.report.to_json()
                     record = {
                         "env": env_id, "teacher": f"rl-zoo/ppo/{env_id}", "data_mode": mode, "seed": seed,
                         "labelled_steps": budget, "teacher_return": report["teacher"]["mean"],
@@ -90,7 +88,7 @@ def main() -> None:
                         "student_return_std": report["student"]["std"], "student_return_iqm": report["student"]["iqm"],
                         "student_return_ci95": [report["student"]["ci95_low"], report["student"]["ci95_high"]],
                         "ratio": report["ratio"], "student_params": report["student"]["params"],
-                        "teacher_actor_params": report["teacher"]["actor_params"], "wall_s": result.wall_s,
+                        "teacher_actor_params": report["teacher"]["actor_params"], "wall_s": result.distillation.wall_s,
                         "agreement_kl": report["agreement"]["kl"], "agreement_action_mse": report["agreement"]["action_mse"],
                         "eval_seeds": [EVAL_SEED, EVAL_SEED + args.episodes - 1], "recipe": recipe.name if recipe.exists() else None,
                         "env_overrides": env_overrides.get(env_id, {}),
@@ -100,7 +98,7 @@ def main() -> None:
                     records.append(record)
                     atomic_write_json(args.results, records)
                     print(f"{env_id} {mode:7s} {budget:6d} seed {seed}: ratio {record['ratio']:.3f} "
-                          f"({record['student_return']:.1f} vs {record['teacher_return']:.1f}) in {result.wall_s:.1f} s", flush=True)
+                          f"({record['student_return']:.1f} vs {record['teacher_return']:.1f}) in {result.distillation.wall_s:.1f} s", flush=True)
                     shutil.rmtree(out / run_name, ignore_errors=True)
 
 

@@ -16,6 +16,7 @@ from policykd.artifacts import atomic_write_json
 from policykd.config import DistillConfig
 from policykd.distill import DistillResult, distill_in_run_dir, load_run_state, prepare_run_dir
 from policykd.evaluate import Comparison, compare
+from policykd.rollout import Episodes
 from policykd.run_dir import RunLock
 from policykd.students import Student
 from policykd.teachers import Teacher, load_teacher
@@ -36,11 +37,13 @@ class PipelineResult:
 
 def distill_and_evaluate(config: DistillConfig, *, resume: bool = False, evaluate: bool = True,
                          teacher: Teacher | None = None, on_report: Callable[[Comparison], None] | None = None,
-                         on_run_dir: Callable[[Path], None] | None = None) -> PipelineResult:
+                         on_run_dir: Callable[[Path], None] | None = None, teacher_episodes: Episodes | None = None,
+                         quiet: bool = False) -> PipelineResult:
     """Distil a student for `config`, then (evaluate) compare it with the teacher on config.eval_episodes seeds,
     write eval.json, film both (config.rollout_steps > 0), draw the plots and log all of it to the tracker.
     on_report(report) is called as soon as the comparison exists (the CLI prints it there); on_run_dir(run_dir) as
-    soon as the run folder is known (the CLI names it when interrupted)."""
+    soon as the run folder is known (the CLI names it when interrupted). Sweeps and benchmarks that evaluate many
+    students against one teacher pass its teacher_episodes on the same seeds (run once), and quiet (no console)."""
     from policykd.report import make_plots
 
     teacher = teacher or load_teacher(config.teacher, algo=config.algo, env_id=config.env_id, trust_pickle=config.trust_pickle)
@@ -50,13 +53,14 @@ def distill_and_evaluate(config: DistillConfig, *, resume: bool = False, evaluat
     with RunLock(run_dir):
         state = load_run_state(config, teacher, run_dir, resume=resume)
         tracker = make_tracker(run_dir, config.to_dict(), wandb=config.wandb, tensorboard=config.tensorboard,
-                               project=config.wandb_project)
+                               project=config.wandb_project, quiet=quiet)
         try:
             result = distill_in_run_dir(config, teacher, run_dir, state, tracker)
             report = None
             if evaluate:
                 report = compare(teacher, result.student, episodes=config.eval_episodes, eval_seed=config.eval_seed,
-                                 n_envs=config.n_envs, latency_calls=config.latency_calls, progress_factory=tracker.progress)
+                                 n_envs=config.n_envs, latency_calls=config.latency_calls, progress_factory=tracker.progress,
+                                 teacher_episodes=teacher_episodes)
                 atomic_write_json(run_dir / "eval.json", report.to_json())
                 log_evaluation(tracker, report)
                 if on_report is not None:

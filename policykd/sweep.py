@@ -81,24 +81,20 @@ class SweepContext:
     def run(self, name: str, combo: dict[str, Any], *, latency_calls: int = 2_000) -> dict[str, Any]:
         """Distil, evaluate and time one combination; returns its results row."""
         import policykd.runtime as runtime
-        from policykd.distill import distill
-        from policykd.evaluate import compare
         from policykd.latency import measure_latency
-        from policykd.tracking import Tracker
+        from policykd.pipeline import distill_and_evaluate
 
-        config = combination_config(self.base, combo, self.out_dir, name)
-        result = distill(config, teacher=self.teacher,
-                         tracker=Tracker(self.out_dir / "runs" / name / "history.jsonl", quiet=True))
-        report = compare(self.teacher, result.student, episodes=config.eval_episodes, eval_seed=config.eval_seed,
-                         n_envs=config.n_envs, teacher_episodes=self.teacher_episodes, latency_calls=100)
-        policy = runtime.load(result.run_dir / "student")
+        config = combination_config(self.base, {"latency_calls": 100, **combo}, self.out_dir, name)
+        result = distill_and_evaluate(config, teacher=self.teacher, teacher_episodes=self.teacher_episodes, quiet=True)
+        report = result.report
+        policy = runtime.load(result.student_dir)
         probe = self.teacher_episodes.states[0]
         return {
             "name": name, **{f"param/{k}": v for k, v in combo.items()}, "ratio": report.ratio,
             "student_return": report.student.mean, "teacher_return": report.teacher.mean,
             "student_params": report.student_params, "teacher_actor_params": report.teacher_actor_params,
             "numpy_p50_us": measure_latency(lambda: policy(probe), calls=latency_calls)["p50"],
-            "kl": report.agreement["kl"], "wall_s": result.wall_s, "labelled_steps": config.labelled_steps,
+            "kl": report.agreement["kl"], "wall_s": result.distillation.wall_s, "labelled_steps": config.labelled_steps,
             "seed": config.seed,
         }
 
