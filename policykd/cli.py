@@ -317,7 +317,13 @@ def distill(
         cfg = load_config(config, overrides)
         if not cfg.teacher:
             raise PolicyKDError("no teacher given; pass TEACHER or a --config with a `teacher:` key")
-        result = distill_and_evaluate(cfg, resume=resume, evaluate=evaluate, on_report=print_comparison,
+        ensemble = None
+        if cfg.ensemble:  # recipe key `ensemble`: several teachers, one student (policykd.ensemble)
+            from policykd.ensemble import load_teacher_for
+
+            ensemble = load_teacher_for(cfg)
+            out.print(ensemble.describe())
+        result = distill_and_evaluate(cfg, resume=resume, evaluate=evaluate, on_report=print_comparison, teacher=ensemble,
                                       on_run_dir=lambda d: started.setdefault("run_dir", d))
         out.print(f"student: {result.student_dir} ({result.distillation.wall_s:.1f} s collection + training)")
         if result.report is not None:
@@ -479,6 +485,8 @@ def bench(
         if teacher is not None and str(teacher) != "none":
             t = load_teacher(teacher, algo=record.get("algo"), env_id=(record.get("env") or {}).get("env_id"), trust_pickle=trust_pickle)
         elif teacher is None and record.get("path"):
+            if record.get("members"):
+                raise PolicyKDError(f"{student} was distilled from an ensemble of teachers; pass --teacher PATH (one of them) or --teacher none")
             check_card_teacher(record, student)
             t = load_teacher(record["path"], algo=record.get("algo"), env_id=(record.get("env") or {}).get("env_id"),
                              trust_pickle=trust_pickle)

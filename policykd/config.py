@@ -17,6 +17,8 @@ KL_DIRECTIONS = ("forward", "reverse")
 ACTION_LOSSES = ("kl", "bc", "mse")
 LR_SCHEDULES = ("constant", "cosine")
 ACTIVATION_NAMES = ("relu", "tanh", "elu")  # the student activations every runtime and export implements
+ENSEMBLE_MODES = ("mixture", "product")  # policykd.ensemble: how the teachers' distributions are combined per state
+ENSEMBLE_WEIGHTINGS = ("uniform", "agreement", "value")
 
 
 @dataclass
@@ -24,6 +26,10 @@ class DistillConfig:
     teacher: str = ""
     env_id: str | None = None           # needed only for a bare SB3 zip
     algo: str | None = None             # inferred when absent
+    ensemble: list[str] = field(default_factory=list)  # more teachers of the same env (paths): distil all of them into
+                                        # one student (policykd.ensemble); empty: the teacher alone
+    ensemble_mode: str = "mixture"      # mixture (moment-matched) or product (weighted product of experts)
+    ensemble_weighting: str = "uniform"  # per-state member weights: uniform, agreement or value
     seed: int = 0
     out_dir: str = "runs"
     run_name: str | None = None         # default: {env}__{data_mode}__{seed}__{time}
@@ -43,6 +49,8 @@ class DistillConfig:
     activation: str = "relu"
     # optimisation
     epochs_per_round: int = 20
+    validation_fraction: float = 0.0    # > 0: hold out this fraction of episodes; keep the epoch with the lowest held-out KL
+    early_stopping_patience: int = 0    # > 0 (with validation): stop a round after this many epochs without improvement
     batch_size: int = 256
     lr: float = 1e-3
     lr_schedule: str = "cosine"         # cosine: annealed to 0 over all gradient steps of the run; or constant
@@ -104,6 +112,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> DistillCo
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data_mode": DATA_MODES, "kl_direction": KL_DIRECTIONS, "loss": ACTION_LOSSES, "lr_schedule": LR_SCHEDULES, "activation": ACTIVATION_NAMES,
+    "ensemble_mode": ENSEMBLE_MODES, "ensemble_weighting": ENSEMBLE_WEIGHTINGS,
 }
 # (minimum, minimum is inclusive) per numeric key; no entry: any value of the right type
 _MINIMUM: dict[str, tuple[float, bool]] = {
@@ -111,10 +120,11 @@ _MINIMUM: dict[str, tuple[float, bool]] = {
     "batch_size": (1, True), "torch_threads": (1, True), "collect_max_episode_steps": (0, True), "eval_episodes": (1, True),
     "eval_every_round": (0, True), "eval_seed": (0, True), "latency_calls": (10, True), "rollout_steps": (0, True),
     "lr": (0.0, False), "tau": (0.0, False), "lambda_v": (0.0, True), "noise_scale": (0.0, True),
-    "beta0": (0.0, True), "beta_decay": (0.0, True),
+    "beta0": (0.0, True), "beta_decay": (0.0, True), "validation_fraction": (0.0, True), "early_stopping_patience": (0, True),
 }
-_MAXIMUM = {"beta0": 1.0, "beta_decay": 1.0}
-_HINTS = {"hidden": "a list of positive layer widths, e.g. [64, 64]", "labelled_steps": "a whole number of env steps, e.g. 20000"}
+_MAXIMUM = {"beta0": 1.0, "beta_decay": 1.0, "validation_fraction": 0.5}
+_HINTS = {"hidden": "a list of positive layer widths, e.g. [64, 64]",
+          "ensemble": "a list of teacher paths (rl-zoo run folders, agents/ folders or SB3 zips), e.g. [teachers/a2c/ENV_1]", "labelled_steps": "a whole number of env steps, e.g. 20000"}
 
 
 def _type_error(name: str, value: Any, expected: str) -> PolicyKDError:
@@ -157,6 +167,10 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
         if not isinstance(value, (list, tuple)) or not value or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in value):
             raise _type_error(name, value, "a list of positive whole numbers")
         return [int(v) for v in value]
+    if base == "list[str]":
+        if not isinstance(value, (list, tuple)) or any(not isinstance(v, str) or not v.strip() for v in value):
+            raise _type_error(name, value, "a list of non-empty strings")
+        return [str(v) for v in value]
     raise AssertionError(f"no validation for {name}: {annotation}")  # a new field needs a rule here
 
 

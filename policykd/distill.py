@@ -20,14 +20,14 @@ from policykd.artifacts import atomic_write_json, package_versions
 from policykd.buffer import Buffer
 from policykd.checkpoint import load_checkpoint, save_checkpoint
 from policykd.config import DistillConfig
-from policykd.distributions import DistParams, family_strategy
+from policykd.distributions import DistParams, family_strategy, kl_divergence
 from policykd.errors import PolicyKDError
 from policykd.losses import LossConfig, distillation_loss
 from policykd.progress import Progress, RoundMetrics
 from policykd.rollout import collect, run_episodes
 from policykd.run_dir import CONFIG_FILE, LOCK_FILE, RUN_FORMAT, RunLock, check_same_teacher, read_run_record, resolve_run_dir
 from policykd.students import Student, student_spec_for
-from policykd.teachers import Teacher, load_teacher
+from policykd.teachers import Teacher
 from policykd.tracking import Tracker, make_tracker
 
 
@@ -67,24 +67,55 @@ def learning_rate(config: DistillConfig, step: int) -> float:
     return config.lr * 0.5 * (1.0 + np.cos(np.pi * min(step / total_gradient_steps(config), 1.0)))
 
 
-def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[str, np.ndarray], family: str,
-                config: DistillConfig, seed: int, first_step: int, on_progress=None) -> dict[str, float]:
-    """config.epochs_per_round epochs of minibatch Adam on all rows of `data`, starting at global gradient step
-    `first_step` (for the lr schedule); returns last-epoch mean losses."""
-    loss_config = LossConfig(kl_direction=config.kl_direction, tau=config.tau, lambda_v=config.lambda_v, loss=config.loss)
-    strategy = family_strategy(family)
-    obs = torch.as_tensor(data["obs"])
+def held_out_episodes(episode_id: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """[N] bool: rows of the episodes held out for validation, about `fraction` of the episodes, chosen by a hash
+    of (seed, episode id) so that an episode stays on its side in every round."""
+    if fraction <= 0:
+        return np.zeros(len(episode_id), dtype=bool)
+    ids = episode_id.astype(np.uint64)
+    mixed = (ids * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed) * np.uint64(0xBF58476D1CE4E5B9)) >> np.uint64(40)
+    return (mixed % np.uint64(10_000)) < np.uint64(round(fraction * 10_000))
+
+
+def _labels(data: dict[str, np.ndarray], strategy) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """obs [N, obs_dim], the teacher's distribution parameters (each [N, ...]) and values [N] as tensors."""
     params = {n: torch.as_tensor(data[f"dist_{n}"]) for n in strategy.param_names}
-    value = torch.as_tensor(data["value"])
     if strategy.discrete:
         params["logits"] = params["logits"].float()
+    return torch.as_tensor(data["obs"]), params, torch.as_tensor(data["value"])
+
+
+@torch.no_grad()
+def validation_kl(student: Student, data: dict[str, np.ndarray], family: str, *, batch: int = 4096) -> float:
+    """KL(teacher || student) averaged over the rows of `data` (held-out teacher-labelled states)."""
+    obs, params, _ = _labels(data, family_strategy(family))
+    total = 0.0
+    for start in range(0, len(obs), batch):
+        dist, _ = student(obs[start : start + batch])
+        target = DistParams(family, {k: v[start : start + batch] for k, v in params.items()})
+        total += float(kl_divergence(target, dist, reduction="sum"))
+    return total / max(len(obs), 1)
+
+
+def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[str, np.ndarray], family: str,
+                config: DistillConfig, seed: int, first_step: int, on_progress=None,
+                validation: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Up to config.epochs_per_round epochs of minibatch Adam on all rows of `data`, starting at global gradient
+    step `first_step` (for the lr schedule). With `validation` rows, the weights of the epoch with the lowest
+    held-out KL are kept, and training stops after config.early_stopping_patience epochs without improvement (when
+    > 0). Returns last-epoch mean losses, the gradient steps taken, and (with validation) val_kl, epochs, best_epoch."""
+    loss_config = LossConfig(kl_direction=config.kl_direction, tau=config.tau, lambda_v=config.lambda_v, loss=config.loss)
+    strategy = family_strategy(family)
+    obs, params, value = _labels(data, strategy)
     bounds = (student.action_low, student.action_high) if config.bounded_means and strategy.clips_to_bounds else None
     rng = np.random.default_rng(seed)
     n = len(obs)
     student.train()
     sums: dict[str, float] = {}
     step = first_step
-    for _ in range(config.epochs_per_round):
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    epoch = 0
+    for epoch in range(1, config.epochs_per_round + 1):
         perm = torch.as_tensor(rng.permutation(n))
         sums = {"loss": 0.0, "kl": 0.0, "value_mse": 0.0}
         batches = 0
@@ -105,8 +136,19 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
             batches += 1
         if on_progress is not None:
             on_progress(1)
+        if validation is not None:
+            val_kl = validation_kl(student, validation, family)
+            if best is None or val_kl < best[0]:
+                best = (val_kl, epoch, {k: v.detach().clone() for k, v in student.state_dict().items()})
+            elif config.early_stopping_patience and epoch - best[1] >= config.early_stopping_patience:
+                break
     student.eval()
-    return {k: v / max(batches, 1) for k, v in sums.items()}
+    out = {k: v / max(batches, 1) for k, v in sums.items()}
+    out["steps"] = step - first_step
+    if best is not None:
+        student.load_state_dict(best[2])
+        out.update({"val_kl": best[0], "epochs": epoch, "best_epoch": best[1]})
+    return out
 
 
 # Settings that may change between an interrupted run and its resumption (they do not affect the student).
@@ -148,7 +190,9 @@ def distill(config: DistillConfig, *, resume: bool = False, tracker: Tracker | N
             teacher: Teacher | None = None) -> DistillResult:
     """Distil a student for `config` into its run folder (see prepare_run_dir); resume continues from the last
     finished round. The returned tracker is still open: the caller logs evaluation to it, then calls finish()."""
-    teacher = teacher or load_teacher(config.teacher, algo=config.algo, env_id=config.env_id, trust_pickle=config.trust_pickle)
+    from policykd.ensemble import load_teacher_for
+
+    teacher = teacher or load_teacher_for(config)
     run_dir = prepare_run_dir(config, teacher, resume=resume)
     with RunLock(run_dir):
         state = load_run_state(config, teacher, run_dir, resume=resume)
@@ -227,7 +271,12 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
             student.value_mean.fill_(float(data["value"].mean()))
             student.value_std.fill_(float(data["value"].std()) + 1e-6)
         with tracker.progress(f"round {round_index + 1}/{config.rounds}: training", config.epochs_per_round) as advance:
-            losses = train_round(student, optimizer, data, teacher.family, config, seed, progress.gradient_steps, on_progress=advance)
+            held_out = held_out_episodes(data["episode_id"], config.validation_fraction, config.seed)
+            train = data if not held_out.any() else {k: v[~held_out] for k, v in data.items()}
+            validation = {k: v[held_out] for k, v in data.items()} if held_out.any() else None
+            losses = train_round(student, optimizer, train, teacher.family, config, seed, progress.gradient_steps,
+                                 on_progress=advance, validation=validation)
+            steps_taken = losses.pop("steps")
         evaluation = {}
         wall_s = progress.wall_s + time.perf_counter() - round_start
         if config.eval_every_round > 0:  # not part of wall_s: evaluation is excluded from the distillation budget
@@ -240,7 +289,7 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
                                wall_s=wall_s, **evaluation)
         progress = progress.after_round(metrics, buffer_chunks=len(buffer.metadata["chunks"]),
                                         episodes=int(data["episode_id"].max()) + 1,
-                                        gradient_steps=-(-len(data["obs"]) // config.batch_size) * config.epochs_per_round)
+                                        gradient_steps=steps_taken)
         save_checkpoint(run_dir, student, optimizer, progress, card_extra)
         tracker.log(metrics.to_json(), step=len(data["obs"]))
 

@@ -15,11 +15,12 @@ from typing import Any
 from policykd.artifacts import atomic_write_json
 from policykd.config import DistillConfig
 from policykd.distill import DistillResult, distill_in_run_dir, load_run_state, prepare_run_dir
+from policykd.ensemble import load_teacher_for
 from policykd.evaluate import Comparison, compare
 from policykd.rollout import Episodes
 from policykd.run_dir import RunLock
 from policykd.students import Student
-from policykd.teachers import Teacher, load_teacher
+from policykd.teachers import Teacher
 from policykd.tracking import Tracker, make_tracker
 
 
@@ -46,7 +47,7 @@ def distill_and_evaluate(config: DistillConfig, *, resume: bool = False, evaluat
     students against one teacher pass its teacher_episodes on the same seeds (run once), and quiet (no console)."""
     from policykd.report import make_plots
 
-    teacher = teacher or load_teacher(config.teacher, algo=config.algo, env_id=config.env_id, trust_pickle=config.trust_pickle)
+    teacher = teacher or load_teacher_for(config)
     run_dir = prepare_run_dir(config, teacher, resume=resume)
     if on_run_dir is not None:
         on_run_dir(run_dir)

@@ -28,6 +28,9 @@ class RoundMetrics:
     wall_s: float               # collection + training so far, this run
     eval_return_mean: float | None = None
     eval_return_std: float | None = None
+    val_kl: float | None = None          # with validation_fraction: KL(T || S) on held-out episodes, kept epoch
+    epochs: int | None = None            # epochs trained this round (fewer with early stopping)
+    best_epoch: int | None = None        # the epoch whose weights were kept (model selection on val_kl)
 
     def to_json(self) -> dict[str, Any]:
         out = {f"distill/{k}": v for k, v in (("loss", self.loss), ("kl", self.kl), ("value_mse", self.value_mse),
@@ -37,13 +40,16 @@ class RoundMetrics:
         if self.eval_return_mean is not None:
             out["eval/student_return_mean"] = self.eval_return_mean
             out["eval/student_return_std"] = self.eval_return_std
+        if self.val_kl is not None:
+            out.update({"distill/val_kl": self.val_kl, "distill/epochs": self.epochs, "distill/best_epoch": self.best_epoch})
         return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RoundMetrics:
         return cls(**{k: d[f"distill/{k}"] for k in ("round", "beta", "labelled_steps", "loss", "kl", "value_mse",
                                                     "student_acted", "collect_steps_per_s", "wall_s")},
-                   eval_return_mean=d.get("eval/student_return_mean"), eval_return_std=d.get("eval/student_return_std"))
+                   eval_return_mean=d.get("eval/student_return_mean"), eval_return_std=d.get("eval/student_return_std"),
+                   val_kl=d.get("distill/val_kl"), epochs=d.get("distill/epochs"), best_epoch=d.get("distill/best_epoch"))
 
 
 @dataclass(frozen=True)

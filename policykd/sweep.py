@@ -66,17 +66,31 @@ class SweepContext:
     """What every combination of a sweep shares: the base config, the teacher and its evaluation episodes."""
 
     def __init__(self, base_config: Path | None, overrides: dict[str, Any], out_dir: Path):
+        from policykd.ensemble import load_teacher_for
         from policykd.rollout import run_episodes
-        from policykd.teachers import load_teacher
 
         self.out_dir = out_dir
         self.base = load_config(base_config, overrides)
         if not self.base.teacher:
             raise PolicyKDError("no teacher given; pass TEACHER or a --config with a `teacher:` key")
-        self.teacher = load_teacher(self.base.teacher, algo=self.base.algo, env_id=self.base.env_id,
-                                    trust_pickle=self.base.trust_pickle)
+        self.teacher = load_teacher_for(self.base)  # an EnsembleTeacher when the base recipe lists `ensemble`
         self.seeds = [self.base.eval_seed + i for i in range(self.base.eval_episodes)]
         self.teacher_episodes = run_episodes(self.teacher.act, self.teacher.env_spec, self.seeds, n_envs=self.base.n_envs)
+
+    def teacher_for(self, config):
+        """The base teacher and its episodes, or, for a combination that sweeps the ensemble keys, that ensemble
+        (loaded and evaluated on the same seeds once per distinct ensemble)."""
+        from policykd.ensemble import load_teacher_for
+        from policykd.rollout import run_episodes
+
+        key = (tuple(config.ensemble), config.ensemble_mode, config.ensemble_weighting)
+        if key == (tuple(self.base.ensemble), self.base.ensemble_mode, self.base.ensemble_weighting):
+            return self.teacher, self.teacher_episodes
+        cache = self.__dict__.setdefault("_ensembles", {})
+        if key not in cache:
+            teacher = load_teacher_for(config)
+            cache[key] = (teacher, run_episodes(teacher.act, teacher.env_spec, self.seeds, n_envs=self.base.n_envs))
+        return cache[key]
 
     def run(self, name: str, combo: dict[str, Any], *, latency_calls: int = 2_000) -> dict[str, Any]:
         """Distil, evaluate and time one combination; returns its results row."""
@@ -85,7 +99,8 @@ class SweepContext:
         from policykd.pipeline import distill_and_evaluate
 
         config = combination_config(self.base, {"latency_calls": 100, **combo}, self.out_dir, name)
-        result = distill_and_evaluate(config, teacher=self.teacher, teacher_episodes=self.teacher_episodes, quiet=True)
+        teacher, teacher_episodes = self.teacher_for(config)
+        result = distill_and_evaluate(config, teacher=teacher, teacher_episodes=teacher_episodes, quiet=True)
         report = result.report
         policy = runtime.load(result.student_dir)
         probe = self.teacher_episodes.states[0]

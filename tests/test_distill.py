@@ -7,7 +7,7 @@ import torch
 import policykd.distill as distill_module
 from policykd.buffer import Buffer
 from policykd.config import DistillConfig, load_config
-from policykd.distill import distill
+from policykd.distill import distill, held_out_episodes, validation_kl
 from policykd.errors import PolicyKDError
 from policykd.evaluate import compare
 from policykd.students import load_student
@@ -123,3 +123,32 @@ def test_resume_accepts_a_run_saved_before_newer_config_keys(tiny_teachers, tmp_
     path.write_text(json.dumps(saved))
     result = distill(config, resume=True, tracker=Tracker(None, quiet=True))
     assert len(result.history) == 2
+
+
+def test_held_out_episodes_are_stable_and_about_the_fraction():
+    ids = np.arange(10_000)
+    held = held_out_episodes(ids, 0.1, seed=3)
+    assert 0.08 < held.mean() < 0.12
+    assert (held_out_episodes(ids[:500], 0.1, seed=3) == held[:500]).all()  # an episode keeps its side as data grows
+    assert not held_out_episodes(ids, 0.0, seed=3).any()
+    assert (held_out_episodes(ids, 0.1, seed=4) != held).any()
+
+
+def test_validation_keeps_the_best_epoch_and_stops_early(tiny_teachers, tmp_path):
+    config = _config(tiny_teachers, tmp_path, validation_fraction=0.2, early_stopping_patience=2, epochs_per_round=30,
+                     lr=0.05, lr_schedule="constant")
+    result = distill(config, tracker=Tracker(None, quiet=True))
+    validated = [m for m in result.history if m.val_kl is not None]  # a round with no held-out episode yet has none
+    assert validated and validated[-1] is result.history[-1]
+    for metrics in validated:
+        assert 1 <= metrics.best_epoch <= metrics.epochs <= 30
+        assert metrics.epochs == 30 or metrics.epochs - metrics.best_epoch == 2  # stopped after 2 epochs without progress
+    assert any(m.epochs < 30 for m in validated)
+    data = Buffer.open(result.run_dir / "buffer").load()
+    held = held_out_episodes(data["episode_id"], 0.2, seed=config.seed)
+    kept = validation_kl(result.student, {k: v[held] for k, v in data.items()}, "categorical")
+    assert kept == pytest.approx(result.history[-1].val_kl, rel=1e-5)  # the kept weights are the best epoch's
+    again = distill(_config(tiny_teachers, tmp_path / "again", validation_fraction=0.2, early_stopping_patience=2,
+                            epochs_per_round=30, lr=0.05, lr_schedule="constant"), tracker=Tracker(None, quiet=True))
+    for k, v in result.student.state_dict().items():
+        torch.testing.assert_close(v, again.student.state_dict()[k], rtol=0, atol=0)
