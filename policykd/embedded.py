@@ -29,6 +29,7 @@ import yaml
 from policykd.cortex_m_cycles import count_trace
 from policykd.errors import PolicyKDError
 from policykd.export import export_student
+from policykd.tools import run_tool
 
 TARGETS = resources.files("policykd") / "targets"  # the built-in targets, package data (policykd/targets/*.yaml)
 
@@ -118,17 +119,9 @@ def _test_obs_header(obs: np.ndarray) -> str:
 
 
 def _run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run a build or emulator step; a failure (exit status, missing tool, timeout) is one PolicyKDError line."""
-    try:
-        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    except FileNotFoundError:
-        raise PolicyKDError(f"`{command[0]}` not found on PATH; run scripts/install-toolchains.sh (as root)") from None
-    except subprocess.TimeoutExpired:
-        raise PolicyKDError(f"`{' '.join(command[:3])} ...` took over {timeout} s") from None
-    if result.returncode != 0:
-        detail = " ".join((result.stderr or result.stdout).split())[:300]
-        raise PolicyKDError(f"`{' '.join(command[:3])} ...` failed (exit {result.returncode}): {detail}")
-    return result
+    """A build or emulator step; a failure is one PolicyKDError line (see tools.run_tool)."""
+    return run_tool(command, what="embedded build", cwd=cwd, timeout=timeout,
+                    missing_hint="run scripts/install-toolchains.sh (as root)")
 
 
 def _parse_outputs(text: str, n_test: int, action_dim: int) -> np.ndarray:

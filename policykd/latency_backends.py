@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -18,23 +17,9 @@ from policykd.errors import PolicyKDError
 from policykd.export import export_student
 from policykd.latency import summarize_samples, timed_samples
 from policykd.students import load_student
+from policykd.tools import run_tool
 
 BACKENDS = ("torch", "numpy", "onnx", "c", "c-ctypes")
-
-
-def run_command(command: list[str], *, what: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run a tool (a compiler, the timer binary) and return its result; a failure, a missing tool or a timeout is one
-    PolicyKDError line: what failed, the command, and the start of its error output on one line."""
-    try:
-        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    except FileNotFoundError:
-        raise PolicyKDError(f"{what}: `{command[0]}` not found on PATH" + ("; install a C compiler as cc (gcc or clang)" if command[0] == "cc" else "")) from None
-    except subprocess.TimeoutExpired:
-        raise PolicyKDError(f"{what}: `{' '.join(command[:3])} ...` took over {timeout:.0f} s") from None
-    if result.returncode != 0:
-        detail = " ".join((result.stderr or result.stdout).split())[:300]
-        raise PolicyKDError(f"{what}: `{' '.join(command[:3])} ...` failed (exit {result.returncode}): {detail}")
-    return result
 
 
 _C_TIMER = r"""
@@ -82,12 +67,12 @@ def c_native_latency(export_dir: Path, obs: np.ndarray, *, calls: int = 10_000, 
     source = export_dir / "policykd_latency.c"
     source.write_text(_C_TIMER % {"obs": ", ".join(f"{float(v)!r}f" for v in obs), "calls": calls, "warmup": max(calls // 10, 10)})
     binary = export_dir / "policykd_latency"
-    run_command(["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(binary), str(source),
+    run_tool(["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(binary), str(source),
                  str(export_dir / "policykd_student.c"), "-lm"], what="compiling the C latency timer")
     pin: list[str] = []
     if hasattr(os, "sched_getaffinity") and shutil.which("taskset"):
         pin = ["taskset", "-c", str(max(os.sched_getaffinity(0)))]
-    output = run_command([*pin, str(binary)], what="running the C latency timer").stdout
+    output = run_tool([*pin, str(binary)], what="running the C latency timer").stdout
     first, *rest = output.splitlines() or [""]
     try:
         p50, p99, worst = (float(x) for x in first.split())
