@@ -202,3 +202,20 @@ def test_zoo_ppo_and_a2c_halfcheetah_values_in_reward_units():
     dists, values = ensemble.members_dist_and_value(obs)
     torch.testing.assert_close(values[0].float(), ppo.value(obs) * reward_scale(ppo))
     assert value.shape == (3,) and ensemble.last_weights.shape == (3, 2)
+
+
+def test_sweep_grid_over_ensemble_keys_uses_each_combination_s_ensemble(tiny_teachers, tmp_path):
+    from policykd.sweep import SweepContext, combination_config
+
+    overrides = {"teacher": str(tiny_teachers["sac"]), "env_id": "Pendulum-v1", "ensemble": [str(tiny_teachers["tqc"])],
+                 "eval_episodes": 1, "n_envs": 1}
+    context = SweepContext(None, overrides, tmp_path)
+    assert isinstance(context.teacher, EnsembleTeacher) and context.teacher.mode == "mixture"
+    same = combination_config(context.base, {"hidden": [8]}, tmp_path, "a")
+    assert context.teacher_for(same)[0] is context.teacher
+    product = combination_config(context.base, {"ensemble_mode": "product"}, tmp_path, "b")
+    teacher, episodes = context.teacher_for(product)
+    assert isinstance(teacher, EnsembleTeacher) and teacher.mode == "product" and len(episodes.returns) == 1
+    assert context.teacher_for(product)[0] is teacher  # loaded once per distinct ensemble
+    alone = combination_config(context.base, {"ensemble": []}, tmp_path, "c")
+    assert not isinstance(context.teacher_for(alone)[0], EnsembleTeacher)
