@@ -249,6 +249,7 @@ def collect(
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
     """Roll out teacher / student / beta-mixture and write every state with the teacher's labels to a buffer.
+
     Chunks are committed as they fill: an interrupted collection keeps them and continues with --resume."""
     from policykd.collection import collect_to_buffer
     from policykd.students import load_student
@@ -447,8 +448,9 @@ def export(
     fmt: str = typer.Option("onnx", "--format", "-f", help="safetensors, onnx, onnx-int8, torchscript, c or c-int16 (fixed point, for microcontrollers)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default STUDENT/../export-FORMAT)."),
 ) -> None:
-    """Export a student; every artefact has normalisation and action scaling inside and is checked against the
-    torch student on 1,000 observations (the parity is printed and recorded in export-FORMAT.json)."""
+    """Export a student, with normalisation and action scaling inside, checked against the torch student.
+
+    The parity on 1,000 observations is printed and recorded in export-FORMAT.json; a failed check removes the files."""
     from policykd.export import describe_parity, export_with_parity
 
     def go():
@@ -472,6 +474,7 @@ def bench(
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
     """Batch-1, one-thread, pinned latency of the student per backend, the teacher and SB3 predict() beside it.
+
     The teacher named in the student card is loaded only if its file still has the card's sha256."""
     from policykd.artifacts import atomic_write_json, package_versions
     from policykd.latency_backends import backend_latencies
