@@ -20,6 +20,7 @@ import importlib
 import io
 import pickle
 import pickletools
+import warnings
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -246,6 +247,25 @@ def _check_decoded(source: str | Path, key: str, value: Any) -> None:
     }.get(key, lambda v: True)
     if not ok(value):
         raise UnsafePickleError(source, f"an object of type {type(value).__module__}.{type(value).__qualname__}", key)
+    if key in ("observation_space", "action_space") and not _whole_space(value):
+        raise PolicyKDError(f"cannot unpickle {source} ({key}): the space is damaged; the file is corrupt or truncated")
+
+
+def _whole_space(space: Any) -> bool:
+    """Whether an unpickled Box or Discrete is whole: a damaged pickle can drop or garble attributes, which the
+    spaces' __setstate__ does not check, so the space rebuilt from its parts must equal it."""
+    import gymnasium as gym
+
+    try:
+        if isinstance(space, gym.spaces.Box):
+            with warnings.catch_warnings():  # old pickles hold float64 bounds of float32 boxes
+                warnings.simplefilter("ignore")
+                return bool(gym.spaces.Box(space.low, space.high, space.shape, space.dtype) == space)
+        if isinstance(space, gym.spaces.Discrete):
+            return bool(gym.spaces.Discrete(space.n, start=space.start) == space)
+    except Exception:  # gymnasium's constructors raise assorted types on garbled parts
+        return False
+    return True
 
 
 def sb3_custom_objects(data: dict[str, Any], *, source: str | Path, trust_pickle: bool = False) -> dict[str, Any]:
