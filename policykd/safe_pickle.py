@@ -24,6 +24,8 @@ import warnings
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from policykd.errors import PolicyKDError
 
 TRUST_HINT = "rerun with --trust-pickle (trust_pickle=True) only if you trust this file"
@@ -91,8 +93,9 @@ class UnsafePickleError(PolicyKDError):
     def __init__(self, source: str | Path, refused: str, where: str = "") -> None:
         self.source, self.refused = str(source), refused
         where = f" in {where!r}" if where else ""
+        shown = refused if refused.isprintable() else repr(refused)  # a damaged name may hold a newline
         super().__init__(
-            f"{source}: refused to unpickle {refused}{where}: safe mode only constructs known numpy, gymnasium, "
+            f"{source}: refused to unpickle {shown}{where}: safe mode only constructs known numpy, gymnasium, "
             f"torch and SB3 types; {TRUST_HINT}"
         )
 
@@ -146,10 +149,30 @@ def is_allowed(module: str, name: str) -> bool:
     return False
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """A pickle.Unpickler whose find_class resolves only allowlisted globals (see the module docstring).
+def _check_dtype_state(dtype: Any, state: Any) -> None:
+    """numpy crashes the interpreter on some malformed dtype states (e.g. an int where the subarray belongs), so a
+    pickled dtype must carry a plain numeric dtype's state: (3 or 4, byte order, None, None, None, -1, -1, its flags
+    [, None])."""
+    if not (isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4) and state[1] in ("<", ">", "|", "=")
+            and all(v is None for v in state[2:5]) and state[5] == state[6] == -1 and state[7] == dtype.flags
+            and all(v is None for v in state[8:])):
+        raise ValueError(f"malformed state of numpy dtype {dtype}: {str(state)[:80]}")
 
+
+class RestrictedUnpickler(pickle._Unpickler):
+    """A pickle unpickler whose find_class resolves only allowlisted globals (see the module docstring).
+
+    The pure-Python unpickler, so that BUILD checks a numpy dtype's state before numpy sees it (_check_dtype_state).
     `substitutes` maps (module, name) to a class built instead (e.g. VecNormalize -> a plain attribute holder)."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def load_build(self) -> None:
+        if isinstance(self.stack[-2], np.dtype):  # the stack ends [..., instance, state]
+            _check_dtype_state(self.stack[-2], self.stack[-1])
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def __init__(self, file: BinaryIO, *, source: str | Path, where: str = "",
                  substitutes: dict[tuple[str, str], type] | None = None) -> None:
@@ -168,16 +191,11 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(self.source, f"persistent id {str(pid)[:40]!r}", self.where)
 
 
-_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
-
-
 def _check_stream(data: bytes) -> None:
-    """Walk the opcodes without building anything: ValueError for an unknown opcode, a truncated argument or a memo
-    index beyond the stream's length (the C unpickler sizes its memo by the largest index, so one damaged
-    LONG_BINPUT would make it allocate and zero gigabytes)."""
-    for opcode, arg, position in pickletools.genops(data):
-        if opcode.name in _MEMO_PUTS and arg > len(data):
-            raise ValueError(f"memo index {arg} at byte {position} is beyond the stream")
+    """Walk the opcodes without building anything: ValueError for an unknown opcode or a truncated argument (a
+    damaged BYTEARRAY8 length would otherwise make the unpickler allocate and zero that many bytes first)."""
+    for _ in pickletools.genops(data):
+        pass
 
 
 def safe_load(file: BinaryIO, *, source: str | Path, where: str = "",

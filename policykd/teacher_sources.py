@@ -46,7 +46,7 @@ def algo_class(algo: str) -> type:
         "ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3, "ddpg": sb3.DDPG, "dqn": sb3.DQN,
         "trpo": sb3_contrib.TRPO, "tqc": sb3_contrib.TQC, "qrdqn": sb3_contrib.QRDQN,
     }
-    if algo not in classes:
+    if not isinstance(algo, str) or algo not in classes:
         raise PolicyKDError(f"unknown algorithm {algo!r}; policykd loads {', '.join(ALGOS)}")
     return classes[algo]
 
@@ -144,6 +144,35 @@ def _compatible(a: str, b: str) -> bool:
     return a == b or any(a in group and b in group for group in _SAME_CHECKPOINT)
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [e.__class__.__name__])[0][:160]
+
+
+def _checked_env(env: EnvSpec) -> EnvSpec:
+    """The env record with the types EnvSpec.make needs (a str id and wrapper paths, str kwargs names), else TypeError."""
+    if not isinstance(env.env_id, str) or not all(isinstance(k, str) for k in env.env_kwargs) or not all(
+            isinstance(w.path, str) and isinstance(w.kwargs, dict) and all(isinstance(k, str) for k in w.kwargs) for w in env.wrappers):
+        raise TypeError(f"env {str(env.env_id)[:40]!r}: ids, wrapper paths and keyword names must be strings")
+    return env
+
+
+def read_model_card(card_path: Path) -> tuple[dict[str, Any], EnvSpec, ObsNormalizer | None]:
+    """(card, env, normaliser) of an agents/ folder's model_card.json, checked; one-line PolicyKDError otherwise."""
+    try:
+        card = json.loads(card_path.read_text())
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise PolicyKDError(f"{card_path} is corrupt ({e.__class__.__name__}); restore the agent folder") from e
+    if not isinstance(card, dict) or not isinstance(card.get("model_file"), str) or not isinstance(card.get("algo"), str):
+        raise PolicyKDError(f"{card_path} lacks its model_file or algo; restore the agent folder")
+    try:
+        env = _checked_env(EnvSpec.from_json(card["env"]))
+        normalizer = ObsNormalizer.from_json(card["normalizer"]) if card.get("normalizer") else None
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        raise PolicyKDError(f"{card_path} has a malformed env or normalizer ({e.__class__.__name__}: {_first_line(e)}); "
+                            f"restore the agent folder") from e
+    return card, env, normalizer
+
+
 @dataclass(frozen=True)
 class TeacherSource:
     """Where a teacher came from and how to rebuild its env."""
@@ -166,17 +195,20 @@ def resolve_source(path: str | Path, *, algo: str | None = None, env_id: str | N
     if not path.exists():
         raise PolicyKDError(f"teacher path {path} does not exist; pass an SB3 .zip, an rl-zoo run folder or an agents/ folder")
     if path.is_dir() and (path / MODEL_CARD).exists():
-        card = json.loads((path / MODEL_CARD).read_text())
-        normalizer = ObsNormalizer.from_json(card["normalizer"]) if card.get("normalizer") else None
+        card, env, normalizer = read_model_card(path / MODEL_CARD)
         model_zip = path / card["model_file"]
         if algo is not None:
             check_algo(model_zip, algo, recorded=card["algo"], recorded_where=str(path / MODEL_CARD))
-        return TeacherSource(path, model_zip, card["algo"], EnvSpec.from_json(card["env"]), normalizer, card, trust_pickle)
+        return TeacherSource(path, model_zip, card["algo"], env, normalizer, card, trust_pickle)
     if path.is_dir():
         run = find_zoo_run(path)
         if algo is not None:
             check_algo(run.model_zip, algo)
-        env = EnvSpec(env_id or run.env_id, run.env_kwargs, parse_wrappers(run.env_wrapper))
+        try:
+            env = _checked_env(EnvSpec(env_id or run.env_id, run.env_kwargs, parse_wrappers(run.env_wrapper)))
+        except (TypeError, ValueError, AttributeError) as e:
+            raise PolicyKDError(f"{path}: env_kwargs (args.yml) or env_wrapper (config.yml) is malformed ({_first_line(e)}); "
+                                f"restore them from the rl-zoo run") from e
         normalizer = load_vecnormalize_stats(run.vecnormalize, trust_pickle=trust_pickle) if run.vecnormalize else None
         return TeacherSource(path, run.model_zip, algo or run.algo, env, normalizer, {"config": run.config}, trust_pickle)
     if path.suffix != ".zip":

@@ -68,8 +68,10 @@ def read_zoo_yaml(path: Path) -> dict[str, Any]:
     try:
         with open(path) as f:
             data = yaml.load(f, Loader=_ZooYamlLoader)  # noqa: S506 - safe loader subclass
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError) as e:  # not UTF-8; a malformed OrderedDict
         raise PolicyKDError(f"{path} is not valid YAML ({e.__class__.__name__}); restore it from the rl-zoo run") from e
+    if not isinstance(data, dict | None):
+        raise PolicyKDError(f"{path} is not a mapping of option: value; restore it from the rl-zoo run")
     return data or {}
 
 
