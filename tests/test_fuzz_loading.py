@@ -1,5 +1,6 @@
-"""Fuzzing the loaders: real student, buffer, teacher, vecnormalize and recipe files, damaged byte by byte (and,
-for JSON, YAML, zip and pickle content, structurally), must load or raise policykd's documented error.
+"""Fuzzing the loaders: real student, buffer, teacher (bare SB3 zip, rl-zoo run, agents/ folder), vecnormalize and
+recipe files, damaged byte by byte (and, for JSON, YAML, zip and pickle content, structurally), must load or raise
+policykd's documented error.
 
 Every loader under test either returns a usable result (a student that acts, a runtime policy that answers a valid
 observation, a buffer whose fields line up, a teacher that acts, finite-shaped statistics, a config) or raises
@@ -11,6 +12,9 @@ directory is an empty temporary folder that must stay empty: loading damaged fil
 Zip members are damaged inside and the zip rebuilt (so the damage gets past the zip's CRC check and reaches the
 parser), buffer chunks are damaged and their sha256 re-recorded (so the damage gets past the hash check), the
 safetensors header and SB3's pickled ":serialized:" entries are damaged as JSON / pickle bytes.
+
+FOUND_PICKLES keeps the pickles the fuzzer found that crashed the interpreter (numpy on a malformed dtype state),
+made it allocate gigabytes or leaked a non-PolicyKDError; they run in a child process with limited memory.
 
 The examples are derandomized (the same inputs on every run). For a deeper, random search set
 POLICYKD_FUZZ_EXAMPLES to a multiplier, e.g. `POLICYKD_FUZZ_EXAMPLES=20 pytest tests/test_fuzz_loading.py`.
@@ -229,13 +233,16 @@ sys.addaudithook(_audit)
 @contextlib.contextmanager
 def guarded() -> Iterator[None]:
     """Run the body in an empty temporary cwd, recording forbidden audit events; fail if any, or if cwd changed."""
-    with tempfile.TemporaryDirectory(prefix="fuzz_cwd_") as cwd, contextlib.chdir(cwd):
+    with tempfile.TemporaryDirectory(prefix="fuzz_cwd_") as cwd:
+        previous = os.getcwd()
+        os.chdir(cwd)  # contextlib.chdir needs Python 3.11
         _Guard.events = []
         _Guard.active = True
         try:
             yield
         finally:
             _Guard.active = False
+            os.chdir(previous)
             left = os.listdir(cwd)
         assert not _Guard.events, f"loading wrote files or ran processes: {_Guard.events[:5]}"
         assert not left, f"loading left files in the current directory: {left}"
