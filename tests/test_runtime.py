@@ -25,6 +25,13 @@ def _student(family, activation="relu", seed=0):
     return Student(spec).eval()
 
 
+def _run_prints_ok(code: str) -> None:
+    """Run `code` in a fresh interpreter (so sys.modules shows what it imported); it must print ok."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
 @pytest.mark.parametrize("family", ["gaussian", "squashed_gaussian", "deterministic", "categorical"])
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_numpy_runtime_matches_torch_student(tmp_path, family, activation):
@@ -53,9 +60,7 @@ def test_runtime_never_imports_torch(tmp_path):
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    _run_prints_ok(code)
 
 
 def test_runtime_rejects_a_non_student_folder(tmp_path):
@@ -253,9 +258,7 @@ def test_runtime_make_env_needs_no_torch(tmp_path):
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    _run_prints_ok(code)
     card = json.loads((tmp_path / "s" / "student.json").read_text())
     assert policykd.runtime.make_env(card).observation_space.shape == (3,)
     del card["teacher"]
