@@ -24,8 +24,8 @@ from policykd.env_factory import EnvSpec
 from policykd.errors import PolicyKDError
 from policykd.rollout import ActFn, run_episodes
 
-BACKENDS = ("torch", "numpy", "onnx", "onnx-int8", "torchscript", "c", "c-int16")
-QUANTISED = ("onnx-int8", "c-int16")
+BACKENDS = ("torch", "numpy", "onnx", "onnx-int8", "torchscript", "c", "c-int16", "c-int8")
+QUANTISED = ("onnx-int8", "c-int16", "c-int8")
 # An episode's return "differs" from the float student's on the same seed beyond this relative tolerance (of
 # max(1, |float return|)): float backends differ from torch only in the last bits of the actions.
 RETURN_RTOL = 1e-6
@@ -44,7 +44,7 @@ def act_function(student_dir: str | Path, backend: str, work_dir: str | Path) ->
     """The student in student_dir on `backend`: raw observations [B, obs_dim] -> env actions float32 [B, A], or int64
     [B] action indices for discrete students (as Student.act). Exports are written into work_dir/BACKEND.
 
-    Raises PolicyKDError for an unknown backend, a missing C compiler (c, c-int16), a missing onnxruntime (onnx,
+    Raises PolicyKDError for an unknown backend, a missing C compiler (c, c-int16, c-int8), a missing onnxruntime (onnx,
     onnx-int8) or an export that fails its parity check."""
     check_backends([backend])
     student_dir, out_dir = Path(student_dir), Path(work_dir) / backend
@@ -65,7 +65,7 @@ def act_function(student_dir: str | Path, backend: str, work_dir: str | Path) ->
         import policykd.runtime
 
         return policykd.runtime.load(student_dir).batch
-    if backend in ("c", "c-int16"):
+    if backend in ("c", "c-int16", "c-int8"):
         if shutil.which("cc") is None:
             raise PolicyKDError(f"backend {backend}: {NO_CC}")
         import policykd.runtime

@@ -26,6 +26,14 @@ any input width up to 128 cannot overflow), and the sum is rescaled to float bef
 Pairs of inputs are packed into one 32-bit word so that a Cortex-M4 does two multiply-accumulates per
 instruction (SMLAD, through ACLE's __smlad when __ARM_FEATURE_DSP is defined; portable C elsewhere, with
 identical integer results). The quantisation error is measured in tests and benchmarks, not assumed.
+
+arithmetic="int8" (export format `c-int8`) is the CMSIS-NN layout (arm_nn_vec_mat_mult_t_s8): each weight row is
+quantised symmetrically to int8 (+-127, one float scale per row) and stored four to a 32-bit word, a quarter of the
+float export's flash; each layer input is quantised to int8 (+-127, one scale per call, from its largest magnitude).
+A Cortex-M4 unpacks a weight word into two pairs of 16-bit lanes with SXTB16 (bytes 0 and 2) and SXTB16 of the
+word shifted by 8 (bytes 1 and 3), and multiplies each pair with SMLAD. The input is expanded once per layer into
+the matching pairs (x0, x2) and (x1, x3), so no weight needs reordering at run time. Sums are exact in int32 (at
+most 127 * 127 per product, any layer input width up to 128), so every target computes bit-identical results.
 """
 
 from __future__ import annotations
@@ -81,6 +89,25 @@ def _packed_int16(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.
     return words.reshape(blocks, 4, pairs).transpose(0, 2, 1), scale.astype(np.float32), bias_padded
 
 
+def _packed_int8(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """W [out, in] -> (words [blocks, in_quads, 4] uint32, row scales [4*blocks] float32, bias [4*blocks]).
+
+    Row r is quantised to round(W[r] / scale[r]) in [-127, 127]; word (block, g, r) holds the int8 weights of row
+    4*block + r for inputs 4g .. 4g + 3, input 4g + k in byte k (little-endian).
+    """
+    out, inp = weight.shape
+    blocks, quads = -(-out // 4), -(-inp // 4)
+    padded = np.zeros((blocks * 4, quads * 4), dtype=np.float64)
+    padded[:out, :inp] = weight
+    scale = np.abs(padded).max(axis=1) / 127.0
+    scale[scale == 0] = 1.0
+    q = np.rint(padded / scale[:, None]).astype(np.int64) & 0xFF
+    words = (q[:, 0::4] | (q[:, 1::4] << 8) | (q[:, 2::4] << 16) | (q[:, 3::4] << 24)).astype(np.uint32)  # [4*blocks, quads]
+    bias_padded = np.zeros(blocks * 4, dtype=np.float32)
+    bias_padded[:out] = bias
+    return words.reshape(blocks, 4, quads).transpose(0, 2, 1), scale.astype(np.float32), bias_padded
+
+
 def _uint32_array(name: str, values: np.ndarray) -> str:
     flat = np.asarray(values, dtype=np.uint32).reshape(-1)
     body = ",\n".join("  " + ", ".join(f"0x{int(v):08x}u" for v in flat[i : i + 6]) for i in range(0, len(flat), 6))
@@ -105,7 +132,7 @@ static void dense(const float *w, const float *b, int out, int in, const float *
 }
 """
 
-_DENSE_INT16 = """
+_SIMD_INT = """
 #if defined(__ARM_FEATURE_DSP)
 #include <arm_acle.h>
 #define SMLAD(a, b, acc) __smlad((a), (b), (acc))
@@ -124,7 +151,9 @@ static uint32_t pack(int32_t low, int32_t high) { return ((uint32_t)low & 0xFFFF
     y[i + (r)] = o; \\
     if (mag > ym) ym = mag; \\
   } while (0)
+"""
 
+_DENSE_INT16 = _SIMD_INT + """
 /* y[0:4*ceil(out/4)] = act?(dequantised(Wq xq) + b), Wq packed 12-bit rows in 4-row blocks (policykd/c_codegen.py). */
 /* m = max |x[0:in]| (computed by the producer of x); x[in] must be 0 when in is odd. Returns max |y[0:out]|. */
 static float dense(const uint32_t *w, const float *ws, const float *b, int out, int in, const float *x, float m, float *y,
@@ -156,6 +185,57 @@ static float dense(const uint32_t *w, const float *ws, const float *b, int out, 
 }
 """
 
+_DENSE_INT8 = _SIMD_INT + """
+#if defined(__ARM_FEATURE_DSP)
+#define SXTB16(v) ((uint32_t)__sxtb16(v))
+#else
+static int32_t sext8(uint32_t v) { int32_t x = (int32_t)(v & 0xFFu); return x >= 128 ? x - 256 : x; }
+#define SXTB16(v) (((uint32_t)sext8(v) & 0xFFFFu) | (((uint32_t)sext8((v) >> 16) & 0xFFFFu) << 16))
+#endif
+
+/* x * sx rounded to the nearest integer (|x * sx| <= 127 by the choice of sx) */
+static int32_t q8(float v) { return (int32_t)(v >= 0.0f ? v + 0.5f : v - 0.5f); }
+
+#define MAC4(acc, word) do { \\
+    const uint32_t wq = (word); \\
+    acc = SMLAD(SXTB16(wq), xa, acc); \\
+    acc = SMLAD(SXTB16(wq >> 8), xb, acc); \\
+  } while (0)
+
+/* y[0:4*ceil(out/4)] = act?(dequantised(Wq xq) + b), Wq int8 rows, four to a word, in 4-row blocks (c_codegen.py). */
+/* m = max |x[0:in]| (computed by the producer of x); x[in:4*ceil(in/4)] must be 0. Returns max |y[0:out]|. */
+static float dense(const uint32_t *w, const float *ws, const float *b, int out, int in, const float *x, float m, float *y,
+                   int activate)
+{
+  uint32_t xq[WIDTH / 2];  /* per 4 inputs: (x0, x2) then (x1, x3), int8 values in 16-bit lanes */
+  float sx, inv, ym = 0.0f;
+  int i, g, quads = (in + 3) / 4;
+  sx = m > 0.0f ? 127.0f / m : 0.0f;
+  inv = m / 127.0f;
+  for (g = 0; g < quads; ++g) {
+    const float *xg = x + 4 * g;  /* rounding: |error| <= half a step of 1/127 of the layer's max */
+    xq[2 * g] = pack(q8(xg[0] * sx), q8(xg[2] * sx));
+    xq[2 * g + 1] = pack(q8(xg[1] * sx), q8(xg[3] * sx));
+  }
+  for (i = 0; i < out; i += 4) {
+    const uint32_t *wb = w + i * quads;
+    int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (g = 0; g < quads; ++g) {
+      const uint32_t xa = xq[2 * g], xb = xq[2 * g + 1];
+      MAC4(s0, wb[4 * g]);
+      MAC4(s1, wb[4 * g + 1]);
+      MAC4(s2, wb[4 * g + 2]);
+      MAC4(s3, wb[4 * g + 3]);
+    }
+    OUT(0, s0); OUT(1, s1); OUT(2, s2); OUT(3, s3);
+  }
+  return ym;
+}
+"""
+
+
+ARITHMETICS = ("float", "int16", "int8")
+
 
 def _c_float(v: float) -> str:
     return "INFINITY" if np.isinf(v) else f"{float(np.float32(v))!r}f"
@@ -164,10 +244,11 @@ def _c_float(v: float) -> str:
 def generate_c(card: dict, weights: dict[str, np.ndarray], *, arithmetic: str = "float") -> tuple[str, str]:
     """(header, source) for the student described by card (student.json) and its weights (student.safetensors).
 
-    arithmetic: "float" (exact up to float rounding) or "int16" (12-bit weights, 14-bit activations; see above).
+    arithmetic: "float" (exact up to float rounding), "int16" (12-bit weights, 14-bit activations) or "int8" (int8
+    weights and activations, the CMSIS-NN layout); see the module docstring.
     """
-    if arithmetic not in ("float", "int16"):
-        raise ValueError(f"arithmetic must be 'float' or 'int16', got {arithmetic!r}")
+    if arithmetic not in ARITHMETICS:
+        raise ValueError(f"arithmetic must be one of {', '.join(ARITHMETICS)}, got {arithmetic!r}")
     spec = card["spec"]
     family, hidden, activation = spec["family"], spec["hidden"], spec["activation"]
     if activation not in C_ACTIVATIONS:
@@ -177,8 +258,8 @@ def generate_c(card: dict, weights: dict[str, np.ndarray], *, arithmetic: str = 
     strategy = family_strategy(family)
     action_dim = 1 if strategy.discrete else out_dim
     width = 8 * -(-max([obs_dim, *hidden, out_dim]) // 8)
-    if arithmetic == "int16" and max([obs_dim, *hidden]) > 128:
-        raise ValueError("int16 C export supports layer inputs of at most 128 (int32 sums could overflow beyond)")
+    if arithmetic != "float" and max([obs_dim, *hidden]) > 128:
+        raise ValueError(f"{arithmetic} C export supports layer inputs of at most 128 (int32 sums could overflow beyond)")
     header = f"""/* Generated by policykd: a {family} student, MLP {obs_dim}-{'-'.join(map(str, hidden))}-{out_dim} ({activation}), {arithmetic} arithmetic. */
 #ifndef POLICYKD_STUDENT_H
 #define POLICYKD_STUDENT_H
@@ -213,17 +294,20 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
             parts += [_array(w_name, w4), _array(b_name, b4)]
             calls.append(f"dense({w_name}, {b_name}, {out}, {in_dim}, %s, %s, {activate});")
         else:
-            words, scales, b4 = _packed_int16(weight, bias)
+            words, scales, b4 = (_packed_int16 if arithmetic == "int16" else _packed_int8)(weight, bias)
             parts += [_uint32_array(w_name, words), _array(f"{w_name}S", scales), _array(b_name, b4)]
             calls.append(f"m = dense({w_name}, {w_name}S, {b_name}, {out}, {in_dim}, %s, m, %s, {activate});")
         in_dim = out
     act, magnitude = C_ACTIVATIONS[activation]
     parts.append(f"\n#define ACT(v) {act}\n#define MAG(o) {magnitude}\n")
-    parts.append(_DENSE_FLOAT if arithmetic == "float" else _DENSE_INT16)
-    int16 = arithmetic == "int16"
-    declare_max = "\n  float m = 0.0f; /* max |input| of the next layer, for its quantisation */" if int16 else ""
-    track_max = "\n    if ((a[i] < 0.0f ? -a[i] : a[i]) > m) m = a[i] < 0.0f ? -a[i] : a[i];" if int16 else ""
-    pad = "\n  a[POLICYKD_OBS_DIM] = 0.0f;  /* inputs go in pairs: an odd count reads one zero */" if int16 and obs_dim % 2 else ""
+    parts.append({"float": _DENSE_FLOAT, "int16": _DENSE_INT16, "int8": _DENSE_INT8}[arithmetic])
+    quantised = arithmetic != "float"
+    declare_max = "\n  float m = 0.0f; /* max |input| of the next layer, for its quantisation */" if quantised else ""
+    track_max = "\n    if ((a[i] < 0.0f ? -a[i] : a[i]) > m) m = a[i] < 0.0f ? -a[i] : a[i];" if quantised else ""
+    group = {"float": 1, "int16": 2, "int8": 4}[arithmetic]  # inputs are read in pairs (int16) or fours (int8)
+    padded = group * -(-obs_dim // group)
+    pad = (f"\n  for (i = POLICYKD_OBS_DIM; i < {padded}; ++i) a[i] = 0.0f;  /* inputs go in groups of {group}: "
+           "the padding reads zeros */") if padded > obs_dim else ""
     parts.append(f"""
 int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION_DIM])
 {{

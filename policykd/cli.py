@@ -363,7 +363,7 @@ def eval_command(
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
     backend: Optional[list[str]] = typer.Option(None, "--backend", help="Also run the student's export on this backend "
-                                                "(numpy, onnx, onnx-int8, torchscript, c, c-int16; repeatable) in the env "
+                                                "(numpy, onnx, onnx-int8, torchscript, c, c-int16, c-int8; repeatable) in the env "
                                                 "on the same seeds: return ratio vs the teacher and vs the float student."),
 ) -> None:
     """Compare teacher and student: returns on the same seeds, agreement, latency, parameter counts."""
@@ -445,7 +445,7 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder written by `po
 @app.command()
 def export(
     student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors)."),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="safetensors, onnx, onnx-int8, torchscript, c or c-int16 (fixed point, for microcontrollers)."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="safetensors, onnx, onnx-int8, torchscript, c, c-int16 or c-int8 (fixed point, for microcontrollers)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default STUDENT/../export-FORMAT)."),
 ) -> None:
     """Export a student, with normalisation and action scaling inside, checked against the torch student.
@@ -514,7 +514,7 @@ def embedded(
     target: list[str] = typer.Option(["cortex-m4", "aarch64"], help="Built-in target (policykd/targets/: cortex-m4, aarch64) or a YAML path (repeatable)."),
     rate: float = typer.Option(1000.0, help="Control rate in Hz to check the student against."),
     observations: int = typer.Option(32, min=1, help="Random test observations compared with the host build."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="c (float) or c-int16 (fixed point); default: the target's."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="c (float), c-int16 or c-int8 (fixed point); default: the target's."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
 ) -> None:
     """Cross-compile the C export, run it under qemu, report flash/RAM, instructions, time and output parity."""

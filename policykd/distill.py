@@ -2,7 +2,7 @@
 
 Round r collects config.round_steps(r) teacher-labelled states with beta = config.beta(r) (the teacher acts with
 probability beta, else the student: DAgger), appends them to the on-disk buffer, then trains the student on all
-data gathered so far for config.epochs_per_round epochs. Every random source is derived from (seed, round), so a
+data gathered so far for config.decided_epochs_per_round() epochs. Every random source is derived from (seed, round), so a
 run resumed from the last checkpoint gives the same student as an uninterrupted one.
 """
 
@@ -57,7 +57,7 @@ def _make_optimizer(config: DistillConfig):
 def total_gradient_steps(config: DistillConfig) -> int:
     """Minibatch updates over the whole run (round r trains on every row gathered in rounds 0..r)."""
     rows = np.cumsum([config.round_steps(r) for r in range(config.rounds)])
-    return int(sum(-(-int(n) // config.batch_size) * config.epochs_per_round for n in rows))
+    return int(sum(-(-int(n) // config.decided_batch_size()) * config.decided_epochs_per_round() for n in rows))
 
 
 def learning_rate(config: DistillConfig, step: int) -> float:
@@ -100,7 +100,7 @@ def validation_kl(student: Student, data: dict[str, np.ndarray], family: str, *,
 def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[str, np.ndarray], family: str,
                 config: DistillConfig, seed: int, first_step: int, on_progress=None,
                 validation: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-    """Up to config.epochs_per_round epochs of minibatch Adam on all rows of `data`, starting at global gradient
+    """Up to config.decided_epochs_per_round() epochs of minibatch Adam on all rows of `data`, starting at global gradient
     step `first_step` (for the lr schedule). With `validation` rows, the weights of the epoch with the lowest
     held-out KL are kept, and training stops after config.early_stopping_patience epochs without improvement (when
     > 0). Returns last-epoch mean losses, the gradient steps taken, and (with validation) val_kl, epochs, best_epoch."""
@@ -115,12 +115,13 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
     step = first_step
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     epoch = 0
-    for epoch in range(1, config.epochs_per_round + 1):
+    batch_size = config.decided_batch_size()
+    for epoch in range(1, config.decided_epochs_per_round() + 1):
         perm = torch.as_tensor(rng.permutation(n))
         sums = {"loss": 0.0, "kl": 0.0, "value_mse": 0.0}
         batches = 0
-        for start in range(0, n, config.batch_size):
-            idx = perm[start : start + config.batch_size]
+        for start in range(0, n, batch_size):
+            idx = perm[start : start + batch_size]
             target = DistParams(family, {k: v[idx] for k, v in params.items()})
             dist, student_value = student(obs[idx])
             terms = distillation_loss(target, value[idx], dist, student_value, value_std=student.value_std, config=loss_config,
@@ -237,9 +238,9 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
     """The loop, in a folder from prepare_run_dir whose RunLock the caller holds, from load_run_state's state."""
     torch.set_num_threads(config.torch_threads)
     identity = teacher.identity()
-    atomic_write_json(run_dir / CONFIG_FILE, {"format": RUN_FORMAT, "config": config.to_dict(), "teacher": identity,
-                                              "versions": package_versions()})
-    card_extra = {"teacher": identity, "config": config.to_dict(), "seed": config.seed}
+    atomic_write_json(run_dir / CONFIG_FILE, {"format": RUN_FORMAT, "config": config.to_dict(), "decided": config.decisions(),
+                                              "teacher": identity, "versions": package_versions()})
+    card_extra = {"teacher": identity, "config": config.to_dict(), "decided": config.decisions(), "seed": config.seed}
     student, optimizer, progress, data = state.student, state.optimizer, state.progress, state.data
     if state.buffer is not None:
         buffer = state.buffer
@@ -270,7 +271,7 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
         if round_index == 0 and not state.restored:
             student.value_mean.fill_(float(data["value"].mean()))
             student.value_std.fill_(float(data["value"].std()) + 1e-6)
-        with tracker.progress(f"round {round_index + 1}/{config.rounds}: training", config.epochs_per_round) as advance:
+        with tracker.progress(f"round {round_index + 1}/{config.rounds}: training", config.decided_epochs_per_round()) as advance:
             held_out = held_out_episodes(data["episode_id"], config.validation_fraction, config.seed)
             train = data if not held_out.any() else {k: v[~held_out] for k, v in data.items()}
             validation = {k: v[held_out] for k, v in data.items()} if held_out.any() else None

@@ -142,7 +142,7 @@ def run_on_target(student_dir: str | Path, target: dict[str, Any], test_obs: np.
                   *, n_infer: int = 20, export_format: str | None = None) -> dict[str, Any]:
     """Build, run and measure the student on `target`; test_obs [n, obs_dim] are compared with the host build.
 
-    export_format: "c" (float) or "c-int16" (fixed point); default: the target's `export_format`, else "c".
+    export_format: "c" (float), "c-int16" or "c-int8" (fixed point); default: the target's `export_format`, else "c".
     """
     export_format = export_format or target.get("export_format", "c")
     missing = missing_tools(target)

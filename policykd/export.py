@@ -1,5 +1,5 @@
 """Export a student to the runtimes a robot may have: safetensors+json, ONNX (fp32 / int8), TorchScript, C99
-(float, or int16 fixed point for microcontrollers: c-int16).
+(float, or fixed point for microcontrollers: c-int16, and c-int8 in the CMSIS-NN layout).
 
 Every artefact computes the student's deterministic env action from the raw observation (normalisation and
 action scaling inside) and is written with an `export-FORMAT.json` record (format, source student, sha256,
@@ -33,12 +33,12 @@ from policykd.distributions import family_strategy
 from policykd.errors import PolicyKDError
 from policykd.students import CARD_FILE, WEIGHTS_FILE, Student, load_student
 
-FORMATS = ("safetensors", "onnx", "onnx-int8", "torchscript", "c", "c-int16")
+FORMATS = ("safetensors", "onnx", "onnx-int8", "torchscript", "c", "c-int16", "c-int8")
 PARITY_OBSERVATIONS = 1000
 # Documented parity tolerances: float formats within 1e-5 (relative to the action scale when it exceeds 1);
 # quantised formats within a fraction of the action range, and argmax agreement for discrete students.
 EXACT_TOLERANCE = 1e-5
-RANGE_FRACTION = {"onnx-int8": 0.05, "c-int16": 0.01}
+RANGE_FRACTION = {"onnx-int8": 0.05, "c-int16": 0.01, "c-int8": 0.1}
 MIN_ARGMAX_AGREEMENT = 0.97
 ONNX_OPSET, ONNX_IR_VERSION = 17, 8  # IR 8 / opset 17: loads in every onnxruntime >= 1.17 that pyproject allows
 
@@ -278,7 +278,7 @@ def export_with_parity(student_dir: str | Path, out_dir: str | Path, fmt: str, *
         traced = torch.jit.trace(DeterministicActor(student).eval(), torch.zeros(1, student.spec.obs_dim))
         traced.save(str(files[0]))
     else:
-        arithmetic = "int16" if fmt == "c-int16" else "float"
+        arithmetic = {"c": "float", "c-int16": "int16", "c-int8": "int8"}[fmt]
         header, source = generate_c(student.card, load_file(str(student_dir / WEIGHTS_FILE)), arithmetic=arithmetic)
         files = [out_dir / "policykd_student.h", out_dir / "policykd_student.c"]
         atomic_write_bytes(files[0], header.encode())
