@@ -1,8 +1,9 @@
 """Distillation quality and time on the rl-zoo PPO Bullet teachers (the benchmark protocol of design.md).
 
 For each teacher: evaluate it once on 20 fixed seeds, then for each budget (labelled env steps), data mode
-(teacher-driven, DAgger) and distillation seed, distil a 2x64 student (recipe configs/distill/bench_<budget>k.yaml,
-with the per-teacher settings of configs/distill/bench_env_overrides.yaml on top), time collection + training,
+(teacher-driven, DAgger) and distillation seed, distil a 2x64 student (recipe configs/distill/bench_<budget>k.yaml;
+records from before the one default recipe also list the per-teacher settings they used, `env_overrides`), time
+collection + training,
 and evaluate the student on the same 20 seeds. Results are appended to benchmarks/results/distill_zoo.json after every run;
 records already there are skipped, so an interrupted benchmark resumes.
 
@@ -19,7 +20,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from env_throughput import raw_env_throughput  # benchmarks/env_throughput.py
 
 from policykd.artifacts import atomic_write_json, package_versions
@@ -33,7 +33,6 @@ ZOO = default_teachers_dir() / "rl-zoo"  # $POLICYKD_TEACHERS/rl-zoo, else ../sh
 RECIPES = Path(__file__).resolve().parents[1] / "configs" / "distill"
 RESULTS = Path(__file__).resolve().parent / "results"
 EVAL_SEED = 1_000_000
-ENV_OVERRIDES = RECIPES / "bench_env_overrides.yaml"
 
 
 def main() -> None:
@@ -48,7 +47,6 @@ def main() -> None:
     args = parser.parse_args()
 
     records = json.loads(args.results.read_text()) if args.results.exists() else []
-    env_overrides = yaml.safe_load(ENV_OVERRIDES.read_text()) or {}
     done = {(r["env"], r["data_mode"], r["labelled_steps"], r["seed"]) for r in records}
     throughput_path = args.results.with_name("collection_throughput.json")
     throughput = json.loads(throughput_path.read_text()) if throughput_path.exists() else []
@@ -76,7 +74,7 @@ def main() -> None:
                     shutil.rmtree(out / run_name, ignore_errors=True)
                     recipe = RECIPES / f"bench_{budget // 1000}k.yaml"
                     config = load_config(recipe if recipe.exists() else None, {
-                        **env_overrides.get(env_id, {}), "teacher": str(teacher.source.path), "seed": seed, "data_mode": mode, "labelled_steps": budget,
+                        "teacher": str(teacher.source.path), "seed": seed, "data_mode": mode, "labelled_steps": budget,
                         "out_dir": str(out), "run_name": run_name, "eval_seed": EVAL_SEED, "eval_episodes": args.episodes,
                         "latency_calls": 200})
                     result = distill_and_evaluate(config, teacher=teacher, teacher_episodes=teacher_eps, quiet=True)
@@ -91,7 +89,6 @@ def main() -> None:
                         "teacher_actor_params": report["teacher"]["actor_params"], "wall_s": result.distillation.wall_s,
                         "agreement_kl": report["agreement"]["kl"], "agreement_action_mse": report["agreement"]["action_mse"],
                         "eval_seeds": [EVAL_SEED, EVAL_SEED + args.episodes - 1], "recipe": recipe.name if recipe.exists() else None,
-                        "env_overrides": env_overrides.get(env_id, {}),
                         "config": config.to_dict(),
                         "versions": package_versions(),
                     }

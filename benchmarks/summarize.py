@@ -1,6 +1,7 @@
-"""Turn benchmarks/results/*.json into the markdown tables of docs/benchmarks.md (between the RESULTS markers).
+"""Turn benchmarks/results/*.json into the markdown tables of docs/benchmarks.md (between the RESULTS markers) and
+README's headline table (between the HEADLINE markers).
 
-    python benchmarks/summarize.py            # rewrites the block in docs/benchmarks.md
+    python benchmarks/summarize.py            # rewrites both blocks
 """
 
 from __future__ import annotations
@@ -15,6 +16,40 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 TIME_LIMIT = 1000  # Hopper's episode limit: an episode that ends sooner is a fall
 BEGIN, END = "<!-- RESULTS:BEGIN (benchmarks/summarize.py) -->", "<!-- RESULTS:END -->"
+HEADLINE_BEGIN, HEADLINE_END = "<!-- HEADLINE:BEGIN (benchmarks/summarize.py) -->", "<!-- HEADLINE:END -->"
+
+
+def one_recipe_table() -> str:
+    """The headline: the default recipe (no recipe file) and hard-label BC on every teacher benchmarked so far, one
+    row per teacher, budget and loss, from benchmarks/results/one_recipe.json (benchmarks/one_recipe.py)."""
+    path = RESULTS / "one_recipe.json"
+    if not path.exists():
+        return ""
+    results = json.loads(path.read_text())
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in results["runs"]:
+        groups[(r["teacher"], r["labelled_steps"], r["loss"])].append(r)
+    lines = ["| teacher | labelled steps | recipe | ratio per seed [95% CI] | mean ratio | worst seed | student failures / 100 (per seed) | teacher failures / 100 | teacher noise floor | held-out KL | wall s |",
+             "|---|---:|---|---|---:|---:|---|---:|---:|---:|---:|"]
+    for (teacher, steps, loss), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        t = results["teachers"][teacher]
+        per_100 = 100.0 / rs[0]["episodes"]
+        recipe = "default (`policykd distill TEACHER --steps N`)" if loss == "kl" else "hard-label BC (`loss: bc`)"
+        cells = " / ".join(f"{r['ratio']:.3f} [{r['ratio_ci95'][0]:.3f}, {r['ratio_ci95'][1]:.3f}]" for r in rs)
+        ratios = [r["ratio"] for r in rs]
+        failures = " / ".join(f"{r['student_failures'] * per_100:g}" for r in rs)
+        lines.append(
+            f"| {teacher} | {steps:,} | {recipe} | {cells} | {np.mean(ratios):.3f} | {min(ratios):.3f} | "
+            f"{failures} | {t['stats']['failures'] * per_100:g} | "
+            f"{t['noise_floor_ratio']:.3f} | {np.mean([r['heldout_kl'] for r in rs]):.3g} | {max(r['wall_s'] for r in rs):.0f} |")
+    episodes = next(iter(groups.values()))[0]["episodes"] if groups else 0
+    return (f"Teacher and student on the same {episodes} evaluation seeds (from 1,000,000); ratio = student mean return / "
+            "teacher mean return, with a paired bootstrap 95% interval; a failure is an episode the env ended early (a "
+            "fall) or a missed target; the noise floor is the teacher against itself stepped one env at a time (its "
+            "actions change in the last float bits only). Held-out KL: KL(teacher || student) on held-out teacher-labelled "
+            "episodes of the last round. Wall time: collection + training on 2 cores. Raw records: "
+            "`benchmarks/results/one_recipe.json` (`python benchmarks/one_recipe.py`).\n\n" + "\n".join(lines))
 
 
 def distill_table() -> str:
@@ -208,11 +243,14 @@ def ablation_tables() -> str:
 
 def main() -> None:
     blocks = [
-        "Distillation of the rl-zoo PPO Bullet teachers into 2x64 students (`python benchmarks/distill_zoo.py`; raw records in "
+        "The default recipe on every teacher, against hard-label behaviour cloning with the same data, student and seeds:",
+        one_recipe_table(),
+        "Earlier, tuned recipes: distillation of the rl-zoo PPO Bullet teachers into 2x64 students (`python benchmarks/distill_zoo.py`; raw records in "
         "`benchmarks/results/distill_zoo.json`). Teacher and student run deterministically on the same 20 seeds "
         "(1000000-1000019) in the same run; ratio = student mean return / teacher mean return; wall time is collection + "
         "training on this 2-core machine, evaluation excluded. Recipes: `configs/distill/bench_10k.yaml`, `bench_50k.yaml`, "
-        "with the per-teacher settings of `bench_env_overrides.yaml` on top.",
+        "with per-teacher settings on top for Reacher (listed in each record's `env_overrides`; the default recipe "
+        "above needs none).",
         distill_table(),
         "The noise floor of that ratio: each teacher against itself, on the same seeds, with its actions changed a little "
         "(`python benchmarks/teacher_action_noise.py`; `benchmarks/results/teacher_action_noise.json`). *batch 1*: the same "
@@ -245,10 +283,14 @@ def main() -> None:
         ablation_tables(),
     ]
     text = "\n\n".join(b for b in blocks if b)
-    page = ROOT / "docs" / "benchmarks.md"
-    readme = page.read_text()
-    start, end = readme.index(BEGIN) + len(BEGIN), readme.index(END)
-    page.write_text(readme[:start] + "\n" + text + "\n" + readme[end:])
+    _replace_block(ROOT / "docs" / "benchmarks.md", BEGIN, END, text)
+    _replace_block(ROOT / "README.md", HEADLINE_BEGIN, HEADLINE_END, one_recipe_table())
+
+
+def _replace_block(page: Path, begin: str, end: str, text: str) -> None:
+    content = page.read_text()
+    start, stop = content.index(begin) + len(begin), content.index(end)
+    page.write_text(content[:start] + "\n" + text + "\n" + content[stop:])
 
 
 if __name__ == "__main__":

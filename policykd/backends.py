@@ -123,7 +123,7 @@ def closed_loop(env_spec: EnvSpec, student_dir: str | Path, backends: Sequence[s
     mean return and with the float student seed by seed.
 
     Returns {backend: {"return_mean", "returns", "ratio_vs_teacher", "ratio_vs_float_student",
-    "episodes_differing_from_float", "episodes", "differ_rtol"}} (ratios: evaluate.return_ratio).
+    "episodes_differing_from_float", "failures", "episodes", "differ_rtol"}} (ratios: evaluate.return_ratio).
     progress_factory(label, total): a context manager yielding advance(n), e.g. Tracker().progress.
     work_dir: where the exports are written (a temporary folder, removed afterwards, when None)."""
     from policykd.evaluate import return_ratio
@@ -153,6 +153,7 @@ def closed_loop(env_spec: EnvSpec, student_dir: str | Path, backends: Sequence[s
                 "ratio_vs_teacher": return_ratio(mean, teacher_mean),
                 "ratio_vs_float_student": return_ratio(mean, float_mean),
                 "episodes_differing_from_float": int(returns_differ(episodes.returns, float_returns).sum()),
+                "failures": int(episodes.failures().sum()),
                 "episodes": len(seeds),
                 "differ_rtol": RETURN_RTOL,
                 "quantised": backend in QUANTISED,

@@ -73,7 +73,8 @@ def held_out_episodes(episode_id: np.ndarray, fraction: float, seed: int) -> np.
     if fraction <= 0:
         return np.zeros(len(episode_id), dtype=bool)
     ids = episode_id.astype(np.uint64)
-    mixed = (ids * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed) * np.uint64(0xBF58476D1CE4E5B9)) >> np.uint64(40)
+    with np.errstate(over="ignore"):  # the hash wraps around 2**64 on purpose
+        mixed = (ids * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed) * np.uint64(0xBF58476D1CE4E5B9)) >> np.uint64(40)
     return (mixed % np.uint64(10_000)) < np.uint64(round(fraction * 10_000))
 
 
@@ -275,8 +276,12 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
             held_out = held_out_episodes(data["episode_id"], config.validation_fraction, config.seed)
             train = data if not held_out.any() else {k: v[~held_out] for k, v in data.items()}
             validation = {k: v[held_out] for k, v in data.items()} if held_out.any() else None
-            losses = train_round(student, optimizer, train, teacher.family, config, seed, progress.gradient_steps,
-                                 on_progress=advance, validation=validation)
+            student.quantise_int8 = round_index >= config.rounds - config.quantise_aware_rounds
+            try:
+                losses = train_round(student, optimizer, train, teacher.family, config, seed, progress.gradient_steps,
+                                     on_progress=advance, validation=validation)
+            finally:
+                student.quantise_int8 = False  # acting, evaluation and exports use the float forward pass
             steps_taken = losses.pop("steps")
         evaluation = {}
         wall_s = progress.wall_s + time.perf_counter() - round_start

@@ -32,6 +32,7 @@ from policykd.artifacts import atomic_write_json, package_versions
 from policykd.distributions import LOG_STD_MAX, LOG_STD_MIN, DistParams, family_strategy
 from policykd.errors import PolicyKDError
 from policykd.normalization import ObsNormalizer
+from policykd.quantisation_aware import quantised_linear, quantised_trunk
 from policykd.student_format import CARD_FILE, CARD_FORMAT, CARD_VERSION, WEIGHTS_FILE  # noqa: F401  (re-exported)
 
 # The torch module of each activation, keyed by the names of student_format.ACTIVATIONS (the numpy table).
@@ -96,14 +97,19 @@ class Student(nn.Module):
         self.action_head = nn.Linear(width, spec.action_dim)
         self.log_std_head = nn.Linear(width, spec.action_dim) if self.strategy.has_log_std else None
         self.value_head = nn.Linear(width, 1)
+        self.quantise_int8 = False  # True: the action path as c-int8 computes it (quantisation-aware distillation)
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.clamp((obs - self.obs_mean) / self.obs_std, -self.obs_clip, self.obs_clip)
 
     def forward(self, obs: torch.Tensor) -> tuple[DistParams, torch.Tensor]:
         """raw obs [B, obs_dim] -> (distribution of batch B, value [B] in the teacher's value units)."""
-        hidden = self.trunk(self.normalize(obs))
-        out = self.action_head(hidden)
+        if self.quantise_int8:
+            hidden = quantised_trunk(self.trunk, self.normalize(obs))
+            out = quantised_linear(self.action_head, hidden)
+        else:
+            hidden = self.trunk(self.normalize(obs))
+            out = self.action_head(hidden)
         log_std = self.log_std_head(hidden).clamp(LOG_STD_MIN, LOG_STD_MAX) if self.log_std_head is not None else None
         dist = DistParams(self.spec.family, self.strategy.params_from_head(out, log_std))
         value = self.value_head(hidden).squeeze(-1) * self.value_std + self.value_mean

@@ -152,3 +152,38 @@ def test_validation_keeps_the_best_epoch_and_stops_early(tiny_teachers, tmp_path
                             epochs_per_round=30, lr=0.05, lr_schedule="constant"), tracker=Tracker(None, quiet=True))
     for k, v in result.student.state_dict().items():
         torch.testing.assert_close(v, again.student.state_dict()[k], rtol=0, atol=0)
+
+
+def test_default_recipe_decides_epochs_and_batch_from_the_budget_and_records_it(tiny_teachers, tmp_path):
+    """No recipe file: epochs and batch size follow the budget (DistillConfig.decided_*), validation and bounded means
+    are on, and the run's record says what was decided."""
+    small, large = DistillConfig(labelled_steps=10_000), DistillConfig(labelled_steps=50_000)
+    assert (small.decided_batch_size(), small.decided_epochs_per_round()) == (128, 50)
+    assert (large.decided_batch_size(), large.decided_epochs_per_round()) == (256, 31)
+    assert small.validation_fraction > 0 and small.bounded_means
+    assert DistillConfig(labelled_steps=10_000, batch_size=64, epochs_per_round=3).decisions() == {
+        "epochs_per_round": 3, "batch_size": 64, "decided_from_budget": []}
+    result = distill(_config(tiny_teachers, tmp_path, epochs_per_round=0), tracker=Tracker(None, quiet=True))
+    record = json.loads((result.run_dir / "config.json").read_text())
+    assert record["config"]["epochs_per_round"] == 0 and record["config"]["batch_size"] == 0
+    assert record["decided"] == {"epochs_per_round": 50, "batch_size": 64, "decided_from_budget": ["epochs_per_round", "batch_size"]}
+    assert result.student.card["decided"] == record["decided"]
+    assert all(m.epochs == 50 for m in result.history if m.val_kl is not None)
+
+
+def test_quantisation_aware_rounds_train_the_int8_forward_and_save_a_float_student(tiny_teachers, tmp_path, monkeypatch):
+    seen: list[bool] = []
+    train_round = distill_module.train_round
+
+    def spy(student, *args, **kwargs):
+        seen.append(student.quantise_int8)
+        return train_round(student, *args, **kwargs)
+
+    monkeypatch.setattr(distill_module, "train_round", spy)
+    result = distill(_config(tiny_teachers, tmp_path, quantise_aware_rounds=2), tracker=Tracker(None, quiet=True))
+    assert seen == [False, True, True]
+    assert result.student.quantise_int8 is False and load_student(result.run_dir / "student").quantise_int8 is False
+    plain = distill(_config(tiny_teachers, tmp_path / "plain"), tracker=Tracker(None, quiet=True))
+    assert not all(torch.equal(v, plain.student.state_dict()[k]) for k, v in result.student.state_dict().items())
+    with pytest.raises(PolicyKDError, match=r"quantise_aware_rounds \(4\) must be at most rounds \(3\)"):
+        _config(tiny_teachers, tmp_path, quantise_aware_rounds=4)

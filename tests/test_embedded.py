@@ -28,14 +28,14 @@ def _target_or_skip(name):
     return target
 
 
-@pytest.mark.parametrize("export_format", ["c", "c-int16"])
+@pytest.mark.parametrize("export_format", ["c", "c-int16", "c-int8"])
 @pytest.mark.parametrize("name", ["cortex-m4", "aarch64"])
 def test_target_output_equals_host_and_fits(student_dir, tmp_path, name, export_format):
     target = _target_or_skip(name)
     obs = np.random.default_rng(0).normal(size=(8, 26)).astype(np.float32)
     result = run_on_target(student_dir, target, obs, tmp_path, n_infer=5, export_format=export_format)
     assert result["outputs_equal_host"], result["max_abs_diff_vs_host"]  # same C, IEEE floats, exact integer sums
-    weight_bytes = (26 * 64 + 64 * 64 + 64 * 6) * (4 if export_format == "c" else 2)
+    weight_bytes = (26 * 64 + 64 * 64 + 64 * 6) * {"c": 4, "c-int16": 2, "c-int8": 1}[export_format]
     assert weight_bytes <= result["flash_bytes"] < 64 * 1024  # the weights are in flash
     assert result["ram_bytes"] < 4 * 1024
     if name == "cortex-m4":

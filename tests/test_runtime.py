@@ -297,12 +297,13 @@ def test_c_export_matches_torch_for_every_activation(tmp_path, family, activatio
     else:
         np.testing.assert_allclose(actual, expected, atol=1e-5)
     _c_export(tmp_path / "s", tmp_path / "c16", arithmetic="int16")  # compiles strictly too
+    _c_export(tmp_path / "s", tmp_path / "c8", arithmetic="int8")
 
 
 @needs_cc
 @pytest.mark.parametrize("family", ["squashed_gaussian", "gaussian", "categorical"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-@pytest.mark.parametrize("arithmetic", ["float", "int16"])
+@pytest.mark.parametrize("arithmetic", ["float", "int16", "int8"])
 def test_c_export_returns_an_error_for_non_finite_observations(tmp_path, family, bad, arithmetic):
     import ctypes
 
@@ -340,3 +341,59 @@ def test_load_c_refuses_the_export_of_another_student(tmp_path):
     Student(other).save(tmp_path / "other")
     with pytest.raises(PolicyKDError, match="needs {'POLICYKD_OBS_DIM': 7"):
         policykd.runtime.load_c(tmp_path / "other", tmp_path / "c")
+
+
+def _int8_reference(card, weights, obs: np.ndarray) -> np.ndarray:
+    """numpy emulation of the c-int8 scheme (c_codegen's docstring): int8 rows with one scale each, each layer input
+    rounded to int8 on its largest magnitude, exact integer sums. obs [N, obs_dim] -> last layer's outputs [N, out]."""
+    from policykd import student_format as fmt
+
+    spec = card["spec"]
+    z = (obs.astype(np.float64) - weights[fmt.OBS_MEAN]) / weights[fmt.OBS_STD]
+    clip = float(weights[fmt.OBS_CLIP])
+    x = np.clip(z, -clip, clip)
+    layers = fmt.layer_names(spec)
+    for index, (w_name, b_name) in enumerate(layers):
+        w = weights[w_name].astype(np.float64)
+        scale = np.abs(w).max(axis=1) / 127.0
+        wq = np.rint(w / scale[:, None])
+        m = np.abs(x).max(axis=1, keepdims=True)
+        xq = np.trunc(x * (127.0 / m) + np.where(x >= 0, 0.5, -0.5))
+        y = (xq @ wq.T) * (m / 127.0) * scale + weights[b_name]
+        x = np.maximum(y, 0.0) if index < len(layers) - 1 else y
+    return x
+
+
+@needs_cc
+def test_c_int8_computes_the_documented_quantisation(tmp_path):
+    """The int8 C export is the scheme its docstring states (per-row int8 weights, rounded int8 inputs per layer,
+    exact int32 sums through SXTB16/SMLAD), up to float32 rounding, and no closer to the float student than that."""
+    student = _student("gaussian", "relu")
+    student.save(tmp_path / "s")
+    policy = _c_export(tmp_path / "s", tmp_path / "c8", arithmetic="int8")
+    obs = np.random.default_rng(0).normal(scale=3.0, size=(300, 5)).astype(np.float32)
+    card, weights = _card_and_weights(tmp_path / "s")
+    low, high = weights["action_low"], weights["action_high"]
+    expected = np.clip(_int8_reference(card, weights, obs), low, high)
+    actual = np.array([policy(o) for o in obs])
+    np.testing.assert_allclose(actual, expected, atol=2e-4)
+    assert np.abs(actual - student.act(obs)).max() > 1e-4  # really quantised, not the float student
+
+
+@needs_cc
+@pytest.mark.parametrize("family", ["gaussian", "squashed_gaussian", "categorical"])
+def test_quantisation_aware_forward_is_what_c_int8_computes(tmp_path, family):
+    """Quantisation-aware distillation trains exactly the arithmetic of the c-int8 export (up to float rounding)."""
+    student = _student(family, "relu")
+    student.save(tmp_path / "s")
+    policy = _c_export(tmp_path / "s", tmp_path / "c8", arithmetic="int8")
+    obs = np.random.default_rng(1).normal(scale=3.0, size=(300, 5)).astype(np.float32)
+    exported = np.array([policy(o) for o in obs])
+    float_actions = student.act(obs)
+    student.quantise_int8 = True
+    fake_quantised = student.act(obs)
+    if family == "categorical":
+        assert np.mean(fake_quantised == exported) >= 0.99  # argmax ties aside
+    else:
+        np.testing.assert_allclose(fake_quantised, exported, atol=2e-4)
+        assert np.abs(float_actions - exported).max() > 1e-3  # the float student differs: this is not trivial
