@@ -4,6 +4,7 @@ RUN_DIR/checkpoint/                       the latest complete round
     student.safetensors, student.json     the student (students.py format)
     optimizer.safetensors                 Adam tensors, keyed "state.<param index>.<name>"
     progress.json                         rounds done, buffer chunks committed, metrics history, optimizer groups
+    transfer.safetensors                  with hints: the hint regressor and its Adam state (policykd/transfer.py)
 A new checkpoint is written to a temporary folder and renamed over the old one, so an interruption at
 any moment leaves the previous complete checkpoint in place.
 """
@@ -22,14 +23,17 @@ from policykd.artifacts import atomic_write_json
 from policykd.errors import PolicyKDError
 from policykd.progress import Progress
 from policykd.students import Student, load_student
+from policykd.transfer import Transfer
 
 
 def save_checkpoint(run_dir: Path, student: Student, optimizer: torch.optim.Optimizer, progress: Progress,
-                    card_extra: dict[str, Any]) -> None:
+                    card_extra: dict[str, Any], transfer: Transfer | None = None) -> None:
     final = run_dir / "checkpoint"
     tmp = run_dir / "checkpoint.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     student.save(tmp, card_extra=card_extra)
+    if transfer is not None:
+        transfer.save(tmp)
     state = optimizer.state_dict()
     tensors = {f"state.{idx}.{name}": value.detach().clone().reshape(value.shape) for idx, entry in state["state"].items()
                for name, value in entry.items()}

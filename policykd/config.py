@@ -59,6 +59,10 @@ class DistillConfig:
     tau: float = 1.0                    # temperature: teacher std * tau (Gaussian), logits / tau (categorical)
     loss: str = "kl"                    # action term: kl (soft targets), bc (hard-label NLL, as `imitation`), mse (means)
     lambda_v: float = 0.5
+    hint_weight: float = 0.0            # > 0: FitNets hints, a student layer regressed onto a teacher layer (policykd.transfer)
+    hint_teacher_layer: str = ""        # a name from Teacher.features(); "": the actor's last hidden activation
+    hint_student_layer: int = -1        # index of the student's hidden layer (negative: from the last)
+    attention_weight: float = 0.0       # > 0: match the student's input saliency to the teacher's (policykd.transfer)
     quantise_aware_rounds: int = 0      # > 0: the last this many rounds train the action path as c-int8 computes it
                                         # (int8 weights and activations, straight-through gradients)
     bounded_means: bool = True          # Gaussian teachers: compare means beyond the action bounds as the bound itself
@@ -146,7 +150,7 @@ _MINIMUM: dict[str, tuple[float, bool]] = {
     "eval_every_round": (0, True), "eval_seed": (0, True), "latency_calls": (10, True), "rollout_steps": (0, True),
     "lr": (0.0, False), "tau": (0.0, False), "lambda_v": (0.0, True), "noise_scale": (0.0, True),
     "beta0": (0.0, True), "beta_decay": (0.0, True), "validation_fraction": (0.0, True), "early_stopping_patience": (0, True),
-    "quantise_aware_rounds": (0, True),
+    "quantise_aware_rounds": (0, True), "hint_weight": (0.0, True), "attention_weight": (0.0, True),
 }
 _MAXIMUM = {"beta0": 1.0, "beta_decay": 1.0, "validation_fraction": 0.5}
 _HINTS = {"hidden": "a list of positive layer widths, e.g. [64, 64]",
@@ -226,6 +230,9 @@ def validate(config: DistillConfig) -> None:
             raise PolicyKDError(f"config key {name} must be <= {_MAXIMUM[name]:g}, got {value!r}")
     if config.run_name is not None:
         check_run_name(config.run_name)
+    if not -len(config.hidden) <= config.hint_student_layer < len(config.hidden):
+        raise PolicyKDError(f"hint_student_layer must index the student's {len(config.hidden)} hidden layers "
+                            f"(-{len(config.hidden)} to {len(config.hidden) - 1}), got {config.hint_student_layer}")
     if config.quantise_aware_rounds > config.rounds:
         raise PolicyKDError(f"quantise_aware_rounds ({config.quantise_aware_rounds}) must be at most rounds ({config.rounds})")
     if config.labelled_steps < config.rounds:

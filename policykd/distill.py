@@ -9,7 +9,7 @@ run resumed from the last checkpoint gives the same student as an uninterrupted 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ from policykd.run_dir import CONFIG_FILE, LOCK_FILE, RUN_FORMAT, RunLock, check_
 from policykd.students import Student, student_spec_for
 from policykd.teachers import Teacher
 from policykd.tracking import Tracker, make_tracker
+from policykd.transfer import Transfer
+from policykd.transfer import read_state as read_transfer_state
 
 
 @dataclass
@@ -100,11 +102,12 @@ def validation_kl(student: Student, data: dict[str, np.ndarray], family: str, *,
 
 def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[str, np.ndarray], family: str,
                 config: DistillConfig, seed: int, first_step: int, on_progress=None,
-                validation: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+                validation: dict[str, np.ndarray] | None = None, transfer: Transfer | None = None) -> dict[str, float]:
     """Up to config.decided_epochs_per_round() epochs of minibatch Adam on all rows of `data`, starting at global gradient
     step `first_step` (for the lr schedule). With `validation` rows, the weights of the epoch with the lowest
     held-out KL are kept, and training stops after config.early_stopping_patience epochs without improvement (when
-    > 0). Returns last-epoch mean losses, the gradient steps taken, and (with validation) val_kl, epochs, best_epoch."""
+    > 0). `transfer` adds the hint and attention terms (policykd.transfer). Returns last-epoch mean losses, the
+    gradient steps taken, and (with validation) val_kl, epochs, best_epoch."""
     loss_config = LossConfig(kl_direction=config.kl_direction, tau=config.tau, lambda_v=config.lambda_v, loss=config.loss)
     strategy = family_strategy(family)
     obs, params, value = _labels(data, strategy)
@@ -120,6 +123,8 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
     for epoch in range(1, config.decided_epochs_per_round() + 1):
         perm = torch.as_tensor(rng.permutation(n))
         sums = {"loss": 0.0, "kl": 0.0, "value_mse": 0.0}
+        if transfer is not None:
+            sums.update({name: 0.0 for name in transfer.term_names})
         batches = 0
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
@@ -127,12 +132,18 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
             dist, student_value = student(obs[idx])
             terms = distillation_loss(target, value[idx], dist, student_value, value_std=student.value_std, config=loss_config,
                                       action_bounds=bounds)
+            if transfer is not None:
+                extra = transfer.terms(student, obs[idx])
+                terms = {**terms, **extra, "loss": terms["loss"] + transfer.weighted(extra)}
+                transfer.zero_grad()
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step)
             step += 1
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
+            if transfer is not None:
+                transfer.step()
             for k in sums:
                 sums[k] += terms[k].item()
             batches += 1
@@ -212,6 +223,7 @@ class RunState:
     progress: Progress
     buffer: Buffer | None            # the run's buffer when resuming, else None (created when the run starts)
     data: dict[str, np.ndarray] | None  # the rows of the checkpoint's buffer chunks, each [N, ...]
+    transfer_state: dict[str, torch.Tensor] = field(default_factory=dict)  # the checkpoint's hint regressor
 
     @property
     def restored(self) -> bool:
@@ -228,7 +240,8 @@ def load_run_state(config: DistillConfig, teacher: Teacher, run_dir: Path, *, re
         if len(buffer.metadata["chunks"]) < progress.buffer_chunks:
             raise PolicyKDError(f"{run_dir / 'buffer'} holds fewer chunks than its checkpoint trained on; this run cannot be "
                                 "resumed, start a new one with another --run-name")
-        return RunState(student, optimizer, progress, buffer, buffer.load(n_chunks=progress.buffer_chunks))
+        return RunState(student, optimizer, progress, buffer, buffer.load(n_chunks=progress.buffer_chunks),
+                        read_transfer_state(run_dir / "checkpoint"))
     torch.manual_seed(config.seed)
     student = Student(student_spec_for(teacher, hidden=tuple(config.hidden), activation=config.activation))
     return RunState(student, _make_optimizer(config)(student), Progress(), None, None)
@@ -243,6 +256,9 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
                                               "teacher": identity, "versions": package_versions()})
     card_extra = {"teacher": identity, "config": config.to_dict(), "decided": config.decisions(), "seed": config.seed}
     student, optimizer, progress, data = state.student, state.optimizer, state.progress, state.data
+    transfer = Transfer.of(config, teacher, student)
+    if transfer is not None:
+        transfer.load_tensors(state.transfer_state)
     if state.buffer is not None:
         buffer = state.buffer
         buffer.truncate(progress.buffer_chunks)  # rows collected after the checkpoint: collected again
@@ -279,7 +295,7 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
             student.quantise_int8 = round_index >= config.rounds - config.quantise_aware_rounds
             try:
                 losses = train_round(student, optimizer, train, teacher.family, config, seed, progress.gradient_steps,
-                                     on_progress=advance, validation=validation)
+                                     on_progress=advance, validation=validation, transfer=transfer)
             finally:
                 student.quantise_int8 = False  # acting, evaluation and exports use the float forward pass
             steps_taken = losses.pop("steps")
@@ -296,7 +312,7 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
         progress = progress.after_round(metrics, buffer_chunks=len(buffer.metadata["chunks"]),
                                         episodes=int(data["episode_id"].max()) + 1,
                                         gradient_steps=steps_taken)
-        save_checkpoint(run_dir, student, optimizer, progress, card_extra)
+        save_checkpoint(run_dir, student, optimizer, progress, card_extra, transfer)
         tracker.log(metrics.to_json(), step=len(data["obs"]))
 
     history = [m.to_json() for m in progress.history]

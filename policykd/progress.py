@@ -31,6 +31,8 @@ class RoundMetrics:
     val_kl: float | None = None          # with validation_fraction: KL(T || S) on held-out episodes, kept epoch
     epochs: int | None = None            # epochs trained this round (fewer with early stopping)
     best_epoch: int | None = None        # the epoch whose weights were kept (model selection on val_kl)
+    hint_loss: float | None = None       # with hint_weight: the hint term (policykd.transfer), unweighted
+    attention_loss: float | None = None  # with attention_weight: the attention term, unweighted
 
     def to_json(self) -> dict[str, Any]:
         out = {f"distill/{k}": v for k, v in (("loss", self.loss), ("kl", self.kl), ("value_mse", self.value_mse),
@@ -42,6 +44,9 @@ class RoundMetrics:
             out["eval/student_return_std"] = self.eval_return_std
         if self.val_kl is not None:
             out.update({"distill/val_kl": self.val_kl, "distill/epochs": self.epochs, "distill/best_epoch": self.best_epoch})
+        for name in ("hint_loss", "attention_loss"):
+            if getattr(self, name) is not None:
+                out[f"distill/{name}"] = getattr(self, name)
         return out
 
     @classmethod
@@ -49,7 +54,8 @@ class RoundMetrics:
         return cls(**{k: d[f"distill/{k}"] for k in ("round", "beta", "labelled_steps", "loss", "kl", "value_mse",
                                                     "student_acted", "collect_steps_per_s", "wall_s")},
                    eval_return_mean=d.get("eval/student_return_mean"), eval_return_std=d.get("eval/student_return_std"),
-                   val_kl=d.get("distill/val_kl"), epochs=d.get("distill/epochs"), best_epoch=d.get("distill/best_epoch"))
+                   val_kl=d.get("distill/val_kl"), epochs=d.get("distill/epochs"), best_epoch=d.get("distill/best_epoch"),
+                   hint_loss=d.get("distill/hint_loss"), attention_loss=d.get("distill/attention_loss"))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,113 @@
+"""Distillation techniques against each other: one change at a time from the default recipe (KL + value, DAgger, 2x64).
+
+Variants (recipe keys over the default recipe; see docs/techniques.md):
+    base            the default recipe                         bc          hard-label behaviour cloning (`loss: bc`)
+    mse             squared error of the action means          no-value    KL without value matching (lambda_v 0)
+    tau=2           the teacher's distribution at temperature 2
+    hints           FitNets hints, last hidden layers, weight 1
+    attention       input-saliency matching, weight 0.1
+    teacher-data    teacher-driven data instead of DAgger
+    ensemble        product of the PPO and A2C HalfCheetah teachers, value-weighted (HalfCheetah only)
+Each at two budgets and three distillation seeds, on the same evaluation seeds as the teacher, with the teacher's
+noise floor (the teacher stepped one env at a time). Then `--hidden 32 32` runs base and the best variant with a 2x32
+student. Records are appended to benchmarks/results/ablation_techniques.json after every run and skipped when
+already there, so the benchmark resumes across sittings (about 150 runs on 2 cores).
+
+    python benchmarks/ablation_techniques.py                                   # everything
+    python benchmarks/ablation_techniques.py --teachers ppo/HopperBulletEnv-v0_1 --variants base hints --budgets 10000
+    python benchmarks/ablation_techniques.py --hidden 32 32 --variants base hints
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from one_recipe import EVAL_SEED, ROOT, discover_teachers, teacher_episodes, teacher_record  # benchmarks/one_recipe.py
+
+from policykd.artifacts import atomic_write_json, package_versions
+from policykd.config import load_config
+from policykd.pipeline import distill_and_evaluate
+from policykd.teachers import load_teacher
+from policykd.zoo import default_teachers_dir
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TEACHERS = ["ppo/HalfCheetahBulletEnv-v0_1", "ppo/HopperBulletEnv-v0_1", "ppo/ReacherBulletEnv-v0_1"]
+VARIANTS: dict[str, dict] = {
+    "base": {}, "bc": {"loss": "bc"}, "mse": {"loss": "mse"}, "no-value": {"lambda_v": 0.0}, "tau=2": {"tau": 2.0},
+    "hints": {"hint_weight": 1.0}, "attention": {"attention_weight": 0.1}, "teacher-data": {"data_mode": "teacher"},
+    "ensemble": {"ensemble_mode": "product", "ensemble_weighting": "value"},
+}
+ENSEMBLE_PARTNERS = {"ppo/HalfCheetahBulletEnv-v0_1": "a2c/HalfCheetahBulletEnv-v0_1"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teachers", nargs="+", default=TEACHERS)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--budgets", nargs="+", type=int, default=[10_000, 50_000])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--hidden", nargs="+", type=int, default=[64, 64])
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--results", type=Path, default=RESULTS / "ablation_techniques.json")
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    teachers = discover_teachers(default_teachers_dir() / "rl-zoo", ROOT / "agents")
+    results = json.loads(args.results.read_text()) if args.results.exists() else {"teachers": {}, "runs": []}
+    done = {(r["teacher"], r["variant"], r["labelled_steps"], r["seed"], tuple(r["hidden"])) for r in results["runs"]}
+    for name in args.teachers:
+        teacher, reference = None, None
+        for budget in args.budgets:
+            for variant in args.variants:
+                if variant == "ensemble" and name not in ENSEMBLE_PARTNERS:
+                    continue
+                for seed in args.seeds:
+                    if (name, variant, budget, seed, tuple(args.hidden)) in done:
+                        continue
+                    if teacher is None:
+                        teacher = load_teacher(teachers[name])
+                        reference = teacher_episodes(teacher, args.episodes)
+                    if name not in results["teachers"]:
+                        results["teachers"][name] = teacher_record(name, teacher, reference)
+                    overrides = dict(VARIANTS[variant])
+                    if variant == "ensemble":
+                        overrides["ensemble"] = [str(teachers[ENSEMBLE_PARTNERS[name]])]
+                    record = run_one(args, name, teachers[name], teacher, reference, variant, overrides, budget, seed)
+                    results["runs"].append(record)
+                    atomic_write_json(args.results, results)
+                    print(f"{name} {variant} {budget} seed {seed} {args.hidden}: ratio {record['ratio']:.3f}, "
+                          f"held-out KL {record['heldout_kl']:.3f}, {record['wall_s']:.0f} s", flush=True)
+
+
+def run_one(args, name: str, path: Path, teacher, reference, variant: str, overrides: dict, budget: int, seed: int) -> dict:
+    out = ROOT / "runs" / "ablation_techniques"
+    run_name = f"{name.replace('/', '__')}__{variant}__{budget}__{seed}__{'x'.join(map(str, args.hidden))}"
+    shutil.rmtree(out / run_name, ignore_errors=True)  # a run this script made and did not finish
+    config = load_config(None, {"teacher": str(path), "seed": seed, "labelled_steps": budget, "hidden": args.hidden,
+                                "out_dir": str(out), "run_name": run_name, "eval_seed": EVAL_SEED,
+                                "eval_episodes": args.episodes, "latency_calls": 100, **overrides})
+    if config.ensemble:  # distil from the ensemble, compare with the primary teacher's episodes (its ratio)
+        from policykd.ensemble import load_teacher_for
+
+        teacher = load_teacher_for(config)
+    result = distill_and_evaluate(config, teacher=teacher, teacher_episodes=reference, quiet=True)
+    report = result.report
+    record = {
+        "teacher": name, "variant": variant, "overrides": overrides, "labelled_steps": budget, "seed": seed,
+        "hidden": list(args.hidden), "episodes": args.episodes, "ratio": report.ratio, "ratio_ci95": list(report.ratio_ci95),
+        "teacher_return": report.teacher.mean, "student_return": report.student.mean,
+        "teacher_failures": report.teacher.failures, "student_failures": report.student.failures,
+        "heldout_kl": result.distillation.history[-1].val_kl, "wall_s": result.distillation.wall_s,
+        "student_params": report.student_params, "decided": config.decisions(), "config": config.to_dict(),
+        "versions": package_versions(),
+    }
+    shutil.rmtree(out / run_name, ignore_errors=True)
+    return record
+
+
+if __name__ == "__main__":
+    main()
