@@ -22,7 +22,7 @@ from policykd.checkpoint import load_checkpoint, save_checkpoint
 from policykd.config import DistillConfig
 from policykd.distributions import DistParams, family_strategy, kl_divergence
 from policykd.errors import PolicyKDError
-from policykd.losses import LossConfig, distillation_loss
+from policykd.losses import LossConfig, bounded_means, distillation_loss
 from policykd.progress import Progress, RoundMetrics
 from policykd.rollout import collect, run_episodes
 from policykd.run_dir import CONFIG_FILE, LOCK_FILE, RUN_FORMAT, RunLock, check_same_teacher, read_run_record, resolve_run_dir
@@ -89,13 +89,18 @@ def _labels(data: dict[str, np.ndarray], strategy) -> tuple[torch.Tensor, dict[s
 
 
 @torch.no_grad()
-def validation_kl(student: Student, data: dict[str, np.ndarray], family: str, *, batch: int = 4096) -> float:
-    """KL(teacher || student) averaged over the rows of `data` (held-out teacher-labelled states)."""
+def validation_kl(student: Student, data: dict[str, np.ndarray], family: str, *, batch: int = 4096,
+                  action_bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
+    """KL(teacher || student) averaged over the rows of `data` (held-out teacher-labelled states). With
+    action_bounds (low [A], high [A]), means beyond a bound are compared as training compares them (bounded_means),
+    so that model selection judges the student by what it was trained to match."""
     obs, params, _ = _labels(data, family_strategy(family))
     total = 0.0
     for start in range(0, len(obs), batch):
         dist, _ = student(obs[start : start + batch])
         target = DistParams(family, {k: v[start : start + batch] for k, v in params.items()})
+        if action_bounds is not None:
+            target, dist = bounded_means(target, dist, *action_bounds)
         total += float(kl_divergence(target, dist, reduction="sum"))
     return total / max(len(obs), 1)
 
@@ -150,7 +155,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
         if on_progress is not None:
             on_progress(1)
         if validation is not None:
-            val_kl = validation_kl(student, validation, family)
+            val_kl = validation_kl(student, validation, family, action_bounds=bounds)
             if best is None or val_kl < best[0]:
                 best = (val_kl, epoch, {k: v.detach().clone() for k, v in student.state_dict().items()})
             elif config.early_stopping_patience and epoch - best[1] >= config.early_stopping_patience:

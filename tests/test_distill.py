@@ -187,3 +187,22 @@ def test_quantisation_aware_rounds_train_the_int8_forward_and_save_a_float_stude
     assert not all(torch.equal(v, plain.student.state_dict()[k]) for k, v in result.student.state_dict().items())
     with pytest.raises(PolicyKDError, match=r"quantise_aware_rounds \(4\) must be at most rounds \(3\)"):
         _config(tiny_teachers, tmp_path, quantise_aware_rounds=4)
+
+
+def test_validation_compares_means_beyond_the_bounds_as_training_does():
+    """A teacher whose means lie beyond the action bounds (the env clips them; rl-zoo's A2C HalfCheetah has 61% of
+    its means there, up to 9) is matched by a student at the bound: held-out KL judged the same way is small, while
+    the raw KL is huge, and model selection on the raw KL picked broken students (ratio -0.35 before the fix)."""
+    from policykd.students import Student, StudentSpec
+
+    student = Student(StudentSpec(obs_dim=2, action_dim=1, family="gaussian", hidden=(4,), action_low=(-1.0,), action_high=(1.0,)))
+    with torch.no_grad():
+        for p in student.parameters():
+            p.zero_()
+        student.action_head.bias.fill_(1.0)  # mean at the upper bound
+        student.log_std_head.bias.fill_(-2.0)
+    data = {"obs": np.zeros((8, 2), np.float32), "dist_mean": np.full((8, 1), 6.0, np.float32),
+            "dist_log_std": np.full((8, 1), -2.0, np.float32), "value": np.zeros(8, np.float32)}
+    bounds = (student.action_low, student.action_high)
+    assert validation_kl(student, data, "gaussian", action_bounds=bounds) == pytest.approx(0.0, abs=1e-6)
+    assert validation_kl(student, data, "gaussian") > 100
