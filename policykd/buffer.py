@@ -14,6 +14,9 @@ Layout (readable with numpy alone, no policykd needed)::
         episode_id   int64   [n]            unique per episode within the buffer
         actor        int8    [n]            who acted from obs: 0 = teacher, 1 = student
         round        int32   [n]            collection round (DAgger iteration)
+    and, in buffers written by policykd collect / distill since 0.x (TRANSITION_FIELDS, listed in "fields"):
+        action       float32 [n, A] or [n]  the env action taken from obs (the index for discrete actions)
+        next_obs     float32 [n, obs_dim]   the observation that step led to (the terminal one at episode ends)
 
 Appends write the chunk under a temporary name, fsync, rename, then rewrite metadata.json the same way.
 A chunk is part of the buffer only once metadata.json lists it; on load every listed chunk's sha256
@@ -39,6 +42,7 @@ from policykd.errors import PolicyKDError
 FORMAT = "policykd-buffer"
 FORMAT_VERSION = 1
 BASE_FIELDS = ("obs", "value", "reward", "terminated", "truncated", "episode_id", "actor", "round")
+TRANSITION_FIELDS = ("action", "next_obs")  # full transitions, so a buffer exports as a dataset (policykd.minari_io)
 FIELD_DTYPES = {
     "obs": np.float32, "value": np.float32, "reward": np.float32, "terminated": np.bool_, "truncated": np.bool_,
     "episode_id": np.int64, "actor": np.int8, "round": np.int32,
@@ -90,7 +94,9 @@ class Buffer:
 
     @classmethod
     def create(cls, root: str | Path, *, observation_space: gym.Space, action_space: gym.Space, family: str,
-               teacher: dict[str, Any], normalizer: dict[str, Any] | None, config: dict[str, Any] | None = None) -> Buffer:
+               teacher: dict[str, Any], normalizer: dict[str, Any] | None, config: dict[str, Any] | None = None,
+               transitions: bool = False) -> Buffer:
+        """A new, empty buffer in `root` (an absent or empty folder). transitions: also store TRANSITION_FIELDS."""
         root = Path(root)
         if (root / "metadata.json").exists():
             raise PolicyKDError(f"{root} already holds a buffer; continue it with --resume or choose a new --out")
@@ -104,7 +110,7 @@ class Buffer:
             "observation_space": space_to_json(observation_space),
             "action_space": space_to_json(action_space),
             "family": family,
-            "fields": list(BASE_FIELDS) + [f"dist_{n}" for n in PARAM_NAMES[family]],
+            "fields": list(BASE_FIELDS) + [f"dist_{n}" for n in PARAM_NAMES[family]] + list(TRANSITION_FIELDS if transitions else ()),
             "teacher": teacher,
             "normalizer": normalizer,
             "config": config or {},

@@ -25,6 +25,8 @@ app = typer.Typer(help="Distil large stable-baselines3 teachers into compact, ve
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 teacher_app = typer.Typer(help="Train or evaluate teacher policies.", no_args_is_help=True)
 app.add_typer(teacher_app, name="teacher")
+buffer_app = typer.Typer(help="Work with teacher-labelled buffers (export to Minari).", no_args_is_help=True)
+app.add_typer(buffer_app, name="buffer")
 out = make_console()
 
 ALGO_HELP = "Algorithm of the checkpoint (ppo, a2c, trpo, sac, tqc, td3, ddpg, dqn, qrdqn); inferred when absent."
@@ -244,6 +246,9 @@ def collect(
     deterministic: bool = typer.Option(False, help="Acting policy takes its mode instead of sampling."),
     chunk_steps: int = typer.Option(5_000, min=1, help="Rows per chunk: each is committed to disk as soon as it fills."),
     resume: bool = typer.Option(False, help="Continue an interrupted collection in --out (same teacher and settings)."),
+    from_minari: Optional[str] = typer.Option(None, "--from-minari", help="Build the buffer from this local Minari dataset id "
+                                              "instead of rolling out: its labels if policykd exported it from this teacher, "
+                                              "else the teacher labels its observations."),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
@@ -260,6 +265,13 @@ def collect(
         if beta < 1.0 and student is None:
             raise PolicyKDError("--beta below 1 lets the student act; pass --student STUDENT_DIR")
         t = load_teacher(teacher, algo=algo, env_id=env, trust_pickle=trust_pickle)
+        if from_minari is not None:
+            from policykd.minari_io import buffer_from_minari
+
+            buffer = buffer_from_minari(from_minari, out_dir, t)
+            out.print(f"{buffer.rows} labelled states ({buffer.metadata['config']['labels']} labels) from Minari dataset "
+                      f"{from_minari}: {out_dir}")
+            return
         s = load_student(student) if student else None
         settings = {"steps": steps, "beta": beta, "seed": seed, "n_envs": n_envs, "deterministic": deterministic,
                     "student": str(student) if student else None}
@@ -268,6 +280,26 @@ def collect(
         out.print(f"{buffer.rows} labelled states in {len(buffer.metadata['chunks'])} chunks: {out_dir}")
 
     _run(go, on_interrupt=f"every chunk committed so far is kept in {out_dir}; continue with the same command and --resume")
+
+
+@buffer_app.command("export")
+def buffer_export(
+    buffer: Path = typer.Argument(..., help="A buffer folder (policykd collect --out, or runs/NAME/buffer)."),
+    fmt: str = typer.Option("minari", "--format", help="minari (the only format so far)."),
+    dataset_id: str = typer.Option(..., "--dataset-id", help="Minari dataset id, e.g. policykd/hopper/dagger-v0; written under "
+                                   "$MINARI_DATASETS_PATH (default ~/.minari/datasets)."),
+) -> None:
+    """Write a buffer as a dataset other tools read: observations, actions, rewards, with the teacher's action
+    distribution and value as per-step infos (teacher_*)."""
+    from policykd.minari_io import export_minari
+
+    def go():
+        if fmt != "minari":
+            raise PolicyKDError(f"unknown buffer export format {fmt!r}; choose minari")
+        dataset = export_minari(buffer, dataset_id)
+        out.print(f"Minari dataset {dataset_id}: {dataset.total_episodes} episodes, {dataset.total_steps} steps")
+
+    _run(go, on_interrupt="the dataset may be incomplete; remove it with `minari delete` and export again")
 
 
 _DEFAULTS = DistillConfig()

@@ -51,7 +51,7 @@ def collect_to_buffer(teacher: Teacher, out_dir: Path, settings: dict[str, Any],
     else:
         buffer = Buffer.create(out_dir, observation_space=teacher.observation_space, action_space=teacher.action_space,
                                family=teacher.family, teacher=identity, normalizer=teacher.normalizer.to_json(),
-                               config=settings)
+                               config=settings, transitions=True)
         episode_offset = 0
     remaining = settings["steps"] - buffer.rows
     if remaining <= 0:

@@ -43,6 +43,8 @@ class DistillConfig:
     n_envs: int = 2
     sample_actions: bool = True         # acting policy samples its distribution (broader state coverage)
     noise_scale: float = 1.0            # multiplies the acting policy's std when sampling
+    label_every: int = 1                # k > 1: label every k-th state of each episode (random offset), step past the rest:
+                                        # k times the episodes per labelled step, for k times the env steps
     collect_max_episode_steps: int = 0  # > 0: truncate collection episodes after this many steps (more distinct
                                         # starts per labelled step; for envs that reach a goal then hold, e.g. Reacher)
     # student
@@ -146,7 +148,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 # (minimum, minimum is inclusive) per numeric key; no entry: any value of the right type
 _MINIMUM: dict[str, tuple[float, bool]] = {
     "seed": (0, True), "labelled_steps": (1, True), "rounds": (1, True), "n_envs": (1, True), "epochs_per_round": (0, True),
-    "batch_size": (0, True), "torch_threads": (1, True), "collect_max_episode_steps": (0, True), "eval_episodes": (1, True),
+    "batch_size": (0, True), "torch_threads": (1, True), "collect_max_episode_steps": (0, True), "label_every": (1, True), "eval_episodes": (1, True),
     "eval_every_round": (0, True), "eval_seed": (0, True), "latency_calls": (10, True), "rollout_steps": (0, True),
     "lr": (0.0, False), "tau": (0.0, False), "lambda_v": (0.0, True), "noise_scale": (0.0, True),
     "beta0": (0.0, True), "beta_decay": (0.0, True), "validation_fraction": (0.0, True), "early_stopping_patience": (0, True),

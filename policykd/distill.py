@@ -274,7 +274,7 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
             (run_dir / "buffer" / "metadata.json").unlink()
         buffer = Buffer.create(run_dir / "buffer", observation_space=teacher.observation_space, action_space=teacher.action_space,
                                family=teacher.family, teacher=identity, normalizer=teacher.normalizer.to_json(),
-                               config=config.to_dict())
+                               config=config.to_dict(), transitions=True)
 
     for round_index in range(progress.rounds_done, config.rounds):
         round_start = time.perf_counter()
@@ -286,7 +286,8 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
             chunk = collect(teacher, steps=steps, beta=beta, seed=seed, n_envs=config.n_envs, student=student,
                             round_index=round_index, episode_offset=progress.episodes,
                             sample_actions=config.sample_actions, noise_scale=config.noise_scale,
-                            max_episode_steps=config.collect_max_episode_steps or None, on_progress=advance)
+                            max_episode_steps=config.collect_max_episode_steps or None, label_every=config.label_every,
+                            on_progress=advance)
             collect_s = time.perf_counter() - collect_start
         buffer.append(chunk)
         data = chunk if data is None else {k: np.concatenate([data[k], chunk[k]]) for k in data}

@@ -54,25 +54,28 @@ def close_vector_env(envs: gym.vector.VectorEnv, *, failed: bool) -> None:
 
 def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int = 2, student: Student | None = None,
             round_index: int = 0, episode_offset: int = 0, sample_actions: bool = True, noise_scale: float = 1.0,
-            max_episode_steps: int | None = None, on_progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+            max_episode_steps: int | None = None, label_every: int = 1,
+            on_progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Run `steps` labelled env steps; at each step each env is driven by the teacher with probability beta,
     else by the student. Returns buffer fields (see buffer.py), each with first dimension `steps`.
 
     sample_actions: the acting policy samples from its distribution (seeded) instead of taking its mode,
     with its std multiplied by noise_scale (distributions.DistParams.sample). max_episode_steps, when given,
     truncates collection episodes earlier than the env's own time limit (more distinct starts per labelled step).
+    label_every k > 1 keeps every k-th state of each episode (from a random offset per episode) and steps past the
+    others unlabelled: k times the episodes, and the whole of each, per labelled step, for k times the env steps.
     """
     chunks = list(iter_collect(teacher, steps=steps, chunk_rows=steps, beta=beta, seed=seed, n_envs=n_envs,
                                student=student, round_index=round_index, episode_offset=episode_offset,
                                sample_actions=sample_actions, noise_scale=noise_scale,
-                               max_episode_steps=max_episode_steps, on_progress=on_progress))
+                               max_episode_steps=max_episode_steps, label_every=label_every, on_progress=on_progress))
     return chunks[0]
 
 
 def iter_collect(teacher: Teacher, *, steps: int, chunk_rows: int, beta: float, seed: int, n_envs: int = 2,
                  student: Student | None = None, round_index: int = 0, episode_offset: int = 0,
                  sample_actions: bool = True, noise_scale: float = 1.0, max_episode_steps: int | None = None,
-                 on_progress: Callable[[int], None] | None = None) -> Iterator[dict[str, np.ndarray]]:
+                 label_every: int = 1, on_progress: Callable[[int], None] | None = None) -> Iterator[dict[str, np.ndarray]]:
     """collect() that hands over its rows as they fill: chunks of chunk_rows rows (the last one smaller), so a
     caller can commit each to disk before the next is collected. Same rows, in the same order, as collect()."""
     if beta < 1.0 and student is None:
@@ -80,12 +83,16 @@ def iter_collect(teacher: Teacher, *, steps: int, chunk_rows: int, beta: float, 
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     envs = make_vector_env(teacher.env_spec, n_envs, max_episode_steps=max_episode_steps)
-    rows: dict[str, list[np.ndarray]] = {f: [] for f in ("obs", "value", "reward", "terminated", "truncated", "episode_id", "actor")}
+    rows: dict[str, list[np.ndarray]] = {f: [] for f in ("obs", "value", "reward", "terminated", "truncated", "episode_id",
+                                                         "actor", "action", "next_obs")}
     params: dict[str, list[np.ndarray]] = {n: [] for n in PARAM_NAMES[teacher.family]}
     try:
         obs, _ = envs.reset(seed=[seed + i for i in range(n_envs)])
         after_done = np.zeros(n_envs, dtype=bool)
         episode_ids = episode_offset + np.arange(n_envs)
+        # label_every: the step within each episode, and the episode's random labelling offset in [0, label_every)
+        episode_step = np.zeros(n_envs, dtype=np.int64)
+        offset = rng.integers(label_every, size=n_envs) if label_every > 1 else np.zeros(n_envs, dtype=np.int64)
         next_episode = episode_offset + n_envs
         recorded = pending = 0
         while recorded < steps:
@@ -98,8 +105,10 @@ def iter_collect(teacher: Teacher, *, steps: int, chunk_rows: int, beta: float, 
                 student_action = student_dist.sample(generator, noise_scale=noise_scale) if sample_actions else student_dist.mode()
                 mask = torch.as_tensor(by_teacher).view(-1, *([1] * (action.dim() - 1)))
                 action = torch.where(mask, action, student_action)
-            next_obs, reward, terminated, truncated, _ = envs.step(teacher.to_env_action(action))
-            keep = np.flatnonzero(~after_done)[: steps - recorded]
+            env_action = teacher.to_env_action(action)
+            next_obs, reward, terminated, truncated, _ = envs.step(env_action)
+            labelled = ~after_done & ((episode_step - offset) % label_every == 0)
+            keep = np.flatnonzero(labelled)[: steps - recorded]
             rows["obs"].append(obs[keep])
             rows["value"].append(value.numpy()[keep])
             rows["reward"].append(reward[keep])
@@ -107,6 +116,8 @@ def iter_collect(teacher: Teacher, *, steps: int, chunk_rows: int, beta: float, 
             rows["truncated"].append(truncated[keep])
             rows["episode_id"].append(episode_ids[keep])
             rows["actor"].append(np.where(by_teacher, ACTOR_TEACHER, ACTOR_STUDENT)[keep])
+            rows["action"].append(np.asarray(env_action, dtype=np.float32)[keep])
+            rows["next_obs"].append(np.asarray(next_obs, dtype=np.float32)[keep])
             for name in params:
                 params[name].append(dist[name].numpy()[keep])
             recorded += len(keep)
@@ -120,6 +131,10 @@ def iter_collect(teacher: Teacher, *, steps: int, chunk_rows: int, beta: float, 
             restarted = np.flatnonzero(after_done)
             episode_ids[restarted] = next_episode + np.arange(len(restarted))
             next_episode += len(restarted)
+            episode_step += 1
+            episode_step[restarted] = 0
+            if label_every > 1:
+                offset[restarted] = rng.integers(label_every, size=len(restarted))
             after_done = terminated | truncated
             obs = next_obs
     except BaseException:

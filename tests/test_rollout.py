@@ -57,3 +57,24 @@ def test_max_episode_steps_truncates_collection_episodes(cartpole_teacher):
     truncated = lengths[np.unique(rows["episode_id"][rows["truncated"]])]
     assert len(truncated) >= 6 and (truncated == 20).all()
     assert lengths.max() == 20
+
+
+def test_label_every_keeps_every_kth_state_of_longer_episodes():
+    """label_every=3: the same labelled budget spans about 3x the episodes; labelled states of an episode are 3
+    env steps apart (CartPole's obs[0], the cart position, changes by at most ~0.1 a step), and the default
+    (label_every=1) is unchanged."""
+    import numpy as np
+
+    from policykd.rollout import collect
+    from policykd.teachers import load_teacher
+    from tests.conftest import zoo_run
+
+    teacher = load_teacher(zoo_run("ppo", "CartPole-v1"))
+    plain = collect(teacher, steps=600, beta=1.0, seed=0, n_envs=2)
+    sparse = collect(teacher, steps=600, beta=1.0, seed=0, n_envs=2, label_every=3)
+    assert len(sparse["obs"]) == 600
+    assert len(np.unique(sparse["episode_id"])) >= 2 * len(np.unique(plain["episode_id"])) - 1
+    again = collect(teacher, steps=600, beta=1.0, seed=0, n_envs=2, label_every=3)
+    np.testing.assert_array_equal(sparse["obs"], again["obs"])  # seeded
+    first = sparse["episode_id"] == sparse["episode_id"][0]
+    assert np.all(sparse["next_obs"][first][:-1] != sparse["obs"][first][1:])  # rows are not consecutive steps

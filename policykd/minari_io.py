@@ -1,0 +1,168 @@
+"""Buffers as Minari datasets (https://minari.farama.org), the offline-RL format others read, and back.
+
+Export (`policykd buffer export BUFFER --format minari --dataset-id ID`): one Minari episode per buffer episode,
+in buffer order, with observations [T + 1] (the buffer's obs, then the last step's next_obs), actions [T], rewards,
+terminations and truncations [T]; the teacher's labels ride along as per-step infos (T entries each):
+`teacher_<param>` for each distribution parameter (e.g. teacher_mean, teacher_log_std), `teacher_value`, and the
+buffer's `actor`, `round`, `episode_id` and `row` (the buffer interleaves the episodes of its parallel envs). The dataset's description ends with one line
+`policykd: {json}` (family, spaces, teacher identity, normaliser), so a round trip keeps every value.
+
+Import (`policykd collect TEACHER --from-minari ID --out BUFFER`): a policykd buffer from a Minari dataset. Labels
+come from its teacher_* infos when policykd exported it from this same teacher (same checkpoint sha256);
+otherwise TEACHER labels every observation, so any dataset of the teacher's env becomes teacher-labelled data.
+
+Minari is an optional dependency: `pip install "policykd[minari]"`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policykd.buffer import TRANSITION_FIELDS, Buffer
+from policykd.distributions import PARAM_NAMES
+from policykd.errors import PolicyKDError
+
+MARKER = "policykd: "
+LABEL_CHUNK = 4096  # observations labelled per teacher call on import
+
+
+def _minari():
+    try:
+        import minari
+    except ImportError:
+        raise PolicyKDError('Minari datasets need the minari package: pip install "policykd[minari]"') from None
+    return minari
+
+
+def _episodes(data: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Row indices of each episode, episodes in order of first appearance, rows in buffer order."""
+    ids = data["episode_id"]
+    _, first = np.unique(ids, return_index=True)
+    return [np.flatnonzero(ids == ids[i]) for i in np.sort(first)]
+
+
+def export_minari(buffer_dir: str | Path, dataset_id: str, *, author: str | None = None) -> Any:
+    """Write the buffer in buffer_dir as Minari dataset `dataset_id` (under $MINARI_DATASETS_PATH, default
+    ~/.minari/datasets); returns the MinariDataset. One-line PolicyKDError for a buffer without transitions or an
+    id that already exists."""
+    import gymnasium as gym
+    from minari.data_collector import EpisodeBuffer
+
+    minari = _minari()
+    buffer = Buffer.open(buffer_dir)
+    missing = [f for f in TRANSITION_FIELDS if f not in buffer.fields]
+    if missing:
+        raise PolicyKDError(f"{buffer_dir} has no {', '.join(missing)} (written by an older policykd): a dataset needs "
+                            "full transitions; collect the buffer again with this version")
+    if buffer.metadata.get("config", {}).get("label_every", 1) > 1:
+        raise PolicyKDError(f"{buffer_dir} labels every {buffer.metadata['config']['label_every']}-th state only, so its rows "
+                            "are not consecutive transitions; export a buffer collected with label_every 1")
+    if dataset_id in minari.list_local_datasets():
+        raise PolicyKDError(f"Minari dataset {dataset_id} already exists; choose another --dataset-id (nothing was changed)")
+    meta = buffer.metadata
+    family = meta["family"]
+    observation_space, action_space = _space(meta["observation_space"]), _space(meta["action_space"])
+    data = buffer.load()
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    episodes = []
+    for number, rows in enumerate(_episodes(data)):
+        actions = data["action"][rows]
+        infos = {f"teacher_{n}": data[f"dist_{n}"][rows] for n in PARAM_NAMES[family]}
+        infos.update({"teacher_value": data["value"][rows], "actor": data["actor"][rows], "round": data["round"][rows],
+                      "episode_id": data["episode_id"][rows], "row": rows.astype(np.int64)})
+        episodes.append(EpisodeBuffer(
+            id=number, observations=np.concatenate([data["obs"][rows], data["next_obs"][rows[-1:]]]),
+            actions=actions.astype(np.int64) if discrete else actions, rewards=list(data["reward"][rows]),
+            terminations=list(data["terminated"][rows]), truncations=list(data["truncated"][rows]), infos=infos))
+    record = {"family": family, "observation_space": meta["observation_space"], "action_space": meta["action_space"],
+              "teacher": meta["teacher"], "normalizer": meta["normalizer"]}
+    teacher_name = meta["teacher"].get("path", "a teacher")
+    description = (f"Teacher-labelled states collected by policykd from {teacher_name}: per-step infos hold the "
+                   f"teacher's action distribution (teacher_*), its value, who acted and the DAgger round.\n"
+                   f"{MARKER}{json.dumps(record, sort_keys=True)}")
+    return minari.create_dataset_from_buffers(
+        dataset_id, episodes, observation_space=observation_space, action_space=action_space,
+        algorithm_name="policykd teacher-labelled collection", author=author or "policykd", author_email="n/a",
+        code_permalink="https://github.com/policykd/policykd", description=description, data_format="hdf5")
+
+
+def _space(record: dict[str, Any]):
+    import gymnasium as gym
+
+    if record["type"] == "Discrete":
+        return gym.spaces.Discrete(record["n"], start=record.get("start", 0))
+    return gym.spaces.Box(np.asarray(record["low"], dtype=record["dtype"]), np.asarray(record["high"], dtype=record["dtype"]),
+                          dtype=record["dtype"])
+
+
+def load_dataset(dataset: str):
+    """A MinariDataset by id (as minari.load_dataset), or one-line PolicyKDError naming the local ids."""
+    minari = _minari()
+    local = minari.list_local_datasets()
+    if dataset not in local:
+        raise PolicyKDError(f"no local Minari dataset {dataset!r} (in $MINARI_DATASETS_PATH or ~/.minari/datasets); "
+                            f"local ones: {', '.join(sorted(local)) or 'none'}")
+    return minari.load_dataset(dataset)
+
+
+def _policykd_record(dataset) -> dict[str, Any] | None:
+    description = dataset.storage.metadata.get("description") or ""
+    lines = [line for line in description.splitlines() if line.startswith(MARKER)]
+    return json.loads(lines[-1][len(MARKER):]) if lines else None
+
+
+def buffer_from_minari(dataset_id: str, out_dir: str | Path, teacher) -> Buffer:
+    """A new policykd buffer in out_dir from Minari dataset `dataset_id`, labelled as the module docstring says."""
+    dataset = load_dataset(dataset_id)
+    obs_shape = dataset.spec.observation_space.shape
+    if obs_shape is None or len(obs_shape) != 1 or obs_shape[0] != teacher.obs_dim:
+        raise PolicyKDError(f"dataset {dataset_id} has observations {dataset.spec.observation_space}; the teacher takes "
+                            f"{teacher.obs_dim} values: use a dataset of the teacher's env")
+    record = _policykd_record(dataset)
+    same_teacher = record is not None and record["teacher"].get("sha256") == teacher.identity()["sha256"]
+    names = PARAM_NAMES[teacher.family]
+    parts: dict[str, list[np.ndarray]] = {}
+    for episode in dataset.iterate_episodes():
+        infos = episode.infos or {}
+        steps = len(episode.rewards)
+        fields = {"obs": episode.observations[:-1], "next_obs": episode.observations[1:], "action": episode.actions,
+                  "reward": episode.rewards, "terminated": episode.terminations, "truncated": episode.truncations}
+        if same_teacher and all(f"teacher_{n}" in infos for n in names):
+            fields.update({f"dist_{n}": infos[f"teacher_{n}"] for n in names})
+            fields["value"] = infos["teacher_value"]
+            fields.update({k: infos[k] for k in ("actor", "round", "episode_id")})
+        else:
+            fields.update(_label(teacher, np.asarray(episode.observations[:-1], dtype=np.float32)))
+            fields.update({"actor": np.zeros(steps, np.int8), "round": np.zeros(steps, np.int32),
+                           "episode_id": np.full(steps, int(episode.id), np.int64)})
+        if "row" in infos:
+            fields["row"] = infos["row"]
+        for key, value in fields.items():
+            parts.setdefault(key, []).append(np.asarray(value))
+    if not parts:
+        raise PolicyKDError(f"Minari dataset {dataset_id} holds no episodes; nothing to label")
+    rows = {k: np.concatenate(v) for k, v in parts.items()}
+    if "row" in rows:  # exported by policykd: back in the buffer's row order
+        order = np.argsort(rows.pop("row"), kind="stable")
+        rows = {k: v[order] for k, v in rows.items()}
+    buffer = Buffer.create(out_dir, observation_space=teacher.observation_space, action_space=teacher.action_space,
+                           family=teacher.family, teacher=teacher.identity(), normalizer=teacher.normalizer.to_json(),
+                           config={"from_minari": dataset_id, "labels": "dataset" if same_teacher else "teacher"},
+                           transitions=True)
+    buffer.append(rows)
+    return buffer
+
+
+def _label(teacher, obs: np.ndarray) -> dict[str, np.ndarray]:
+    """The teacher's distribution parameters (dist_<name>) and value for obs [N, obs_dim]."""
+    out: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(obs), LABEL_CHUNK):
+        dist, value = teacher.dist_and_value(obs[start : start + LABEL_CHUNK])
+        for name in PARAM_NAMES[teacher.family]:
+            out.setdefault(f"dist_{name}", []).append(dist[name].numpy())
+        out.setdefault("value", []).append(value.numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
