@@ -17,6 +17,7 @@ Minari is an optional dependency: `pip install "policykd[minari]"`.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +85,12 @@ def export_minari(buffer_dir: str | Path, dataset_id: str, *, author: str | None
     description = (f"Teacher-labelled states collected by policykd from {teacher_name}: per-step infos hold the "
                    f"teacher's action distribution (teacher_*), its value, who acted and the DAgger round.\n"
                    f"{MARKER}{json.dumps(record, sort_keys=True)}")
-    return minari.create_dataset_from_buffers(
-        dataset_id, episodes, observation_space=observation_space, action_space=action_space,
-        algorithm_name="policykd teacher-labelled collection", author=author or "policykd", author_email="n/a",
-        code_permalink="https://github.com/policykd/policykd", description=description, data_format="hdf5")
+    with warnings.catch_warnings():  # minari warns that no env spec or eval env is given: the record above has the env
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"minari\.")
+        return minari.create_dataset_from_buffers(
+            dataset_id, episodes, observation_space=observation_space, action_space=action_space,
+            algorithm_name="policykd teacher-labelled collection", author=author or "policykd", author_email="n/a",
+            code_permalink="https://github.com/policykd/policykd", description=description, data_format="hdf5")
 
 
 def _space(record: dict[str, Any]):

@@ -74,3 +74,22 @@ def test_bad_minari_input_is_one_line(tiny_teachers, tmp_path, datasets):
     with pytest.raises(PolicyKDError, match="the teacher takes 4 values: use a dataset of the teacher's env"):
         buffer_from_minari("policykd/pendulum/one-v0", tmp_path / "y", dqn)
     assert not (tmp_path / "y").exists()  # nothing written for a refused dataset
+
+
+def test_cli_export_and_collect_from_minari(tiny_teachers, tmp_path, datasets):
+    from typer.testing import CliRunner
+
+    from policykd.cli import app
+
+    runner = CliRunner()
+    sac = load_teacher(tiny_teachers["sac"], env_id="Pendulum-v1")
+    _buffer(sac, tmp_path / "buffer")
+    result = runner.invoke(app, ["buffer", "export", str(tmp_path / "buffer"), "--dataset-id", "policykd/pendulum/cli-v0"])
+    assert result.exit_code == 0, result.output
+    assert "Minari dataset policykd/pendulum/cli-v0:" in result.output and "500 steps" in result.output
+    result = runner.invoke(app, ["collect", str(tiny_teachers["sac"]), "--env", "Pendulum-v1", "--from-minari",
+                                 "policykd/pendulum/cli-v0", "--out", str(tmp_path / "back")])
+    assert result.exit_code == 0, result.output
+    assert "500 labelled states (dataset labels)" in result.output
+    result = runner.invoke(app, ["buffer", "export", str(tmp_path / "buffer"), "--dataset-id", "x/y-v0", "--format", "d4rl"])
+    assert result.exit_code == 2 and "unknown buffer export format 'd4rl'; choose minari" in result.output
