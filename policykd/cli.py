@@ -376,6 +376,56 @@ def _parse_hidden(hidden: str | None) -> list[int] | None:
         raise PolicyKDError(f"--hidden {hidden!r} must be comma-separated layer widths, e.g. 64,64") from None
 
 
+@app.command("distill-multi")
+def distill_multi(
+    teachers: list[str] = typer.Argument(..., help="Two or more teachers (as for distill), one per task; their envs may differ."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe; its `teacher` is ignored."),
+    steps: Optional[int] = typer.Option(None, help=f"Labelled env steps per task \\[default: {_DEFAULTS.labelled_steps}]."),
+    hidden: Optional[str] = typer.Option(None, help="Hidden sizes, at least two: the first per task, the rest shared \\[default: 64,64]."),
+    seed: Optional[int] = typer.Option(None, help=f"Seed \\[default: {_DEFAULTS.seed}]."),
+    out_dir: Optional[str] = typer.Option(None, help=f"Where run folders go \\[default: {_DEFAULTS.out_dir}]."),
+    run_name: Optional[str] = typer.Option(None, help="Run folder name inside --out-dir \\[default: multitask__SEED__TIME]."),
+    episodes: Optional[int] = typer.Option(None, help=f"Evaluation episodes per task \\[default: {_DEFAULTS.eval_episodes}]."),
+    trust_pickle: Optional[bool] = typer.Option(None, "--trust-pickle", help=TRUST_PICKLE_HELP),
+) -> None:
+    """Distil several teachers (one per task) into one multi-task student, then compare it with each teacher."""
+    import time as time_module
+
+    from policykd.artifacts import atomic_write_json
+    from policykd.config import check_run_name, load_config
+    from policykd.multitask import distill_multitask, evaluate_multitask, single_task_parameter_counts
+    from policykd.teachers import load_teacher
+
+    def go():
+        overrides = {"teacher": teachers[0], "labelled_steps": steps, "seed": seed, "out_dir": out_dir, "run_name": run_name,
+                     "eval_episodes": episodes, "hidden": _parse_hidden(hidden), "trust_pickle": trust_pickle}
+        cfg = load_config(config, overrides)
+        if len(teachers) < 2:
+            raise PolicyKDError("distill-multi needs at least two teachers; use `policykd distill` for one")
+        if len(cfg.hidden) < 2:
+            raise PolicyKDError(f"--hidden needs at least two layers for a multi-task student (the first is per task), got {cfg.hidden}")
+        loaded = [load_teacher(t, trust_pickle=cfg.trust_pickle) for t in teachers]
+        name = cfg.run_name or f"multitask__{cfg.seed}__{int(time_module.time())}"
+        check_run_name(name)
+        run_dir = Path(cfg.out_dir) / name
+        if run_dir.exists():
+            raise PolicyKDError(f"{run_dir} already exists; choose another --run-name (nothing was changed)")
+        result = distill_multitask(loaded, cfg, run_dir, progress=out.print)
+        rows = evaluate_multitask(result.student, loaded, episodes=cfg.eval_episodes, eval_seed=cfg.eval_seed, n_envs=cfg.n_envs)
+        singles = single_task_parameter_counts(loaded, tuple(cfg.hidden), cfg.activation)
+        for row, single in zip(rows, singles):
+            out.print(f"task {row['task']} {row['env']}: teacher {row['teacher_return']:.1f}, student {row['student_return']:.1f}, "
+                      f"ratio {row['ratio']:.3f} [{row['ratio_ci95'][0]:.3f}, {row['ratio_ci95'][1]:.3f}], "
+                      f"single-task student {single:,} parameters")
+        total = result.student.parameter_count()
+        out.print(f"multi-task student: {total:,} parameters, against {sum(singles):,} for the {len(singles)} single-task "
+                  f"students ({total / sum(singles):.2f}x); {result.wall_s:.1f} s collection + training: {run_dir / 'student'}")
+        atomic_write_json(run_dir / "eval.json", {"tasks": rows, "parameters": total, "single_task_parameters": singles,
+                                                  "wall_s": result.wall_s})
+
+    _run(go)
+
+
 @app.command("eval")
 def eval_command(
     teacher: Path = typer.Argument(..., help=TEACHER_HELP),

@@ -1,0 +1,46 @@
+"""Multi-task students: spaces that differ per task, one shared trunk, smaller than the single-task students."""
+
+import numpy as np
+import pytest
+import torch
+
+from policykd.config import DistillConfig
+from policykd.errors import PolicyKDError
+from policykd.multitask import distill_multitask, evaluate_multitask, load_multitask, single_task_parameter_counts
+from policykd.teachers import load_teacher
+
+
+@pytest.fixture(scope="module")
+def two_teachers(tiny_teachers):
+    return [load_teacher(tiny_teachers["sac"], env_id="Pendulum-v1"), load_teacher(tiny_teachers["dqn"], env_id="CartPole-v1")]
+
+
+def test_multitask_distillation_acts_per_task_saves_and_is_smaller(two_teachers, tmp_path):
+    config = DistillConfig(teacher="unused", labelled_steps=600, rounds=2, epochs_per_round=3, hidden=[32, 32], seed=1)
+    result = distill_multitask(two_teachers, config, tmp_path)
+    student = result.student
+    pendulum_obs = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    cartpole_obs = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+    continuous, discrete = student.view(0).act(pendulum_obs), student.view(1).act(cartpole_obs)
+    assert continuous.shape == (5, 1) and np.all(np.abs(continuous) <= 2.0)  # Pendulum's bounds
+    assert discrete.shape == (5,) and discrete.dtype == np.int64 and set(discrete) <= {0, 1}
+    loaded = load_multitask(tmp_path / "student")
+    np.testing.assert_array_equal(loaded.view(0).act(pendulum_obs), continuous)
+    np.testing.assert_array_equal(loaded.view(1).act(cartpole_obs), discrete)
+    singles = single_task_parameter_counts(two_teachers, (32, 32), "relu")
+    assert student.parameter_count() < sum(singles)
+    assert [h["round"] for h in result.history] == [0, 1] and all("kl" in h for h in result.history)
+    again = distill_multitask(two_teachers, config, tmp_path / "again")  # seeded
+    for k, v in student.state_dict().items():
+        torch.testing.assert_close(v, again.student.state_dict()[k], rtol=0, atol=0)
+    rows = evaluate_multitask(student, two_teachers, episodes=2, n_envs=1)
+    assert [r["env"] for r in rows] == ["Pendulum-v1", "CartPole-v1"] and all(np.isfinite(r["ratio"]) for r in rows)
+
+
+def test_multitask_refuses_one_teacher_and_damaged_folders(two_teachers, tmp_path):
+    with pytest.raises(PolicyKDError, match="needs at least two teachers"):
+        distill_multitask(two_teachers[:1], DistillConfig(teacher="x"), tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "multitask.json").write_text("{}")
+    with pytest.raises(PolicyKDError, match="is not a loadable multi-task student"):
+        load_multitask(tmp_path / "bad")
