@@ -334,6 +334,10 @@ def distill(
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
     trust_pickle: Optional[bool] = typer.Option(None, "--trust-pickle", help=TRUST_PICKLE_HELP),
+    backend: Optional[str] = typer.Option(None, help="local (this machine) or ray (rollout workers as Ray actors; "
+                                          'pip install "policykd[ray]") \\[default: local].'),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help=f"Ray rollout actors \\[default: {_DEFAULTS.num_workers}]."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: start a local one)."),
 ) -> None:
     """Distil a compact student from a teacher (KL on actions + value matching), then compare both."""
     from policykd.config import load_config
@@ -346,7 +350,8 @@ def distill(
             raise PolicyKDError("--resume needs --run-name NAME of the run to continue")
         overrides = {"teacher": teacher, "labelled_steps": steps, "data_mode": mode, "rounds": rounds, "seed": seed,
                      "out_dir": out_dir, "run_name": run_name, "eval_episodes": episodes, "env_id": env, "algo": algo,
-                     "hidden": _parse_hidden(hidden), "wandb": wandb, "tensorboard": tensorboard, "trust_pickle": trust_pickle}
+                     "hidden": _parse_hidden(hidden), "wandb": wandb, "tensorboard": tensorboard, "trust_pickle": trust_pickle,
+                     "backend": backend, "num_workers": num_workers, "ray_address": address}
         cfg = load_config(config, overrides)
         if not cfg.teacher:
             raise PolicyKDError("no teacher given; pass TEACHER or a --config with a `teacher:` key")

@@ -19,6 +19,7 @@ LR_SCHEDULES = ("constant", "cosine")
 ACTIVATION_NAMES = ("relu", "tanh", "elu")  # the student activations every runtime and export implements
 ENSEMBLE_MODES = ("mixture", "product")  # policykd.ensemble: how the teachers' distributions are combined per state
 ENSEMBLE_WEIGHTINGS = ("uniform", "agreement", "value")
+BACKENDS = ("local", "ray")
 GRADIENT_STEPS_PER_ROUND = 6_000  # the default recipe's target of minibatch updates per round (decided_epochs_per_round)
 
 
@@ -40,7 +41,10 @@ class DistillConfig:
     rounds: int = 5
     beta0: float = 1.0                  # round r uses beta = beta0 * beta_decay**r (dagger); 1 (teacher)
     beta_decay: float = 0.5
-    n_envs: int = 2
+    n_envs: int = 2                     # envs per collecting process (each its own worker process when > 1)
+    backend: str = "local"              # local: collect in this process; ray: on Ray actors (policykd.ray_backend)
+    num_workers: int = 2                # backend ray: rollout actors, each with n_envs envs and its own teacher copy
+    ray_address: str | None = None      # backend ray: the cluster to join (None: start a local one)
     sample_actions: bool = True         # acting policy samples its distribution (broader state coverage)
     noise_scale: float = 1.0            # multiplies the acting policy's std when sampling
     label_every: int = 1                # k > 1: label every k-th state of each episode (random offset), step past the rest:
@@ -143,12 +147,12 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> DistillCo
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data_mode": DATA_MODES, "kl_direction": KL_DIRECTIONS, "loss": ACTION_LOSSES, "lr_schedule": LR_SCHEDULES, "activation": ACTIVATION_NAMES,
-    "ensemble_mode": ENSEMBLE_MODES, "ensemble_weighting": ENSEMBLE_WEIGHTINGS,
+    "ensemble_mode": ENSEMBLE_MODES, "ensemble_weighting": ENSEMBLE_WEIGHTINGS, "backend": BACKENDS,
 }
 # (minimum, minimum is inclusive) per numeric key; no entry: any value of the right type
 _MINIMUM: dict[str, tuple[float, bool]] = {
     "seed": (0, True), "labelled_steps": (1, True), "rounds": (1, True), "n_envs": (1, True), "epochs_per_round": (0, True),
-    "batch_size": (0, True), "torch_threads": (1, True), "collect_max_episode_steps": (0, True), "label_every": (1, True), "eval_episodes": (1, True),
+    "batch_size": (0, True), "torch_threads": (1, True), "collect_max_episode_steps": (0, True), "label_every": (1, True), "num_workers": (1, True), "eval_episodes": (1, True),
     "eval_every_round": (0, True), "eval_seed": (0, True), "latency_calls": (10, True), "rollout_steps": (0, True),
     "lr": (0.0, False), "tau": (0.0, False), "lambda_v": (0.0, True), "noise_scale": (0.0, True),
     "beta0": (0.0, True), "beta_decay": (0.0, True), "validation_fraction": (0.0, True), "early_stopping_patience": (0, True),

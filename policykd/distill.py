@@ -8,6 +8,7 @@ run resumed from the last checkpoint gives the same student as an uninterrupted 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,7 +171,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
 
 
 # Settings that may change between an interrupted run and its resumption (they do not affect the student).
-_RESUMABLE_CHANGES = {"eval_episodes", "eval_every_round", "eval_seed", "latency_calls", "out_dir", "run_name", "wandb",
+_RESUMABLE_CHANGES = {"ray_address", "eval_episodes", "eval_every_round", "eval_seed", "latency_calls", "out_dir", "run_name", "wandb",
                       "wandb_project", "tensorboard", "rollout_steps", "trust_pickle"}
 
 
@@ -252,6 +253,21 @@ def load_run_state(config: DistillConfig, teacher: Teacher, run_dir: Path, *, re
     return RunState(student, _make_optimizer(config)(student), Progress(), None, None)
 
 
+@contextlib.contextmanager
+def round_collector(config: DistillConfig):
+    """None for the local backend; a RayCollector (closed afterwards) for backend ray."""
+    if config.backend != "ray":
+        yield None
+        return
+    from policykd.ray_backend import RayCollector
+
+    collector = RayCollector(config)
+    try:
+        yield collector
+    finally:
+        collector.close()
+
+
 def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, state: RunState,
                        tracker: Tracker) -> DistillResult:
     """The loop, in a folder from prepare_run_dir whose RunLock the caller holds, from load_run_state's state."""
@@ -276,50 +292,57 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
                                family=teacher.family, teacher=identity, normalizer=teacher.normalizer.to_json(),
                                config=config.to_dict(), transitions=True)
 
-    for round_index in range(progress.rounds_done, config.rounds):
-        round_start = time.perf_counter()
-        seed = _round_seed(config.seed, round_index)
-        beta = config.beta(round_index)
-        steps = config.round_steps(round_index)
-        with tracker.progress(f"round {round_index + 1}/{config.rounds}: collecting (beta={beta:.2f})", steps) as advance:
-            collect_start = time.perf_counter()
-            chunk = collect(teacher, steps=steps, beta=beta, seed=seed, n_envs=config.n_envs, student=student,
-                            round_index=round_index, episode_offset=progress.episodes,
-                            sample_actions=config.sample_actions, noise_scale=config.noise_scale,
-                            max_episode_steps=config.collect_max_episode_steps or None, label_every=config.label_every,
-                            on_progress=advance)
-            collect_s = time.perf_counter() - collect_start
-        buffer.append(chunk)
-        data = chunk if data is None else {k: np.concatenate([data[k], chunk[k]]) for k in data}
-        if round_index == 0 and not state.restored:
-            student.value_mean.fill_(float(data["value"].mean()))
-            student.value_std.fill_(float(data["value"].std()) + 1e-6)
-        with tracker.progress(f"round {round_index + 1}/{config.rounds}: training", config.decided_epochs_per_round()) as advance:
-            held_out = held_out_episodes(data["episode_id"], config.validation_fraction, config.seed)
-            train = data if not held_out.any() else {k: v[~held_out] for k, v in data.items()}
-            validation = {k: v[held_out] for k, v in data.items()} if held_out.any() else None
-            student.quantise_int8 = round_index >= config.rounds - config.quantise_aware_rounds
-            try:
-                losses = train_round(student, optimizer, train, teacher.family, config, seed, progress.gradient_steps,
-                                     on_progress=advance, validation=validation, transfer=transfer)
-            finally:
-                student.quantise_int8 = False  # acting, evaluation and exports use the float forward pass
-            steps_taken = losses.pop("steps")
-        evaluation = {}
-        wall_s = progress.wall_s + time.perf_counter() - round_start
-        if config.eval_every_round > 0:  # not part of wall_s: evaluation is excluded from the distillation budget
-            seeds = [config.eval_seed + i for i in range(config.eval_every_round)]
-            with tracker.progress(f"round {round_index + 1}/{config.rounds}: evaluating the student", len(seeds)) as advance:
-                episodes = run_episodes(student.act, teacher.env_spec, seeds, n_envs=config.n_envs, progress=advance)
-            evaluation = {"eval_return_mean": float(episodes.returns.mean()), "eval_return_std": float(episodes.returns.std())}
-        metrics = RoundMetrics(round=round_index, beta=beta, labelled_steps=len(data["obs"]), **losses,
-                               student_acted=float(np.mean(chunk["actor"])), collect_steps_per_s=steps / collect_s,
-                               wall_s=wall_s, **evaluation)
-        progress = progress.after_round(metrics, buffer_chunks=len(buffer.metadata["chunks"]),
-                                        episodes=int(data["episode_id"].max()) + 1,
-                                        gradient_steps=steps_taken)
-        save_checkpoint(run_dir, student, optimizer, progress, card_extra, transfer)
-        tracker.log(metrics.to_json(), step=len(data["obs"]))
+    with round_collector(config) as collector:
+        for round_index in range(progress.rounds_done, config.rounds):
+            round_start = time.perf_counter()
+            seed = _round_seed(config.seed, round_index)
+            beta = config.beta(round_index)
+            steps = config.round_steps(round_index)
+            with tracker.progress(f"round {round_index + 1}/{config.rounds}: collecting (beta={beta:.2f})", steps) as advance:
+                collect_start = time.perf_counter()
+                if collector is None:
+                    chunk = collect(teacher, steps=steps, beta=beta, seed=seed, n_envs=config.n_envs, student=student,
+                                    round_index=round_index, episode_offset=progress.episodes,
+                                    sample_actions=config.sample_actions, noise_scale=config.noise_scale,
+                                    max_episode_steps=config.collect_max_episode_steps or None, label_every=config.label_every,
+                                    on_progress=advance)
+                else:  # Ray workers (policykd.ray_backend): the same rows, collected elsewhere
+                    chunk, worker_failures = collector.collect_round(steps=steps, beta=beta, seed=seed, round_index=round_index,
+                                                                     episode_offset=progress.episodes, student=student)
+                    advance(steps)
+                collect_s = time.perf_counter() - collect_start
+            buffer.append(chunk)
+            data = chunk if data is None else {k: np.concatenate([data[k], chunk[k]]) for k in data}
+            if round_index == 0 and not state.restored:
+                student.value_mean.fill_(float(data["value"].mean()))
+                student.value_std.fill_(float(data["value"].std()) + 1e-6)
+            with tracker.progress(f"round {round_index + 1}/{config.rounds}: training", config.decided_epochs_per_round()) as advance:
+                held_out = held_out_episodes(data["episode_id"], config.validation_fraction, config.seed)
+                train = data if not held_out.any() else {k: v[~held_out] for k, v in data.items()}
+                validation = {k: v[held_out] for k, v in data.items()} if held_out.any() else None
+                student.quantise_int8 = round_index >= config.rounds - config.quantise_aware_rounds
+                try:
+                    losses = train_round(student, optimizer, train, teacher.family, config, seed, progress.gradient_steps,
+                                         on_progress=advance, validation=validation, transfer=transfer)
+                finally:
+                    student.quantise_int8 = False  # acting, evaluation and exports use the float forward pass
+                steps_taken = losses.pop("steps")
+            evaluation = {}
+            wall_s = progress.wall_s + time.perf_counter() - round_start
+            if config.eval_every_round > 0:  # not part of wall_s: evaluation is excluded from the distillation budget
+                seeds = [config.eval_seed + i for i in range(config.eval_every_round)]
+                with tracker.progress(f"round {round_index + 1}/{config.rounds}: evaluating the student", len(seeds)) as advance:
+                    episodes = run_episodes(student.act, teacher.env_spec, seeds, n_envs=config.n_envs, progress=advance)
+                evaluation = {"eval_return_mean": float(episodes.returns.mean()), "eval_return_std": float(episodes.returns.std())}
+            metrics = RoundMetrics(round=round_index, beta=beta, labelled_steps=len(data["obs"]), **losses,
+                                   student_acted=float(np.mean(chunk["actor"])), collect_steps_per_s=steps / collect_s,
+                                   worker_failures=None if collector is None else worker_failures,
+                                   wall_s=wall_s, **evaluation)
+            progress = progress.after_round(metrics, buffer_chunks=len(buffer.metadata["chunks"]),
+                                            episodes=int(data["episode_id"].max()) + 1,
+                                            gradient_steps=steps_taken)
+            save_checkpoint(run_dir, student, optimizer, progress, card_extra, transfer)
+            tracker.log(metrics.to_json(), step=len(data["obs"]))
 
     history = [m.to_json() for m in progress.history]
     student.save(run_dir / "student", card_extra={**card_extra, "history": history, "wall_s": progress.wall_s})

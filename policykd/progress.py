@@ -33,6 +33,7 @@ class RoundMetrics:
     best_epoch: int | None = None        # the epoch whose weights were kept (model selection on val_kl)
     hint_loss: float | None = None       # with hint_weight: the hint term (policykd.transfer), unweighted
     attention_loss: float | None = None  # with attention_weight: the attention term, unweighted
+    worker_failures: int | None = None   # backend ray: rollout actors replaced this round (their shares redone)
 
     def to_json(self) -> dict[str, Any]:
         out = {f"distill/{k}": v for k, v in (("loss", self.loss), ("kl", self.kl), ("value_mse", self.value_mse),
@@ -44,7 +45,7 @@ class RoundMetrics:
             out["eval/student_return_std"] = self.eval_return_std
         if self.val_kl is not None:
             out.update({"distill/val_kl": self.val_kl, "distill/epochs": self.epochs, "distill/best_epoch": self.best_epoch})
-        for name in ("hint_loss", "attention_loss"):
+        for name in ("hint_loss", "attention_loss", "worker_failures"):
             if getattr(self, name) is not None:
                 out[f"distill/{name}"] = getattr(self, name)
         return out
@@ -55,7 +56,8 @@ class RoundMetrics:
                                                     "student_acted", "collect_steps_per_s", "wall_s")},
                    eval_return_mean=d.get("eval/student_return_mean"), eval_return_std=d.get("eval/student_return_std"),
                    val_kl=d.get("distill/val_kl"), epochs=d.get("distill/epochs"), best_epoch=d.get("distill/best_epoch"),
-                   hint_loss=d.get("distill/hint_loss"), attention_loss=d.get("distill/attention_loss"))
+                   hint_loss=d.get("distill/hint_loss"), attention_loss=d.get("distill/attention_loss"),
+                   worker_failures=d.get("distill/worker_failures"))
 
 
 @dataclass(frozen=True)

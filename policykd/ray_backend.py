@@ -1,0 +1,136 @@
+"""Collection on Ray: rollout workers as Ray actors, each with its own vector env and its own copy of the teacher.
+
+`distill` with `backend: ray` (CLI `--backend ray --num-workers N [--address ADDR]`) collects every round here
+instead of in this process; the rows are the same buffer fields, and training is the same code.
+
+- Each worker loads the teacher from its file (`ensemble.load_teacher_for(config)`, safe mode unless the recipe
+  says trust_pickle): the teacher object is never pickled across.
+- A round's budget is split evenly over the workers (remainder to the last). Worker w collects its share with seed
+  `worker_seed(round_seed, w, n)`: the round's seed itself when there is one worker, so one Ray worker collects
+  exactly what the local backend does; `SeedSequence([round_seed, w])` otherwise. The same --seed and worker count
+  give the same buffer. Episode ids are offset per worker so they stay unique.
+- DAgger rounds send the current student to the workers as safetensors bytes plus its spec (no pickle).
+- A worker that dies mid-round (`RayActorError`) is replaced by a new actor, which collects the dead worker's share
+  again from the same seed: the round gets exactly its budget, nothing lost or counted twice, and the same rows as
+  without the failure. `RayCollector.failures` counts replacements; the run's history records them per round.
+
+Ray is optional: `pip install "policykd[ray]"`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from policykd.config import DistillConfig
+from policykd.errors import PolicyKDError
+
+MAX_RETRIES = 3  # replacements per share and round before the round fails
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise PolicyKDError('--backend ray needs Ray: pip install "policykd[ray]"') from None
+    return ray
+
+
+def worker_seed(round_seed: int, worker: int, workers: int) -> int:
+    """The seed of worker `worker` of `workers` in a round seeded `round_seed` (see the module docstring)."""
+    if workers == 1:
+        return round_seed
+    return int(np.random.SeedSequence([round_seed, worker]).generate_state(1)[0])
+
+
+def shares(steps: int, workers: int) -> list[int]:
+    """steps split over workers, the remainder to the last."""
+    base = steps // workers
+    return [base] * (workers - 1) + [steps - base * (workers - 1)]
+
+
+def student_payload(student) -> tuple[dict[str, Any], bytes]:
+    """(spec as JSON, safetensors bytes of the weights) of a Student: what workers rebuild it from."""
+    from safetensors.torch import save
+
+    return asdict(student.spec), save({k: v.contiguous() for k, v in student.state_dict().items()})
+
+
+class RolloutWorker:
+    """One Ray actor: a teacher loaded from its file and policykd.rollout.collect on its own vector env."""
+
+    def __init__(self, config: DistillConfig) -> None:
+        import torch
+
+        from policykd.ensemble import load_teacher_for
+
+        torch.set_num_threads(1)
+        self.config = config
+        self.teacher = load_teacher_for(config)
+
+    def collect(self, *, steps: int, beta: float, seed: int, round_index: int, episode_offset: int,
+                student: tuple[dict[str, Any], bytes] | None) -> dict[str, np.ndarray]:
+        from safetensors.torch import load
+
+        from policykd.rollout import collect
+        from policykd.students import Student, StudentSpec
+
+        acting = None
+        if student is not None:
+            spec, weights = student
+            acting = Student(StudentSpec.from_json(spec))
+            acting.load_state_dict(load(weights), strict=True)
+            acting.eval()
+        c = self.config
+        return collect(self.teacher, steps=steps, beta=beta, seed=seed, n_envs=c.n_envs, student=acting, round_index=round_index,
+                       episode_offset=episode_offset, sample_actions=c.sample_actions, noise_scale=c.noise_scale,
+                       max_episode_steps=c.collect_max_episode_steps or None, label_every=c.label_every)
+
+
+class RayCollector:
+    """num_workers RolloutWorker actors on the Ray cluster at `address` (None: a local one, started if needed)."""
+
+    def __init__(self, config: DistillConfig, *, worker_class: type = RolloutWorker) -> None:
+        ray = _ray()
+        if not ray.is_initialized():
+            try:
+                ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False,
+                         **({} if config.ray_address else {"num_cpus": max(config.num_workers, 1)}))
+            except (ConnectionError, ValueError, RuntimeError) as e:
+                raise PolicyKDError(f"cannot start or reach Ray at {config.ray_address or 'a local instance'}: "
+                                    f"{str(e).splitlines()[0][:160]}") from e
+        self.ray, self.config, self.failures = ray, config, 0
+        self._remote = ray.remote(num_cpus=1)(worker_class)
+        self.workers = [self._remote.remote(config) for _ in range(config.num_workers)]
+
+    def collect_round(self, *, steps: int, beta: float, seed: int, round_index: int, episode_offset: int,
+                      student) -> tuple[dict[str, np.ndarray], int]:
+        """All workers' rows of one round, in worker order, as one dict of buffer fields; and the replacements made."""
+        n = len(self.workers)
+        payload = self.ray.put(student_payload(student)) if student is not None and beta < 1.0 else None
+        span = steps * max(self.config.label_every, 1) + self.config.n_envs  # more episodes than a share can have
+        jobs = [dict(steps=share, beta=beta, seed=worker_seed(seed, w, n), round_index=round_index,
+                     episode_offset=episode_offset + w * span) for w, share in enumerate(shares(steps, n))]
+        futures = [self.workers[w].collect.remote(**job, student=payload) for w, job in enumerate(jobs)]
+        chunks, replaced = [], 0
+        for w, job in enumerate(jobs):
+            for attempt in range(MAX_RETRIES + 1):
+                try:
+                    chunks.append(self.ray.get(futures[w]))
+                    break
+                except self.ray.exceptions.RayActorError as e:
+                    if attempt == MAX_RETRIES:
+                        raise PolicyKDError(f"Ray rollout worker {w} died {MAX_RETRIES + 1} times in round {round_index + 1}; "
+                                            f"last error: {str(e).splitlines()[0][:160]}") from e
+                    replaced += 1
+                    self.workers[w] = self._remote.remote(self.config)  # a new actor redoes the share from its seed
+                    futures[w] = self.workers[w].collect.remote(**job, student=payload)
+        self.failures += replaced
+        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}, replaced
+
+    def close(self) -> None:
+        for worker in self.workers:
+            self.ray.kill(worker)
+        self.workers = []
