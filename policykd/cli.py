@@ -502,6 +502,12 @@ def sweep(
     wandb_sweep: bool = typer.Option(False, "--wandb-sweep", help="Run the grid as a W&B sweep (needs `wandb login` and network)."),
     project: str = typer.Option("policykd", help="W&B project of the sweep."),
     trust_pickle: Optional[bool] = typer.Option(None, "--trust-pickle", help=TRUST_PICKLE_HELP),
+    backend: str = typer.Option("local", help="local, or ray: the grid as Ray Tune trials (resumable; pip install \"policykd[ray]\")."),
+    search: str = typer.Option("grid", help="With --backend ray: grid (every combination) or random (--num-samples draws)."),
+    num_samples: int = typer.Option(4, "--num-samples", min=1, help="With --search random: trials to draw."),
+    asha: bool = typer.Option(False, "--asha", help="With --backend ray: ASHA early stopping on the per-round evaluation."),
+    wandb: bool = typer.Option(False, "--wandb", help="With --backend ray: log through Ray Tune's W&B integration (offline without a key)."),
+    address: Optional[str] = typer.Option(None, "--address", help="With --backend ray: the Ray cluster to join."),
 ) -> None:
     """Sweep a grid of recipe settings and tabulate every student with a Pareto plot.
 
@@ -511,8 +517,15 @@ def sweep(
 
     def go():
         overrides = {"teacher": teacher, "seed": seed, "env_id": env, "algo": algo, "trust_pickle": trust_pickle}
+        if backend not in ("local", "ray"):
+            raise PolicyKDError(f"--backend must be local or ray, got {backend!r}")
         if wandb_sweep:
             results = run_wandb_sweep(config, overrides, parse_grid(grid), out_dir, project=project)
+        elif backend == "ray":
+            from policykd.tune_sweep import run_tune_sweep
+
+            results = run_tune_sweep(config, overrides, parse_grid(grid), out_dir, search=search, num_samples=num_samples,
+                                     asha=asha, wandb=wandb, address=address)
         else:
             results = run_sweep(config, overrides, parse_grid(grid), out_dir)
         out.print((out_dir / "results.md").read_text())

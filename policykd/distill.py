@@ -269,7 +269,7 @@ def round_collector(config: DistillConfig):
 
 
 def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, state: RunState,
-                       tracker: Tracker) -> DistillResult:
+                       tracker: Tracker, on_round=None) -> DistillResult:
     """The loop, in a folder from prepare_run_dir whose RunLock the caller holds, from load_run_state's state."""
     torch.set_num_threads(config.torch_threads)
     identity = teacher.identity()
@@ -343,6 +343,8 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
                                             gradient_steps=steps_taken)
             save_checkpoint(run_dir, student, optimizer, progress, card_extra, transfer)
             tracker.log(metrics.to_json(), step=len(data["obs"]))
+            if on_round is not None:  # e.g. a Ray Tune trial reporting for early stopping
+                on_round(metrics)
 
     history = [m.to_json() for m in progress.history]
     student.save(run_dir / "student", card_extra={**card_extra, "history": history, "wall_s": progress.wall_s})

@@ -17,6 +17,7 @@ from policykd.config import DistillConfig
 from policykd.distill import DistillResult, distill_in_run_dir, load_run_state, prepare_run_dir
 from policykd.ensemble import load_teacher_for
 from policykd.evaluate import Comparison, compare
+from policykd.progress import RoundMetrics
 from policykd.rollout import Episodes
 from policykd.run_dir import RunLock
 from policykd.students import Student
@@ -39,7 +40,7 @@ class PipelineResult:
 def distill_and_evaluate(config: DistillConfig, *, resume: bool = False, evaluate: bool = True,
                          teacher: Teacher | None = None, on_report: Callable[[Comparison], None] | None = None,
                          on_run_dir: Callable[[Path], None] | None = None, teacher_episodes: Episodes | None = None,
-                         quiet: bool = False) -> PipelineResult:
+                         quiet: bool = False, on_round: Callable[[RoundMetrics], None] | None = None) -> PipelineResult:
     """Distil a student for `config`, then (evaluate) compare it with the teacher on config.eval_episodes seeds,
     write eval.json, film both (config.rollout_steps > 0), draw the plots and log all of it to the tracker.
     on_report(report) is called as soon as the comparison exists (the CLI prints it there); on_run_dir(run_dir) as
@@ -56,7 +57,7 @@ def distill_and_evaluate(config: DistillConfig, *, resume: bool = False, evaluat
         tracker = make_tracker(run_dir, config.to_dict(), wandb=config.wandb, tensorboard=config.tensorboard,
                                project=config.wandb_project, quiet=quiet)
         try:
-            result = distill_in_run_dir(config, teacher, run_dir, state, tracker)
+            result = distill_in_run_dir(config, teacher, run_dir, state, tracker, on_round=on_round)
             report = None
             if evaluate:
                 report = compare(teacher, result.student, episodes=config.eval_episodes, eval_seed=config.eval_seed,

@@ -65,7 +65,9 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 class SweepContext:
     """What every combination of a sweep shares: the base config, the teacher and its evaluation episodes."""
 
-    def __init__(self, base_config: Path | None, overrides: dict[str, Any], out_dir: Path):
+    def __init__(self, base_config: Path | None, overrides: dict[str, Any], out_dir: Path, *, teacher_episodes=None):
+        """teacher_episodes: the teacher already run on the sweep's evaluation seeds (a Ray Tune trial gets the
+        driver's), else it is run here."""
         from policykd.ensemble import load_teacher_for
         from policykd.rollout import run_episodes
 
@@ -75,7 +77,8 @@ class SweepContext:
             raise PolicyKDError("no teacher given; pass TEACHER or a --config with a `teacher:` key")
         self.teacher = load_teacher_for(self.base)  # an EnsembleTeacher when the base recipe lists `ensemble`
         self.seeds = [self.base.eval_seed + i for i in range(self.base.eval_episodes)]
-        self.teacher_episodes = run_episodes(self.teacher.act, self.teacher.env_spec, self.seeds, n_envs=self.base.n_envs)
+        self.teacher_episodes = teacher_episodes or run_episodes(self.teacher.act, self.teacher.env_spec, self.seeds,
+                                                                 n_envs=self.base.n_envs)
 
     def teacher_for(self, config):
         """The base teacher and its episodes, or, for a combination that sweeps the ensemble keys, that ensemble
@@ -92,15 +95,15 @@ class SweepContext:
             cache[key] = (teacher, run_episodes(teacher.act, teacher.env_spec, self.seeds, n_envs=self.base.n_envs))
         return cache[key]
 
-    def run(self, name: str, combo: dict[str, Any], *, latency_calls: int = 2_000) -> dict[str, Any]:
-        """Distil, evaluate and time one combination; returns its results row."""
+    def run(self, name: str, combo: dict[str, Any], *, latency_calls: int = 2_000, on_round=None) -> dict[str, Any]:
+        """Distil, evaluate and time one combination; returns its results row. on_round(RoundMetrics) after each round."""
         import policykd.runtime as runtime
         from policykd.latency import measure_latency
         from policykd.pipeline import distill_and_evaluate
 
         config = combination_config(self.base, {"latency_calls": 100, **combo}, self.out_dir, name)
         teacher, teacher_episodes = self.teacher_for(config)
-        result = distill_and_evaluate(config, teacher=teacher, teacher_episodes=teacher_episodes, quiet=True)
+        result = distill_and_evaluate(config, teacher=teacher, teacher_episodes=teacher_episodes, quiet=True, on_round=on_round)
         report = result.report
         policy = runtime.load(result.student_dir)
         probe = self.teacher_episodes.states[0]

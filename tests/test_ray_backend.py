@@ -73,3 +73,18 @@ def test_a_killed_worker_is_replaced_and_its_share_redone(tiny_teachers, tmp_pat
     for key in expected:
         np.testing.assert_array_equal(rows[key], expected[key], err_msg=key)  # the share was redone from its seed
     assert len(np.unique(rows["episode_id"])) == len(np.unique(expected["episode_id"]))
+
+
+def test_two_trial_sweep_on_ray_tune_writes_the_local_outputs_and_resumes(tiny_teachers, tmp_path, local_ray):
+    from policykd.tune_sweep import run_tune_sweep
+
+    overrides = {"teacher": str(tiny_teachers["sac"]), "env_id": "Pendulum-v1", "labelled_steps": 300, "rounds": 2,
+                 "epochs_per_round": 2, "eval_episodes": 2, "seed": 1}
+    grid = {"hidden": [[8, 8], [16, 16]]}
+    rows = run_tune_sweep(None, overrides, grid, tmp_path / "sweep", latency_calls=20)
+    assert sorted(r["param/hidden"] for r in rows) == [[8, 8], [16, 16]]
+    assert rows[0]["student_params"] < rows[1]["student_params"]
+    for name in ("results.json", "results.md", "pareto.png"):
+        assert (tmp_path / "sweep" / name).exists(), name
+    again = run_tune_sweep(None, overrides, grid, tmp_path / "sweep", latency_calls=20)  # restored: nothing runs again
+    assert [r["name"] for r in again] == [r["name"] for r in rows]
