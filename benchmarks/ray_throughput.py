@@ -14,6 +14,7 @@ import argparse
 import os
 import time
 
+import ray
 import torch
 from env_throughput import raw_env_throughput  # benchmarks/env_throughput.py
 from one_recipe import ROOT, discover_teachers  # benchmarks/one_recipe.py
@@ -34,6 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # both rows' actors fit (one CPU each)
     path = discover_teachers(default_teachers_dir() / "rl-zoo", ROOT / "agents")[args.teacher]
     teacher = load_teacher(path)
     rows = [{"backend": "raw env (random actions)", "envs": args.envs,

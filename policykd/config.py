@@ -55,10 +55,10 @@ class DistillConfig:
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "relu"
     # optimisation
-    epochs_per_round: int = 0           # 0: decided from the budget (decided_epochs_per_round); > 0: this many
+    epochs_per_round: int | None = None  # None (null): decided from the budget (decided_epochs_per_round); else this many
     validation_fraction: float = 0.1    # > 0: hold out this fraction of episodes; keep the epoch with the lowest held-out KL
     early_stopping_patience: int = 0    # > 0 (with validation): stop a round after this many epochs without improvement
-    batch_size: int = 0                 # 0: decided from the budget (decided_batch_size); > 0: this many rows
+    batch_size: int | None = None       # None (null): decided from the budget (decided_batch_size); else this many rows
     lr: float = 1e-3
     lr_schedule: str = "cosine"         # cosine: annealed to 0 over all gradient steps of the run; or constant
     kl_direction: str = "forward"
@@ -102,17 +102,17 @@ class DistillConfig:
         return base + (self.labelled_steps - base * self.rounds if round_index == self.rounds - 1 else 0)
 
     def decided_batch_size(self) -> int:
-        """batch_size, or when 0 the default recipe's: a power of two near labelled_steps / 64, within [64, 256]
+        """batch_size, or when None the default recipe's: a power of two near labelled_steps / 64, within [64, 256]
         (10k steps: 128, 20k and more: 256), so that small budgets still get many updates per epoch."""
-        if self.batch_size > 0:
+        if self.batch_size is not None:
             return self.batch_size
         return int(min(max(2 ** round(math.log2(self.labelled_steps / 64)), 64), 256))
 
     def decided_epochs_per_round(self) -> int:
-        """epochs_per_round, or when 0 the default recipe's: about GRADIENT_STEPS_PER_ROUND minibatch updates on the
+        """epochs_per_round, or when None the default recipe's: about GRADIENT_STEPS_PER_ROUND minibatch updates on the
         last round's data, within [10, 50] epochs (10k steps: 50 epochs, 50k: 31). With validation on (the default)
         the epoch with the lowest held-out KL is kept, so extra epochs cannot overfit the student that is returned."""
-        if self.epochs_per_round > 0:
+        if self.epochs_per_round is not None:
             return self.epochs_per_round
         batches = math.ceil(self.labelled_steps / self.decided_batch_size())
         return int(min(max(math.ceil(GRADIENT_STEPS_PER_ROUND / batches), 10), 50))
@@ -120,7 +120,7 @@ class DistillConfig:
     def decisions(self) -> dict[str, Any]:
         """What this run uses for the keys the default recipe decides from the budget (written in the run record)."""
         return {"epochs_per_round": self.decided_epochs_per_round(), "batch_size": self.decided_batch_size(),
-                "decided_from_budget": [k for k in ("epochs_per_round", "batch_size") if getattr(self, k) == 0]}
+                "decided_from_budget": [k for k in ("epochs_per_round", "batch_size") if getattr(self, k) is None]}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -151,8 +151,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 # (minimum, minimum is inclusive) per numeric key; no entry: any value of the right type
 _MINIMUM: dict[str, tuple[float, bool]] = {
-    "seed": (0, True), "labelled_steps": (1, True), "rounds": (1, True), "n_envs": (1, True), "epochs_per_round": (0, True),
-    "batch_size": (0, True), "torch_threads": (1, True), "collect_max_episode_steps": (0, True), "label_every": (1, True), "num_workers": (1, True), "eval_episodes": (1, True),
+    "seed": (0, True), "labelled_steps": (1, True), "rounds": (1, True), "n_envs": (1, True), "epochs_per_round": (1, True),
+    "batch_size": (1, True), "torch_threads": (1, True), "collect_max_episode_steps": (0, True), "label_every": (1, True), "num_workers": (1, True), "eval_episodes": (1, True),
     "eval_every_round": (0, True), "eval_seed": (0, True), "latency_calls": (10, True), "rollout_steps": (0, True),
     "lr": (0.0, False), "tau": (0.0, False), "lambda_v": (0.0, True), "noise_scale": (0.0, True),
     "beta0": (0.0, True), "beta_decay": (0.0, True), "validation_fraction": (0.0, True), "early_stopping_patience": (0, True),

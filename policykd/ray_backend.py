@@ -19,6 +19,7 @@ Ray is optional: `pip install "policykd[ray]"`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from typing import Any
 
@@ -97,10 +98,14 @@ class RayCollector:
         if not ray.is_initialized():
             try:
                 ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False,
-                         **({} if config.ray_address else {"num_cpus": max(config.num_workers, 1)}))
+                         **({} if config.ray_address else {"num_cpus": max(config.num_workers, os.cpu_count() or 1)}))
             except (ConnectionError, ValueError, RuntimeError) as e:
                 raise PolicyKDError(f"cannot start or reach Ray at {config.ray_address or 'a local instance'}: "
                                     f"{str(e).splitlines()[0][:160]}") from e
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cpus < config.num_workers:  # each actor takes one CPU: more would wait for ever to be scheduled
+            raise PolicyKDError(f"--num-workers {config.num_workers} needs {config.num_workers} CPUs on the Ray cluster, which has "
+                                f"{cpus:g}; lower --num-workers or add nodes")
         self.ray, self.config, self.failures = ray, config, 0
         self._remote = ray.remote(num_cpus=1)(worker_class)
         self.workers = [self._remote.remote(config) for _ in range(config.num_workers)]

@@ -161,11 +161,13 @@ def test_default_recipe_decides_epochs_and_batch_from_the_budget_and_records_it(
     assert (small.decided_batch_size(), small.decided_epochs_per_round()) == (128, 50)
     assert (large.decided_batch_size(), large.decided_epochs_per_round()) == (256, 31)
     assert small.validation_fraction > 0 and small.bounded_means
+    with pytest.raises(PolicyKDError, match="config key batch_size must be >= 1, got 0"):
+        DistillConfig(batch_size=0)  # 0 is a mistake, not "decide for me" (that is null)
     assert DistillConfig(labelled_steps=10_000, batch_size=64, epochs_per_round=3).decisions() == {
         "epochs_per_round": 3, "batch_size": 64, "decided_from_budget": []}
-    result = distill(_config(tiny_teachers, tmp_path, epochs_per_round=0), tracker=Tracker(None, quiet=True))
+    result = distill(_config(tiny_teachers, tmp_path, epochs_per_round=None), tracker=Tracker(None, quiet=True))
     record = json.loads((result.run_dir / "config.json").read_text())
-    assert record["config"]["epochs_per_round"] == 0 and record["config"]["batch_size"] == 0
+    assert record["config"]["epochs_per_round"] is None and record["config"]["batch_size"] is None
     assert record["decided"] == {"epochs_per_round": 50, "batch_size": 64, "decided_from_budget": ["epochs_per_round", "batch_size"]}
     assert result.student.card["decided"] == record["decided"]
     assert all(m.epochs == 50 for m in result.history if m.val_kl is not None)

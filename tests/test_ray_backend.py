@@ -50,6 +50,13 @@ def test_one_ray_worker_distils_exactly_what_the_local_backend_does(tiny_teacher
     assert [m.worker_failures for m in local.history] == [None, None]
 
 
+def test_more_workers_than_cluster_cpus_is_one_line(tiny_teachers, tmp_path, local_ray):
+    from policykd.errors import PolicyKDError
+
+    with pytest.raises(PolicyKDError, match="--num-workers 3 needs 3 CPUs on the Ray cluster, which has 2; lower --num-workers"):
+        RayCollector(_config(tiny_teachers, tmp_path, backend="ray", num_workers=3))
+
+
 def test_a_killed_worker_is_replaced_and_its_share_redone(tiny_teachers, tmp_path, local_ray):
     marker = tmp_path / "died"
 
