@@ -95,3 +95,18 @@ def test_two_trial_sweep_on_ray_tune_writes_the_local_outputs_and_resumes(tiny_t
         assert (tmp_path / "sweep" / name).exists(), name
     again = run_tune_sweep(None, overrides, grid, tmp_path / "sweep", latency_calls=20)  # restored: nothing runs again
     assert [r["name"] for r in again] == [r["name"] for r in rows]
+
+
+def test_random_search_with_asha_reports_every_round(tiny_teachers, tmp_path, local_ray):
+    """--search random --asha: trials draw their values, report each round's evaluation to ASHA, and the ones that
+    finish write rows (ASHA may stop some early: those have none)."""
+    from policykd.tune_sweep import run_tune_sweep
+
+    overrides = {"teacher": str(tiny_teachers["sac"]), "env_id": "Pendulum-v1", "labelled_steps": 300, "rounds": 2,
+                 "epochs_per_round": 2, "eval_episodes": 2, "seed": 1}
+    rows = run_tune_sweep(None, overrides, {"tau": [0.5, 1.0, 2.0]}, tmp_path / "sweep", search="random", num_samples=2,
+                          asha=True, latency_calls=20)
+    assert 1 <= len(rows) <= 2 and all(r["param/tau"] in (0.5, 1.0, 2.0) for r in rows)
+    progress = sorted((tmp_path / "sweep" / "tune").glob("*/progress.csv"))
+    assert len(progress) == 2  # two trials drawn
+    assert any(len(p.read_text().strip().splitlines()) >= 3 for p in progress)  # header + per-round reports
