@@ -33,6 +33,16 @@ from policykd.student_format import ACTIVATION_NAMES as RUNTIME_ACTIVATIONS
     ("env_id", ["CartPole-v1"], "a string"),
     ("seed", -1, ">= 0"),
     ("run_name", "../x", "plain folder name"),
+    ("batch_size", 0, ">= 1"),
+    ("epochs_per_round", 0, ">= 1"),
+    ("label_every", 0, ">= 1"),
+    ("num_workers", 0, ">= 1"),
+    ("backend", "spark", "one of local, ray"),
+    ("hint_weight", -1.0, ">= 0"),
+    ("attention_weight", float("nan"), "finite"),
+    ("hint_student_layer", 5, "index the student's 2 hidden layers"),
+    ("quantise_aware_rounds", 6, "at most rounds"),
+    ("validation_fraction", 0.9, "<= 0.5"),
 ])
 def test_every_key_is_validated_when_the_config_is_built(key, value, message):
     with pytest.raises(PolicyKDError, match=f"{key}.*{message}" if key != "run_name" else message):
