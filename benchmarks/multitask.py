@@ -14,12 +14,11 @@ import shutil
 from pathlib import Path
 
 import torch
-from one_recipe import EVAL_SEED, ROOT, discover_teachers  # benchmarks/one_recipe.py
+from one_recipe import EVAL_SEED, ROOT, discover_teachers, teacher_episodes  # benchmarks/one_recipe.py
 
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.config import load_config
 from policykd.multitask import distill_multitask, evaluate_multitask, single_task_parameter_counts
-from policykd.rollout import run_episodes
 from policykd.teachers import load_teacher
 from policykd.zoo import default_teachers_dir
 
@@ -39,8 +38,7 @@ def main() -> None:
     torch.set_num_threads(1)
     found = discover_teachers(default_teachers_dir() / "rl-zoo", ROOT / "agents")
     teachers = [load_teacher(found[name]) for name in args.teachers]
-    seeds = [EVAL_SEED + i for i in range(args.episodes)]
-    references = [run_episodes(lambda obs, t=t: t.act(obs, deterministic=True), t.env_spec, seeds, n_envs=2) for t in teachers]
+    references = [teacher_episodes(t, args.episodes) for t in teachers]
     records = json.loads(args.results.read_text()) if args.results.exists() else []
     done = {(tuple(r["teachers"]), r["labelled_steps_per_task"], r["seed"]) for r in records}
     for seed in args.seeds:

@@ -69,24 +69,35 @@ def _blocked(weight: np.ndarray, bias: np.ndarray, rows: int = 8) -> tuple[np.nd
     return padded.reshape(blocks, rows, inp).transpose(0, 2, 1), bias_padded
 
 
+def _quantised_rows(weight: np.ndarray, bias: np.ndarray, per_word: int, qmax: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """W [out, in] -> (q [4*blocks, per_word*words] int64 in [-qmax, qmax], row scales [4*blocks] float32, bias
+    [4*blocks]): rows padded to 4-row blocks and inputs to whole words of per_word values, each row quantised
+    symmetrically on its largest magnitude (round(W[r] / scale[r]))."""
+    out, inp = weight.shape
+    blocks, words = -(-out // 4), -(-inp // per_word)
+    padded = np.zeros((blocks * 4, words * per_word), dtype=np.float64)
+    padded[:out, :inp] = weight
+    scale = np.abs(padded).max(axis=1) / qmax
+    scale[scale == 0] = 1.0
+    bias_padded = np.zeros(blocks * 4, dtype=np.float32)
+    bias_padded[:out] = bias
+    return np.rint(padded / scale[:, None]).astype(np.int64), scale.astype(np.float32), bias_padded
+
+
+def _blocks_of_words(words: np.ndarray) -> np.ndarray:
+    """[4*blocks, n] uint32 -> [blocks, n, 4]: the 4 rows of a block interleaved by word."""
+    return words.reshape(-1, 4, words.shape[1]).transpose(0, 2, 1)
+
+
 def _packed_int16(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """W [out, in] -> (words [blocks, in_pairs, 4] uint32, row scales [4*blocks] float32, bias [4*blocks]).
 
     Row r is quantised to round(W[r] / scale[r]) in [-2047, 2047]; word (block, p, r) holds the int16 weights of
     row 4*block + r for inputs 2p (low half) and 2p + 1 (high half).
     """
-    out, inp = weight.shape
-    blocks, pairs = -(-out // 4), -(-inp // 2)
-    padded = np.zeros((blocks * 4, pairs * 2), dtype=np.float64)
-    padded[:out, :inp] = weight
-    scale = np.abs(padded).max(axis=1) / 2047.0
-    scale[scale == 0] = 1.0
-    q = np.rint(padded / scale[:, None]).astype(np.int64)
+    q, scale, bias_padded = _quantised_rows(weight, bias, 2, 2047.0)
     low, high = q[:, 0::2] & 0xFFFF, q[:, 1::2] & 0xFFFF
-    words = (low | (high << 16)).astype(np.uint32)  # [4*blocks, pairs]
-    bias_padded = np.zeros(blocks * 4, dtype=np.float32)
-    bias_padded[:out] = bias
-    return words.reshape(blocks, 4, pairs).transpose(0, 2, 1), scale.astype(np.float32), bias_padded
+    return _blocks_of_words((low | (high << 16)).astype(np.uint32)), scale, bias_padded
 
 
 def _packed_int8(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,17 +106,10 @@ def _packed_int8(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.n
     Row r is quantised to round(W[r] / scale[r]) in [-127, 127]; word (block, g, r) holds the int8 weights of row
     4*block + r for inputs 4g .. 4g + 3, input 4g + k in byte k (little-endian).
     """
-    out, inp = weight.shape
-    blocks, quads = -(-out // 4), -(-inp // 4)
-    padded = np.zeros((blocks * 4, quads * 4), dtype=np.float64)
-    padded[:out, :inp] = weight
-    scale = np.abs(padded).max(axis=1) / 127.0
-    scale[scale == 0] = 1.0
-    q = np.rint(padded / scale[:, None]).astype(np.int64) & 0xFF
-    words = (q[:, 0::4] | (q[:, 1::4] << 8) | (q[:, 2::4] << 16) | (q[:, 3::4] << 24)).astype(np.uint32)  # [4*blocks, quads]
-    bias_padded = np.zeros(blocks * 4, dtype=np.float32)
-    bias_padded[:out] = bias
-    return words.reshape(blocks, 4, quads).transpose(0, 2, 1), scale.astype(np.float32), bias_padded
+    q, scale, bias_padded = _quantised_rows(weight, bias, 4, 127.0)
+    q &= 0xFF
+    words = q[:, 0::4] | (q[:, 1::4] << 8) | (q[:, 2::4] << 16) | (q[:, 3::4] << 24)
+    return _blocks_of_words(words.astype(np.uint32)), scale, bias_padded
 
 
 def _uint32_array(name: str, values: np.ndarray) -> str:
