@@ -16,16 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import time
 from pathlib import Path
 
 import torch
-from env_throughput import raw_env_throughput  # benchmarks/env_throughput.py
 
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.config import load_config
 from policykd.pipeline import distill_and_evaluate
-from policykd.rollout import collect, run_episodes
+from policykd.rollout import run_episodes
 from policykd.teachers import load_teacher
 from policykd.zoo import default_teachers_dir
 
@@ -48,22 +46,12 @@ def main() -> None:
 
     records = json.loads(args.results.read_text()) if args.results.exists() else []
     done = {(r["env"], r["data_mode"], r["labelled_steps"], r["seed"]) for r in records}
-    throughput_path = args.results.with_name("collection_throughput.json")
-    throughput = json.loads(throughput_path.read_text()) if throughput_path.exists() else []
     seeds = [EVAL_SEED + i for i in range(args.episodes)]
     for env_id in args.envs:
         teacher = load_teacher(args.zoo / "ppo" / f"{env_id}_1")
         torch.set_num_threads(1)
         teacher_eps = run_episodes(teacher.act, teacher.env_spec, seeds)
         print(f"{env_id}: teacher {teacher_eps.returns.mean():.1f} +- {teacher_eps.returns.std():.1f}", flush=True)
-        if not any(t["env"] == env_id for t in throughput):
-            raw = raw_env_throughput(teacher.env_spec, steps=10_000)
-            start = time.perf_counter()
-            collect(teacher, steps=10_000, beta=1.0, seed=0)
-            labelled = 10_000 / (time.perf_counter() - start)
-            throughput.append({"env": env_id, "n_envs": 2, "raw_steps_per_s": raw, "labelled_steps_per_s": labelled,
-                               "fraction": labelled / raw})
-            atomic_write_json(throughput_path, throughput)
         for budget in args.budgets:
             for mode in args.modes:
                 for seed in args.seeds:

@@ -73,9 +73,11 @@ def throughput_table() -> str:
     path = RESULTS / "collection_throughput.json"
     if not path.exists():
         return ""
-    lines = ["| env | raw env steps/s (2 workers, random actions) | teacher-labelled steps/s | fraction |", "|---|---:|---:|---:|"]
-    for t in json.loads(path.read_text()):
-        lines.append(f"| {t['env']} | {t['raw_steps_per_s']:.0f} | {t['labelled_steps_per_s']:.0f} | {t['fraction']:.2f} |")
+    lines = ["| teacher | envs | raw env steps/s (random actions) | teacher-labelled steps/s | fraction |",
+             "|---|---:|---:|---:|---:|"]
+    for t in json.loads(path.read_text())["rows"]:
+        lines.append(f"| {t['teacher']} | {t['n_envs']} | {t['raw_steps_per_s']:.0f} | {t['labelled_steps_per_s']:.0f} | "
+                     f"{t['fraction']:.2f} |")
     return "\n".join(lines)
 
 
@@ -267,7 +269,8 @@ def main() -> None:
         "Hopper recipe changes side by side, one setting at a time, DAgger, on the benchmark's 20 seeds (the teacher "
         "falls in none of them) (`python benchmarks/hopper_recipes.py`; `benchmarks/results/hopper_recipes.json`):",
         hopper_recipes_table(),
-        "Collection throughput on the same 2-worker vector env (`benchmarks/results/collection_throughput.json`):",
+        "Labelled collection against the raw vector env, side by side (`python benchmarks/collection_throughput.py`; "
+        "`benchmarks/results/collection_throughput.json`):",
         throughput_table(),
         "Loading the third-party rl-zoo teachers reproduces their published returns (`python benchmarks/zoo_teacher_eval.py`):",
         teacher_table(),

@@ -252,11 +252,17 @@ def collect(
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
+    backend: str = typer.Option("local", help="local (this machine) or ray (rollout workers as Ray actors, one chunk per "
+                                'round; pip install "policykd[ray]").'),
+    num_workers: int = typer.Option(2, "--num-workers", min=1, help="With --backend ray: rollout actors, --n-envs envs each."),
+    address: Optional[str] = typer.Option(None, "--address", help="With --backend ray: the Ray cluster to join (default: a local one)."),
 ) -> None:
     """Roll out teacher / student / beta-mixture and write every state with the teacher's labels to a buffer.
 
     Chunks are committed as they fill: an interrupted collection keeps them and continues with --resume."""
     from policykd.collection import collect_to_buffer
+    from policykd.config import load_config
+    from policykd.distill import round_collector
     from policykd.students import load_student
     from policykd.teachers import load_teacher
     from policykd.tracking import Tracker
@@ -275,8 +281,14 @@ def collect(
         s = load_student(student) if student else None
         settings = {"steps": steps, "beta": beta, "seed": seed, "n_envs": n_envs, "deterministic": deterministic,
                     "student": str(student) if student else None}
-        buffer = collect_to_buffer(t, out_dir, settings, student=s, chunk_steps=chunk_steps, resume=resume,
-                                   progress=Tracker().progress)
+        workers = load_config(None, {"teacher": str(teacher), "env_id": env, "algo": algo, "trust_pickle": trust_pickle,
+                                     "n_envs": n_envs, "sample_actions": not deterministic, "backend": backend,
+                                     "num_workers": num_workers, "ray_address": address})
+        if backend == "ray":  # the buffer records where its rows came from: a resume must use the same workers
+            settings.update(backend="ray", num_workers=num_workers)
+        with round_collector(workers) as collector:
+            buffer = collect_to_buffer(t, out_dir, settings, student=s, chunk_steps=chunk_steps, resume=resume,
+                                       progress=Tracker().progress, collector=collector)
         out.print(f"{buffer.rows} labelled states in {len(buffer.metadata['chunks'])} chunks: {out_dir}")
 
     _run(go, on_interrupt=f"every chunk committed so far is kept in {out_dir}; continue with the same command and --resume")

@@ -32,9 +32,10 @@ def check_student_fits(student: Student, teacher: Teacher, where: str = "--stude
 
 
 def collect_to_buffer(teacher: Teacher, out_dir: Path, settings: dict[str, Any], *, student: Student | None,
-                      chunk_steps: int, resume: bool, progress) -> Buffer:
-    """Collect settings["steps"] labelled rows (settings: steps, beta, seed, n_envs, deterministic, student) into
-    the buffer at out_dir; progress(label, total) is a Tracker.progress context."""
+                      chunk_steps: int, resume: bool, progress, collector=None) -> Buffer:
+    """Collect settings["steps"] labelled rows (settings: steps, beta, seed, n_envs, deterministic, student, and
+    backend and num_workers for Ray) into the buffer at out_dir; progress(label, total) is a Tracker.progress
+    context. collector: a policykd.ray_backend.RayCollector to collect on, or None for this machine."""
     if student is not None:
         check_student_fits(student, teacher)
     identity = teacher.identity()
@@ -56,10 +57,13 @@ def collect_to_buffer(teacher: Teacher, out_dir: Path, settings: dict[str, Any],
     remaining = settings["steps"] - buffer.rows
     if remaining <= 0:
         return buffer
-    part = len(buffer.metadata["chunks"])
-    seed = settings["seed"] if part == 0 else int(np.random.SeedSequence([settings["seed"], part]).generate_state(1)[0])
     with progress("collecting", settings["steps"]) as advance:
         advance(buffer.rows)
+        if collector is not None:
+            _collect_on_ray(collector, buffer, settings, student=student, chunk_steps=chunk_steps,
+                            episode_offset=episode_offset, advance=advance)
+            return buffer
+        seed = _part_seed(settings["seed"], len(buffer.metadata["chunks"]))
         chunks = iter_collect(teacher, steps=remaining, chunk_rows=chunk_steps, beta=settings["beta"], seed=seed,
                               n_envs=settings["n_envs"], student=student, episode_offset=episode_offset,
                               sample_actions=not settings["deterministic"], on_progress=advance)
@@ -67,3 +71,21 @@ def collect_to_buffer(teacher: Teacher, out_dir: Path, settings: dict[str, Any],
             for chunk in chunks:
                 buffer.append(chunk)
     return buffer
+
+
+def _part_seed(seed: int, part: int) -> int:
+    """The seed collection restarts from at chunk `part`: the run's seed itself for the first."""
+    return seed if part == 0 else int(np.random.SeedSequence([seed, part]).generate_state(1)[0])
+
+
+def _collect_on_ray(collector, buffer: Buffer, settings: dict[str, Any], *, student: Student | None, chunk_steps: int,
+                    episode_offset: int, advance) -> None:
+    """Fill `buffer` to settings["steps"] rows, one chunk per Ray round: chunk k is collected by all workers from
+    seed _part_seed(seed, k) and committed before the next starts, so an interrupted collection resumes at a chunk
+    boundary and the same --seed and worker count give the same buffer."""
+    while buffer.rows < settings["steps"]:
+        rows, _ = collector.collect_round(steps=min(chunk_steps, settings["steps"] - buffer.rows), beta=settings["beta"],
+                                          seed=_part_seed(settings["seed"], len(buffer.metadata["chunks"])), round_index=0,
+                                          episode_offset=episode_offset, student=student, on_progress=advance)
+        buffer.append(rows)
+        episode_offset = int(rows["episode_id"].max()) + 1

@@ -308,8 +308,8 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
                                     on_progress=advance)
                 else:  # Ray workers (policykd.ray_backend): the same rows, collected elsewhere
                     chunk, worker_failures = collector.collect_round(steps=steps, beta=beta, seed=seed, round_index=round_index,
-                                                                     episode_offset=progress.episodes, student=student)
-                    advance(steps)
+                                                                     episode_offset=progress.episodes, student=student,
+                                                                     on_progress=advance)
                 collect_s = time.perf_counter() - collect_start
             buffer.append(chunk)
             data = chunk if data is None else {k: np.concatenate([data[k], chunk[k]]) for k in data}

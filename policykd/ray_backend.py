@@ -10,6 +10,8 @@ instead of in this process; the rows are the same buffer fields, and training is
   exactly what the local backend does; `SeedSequence([round_seed, w])` otherwise. The same --seed and worker count
   give the same buffer. Episode ids are offset per worker so they stay unique.
 - DAgger rounds send the current student to the workers as safetensors bytes plus its spec (no pickle).
+- Progress during a round: each worker reports its labelled rows to a small `ProgressCounter` actor at most every
+  PROGRESS_INTERVAL_S; the driver polls it while it waits for the shares (`collect_round(on_progress=...)`).
 - A worker that dies mid-round (`RayActorError`) is replaced by a new actor, which collects the dead worker's share
   again from the same seed: the round gets exactly its budget, nothing lost or counted twice, and the same rows as
   without the failure. `RayCollector.failures` counts replacements; the run's history records them per round.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,7 @@ from policykd.config import DistillConfig
 from policykd.errors import PolicyKDError
 
 MAX_RETRIES = 3  # replacements per share and round before the round fails
+PROGRESS_INTERVAL_S = 0.5  # how often a worker reports its rows, and the driver polls them, during a round
 
 
 def _ray():
@@ -59,6 +63,23 @@ def student_payload(student) -> tuple[dict[str, Any], bytes]:
     return asdict(student.spec), save({k: v.contiguous() for k, v in student.state_dict().items()})
 
 
+class ProgressCounter:
+    """A Ray actor holding each share's labelled rows so far in the current round (share index -> rows)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, int] = {}
+
+    def report(self, share: int, rows: int) -> None:
+        self.rows[share] = rows
+
+    def restart(self, share: int) -> None:
+        """A share being redone from its start (its worker died) counts from zero again."""
+        self.rows[share] = 0
+
+    def snapshot(self) -> dict[int, int]:
+        return dict(self.rows)
+
+
 class RolloutWorker:
     """One Ray actor: a teacher loaded from its file and policykd.rollout.collect on its own vector env."""
 
@@ -72,7 +93,10 @@ class RolloutWorker:
         self.teacher = load_teacher_for(config)
 
     def collect(self, *, steps: int, beta: float, seed: int, round_index: int, episode_offset: int,
-                student: tuple[dict[str, Any], bytes] | None) -> dict[str, np.ndarray]:
+                student: tuple[dict[str, Any], bytes] | None, progress=None, share: int = 0) -> dict[str, np.ndarray]:
+        """policykd.rollout.collect of `steps` rows; reports its rows so far to the ProgressCounter `progress`."""
+        import time
+
         from safetensors.torch import load
 
         from policykd.rollout import collect
@@ -84,10 +108,20 @@ class RolloutWorker:
             acting = Student(StudentSpec.from_json(spec))
             acting.load_state_dict(load(weights), strict=True)
             acting.eval()
+        rows, last_report = 0, time.monotonic()
+
+        def on_progress(n: int) -> None:
+            nonlocal rows, last_report
+            rows += n
+            if progress is not None and time.monotonic() - last_report >= PROGRESS_INTERVAL_S:
+                progress.report.remote(share, rows)
+                last_report = time.monotonic()
+
         c = self.config
         return collect(self.teacher, steps=steps, beta=beta, seed=seed, n_envs=c.n_envs, student=acting, round_index=round_index,
                        episode_offset=episode_offset, sample_actions=c.sample_actions, noise_scale=c.noise_scale,
-                       max_episode_steps=c.collect_max_episode_steps or None, label_every=c.label_every)
+                       max_episode_steps=c.collect_max_episode_steps or None, label_every=c.label_every,
+                       on_progress=on_progress)
 
 
 class RayCollector:
@@ -108,31 +142,51 @@ class RayCollector:
                                 f"{cpus:g}; lower --num-workers or add nodes")
         self.ray, self.config, self.failures = ray, config, 0
         self._remote = ray.remote(num_cpus=1)(worker_class)
+        self._counter = ray.remote(num_cpus=0)(ProgressCounter)
         self.workers = [self._remote.remote(config) for _ in range(config.num_workers)]
 
     def collect_round(self, *, steps: int, beta: float, seed: int, round_index: int, episode_offset: int,
-                      student) -> tuple[dict[str, np.ndarray], int]:
-        """All workers' rows of one round, in worker order, as one dict of buffer fields; and the replacements made."""
+                      student, on_progress: Callable[[int], None] | None = None) -> tuple[dict[str, np.ndarray], int]:
+        """All workers' rows of one round, in worker order, as one dict of buffer fields; and the replacements made.
+        on_progress(n) is called with newly labelled rows while the workers run (n summing to `steps`)."""
+        ray = self.ray
         n = len(self.workers)
-        payload = self.ray.put(student_payload(student)) if student is not None and beta < 1.0 else None
+        payload = ray.put(student_payload(student)) if student is not None and beta < 1.0 else None
         span = steps * max(self.config.label_every, 1) + self.config.n_envs  # more episodes than a share can have
         jobs = [dict(steps=share, beta=beta, seed=worker_seed(seed, w, n), round_index=round_index,
-                     episode_offset=episode_offset + w * span) for w, share in enumerate(shares(steps, n))]
-        futures = [self.workers[w].collect.remote(**job, student=payload) for w, job in enumerate(jobs)]
-        chunks, replaced = [], 0
-        for w, job in enumerate(jobs):
-            for attempt in range(MAX_RETRIES + 1):
+                     episode_offset=episode_offset + w * span, share=w) for w, share in enumerate(shares(steps, n))]
+        counter = self._counter.remote() if on_progress is not None else None
+        futures = {self.workers[w].collect.remote(**job, student=payload, progress=counter): w for w, job in enumerate(jobs)}
+        results: dict[int, dict[str, np.ndarray]] = {}
+        attempts, replaced, shown = [0] * n, 0, 0
+        while futures:
+            ready, _ = ray.wait(list(futures), num_returns=1, timeout=PROGRESS_INTERVAL_S)
+            for future in ready:
+                w = futures.pop(future)
                 try:
-                    chunks.append(self.ray.get(futures[w]))
-                    break
-                except self.ray.exceptions.RayActorError as e:
-                    if attempt == MAX_RETRIES:
+                    results[w] = ray.get(future)
+                except ray.exceptions.RayActorError as e:
+                    if attempts[w] == MAX_RETRIES:
                         raise PolicyKDError(f"Ray rollout worker {w} died {MAX_RETRIES + 1} times in round {round_index + 1}; "
                                             f"last error: {str(e).splitlines()[0][:160]}") from e
+                    attempts[w] += 1
                     replaced += 1
+                    if counter is not None:
+                        counter.restart.remote(w)
                     self.workers[w] = self._remote.remote(self.config)  # a new actor redoes the share from its seed
-                    futures[w] = self.workers[w].collect.remote(**job, student=payload)
+                    futures[self.workers[w].collect.remote(**jobs[w], student=payload, progress=counter)] = w
+            if counter is not None:
+                reported = ray.get(counter.snapshot.remote())
+                now = min(steps, sum(len(results[w]["obs"]) if w in results else reported.get(w, 0) for w in range(n)))
+                if now > shown:  # a bar never goes back; a redone share catches up before it advances again
+                    on_progress(now - shown)
+                    shown = now
+        if on_progress is not None and shown < steps:
+            on_progress(steps - shown)
+        if counter is not None:
+            ray.kill(counter)
         self.failures += replaced
+        chunks = [results[w] for w in range(n)]
         return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}, replaced
 
     def close(self) -> None:

@@ -73,9 +73,12 @@ def test_a_killed_worker_is_replaced_and_its_share_redone(tiny_teachers, tmp_pat
     reference.close()
     assert replaced == 0 and len(expected["obs"]) == 300
     faulty = RayCollector(config, worker_class=DiesOnce)
-    rows, replaced = faulty.collect_round(steps=300, beta=1.0, seed=11, round_index=0, episode_offset=0, student=None)
+    advanced: list[int] = []
+    rows, replaced = faulty.collect_round(steps=300, beta=1.0, seed=11, round_index=0, episode_offset=0, student=None,
+                                          on_progress=advanced.append)
     faulty.close()
     assert marker.exists() and replaced == 1 and faulty.failures == 1
+    assert sum(advanced) == 300 and min(advanced) > 0  # the bar ends at the budget; the redone share is not counted twice
     assert len(rows["obs"]) == 300  # the budget exactly: nothing lost, nothing counted twice
     for key in expected:
         np.testing.assert_array_equal(rows[key], expected[key], err_msg=key)  # the share was redone from its seed
@@ -110,3 +113,29 @@ def test_random_search_with_asha_reports_every_round(tiny_teachers, tmp_path, lo
     progress = sorted((tmp_path / "sweep" / "tune").glob("*/progress.csv"))
     assert len(progress) == 2  # two trials drawn
     assert any(len(p.read_text().strip().splitlines()) >= 3 for p in progress)  # header + per-round reports
+
+
+def test_collect_on_ray_is_the_local_buffer_with_one_worker_and_reproducible_with_two(tiny_teachers, tmp_path, local_ray):
+    from typer.testing import CliRunner
+
+    from policykd.cli import app
+
+    def collect(out, *extra):
+        args = ["collect", str(tiny_teachers["sac"]), "--env", "Pendulum-v1", "--out", str(tmp_path / out), "--steps", "500",
+                "--seed", "4", *extra]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return Buffer.open(tmp_path / out)
+
+    local = collect("local").load()
+    one = collect("ray1", "--backend", "ray", "--num-workers", "1")
+    assert one.metadata["config"]["backend"] == "ray" and one.metadata["config"]["num_workers"] == 1
+    for key in local:  # one worker collects exactly what this machine does, in the same buffer format
+        np.testing.assert_array_equal(one.load()[key], local[key], err_msg=key)
+    a = collect("ray2a", "--backend", "ray", "--num-workers", "2", "--chunk-steps", "200")
+    b = collect("ray2b", "--backend", "ray", "--num-workers", "2", "--chunk-steps", "200")
+    assert a.rows == 500 and len(a.metadata["chunks"]) == 3  # one Ray round per chunk, each committed
+    for key, values in a.load().items():  # same --seed and worker count: the same buffer
+        np.testing.assert_array_equal(b.load()[key], values, err_msg=key)
+    ids = a.load()["episode_id"]
+    assert len(ids[np.r_[True, np.diff(ids) != 0]]) == len(np.unique(ids))  # no episode id reused across workers or chunks
