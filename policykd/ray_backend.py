@@ -22,8 +22,8 @@ Ray is optional: `pip install "policykd[ray]"`.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
