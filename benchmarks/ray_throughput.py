@@ -1,8 +1,8 @@
 """Labelled collection throughput, local backend against Ray, side by side in one run on one pybullet teacher.
 
-Rows: the raw env (random actions, policykd's vector env), the local backend (collect(), n_envs worker processes),
-and the Ray backend with 1 and 2 rollout actors (each with n_envs // workers envs, so every row steps the same
-number of envs). Ray's overhead is the ratio of its steps/s to the local backend's at the same env count. Writes
+Rows: the raw env (random actions, policykd's vector env), the local backend (LocalCollector: n_envs worker
+processes, one env each, each labelling its own states), and the Ray backend with 1 and 2 rollout actors (each
+with n_envs // workers envs, so every row steps the same number of envs). Ray's overhead is the ratio of its steps/s to the local backend's at the same env count. Writes
 benchmarks/results/ray_throughput.json. The machine's other load is recorded (os.getloadavg) beside the numbers.
 
     python benchmarks/ray_throughput.py                       # ppo HalfCheetahBullet, 2 envs, 6,000 steps per row
@@ -20,9 +20,9 @@ from env_throughput import raw_env_throughput  # benchmarks/env_throughput.py
 from one_recipe import ROOT, discover_teachers  # benchmarks/one_recipe.py
 
 from policykd.artifacts import atomic_write_json, package_versions
+from policykd.collectors import LocalCollector
 from policykd.config import DistillConfig
 from policykd.ray_backend import RayCollector
-from policykd.rollout import collect
 from policykd.teachers import load_teacher
 from policykd.zoo import default_teachers_dir
 
@@ -41,7 +41,8 @@ def main() -> None:
     rows = [{"backend": "raw env (random actions)", "envs": args.envs,
              "steps_per_s": raw_env_throughput(teacher.env_spec, steps=args.steps, n_envs=args.envs)}]
     start = time.perf_counter()
-    collect(teacher, steps=args.steps, beta=1.0, seed=0, n_envs=args.envs)
+    LocalCollector(teacher, DistillConfig(n_envs=args.envs)).collect_round(
+        steps=args.steps, beta=1.0, seed=0, round_index=0, episode_offset=0, student=None)
     rows.append({"backend": "local", "envs": args.envs, "steps_per_s": args.steps / (time.perf_counter() - start)})
     for workers in (1, 2):
         config = DistillConfig(teacher=str(path), backend="ray", num_workers=workers, n_envs=max(args.envs // workers, 1))

@@ -261,8 +261,8 @@ def collect(
 
     Chunks are committed as they fill: an interrupted collection keeps them and continues with --resume."""
     from policykd.collection import collect_to_buffer
+    from policykd.collectors import round_collector
     from policykd.config import load_config
-    from policykd.distill import round_collector
     from policykd.students import load_student
     from policykd.teachers import load_teacher
     from policykd.tracking import Tracker
@@ -286,7 +286,7 @@ def collect(
                                      "num_workers": num_workers, "ray_address": address})
         if backend == "ray":  # the buffer records where its rows came from: a resume must use the same workers
             settings.update(backend="ray", num_workers=num_workers)
-        with round_collector(workers) as collector:
+        with round_collector(workers, t) as collector:
             buffer = collect_to_buffer(t, out_dir, settings, student=s, chunk_steps=chunk_steps, resume=resume,
                                        progress=Tracker().progress, collector=collector)
         out.print(f"{buffer.rows} labelled states in {len(buffer.metadata['chunks'])} chunks: {out_dir}")

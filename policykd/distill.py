@@ -8,7 +8,6 @@ run resumed from the last checkpoint gives the same student as an uninterrupted 
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +19,13 @@ import torch
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.buffer import Buffer
 from policykd.checkpoint import load_checkpoint, save_checkpoint
+from policykd.collectors import round_collector
 from policykd.config import DistillConfig
 from policykd.distributions import DistParams, family_strategy, kl_divergence
 from policykd.errors import PolicyKDError
 from policykd.losses import LossConfig, bounded_means, distillation_loss
 from policykd.progress import Progress, RoundMetrics
-from policykd.rollout import collect, run_episodes
+from policykd.rollout import run_episodes
 from policykd.run_dir import CONFIG_FILE, LOCK_FILE, RUN_FORMAT, RunLock, check_same_teacher, read_run_record, resolve_run_dir
 from policykd.students import Student, student_spec_for
 from policykd.teachers import Teacher
@@ -253,21 +253,6 @@ def load_run_state(config: DistillConfig, teacher: Teacher, run_dir: Path, *, re
     return RunState(student, _make_optimizer(config)(student), Progress(), None, None)
 
 
-@contextlib.contextmanager
-def round_collector(config: DistillConfig):
-    """None for the local backend; a RayCollector (closed afterwards) for backend ray."""
-    if config.backend != "ray":
-        yield None
-        return
-    from policykd.ray_backend import RayCollector
-
-    collector = RayCollector(config)
-    try:
-        yield collector
-    finally:
-        collector.close()
-
-
 def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, state: RunState,
                        tracker: Tracker, on_round=None) -> DistillResult:
     """The loop, in a folder from prepare_run_dir whose RunLock the caller holds, from load_run_state's state."""
@@ -292,7 +277,7 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
                                family=teacher.family, teacher=identity, normalizer=teacher.normalizer.to_json(),
                                config=config.to_dict(), transitions=True)
 
-    with round_collector(config) as collector:
+    with round_collector(config, teacher) as collector:
         for round_index in range(progress.rounds_done, config.rounds):
             round_start = time.perf_counter()
             seed = _round_seed(config.seed, round_index)
@@ -300,16 +285,9 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
             steps = config.round_steps(round_index)
             with tracker.progress(f"round {round_index + 1}/{config.rounds}: collecting (beta={beta:.2f})", steps) as advance:
                 collect_start = time.perf_counter()
-                if collector is None:
-                    chunk = collect(teacher, steps=steps, beta=beta, seed=seed, n_envs=config.n_envs, student=student,
-                                    round_index=round_index, episode_offset=progress.episodes,
-                                    sample_actions=config.sample_actions, noise_scale=config.noise_scale,
-                                    max_episode_steps=config.collect_max_episode_steps or None, label_every=config.label_every,
-                                    on_progress=advance)
-                else:  # Ray workers (policykd.ray_backend): the same rows, collected elsewhere
-                    chunk, worker_failures = collector.collect_round(steps=steps, beta=beta, seed=seed, round_index=round_index,
-                                                                     episode_offset=progress.episodes, student=student,
-                                                                     on_progress=advance)
+                chunk, worker_failures = collector.collect_round(steps=steps, beta=beta, seed=seed, round_index=round_index,
+                                                                 episode_offset=progress.episodes, student=student,
+                                                                 on_progress=advance)
                 collect_s = time.perf_counter() - collect_start
             buffer.append(chunk)
             data = chunk if data is None else {k: np.concatenate([data[k], chunk[k]]) for k in data}
@@ -336,7 +314,7 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
                 evaluation = {"eval_return_mean": float(episodes.returns.mean()), "eval_return_std": float(episodes.returns.std())}
             metrics = RoundMetrics(round=round_index, beta=beta, labelled_steps=len(data["obs"]), **losses,
                                    student_acted=float(np.mean(chunk["actor"])), collect_steps_per_s=steps / collect_s,
-                                   worker_failures=None if collector is None else worker_failures,
+                                   worker_failures=worker_failures if config.backend == "ray" else None,
                                    wall_s=wall_s, **evaluation)
             progress = progress.after_round(metrics, buffer_chunks=len(buffer.metadata["chunks"]),
                                             episodes=int(data["episode_id"].max()) + 1,

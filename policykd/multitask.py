@@ -33,13 +33,14 @@ from torch import nn
 
 from policykd import student_format as fmt
 from policykd.artifacts import atomic_write_json, package_versions
+from policykd.collectors import LocalCollector
 from policykd.config import DistillConfig
 from policykd.distill import _round_seed, held_out_episodes, total_gradient_steps, validation_kl
 from policykd.distributions import LOG_STD_MAX, LOG_STD_MIN, DistParams, family_strategy
 from policykd.errors import PolicyKDError
 from policykd.losses import LossConfig, distillation_loss
 from policykd.normalization import ObsNormalizer
-from policykd.rollout import collect, run_episodes
+from policykd.rollout import run_episodes
 from policykd.students import TORCH_ACTIVATIONS, Student, StudentSpec, student_spec_for
 
 FORMAT = "policykd-multitask-student"
@@ -183,10 +184,10 @@ def distill_multitask(teachers, config: DistillConfig, run_dir: Path, *, progres
     for round_index in range(config.rounds):
         beta = config.beta(round_index)
         for task, teacher in enumerate(teachers):
-            chunk = collect(teacher, steps=config.round_steps(round_index), beta=beta,
-                            seed=_round_seed(config.seed, round_index) + task, n_envs=config.n_envs, student=views[task],
-                            round_index=round_index, episode_offset=0 if data[task] is None else int(data[task]["episode_id"].max()) + 1,
-                            sample_actions=config.sample_actions, noise_scale=config.noise_scale, label_every=config.label_every)
+            chunk, _ = LocalCollector(teacher, config).collect_round(
+                steps=config.round_steps(round_index), beta=beta, seed=_round_seed(config.seed, round_index) + task,
+                round_index=round_index, student=views[task],
+                episode_offset=0 if data[task] is None else int(data[task]["episode_id"].max()) + 1)
             data[task] = chunk if data[task] is None else {k: np.concatenate([data[task][k], chunk[k]]) for k in data[task]}
             if round_index == 0:
                 student.io[task].value_mean.fill_(float(chunk["value"].mean()))

@@ -5,10 +5,10 @@ instead of in this process; the rows are the same buffer fields, and training is
 
 - Each worker loads the teacher from its file (`ensemble.load_teacher_for(config)`, safe mode unless the recipe
   says trust_pickle): the teacher object is never pickled across.
-- A round's budget is split evenly over the workers (remainder to the last). Worker w collects its share with seed
-  `worker_seed(round_seed, w, n)`: the round's seed itself when there is one worker, so one Ray worker collects
-  exactly what the local backend does; `SeedSequence([round_seed, w])` otherwise. The same --seed and worker count
-  give the same buffer. Episode ids are offset per worker so they stay unique.
+- A round's budget is split over the workers as the local backend splits it (`policykd.collectors.share_jobs`):
+  worker w collects its share with seed `worker_seed(round_seed, w, n)` and its own range of episode ids. The same
+  --seed and worker count give the same buffer, and N Ray workers with one env each (`n_envs: 1`) collect exactly
+  the rows of the local backend with `n_envs: N`.
 - DAgger rounds send the current student to the workers as safetensors bytes plus its spec (no pickle).
 - Progress during a round: each worker reports its labelled rows to a small `ProgressCounter` actor at most every
   PROGRESS_INTERVAL_S; the driver polls it while it waits for the shares (`collect_round(on_progress=...)`).
@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from policykd.collectors import collect_options, concatenate, share_jobs
 from policykd.config import DistillConfig
 from policykd.errors import PolicyKDError
 
@@ -41,19 +42,6 @@ def _ray():
     except ImportError:
         raise PolicyKDError('--backend ray needs Ray: pip install "policykd[ray]"') from None
     return ray
-
-
-def worker_seed(round_seed: int, worker: int, workers: int) -> int:
-    """The seed of worker `worker` of `workers` in a round seeded `round_seed` (see the module docstring)."""
-    if workers == 1:
-        return round_seed
-    return int(np.random.SeedSequence([round_seed, worker]).generate_state(1)[0])
-
-
-def shares(steps: int, workers: int) -> list[int]:
-    """steps split over workers, the remainder to the last."""
-    base = steps // workers
-    return [base] * (workers - 1) + [steps - base * (workers - 1)]
 
 
 def student_payload(student) -> tuple[dict[str, Any], bytes]:
@@ -117,11 +105,9 @@ class RolloutWorker:
                 progress.report.remote(share, rows)
                 last_report = time.monotonic()
 
-        c = self.config
-        return collect(self.teacher, steps=steps, beta=beta, seed=seed, n_envs=c.n_envs, student=acting, round_index=round_index,
-                       episode_offset=episode_offset, sample_actions=c.sample_actions, noise_scale=c.noise_scale,
-                       max_episode_steps=c.collect_max_episode_steps or None, label_every=c.label_every,
-                       on_progress=on_progress)
+        return collect(self.teacher, steps=steps, beta=beta, seed=seed, n_envs=self.config.n_envs, student=acting,
+                       round_index=round_index, episode_offset=episode_offset, on_progress=on_progress,
+                       **collect_options(self.config))
 
 
 class RayCollector:
@@ -152,9 +138,9 @@ class RayCollector:
         ray = self.ray
         n = len(self.workers)
         payload = ray.put(student_payload(student)) if student is not None and beta < 1.0 else None
-        span = steps * max(self.config.label_every, 1) + self.config.n_envs  # more episodes than a share can have
-        jobs = [dict(steps=share, beta=beta, seed=worker_seed(seed, w, n), round_index=round_index,
-                     episode_offset=episode_offset + w * span, share=w) for w, share in enumerate(shares(steps, n))]
+        jobs = [dict(job, beta=beta, round_index=round_index, share=w) for w, job in enumerate(share_jobs(
+            steps=steps, seed=seed, workers=n, episode_offset=episode_offset, label_every=self.config.label_every,
+            envs_per_worker=self.config.n_envs))]
         counter = self._counter.remote() if on_progress is not None else None
         futures = {self.workers[w].collect.remote(**job, student=payload, progress=counter): w for w, job in enumerate(jobs)}
         results: dict[int, dict[str, np.ndarray]] = {}
@@ -186,8 +172,7 @@ class RayCollector:
         if counter is not None:
             ray.kill(counter)
         self.failures += replaced
-        chunks = [results[w] for w in range(n)]
-        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}, replaced
+        return concatenate([results[w] for w in range(n)]), replaced
 
     def close(self) -> None:
         for worker in self.workers:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -56,8 +56,9 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
             round_index: int = 0, episode_offset: int = 0, sample_actions: bool = True, noise_scale: float = 1.0,
             max_episode_steps: int | None = None, label_every: int = 1,
             on_progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-    """Run `steps` labelled env steps; at each step each env is driven by the teacher with probability beta,
-    else by the student. Returns buffer fields (see buffer.py), each with first dimension `steps`.
+    """Run `steps` labelled env steps on n_envs envs in lockstep, labelled in this process; at each step each env is
+    driven by the teacher with probability beta, else by the student. Returns buffer fields (see buffer.py), each
+    with first dimension `steps`. (policykd.collectors runs this in one process per env, or on Ray actors.)
 
     sample_actions: the acting policy samples from its distribution (seeded) instead of taking its mode,
     with its std multiplied by noise_scale (distributions.DistParams.sample). max_episode_steps, when given,
@@ -65,19 +66,6 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
     label_every k > 1 keeps every k-th state of each episode (from a random offset per episode) and steps past the
     others unlabelled: k times the episodes, and the whole of each, per labelled step, for k times the env steps.
     """
-    chunks = list(iter_collect(teacher, steps=steps, chunk_rows=steps, beta=beta, seed=seed, n_envs=n_envs,
-                               student=student, round_index=round_index, episode_offset=episode_offset,
-                               sample_actions=sample_actions, noise_scale=noise_scale,
-                               max_episode_steps=max_episode_steps, label_every=label_every, on_progress=on_progress))
-    return chunks[0]
-
-
-def iter_collect(teacher: Teacher, *, steps: int, chunk_rows: int, beta: float, seed: int, n_envs: int = 2,
-                 student: Student | None = None, round_index: int = 0, episode_offset: int = 0,
-                 sample_actions: bool = True, noise_scale: float = 1.0, max_episode_steps: int | None = None,
-                 label_every: int = 1, on_progress: Callable[[int], None] | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """collect() that hands over its rows as they fill: chunks of chunk_rows rows (the last one smaller), so a
-    caller can commit each to disk before the next is collected. Same rows, in the same order, as collect()."""
     if beta < 1.0 and student is None:
         raise ValueError("a student is needed when beta < 1")
     rng = np.random.default_rng(seed)
@@ -94,7 +82,7 @@ def iter_collect(teacher: Teacher, *, steps: int, chunk_rows: int, beta: float, 
         episode_step = np.zeros(n_envs, dtype=np.int64)
         offset = rng.integers(label_every, size=n_envs) if label_every > 1 else np.zeros(n_envs, dtype=np.int64)
         next_episode = episode_offset + n_envs
-        recorded = pending = 0
+        recorded = 0
         while recorded < steps:
             dist, value = teacher.dist_and_value(obs)
             action = dist.sample(generator, noise_scale=noise_scale) if sample_actions else dist.mode()
@@ -121,13 +109,8 @@ def iter_collect(teacher: Teacher, *, steps: int, chunk_rows: int, beta: float, 
             for name in params:
                 params[name].append(dist[name].numpy()[keep])
             recorded += len(keep)
-            pending += len(keep)
             if on_progress is not None:
                 on_progress(len(keep))
-            while pending >= chunk_rows or (recorded >= steps and pending > 0):
-                chunk = _take_chunk(rows, params, round_index, min(chunk_rows, pending))
-                pending -= len(chunk["obs"])
-                yield chunk
             restarted = np.flatnonzero(after_done)
             episode_ids[restarted] = next_episode + np.arange(len(restarted))
             next_episode += len(restarted)
@@ -141,18 +124,9 @@ def iter_collect(teacher: Teacher, *, steps: int, chunk_rows: int, beta: float, 
         close_vector_env(envs, failed=True)
         raise
     close_vector_env(envs, failed=False)
-
-
-def _take_chunk(rows: dict[str, list[np.ndarray]], params: dict[str, list[np.ndarray]], round_index: int,
-                n: int) -> dict[str, np.ndarray]:
-    """The first n rows gathered since the last chunk, as buffer fields; the rest stay in the lists."""
-    out: dict[str, np.ndarray] = {}
-    for prefix, lists in (("", rows), ("dist_", params)):
-        for name, parts in lists.items():
-            joined = np.concatenate(parts)
-            out[prefix + name] = joined[:n]
-            parts[:] = [joined[n:]] if len(joined) > n else []
-    out["round"] = np.full(n, round_index, dtype=np.int32)
+    out = {name: np.concatenate(parts) for name, parts in rows.items()}
+    out.update({f"dist_{name}": np.concatenate(parts) for name, parts in params.items()})
+    out["round"] = np.full(steps, round_index, dtype=np.int32)
     return out
 
 

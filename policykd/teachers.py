@@ -32,6 +32,7 @@ from policykd.distributions import LOG_STD_MAX, LOG_STD_MIN, DistParams, box_bou
 from policykd.errors import PolicyKDError
 from policykd.normalization import ObsNormalizer
 from policykd.safe_pickle import SCHEDULE_OBJECTS, sb3_custom_objects
+from policykd.teacher_forward import OnPolicyForward
 from policykd.teacher_sources import (  # noqa: F401 - re-exported: `from policykd.teachers import ...` keeps working
     ALGOS,
     DETERMINISTIC,
@@ -90,7 +91,7 @@ class Teacher:
         self.normalizer = source.normalizer or ObsNormalizer.identity(obs_dim)
         self.family = self._family()
         self.strategy = family_strategy(self.family)
-        self._fused_on_policy = _on_policy_head(self.policy) if self.algo in ON_POLICY else None
+        self._one_pass = OnPolicyForward.of(self.policy) if self.algo in ON_POLICY else None
         self._low = self._high = None
         if isinstance(self.action_space, gym.spaces.Box):
             low, high = box_bounds(self.action_space)
@@ -142,33 +143,14 @@ class Teacher:
     def dist_and_value(self, obs: np.ndarray) -> tuple[DistParams, torch.Tensor]:
         """raw obs [B, obs_dim] -> (action distribution of batch B, value [B])."""
         x = self.obs_tensor(obs)
-        if self._fused_on_policy is not None:
-            return self._on_policy_dist_and_value(x)
+        if self._one_pass is not None:  # PPO/A2C/TRPO: policykd.teacher_forward, the same numbers at a third the cost
+            return self._one_pass(x)
+        return self._modules_dist_and_value(x)
+
+    def _modules_dist_and_value(self, x: torch.Tensor) -> tuple[DistParams, torch.Tensor]:
+        """dist_and_value through SB3's own modules (so forward hooks fire): normalised obs [B, obs_dim]."""
         dist = self._dist(x)
         return dist, self._value(x, dist)
-
-    def _on_policy_dist_and_value(self, x: torch.Tensor) -> tuple[DistParams, torch.Tensor]:
-        """dist_and_value of a PPO/A2C/TRPO policy with a diagonal-Gaussian, gSDE or categorical head, in one pass:
-        features and the MLP extractor once for both heads, no torch.distributions objects. The same operations,
-        so the same numbers, as get_distribution() + predict_values() (tests/test_teachers.py), at about half the
-        cost per call, which is most of the labelling overhead in collection."""
-        policy = self.policy
-        features = policy.extract_features(x)
-        if policy.share_features_extractor:
-            latent_pi, latent_vf = policy.mlp_extractor(features)
-        else:
-            latent_pi = policy.mlp_extractor.forward_actor(features[0])
-            latent_vf = policy.mlp_extractor.forward_critic(features[1])
-        value = policy.value_net(latent_vf).squeeze(-1)
-        head = policy.action_net(latent_pi)
-        if self.strategy.discrete:  # torch Categorical(logits=...) normalises its logits this way
-            return DistParams("categorical", {"logits": head - head.logsumexp(dim=-1, keepdim=True)}), value
-        if self._fused_on_policy == "gsde":  # as StateDependentNoiseDistribution.proba_distribution, latent_sde = latent_pi
-            variance = torch.mm(latent_pi**2, policy.action_dist.get_std(policy.log_std) ** 2)
-            std = torch.sqrt(variance + policy.action_dist.epsilon)
-        else:  # as DiagGaussianDistribution builds its Normal
-            std = torch.ones_like(head) * policy.log_std.exp()
-        return DistParams("gaussian", {"mean": head, "log_std": std.log()}), value
 
     @torch.no_grad()
     def action_dist(self, obs: np.ndarray) -> DistParams:
@@ -211,7 +193,8 @@ class Teacher:
         features: dict[str, torch.Tensor] = {}
         hooks = [module.register_forward_hook(self._record(name, features)) for name, module in self._feature_modules]
         try:
-            self.dist_and_value(obs)
+            with torch.no_grad():
+                self._modules_dist_and_value(self.obs_tensor(obs))
         finally:
             for hook in hooks:
                 hook.remove()
@@ -362,20 +345,3 @@ def load_teacher(path: str | Path, *, algo: str | None = None, env_id: str | Non
         raise PolicyKDError(f"cannot load {source.model_zip} as {source.algo}: {detail}; check --algo or re-download the file") from e
     return Teacher(source, model)
 
-
-def _on_policy_head(policy: nn.Module) -> str | None:
-    """The action head of an SB3 ActorCriticPolicy that Teacher._on_policy_dist_and_value computes directly:
-    "gaussian" (diagonal), "gsde" (state-dependent noise, unsquashed) or "categorical"; None for any other
-    (squashed gSDE, multi-discrete, Bernoulli, custom), which takes the generic path."""
-    from stable_baselines3.common.distributions import (
-        CategoricalDistribution,
-        DiagGaussianDistribution,
-        StateDependentNoiseDistribution,
-    )
-
-    if not all(hasattr(policy, a) for a in ("mlp_extractor", "value_net", "action_net", "share_features_extractor")):
-        return None
-    head = getattr(policy, "action_dist", None)
-    if type(head) is StateDependentNoiseDistribution and head.bijector is None:
-        return "gsde"
-    return {DiagGaussianDistribution: "gaussian", CategoricalDistribution: "categorical"}.get(type(head))

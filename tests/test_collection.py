@@ -1,8 +1,11 @@
 import numpy as np
 import pytest
 
+from policykd.artifacts import atomic_write_json
 from policykd.buffer import Buffer
 from policykd.collection import check_student_fits, collect_to_buffer
+from policykd.collectors import LocalCollector
+from policykd.config import DistillConfig
 from policykd.errors import PolicyKDError
 from policykd.students import Student, StudentSpec
 from policykd.teachers import load_teacher
@@ -11,25 +14,31 @@ from policykd.tracking import Tracker
 SETTINGS = {"steps": 500, "beta": 1.0, "seed": 0, "n_envs": 2, "deterministic": False, "student": None}
 
 
-def test_chunks_are_committed_as_they_fill_and_resume_completes_the_count(tiny_teachers, tmp_path):
+def test_chunks_are_committed_as_they_fill_and_a_resumed_buffer_is_the_uninterrupted_one(tiny_teachers, tmp_path):
     teacher = load_teacher(tiny_teachers["dqn"], env_id="CartPole-v1")
     progress = Tracker(None, quiet=True).progress
+    collector = LocalCollector(teacher, DistillConfig(n_envs=2))
+    whole = collect_to_buffer(teacher, tmp_path / "whole", SETTINGS, student=None, chunk_steps=120, resume=False,
+                              progress=progress, collector=collector)
     buffer = collect_to_buffer(teacher, tmp_path / "b", {**SETTINGS, "steps": 300}, student=None, chunk_steps=120,
-                               resume=False, progress=progress)
+                               resume=False, progress=progress, collector=collector)
     assert [c["rows"] for c in buffer.metadata["chunks"]] == [120, 120, 60]
-    # an interrupted collection is the same buffer with fewer rows: resume it to 500 under the same settings
     with pytest.raises(PolicyKDError, match="other settings"):
-        collect_to_buffer(teacher, tmp_path / "b", SETTINGS, student=None, chunk_steps=120, resume=True, progress=progress)
+        collect_to_buffer(teacher, tmp_path / "b", SETTINGS, student=None, chunk_steps=120, resume=True, progress=progress,
+                          collector=collector)
+    # interrupted after two committed chunks (the third being collected is lost): resume it to 500
+    Buffer.open(tmp_path / "b").truncate(2)
     meta = Buffer.open(tmp_path / "b").metadata
     meta["config"]["steps"] = 500
-    from policykd.artifacts import atomic_write_json
-
     atomic_write_json(tmp_path / "b" / "metadata.json", meta)
-    resumed = collect_to_buffer(teacher, tmp_path / "b", SETTINGS, student=None, chunk_steps=120, resume=True, progress=progress)
-    data = resumed.load()
-    assert resumed.rows == 500 == len(data["obs"])
-    first, second = data["episode_id"][:300], data["episode_id"][300:]
-    assert second.min() > first.max()  # the resumed part starts fresh episodes with new ids
+    resumed = collect_to_buffer(teacher, tmp_path / "b", SETTINGS, student=None, chunk_steps=120, resume=True,
+                                progress=progress, collector=collector)
+    assert resumed.rows == 500 and [c["rows"] for c in resumed.metadata["chunks"]] == [120, 120, 120, 120, 20]
+    data, expected = resumed.load(), whole.load()
+    for key in expected:  # chunk k comes from seed (seed, k) wherever the collection stopped
+        np.testing.assert_array_equal(data[key], expected[key], err_msg=key)
+    ids = data["episode_id"]
+    assert len(ids[np.r_[True, np.diff(ids) != 0]]) == len(np.unique(ids))  # each episode id is one run of rows
 
 
 def test_a_student_must_fit_the_teacher(tiny_teachers):

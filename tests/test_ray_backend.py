@@ -14,7 +14,8 @@ from policykd.tracking import Tracker
 
 ray = pytest.importorskip("ray", reason='pip install "policykd[ray]"')
 
-from policykd.ray_backend import RayCollector, RolloutWorker, shares, worker_seed  # noqa: E402
+from policykd.collectors import shares, worker_seed  # noqa: E402
+from policykd.ray_backend import RayCollector, RolloutWorker  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +38,10 @@ def test_shares_and_worker_seeds():
     assert len({worker_seed(123, w, 4) for w in range(4)}) == 4
 
 
-def test_one_ray_worker_distils_exactly_what_the_local_backend_does(tiny_teachers, tmp_path, local_ray):
-    local = distill(_config(tiny_teachers, tmp_path / "local"), tracker=Tracker(None, quiet=True))
-    on_ray = distill(_config(tiny_teachers, tmp_path / "ray", backend="ray", num_workers=1), tracker=Tracker(None, quiet=True))
+def test_two_ray_workers_distil_exactly_what_two_local_workers_do(tiny_teachers, tmp_path, local_ray):
+    local = distill(_config(tiny_teachers, tmp_path / "local", n_envs=2), tracker=Tracker(None, quiet=True))
+    on_ray = distill(_config(tiny_teachers, tmp_path / "ray", backend="ray", num_workers=2, n_envs=1),
+                     tracker=Tracker(None, quiet=True))
     a, b = Buffer.open(local.run_dir / "buffer").load(), Buffer.open(on_ray.run_dir / "buffer").load()
     assert set(a) == set(b)
     for key in a:
@@ -115,7 +117,7 @@ def test_random_search_with_asha_reports_every_round(tiny_teachers, tmp_path, lo
     assert any(len(p.read_text().strip().splitlines()) >= 3 for p in progress)  # header + per-round reports
 
 
-def test_collect_on_ray_is_the_local_buffer_with_one_worker_and_reproducible_with_two(tiny_teachers, tmp_path, local_ray):
+def test_collect_on_ray_is_the_local_buffer_and_reproducible(tiny_teachers, tmp_path, local_ray):
     from typer.testing import CliRunner
 
     from policykd.cli import app
@@ -127,15 +129,15 @@ def test_collect_on_ray_is_the_local_buffer_with_one_worker_and_reproducible_wit
         assert result.exit_code == 0, result.output
         return Buffer.open(tmp_path / out)
 
-    local = collect("local").load()
-    one = collect("ray1", "--backend", "ray", "--num-workers", "1")
-    assert one.metadata["config"]["backend"] == "ray" and one.metadata["config"]["num_workers"] == 1
-    for key in local:  # one worker collects exactly what this machine does, in the same buffer format
-        np.testing.assert_array_equal(one.load()[key], local[key], err_msg=key)
+    local = collect("local", "--n-envs", "2").load()
+    on_ray = collect("ray", "--backend", "ray", "--num-workers", "2", "--n-envs", "1")
+    assert on_ray.metadata["config"]["backend"] == "ray" and on_ray.metadata["config"]["num_workers"] == 2
+    for key in local:  # two Ray workers collect exactly what two local workers do, in the same buffer format
+        np.testing.assert_array_equal(on_ray.load()[key], local[key], err_msg=key)
     a = collect("ray2a", "--backend", "ray", "--num-workers", "2", "--chunk-steps", "200")
     b = collect("ray2b", "--backend", "ray", "--num-workers", "2", "--chunk-steps", "200")
     assert a.rows == 500 and len(a.metadata["chunks"]) == 3  # one Ray round per chunk, each committed
     for key, values in a.load().items():  # same --seed and worker count: the same buffer
         np.testing.assert_array_equal(b.load()[key], values, err_msg=key)
-    ids = a.load()["episode_id"]
-    assert len(ids[np.r_[True, np.diff(ids) != 0]]) == len(np.unique(ids))  # no episode id reused across workers or chunks
+    chunks = np.split(a.load()["episode_id"], np.cumsum([c["rows"] for c in a.metadata["chunks"]])[:-1])
+    assert all(later.min() > earlier.max() for earlier, later in zip(chunks, chunks[1:]))  # each chunk: new episodes

@@ -42,11 +42,9 @@ def test_zoo_teacher_matches_sb3_predict(algo, env_id, family, obs_dim):
     dist, value = teacher.dist_and_value(batch)
     assert value.shape == (16,) and torch.isfinite(value).all()
     if algo in ("ppo", "a2c", "trpo"):  # the fused one-pass forward gives exactly SB3's distribution and value
-        assert teacher._fused_on_policy in ("gaussian", "gsde", "categorical")
+        assert teacher._one_pass is not None and teacher._one_pass.head in ("gaussian", "gsde", "categorical")
         with torch.no_grad():
-            x = teacher.obs_tensor(batch)
-            generic = teacher._dist(x)
-            generic_value = teacher._value(x, generic)
+            generic, generic_value = teacher._modules_dist_and_value(teacher.obs_tensor(batch))
         assert all(torch.equal(dist[k], generic[k]) for k in generic.params) and torch.equal(value, generic_value)
     features = teacher.features(batch)
     assert len(features) == 2 and all(f.shape[0] == 16 and f.dim() == 2 for f in features.values())
