@@ -47,8 +47,8 @@ class DistillConfig:
     ray_address: str | None = None      # backend ray: the cluster to join (None: start a local one)
     sample_actions: bool = True         # acting policy samples its distribution (broader state coverage)
     noise_scale: float = 1.0            # multiplies the acting policy's std when sampling
-    label_every: int = 1                # k > 1: label every k-th state of each episode (random offset), step past the rest:
-                                        # k times the episodes per labelled step, for k times the env steps
+    label_every: int = 3                # label every k-th state of each episode (random offset), step past the rest: k times
+                                        # the episodes per labelled step, for k times the env steps (docs/techniques.md)
     collect_max_episode_steps: int = 0  # > 0: truncate collection episodes after this many steps (more distinct
                                         # starts per labelled step; for envs that reach a goal then hold, e.g. Reacher)
     # student

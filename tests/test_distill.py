@@ -95,7 +95,7 @@ def test_config_file_and_overrides(tmp_path):
 
 def test_distill_collects_truncated_episodes(tiny_teachers, tmp_path):
     """collect_max_episode_steps reaches the collection envs: no episode in the buffer is longer."""
-    result = distill(_config(tiny_teachers, tmp_path, collect_max_episode_steps=15), tracker=Tracker(None, quiet=True))
+    result = distill(_config(tiny_teachers, tmp_path, collect_max_episode_steps=15, label_every=1), tracker=Tracker(None, quiet=True))
     data = Buffer.open(result.run_dir / "buffer").load()
     assert np.bincount(data["episode_id"]).max() == 15
 
