@@ -51,7 +51,7 @@ def main() -> None:
             collect(teacher, steps=args.steps, beta=1.0, seed=0, n_envs=n_envs)
             one_process = args.steps / (time.perf_counter() - start)
             start = time.perf_counter()
-            LocalCollector(teacher, DistillConfig(n_envs=n_envs)).collect_round(
+            LocalCollector(teacher, DistillConfig(n_envs=n_envs, label_every=1)).collect_round(
                 steps=args.steps, beta=1.0, seed=0, round_index=0, episode_offset=0, student=None)
             local = args.steps / (time.perf_counter() - start)
             rows.append({"teacher": name, "env": teacher.env_spec.env_id, "n_envs": n_envs, "raw_steps_per_s": raw,

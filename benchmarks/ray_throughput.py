@@ -1,6 +1,6 @@
 """Labelled collection throughput, local backend against Ray, side by side in one run on one pybullet teacher.
 
-Rows: the raw env (random actions, policykd's vector env), the local backend (LocalCollector: n_envs worker
+Rows: the raw env (random actions, policykd's vector env), the local backend (LocalCollector: 1 and n_envs worker
 processes, one env each, each labelling its own states), and the Ray backend with 1 and 2 rollout actors (each
 with n_envs // workers envs, so every row steps the same number of envs). Ray's overhead is the ratio of its steps/s to the local backend's at the same env count. Writes
 benchmarks/results/ray_throughput.json. The machine's other load is recorded (os.getloadavg) beside the numbers.
@@ -40,12 +40,15 @@ def main() -> None:
     teacher = load_teacher(path)
     rows = [{"backend": "raw env (random actions)", "envs": args.envs,
              "steps_per_s": raw_env_throughput(teacher.env_spec, steps=args.steps, n_envs=args.envs)}]
-    start = time.perf_counter()
-    LocalCollector(teacher, DistillConfig(n_envs=args.envs)).collect_round(
-        steps=args.steps, beta=1.0, seed=0, round_index=0, episode_offset=0, student=None)
-    rows.append({"backend": "local", "envs": args.envs, "steps_per_s": args.steps / (time.perf_counter() - start)})
+    for workers in (1, args.envs):
+        start = time.perf_counter()
+        LocalCollector(teacher, DistillConfig(n_envs=workers, label_every=1)).collect_round(
+            steps=args.steps, beta=1.0, seed=0, round_index=0, episode_offset=0, student=None)
+        rows.append({"backend": f"local, {workers} worker{'s' if workers > 1 else ''}", "envs": workers,
+                     "steps_per_s": args.steps / (time.perf_counter() - start)})
     for workers in (1, 2):
-        config = DistillConfig(teacher=str(path), backend="ray", num_workers=workers, n_envs=max(args.envs // workers, 1))
+        config = DistillConfig(teacher=str(path), backend="ray", num_workers=workers, n_envs=max(args.envs // workers, 1),
+                               label_every=1)
         collector = RayCollector(config)
         collector.collect_round(steps=200 * workers, beta=1.0, seed=1, round_index=0, episode_offset=0, student=None)  # warm up
         start = time.perf_counter()
@@ -53,7 +56,7 @@ def main() -> None:
         rows.append({"backend": f"ray, {workers} worker{'s' if workers > 1 else ''}", "envs": workers * config.n_envs,
                      "steps_per_s": args.steps / (time.perf_counter() - start)})
         collector.close()
-    local = rows[1]["steps_per_s"]
+    local = rows[2]["steps_per_s"]  # the local backend on as many envs as the Ray rows
     for row in rows:
         row["ratio_to_local"] = row["steps_per_s"] / local
         print(f"{row['backend']:26s} {row['envs']} envs: {row['steps_per_s']:7.0f} labelled steps/s ({row['ratio_to_local']:.2f}x local)", flush=True)

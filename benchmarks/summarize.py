@@ -73,11 +73,12 @@ def throughput_table() -> str:
     path = RESULTS / "collection_throughput.json"
     if not path.exists():
         return ""
-    lines = ["| teacher | envs | raw env steps/s (random actions) | teacher-labelled steps/s | fraction |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| teacher | envs | raw env steps/s (random actions) | one labelling process: steps/s (fraction) | "
+             "local backend: steps/s (fraction) |", "|---|---:|---:|---:|---:|"]
     for t in json.loads(path.read_text())["rows"]:
-        lines.append(f"| {t['teacher']} | {t['n_envs']} | {t['raw_steps_per_s']:.0f} | {t['labelled_steps_per_s']:.0f} | "
-                     f"{t['fraction']:.2f} |")
+        lines.append(f"| {t['teacher']} | {t['n_envs']} | {t['raw_steps_per_s']:.0f} | "
+                     f"{t['one_labelling_process_steps_per_s']:.0f} ({t['one_labelling_process_fraction']:.2f}) | "
+                     f"{t['local_backend_steps_per_s']:.0f} ({t['local_backend_fraction']:.2f}) |")
     return "\n".join(lines)
 
 
