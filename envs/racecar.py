@@ -17,6 +17,8 @@ Termination: the chassis leaves the track (|lateral offset| > half_width: 0.6 m,
     touches a barrier or an obstacle, or rolls over. Truncation: 500 steps (25 s at 20 Hz) through gymnasium's TimeLimit.
 Info: progress (m driven along the track), laps (completed laps), lap_completed (at least one full lap so far),
     is_success (same as lap_completed), crashed (touched a barrier or obstacle), off_track.
+Student views (policykd.views, recipe key `student_view`): `rays` drops the centreline knowledge a real car does not
+    have (heading error, lateral offset) and adds the last action: [speed, yaw rate, steering, throttle, rays...].
 Randomised from the reset seed: the track's shape, the start point along it, the start offset and heading, and
     (RacecarObstacles) the obstacles' positions. Physics: 100 Hz, 5 substeps per action (20 Hz control).
 """
@@ -46,8 +48,28 @@ _CRASH_PENALTY = 1.0
 _STATIC_GROUP = 2  # Bullet's collision filter group of static bodies: rays see barriers and obstacles, not the car
 
 
+class RaysView:
+    """Student view `rays`: what the car itself can sense. [speed, yaw rate, last steering, last throttle, rays...]
+    (float32, 4 + n_rays): the teacher's observation without the centreline knowledge (heading error, lateral
+    offset), plus the last action (zeros after a reset). See policykd.views."""
+
+    @staticmethod
+    def space(env: RacecarEnv) -> spaces.Box:
+        n = len(env._ray_angles)
+        low = np.array([-np.inf, -np.inf, -1.0, -1.0] + [0.0] * n, dtype=np.float32)
+        high = np.array([np.inf, np.inf, 1.0, 1.0] + [env.ray_range] * n, dtype=np.float32)
+        return spaces.Box(low, high, dtype=np.float32)
+
+    @staticmethod
+    def observe(env: RacecarEnv, obs: np.ndarray, last_action: np.ndarray) -> np.ndarray:
+        action = np.clip(np.asarray(last_action, dtype=np.float32).reshape(2), -1.0, 1.0)
+        return np.concatenate([obs[:2], action, obs[5:]]).astype(np.float32)
+
+
 class RacecarEnv(BulletEnv):
     """The MIT racecar URDF from pybullet_data on a random closed track with barriers at both edges."""
+
+    student_views = {"rays": RaysView()}  # sensor-only views for privileged-teacher distillation (policykd.views)
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1 / (_PHYSICS_DT * _SUBSTEPS)))}
 

@@ -17,6 +17,9 @@ Layout (readable with numpy alone, no policykd needed)::
     and, in buffers written by policykd collect / distill since 0.x (TRANSITION_FIELDS, listed in "fields"):
         action       float32 [n, A] or [n]  the env action taken from obs (the index for discrete actions)
         next_obs     float32 [n, obs_dim]   the observation that step led to (the terminal one at episode ends)
+    and, when the student sees another view of the env than the teacher (policykd.views; metadata
+    "student_view" and "student_observation_space"):
+        student_obs  float32 [n, ...]       what the student saw at obs
 
 Appends write the chunk under a temporary name, fsync, rename, then rewrite metadata.json the same way.
 A chunk is part of the buffer only once metadata.json lists it; on load every listed chunk's sha256
@@ -95,8 +98,9 @@ class Buffer:
     @classmethod
     def create(cls, root: str | Path, *, observation_space: gym.Space, action_space: gym.Space, family: str,
                teacher: dict[str, Any], normalizer: dict[str, Any] | None, config: dict[str, Any] | None = None,
-               transitions: bool = False) -> Buffer:
-        """A new, empty buffer in `root` (an absent or empty folder). transitions: also store TRANSITION_FIELDS."""
+               transitions: bool = False, student_view: str = "", student_observation_space: gym.Space | None = None) -> Buffer:
+        """A new, empty buffer in `root` (an absent or empty folder). transitions: also store TRANSITION_FIELDS;
+        student_view (with its space): also store what the student saw (`student_obs`)."""
         root = Path(root)
         if (root / "metadata.json").exists():
             raise PolicyKDError(f"{root} already holds a buffer; continue it with --resume or choose a new --out")
@@ -110,13 +114,17 @@ class Buffer:
             "observation_space": space_to_json(observation_space),
             "action_space": space_to_json(action_space),
             "family": family,
-            "fields": list(BASE_FIELDS) + [f"dist_{n}" for n in PARAM_NAMES[family]] + list(TRANSITION_FIELDS if transitions else ()),
+            "fields": list(BASE_FIELDS) + [f"dist_{n}" for n in PARAM_NAMES[family]] + list(TRANSITION_FIELDS if transitions else ())
+                      + (["student_obs"] if student_view else []),
             "teacher": teacher,
             "normalizer": normalizer,
             "config": config or {},
             "versions": package_versions(),
             "chunks": [],
         }
+        if student_view:
+            metadata["student_view"] = student_view
+            metadata["student_observation_space"] = space_to_json(student_observation_space)
         atomic_write_json(root / "metadata.json", metadata)
         return cls(root, metadata)
 

@@ -479,9 +479,11 @@ def eval_command(
         check_backends(backend or [])
         s = load_student(student)
         t = load_teacher(teacher, algo=algo, env_id=env, trust_pickle=trust_pickle)
-        check_student_fits(s, t, where=str(student))
+        view = check_student_fits(s, t, where=str(student))
+        if view and [b for b in backend or [] if b != "torch"]:
+            raise PolicyKDError(f"--backend runs exports on the teacher's observation; {student} sees the {view!r} view")
         report = compare(t, s, episodes=episodes, eval_seed=seed, n_envs=n_envs, latency_calls=latency_calls,
-                         noise_floor=noise_floor, progress_factory=Tracker().progress)
+                         noise_floor=noise_floor, progress_factory=Tracker().progress, student_view=view)
         print_comparison(report)
         record = report.to_json()
         if [b for b in backend or [] if b != "torch"]:

@@ -18,15 +18,26 @@ from policykd.buffer import Buffer
 from policykd.errors import PolicyKDError
 from policykd.students import Student
 from policykd.teachers import Teacher
+from policykd.views import student_observation_space
 
 
-def check_student_fits(student: Student, teacher: Teacher, where: str = "--student") -> None:
-    """The student must take the teacher's observations and act in its action space and family."""
+def student_view_of(student: Student) -> str:
+    """The student view (policykd.views) a student was distilled on, from its card; "" for the teacher's own."""
+    return ((student.card or {}).get("student_view") or {}).get("name", "")
+
+
+def check_student_fits(student: Student, teacher: Teacher, where: str = "--student") -> str:
+    """The student must take the teacher's observations (or its card's view of the teacher's env) and act in its
+    action space and family; returns the student's view name ("" for the teacher's observation)."""
     spec = student.spec
-    if (spec.obs_dim, spec.action_dim, spec.family) != (teacher.obs_dim, teacher.action_dim, teacher.family):
+    view = student_view_of(student)
+    obs_dim = int(np.prod(student_observation_space(teacher.env_spec, view).shape)) if view else teacher.obs_dim
+    seen = f"its {view!r} view of the teacher's env has" if view else "the teacher's env has"
+    if (spec.obs_dim, spec.action_dim, spec.family) != (obs_dim, teacher.action_dim, teacher.family):
         raise PolicyKDError(f"{where} takes {spec.obs_dim} observations and gives {spec.action_dim} {spec.family} actions, "
-                            f"but the teacher's env has {teacher.obs_dim} and {teacher.action_dim} {teacher.family}; "
+                            f"but {seen} {obs_dim} and {teacher.action_dim} {teacher.family}; "
                             "pass a student distilled from this teacher")
+    return view
 
 
 def collect_to_buffer(teacher: Teacher, out_dir: Path, settings: dict[str, Any], *, student: Student | None,
@@ -34,8 +45,9 @@ def collect_to_buffer(teacher: Teacher, out_dir: Path, settings: dict[str, Any],
     """Collect settings["steps"] labelled rows (settings: steps, beta, seed, n_envs, deterministic, student, and
     backend and num_workers for Ray) into the buffer at out_dir, one collector round per chunk; progress(label,
     total) is a Tracker.progress context; collector: from policykd.collectors.round_collector."""
-    if student is not None:
-        check_student_fits(student, teacher)
+    if student is not None and check_student_fits(student, teacher):
+        raise PolicyKDError("--student sees a student view of the env (policykd.views); `policykd collect` collects "
+                            "with the teacher's observation only: distil sensor-only students with `policykd distill`")
     identity = teacher.identity()
     if resume:
         buffer = Buffer.open(out_dir)

@@ -59,7 +59,8 @@ def share_jobs(*, steps: int, seed: int, workers: int, episode_offset: int, labe
 def collect_options(config: DistillConfig) -> dict[str, Any]:
     """The recipe's collect() settings other than the budget, seed and student."""
     return dict(sample_actions=config.sample_actions, noise_scale=config.noise_scale,
-                max_episode_steps=config.collect_max_episode_steps or None, label_every=config.label_every)
+                max_episode_steps=config.collect_max_episode_steps or None, label_every=config.label_every,
+                student_view=config.student_view)
 
 
 def concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -49,6 +49,8 @@ class DistillConfig:
     noise_scale: float = 1.0            # multiplies the acting policy's std when sampling
     label_every: int = 3                # label every k-th state of each episode (random offset), step past the rest: k times
                                         # the episodes per labelled step, for k times the env steps (docs/techniques.md)
+    student_view: str = ""              # the student's view of the env when it sees less than the teacher (policykd.views),
+                                        # e.g. rays on the racecar; "": the teacher's observation
     collect_max_episode_steps: int = 0  # > 0: truncate collection episodes after this many steps (more distinct
                                         # starts per labelled step; for envs that reach a goal then hold, e.g. Reacher)
     # student
@@ -241,6 +243,9 @@ def validate(config: DistillConfig) -> None:
                             f"(-{len(config.hidden)} to {len(config.hidden) - 1}), got {config.hint_student_layer}")
     if config.quantise_aware_rounds > config.rounds:
         raise PolicyKDError(f"quantise_aware_rounds ({config.quantise_aware_rounds}) must be at most rounds ({config.rounds})")
+    if config.student_view and (config.hint_weight > 0 or config.attention_weight > 0):
+        raise PolicyKDError(f"student_view {config.student_view!r} gives the student other inputs than the teacher's, "
+                            "which hints and attention transfer compare layer by layer; set hint_weight and attention_weight to 0")
     if config.labelled_steps < config.rounds:
         raise PolicyKDError(f"labelled_steps ({config.labelled_steps}) must be at least rounds ({config.rounds})")
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from policykd.artifacts import atomic_write_json, package_versions
-from policykd.buffer import Buffer
+from policykd.buffer import Buffer, space_to_json
 from policykd.checkpoint import load_checkpoint, save_checkpoint
 from policykd.collectors import round_collector
 from policykd.config import DistillConfig
@@ -32,6 +32,7 @@ from policykd.teachers import Teacher
 from policykd.tracking import Tracker, make_tracker
 from policykd.transfer import Transfer
 from policykd.transfer import read_state as read_transfer_state
+from policykd.views import student_observation_space
 
 
 @dataclass
@@ -82,11 +83,13 @@ def held_out_episodes(episode_id: np.ndarray, fraction: float, seed: int) -> np.
 
 
 def _labels(data: dict[str, np.ndarray], strategy) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-    """obs [N, obs_dim], the teacher's distribution parameters (each [N, ...]) and values [N] as tensors."""
+    """The student's inputs [N, obs_dim] (its own view, `student_obs`, where the buffer has one; else the
+    teacher's observation), the teacher's distribution parameters (each [N, ...]) and values [N] as tensors."""
     params = {n: torch.as_tensor(data[f"dist_{n}"]) for n in strategy.param_names}
     if strategy.discrete:
         params["logits"] = params["logits"].float()
-    return torch.as_tensor(data["obs"]), params, torch.as_tensor(data["value"])
+    inputs = data["student_obs"] if "student_obs" in data else data["obs"]
+    return torch.as_tensor(inputs), params, torch.as_tensor(data["value"])
 
 
 @torch.no_grad()
@@ -249,7 +252,9 @@ def load_run_state(config: DistillConfig, teacher: Teacher, run_dir: Path, *, re
         return RunState(student, optimizer, progress, buffer, buffer.load(n_chunks=progress.buffer_chunks),
                         read_transfer_state(run_dir / "checkpoint"))
     torch.manual_seed(config.seed)
-    student = Student(student_spec_for(teacher, hidden=tuple(config.hidden), activation=config.activation))
+    view_space = student_observation_space(teacher.env_spec, config.student_view) if config.student_view else None
+    student = Student(student_spec_for(teacher, hidden=tuple(config.hidden), activation=config.activation,
+                                       observation_space=view_space))
     return RunState(student, _make_optimizer(config)(student), Progress(), None, None)
 
 
@@ -261,6 +266,10 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
     atomic_write_json(run_dir / CONFIG_FILE, {"format": RUN_FORMAT, "config": config.to_dict(), "decided": config.decisions(),
                                               "teacher": identity, "versions": package_versions()})
     card_extra = {"teacher": identity, "config": config.to_dict(), "decided": config.decisions(), "seed": config.seed}
+    view_space = None
+    if config.student_view:  # what the student sees, beside the teacher's env: `policykd eval` rebuilds it from here
+        view_space = student_observation_space(teacher.env_spec, config.student_view)
+        card_extra["student_view"] = {"name": config.student_view, "observation_space": space_to_json(view_space)}
     student, optimizer, progress, data = state.student, state.optimizer, state.progress, state.data
     transfer = Transfer.of(config, teacher, student)
     if transfer is not None:
@@ -275,7 +284,8 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
             (run_dir / "buffer" / "metadata.json").unlink()
         buffer = Buffer.create(run_dir / "buffer", observation_space=teacher.observation_space, action_space=teacher.action_space,
                                family=teacher.family, teacher=identity, normalizer=teacher.normalizer.to_json(),
-                               config=config.to_dict(), transitions=True)
+                               config=config.to_dict(), transitions=True, student_view=config.student_view,
+                               student_observation_space=view_space)
 
     with round_collector(config, teacher) as collector:
         for round_index in range(progress.rounds_done, config.rounds):
@@ -294,6 +304,8 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
             if round_index == 0 and not state.restored:
                 student.value_mean.fill_(float(data["value"].mean()))
                 student.value_std.fill_(float(data["value"].std()) + 1e-6)
+                if config.student_view:  # the teacher's normaliser is for the teacher's view: fit the student's own
+                    student.fit_normalizer(data["student_obs"])
             with tracker.progress(f"round {round_index + 1}/{config.rounds}: training", config.decided_epochs_per_round()) as advance:
                 held_out = held_out_episodes(data["episode_id"], config.validation_fraction, config.seed)
                 train = data if not held_out.any() else {k: v[~held_out] for k, v in data.items()}

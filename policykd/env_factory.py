@@ -126,6 +126,12 @@ class EnvSpec:
             env = import_object(wrapper.path)(env, **wrapper.kwargs)
         return env
 
+    def with_view(self, view: str) -> EnvSpec:
+        """This env with a student view (policykd.views): info["student_obs"] after every reset and step."""
+        if not view:
+            return self
+        return EnvSpec(self.env_id, self.env_kwargs, (*self.wrappers, WrapperSpec("policykd.views:StudentViewWrapper", {"view": view})))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "env_id": self.env_id,

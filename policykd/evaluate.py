@@ -124,10 +124,11 @@ class Comparison:
 
 
 @torch.no_grad()
-def agreement(teacher: Teacher, student: Student, states: np.ndarray) -> dict[str, float]:
-    """How closely the student matches the teacher on states [N, obs_dim] the teacher visited."""
+def agreement(teacher: Teacher, student: Student, states: np.ndarray, student_states: np.ndarray | None = None) -> dict[str, float]:
+    """How closely the student matches the teacher on states [N, obs_dim] the teacher visited; student_states
+    [N, ...]: the student's view of the same states, when it sees another one (policykd.views)."""
     teacher_dist, _ = teacher.dist_and_value(states)
-    student_dist, _ = student(torch.as_tensor(states, dtype=torch.float32))
+    student_dist, _ = student(torch.as_tensor(states if student_states is None else student_states, dtype=torch.float32))
     result = {"kl": float(kl_divergence(teacher_dist, student_dist, reduction="mean")), "states": int(len(states))}
     teacher_action = teacher.to_env_action(teacher_dist.mode())
     student_action = teacher.to_env_action(student_dist.mode())
@@ -198,34 +199,40 @@ def teacher_noise_floor(teacher: Teacher, seeds: list[int], reference: Episodes,
 
 def compare(teacher: Teacher, student: Student, *, episodes: int = 20, eval_seed: int = 1_000_000, n_envs: int = 2,
             latency_calls: int = 2_000, max_agreement_states: int = 5_000, teacher_episodes: Episodes | None = None,
-            noise_floor: bool = False, progress_factory=None) -> Comparison:
+            noise_floor: bool = False, progress_factory=None, student_view: str = "") -> Comparison:
     """The full teacher-vs-student report. noise_floor: also run teacher_noise_floor, with the
-    student's own error on held-out teacher states (RMS action error, or 1 - accuracy for discrete actions)."""
+    student's own error on held-out teacher states (RMS action error, or 1 - accuracy for discrete actions).
+    student_view: the student sees that view of the env (policykd.views); the teacher its own observation."""
     seeds = [eval_seed + i for i in range(episodes)]
 
     def teacher_act(obs: np.ndarray) -> np.ndarray:
         return teacher.act(obs, deterministic=True)
 
-    def run(name: str, act: ActFn, envs: int = n_envs) -> Episodes:
+    def run(name: str, act: ActFn, envs: int = n_envs, *, student: bool = False) -> Episodes:
+        view = dict(view=student_view, act_on_view=student)
         if progress_factory is None:
-            return run_episodes(act, teacher.env_spec, seeds, n_envs=envs)
+            return run_episodes(act, teacher.env_spec, seeds, n_envs=envs, **view)
         with progress_factory(f"evaluating {name} ({episodes} episodes)", episodes) as advance:
-            return run_episodes(act, teacher.env_spec, seeds, n_envs=envs, progress=advance)
+            return run_episodes(act, teacher.env_spec, seeds, n_envs=envs, progress=advance, **view)
 
+    if teacher_episodes is not None and student_view and teacher_episodes.view_states is None:
+        teacher_episodes = None  # reference episodes without the student's view of their states: run them again
     teacher_eps = teacher_episodes or run("teacher", teacher_act)
-    student_eps = run("student", student.act)
+    student_eps = run("student", student.act, student=True)
     rng = np.random.default_rng(eval_seed)
-    states = teacher_eps.states
+    states, student_states = teacher_eps.states, teacher_eps.view_states
     if len(states) > max_agreement_states:
-        states = states[rng.choice(len(states), max_agreement_states, replace=False)]
-    probe = states[:1]
+        chosen = rng.choice(len(states), max_agreement_states, replace=False)
+        states = states[chosen]
+        student_states = None if student_states is None else student_states[chosen]
+    probe, student_probe = states[:1], (states if student_states is None else student_states)[:1]
     latency = {
         "teacher_torch": measure_latency(lambda: teacher_act(probe), calls=latency_calls),
         "teacher_sb3_predict": measure_latency(lambda: teacher.sb3_predict(probe), calls=latency_calls),
-        "student_torch": measure_latency(lambda: student.act(probe), calls=latency_calls),
+        "student_torch": measure_latency(lambda: student.act(student_probe), calls=latency_calls),
     }
     teacher_stats, student_stats = ReturnStats.of_episodes(teacher_eps), ReturnStats.of_episodes(student_eps)
-    report_agreement = agreement(teacher, student, states)
+    report_agreement = agreement(teacher, student, states, student_states)
     floor = None
     if noise_floor:
         error = (1.0 - report_agreement["accuracy"] if teacher.strategy.discrete

@@ -10,15 +10,17 @@ import numpy as np
 from policykd.artifacts import atomic_write_bytes
 from policykd.env_factory import EnvSpec
 from policykd.errors import PolicyKDError
+from policykd.views import INFO_KEY
 
 ActFn = Callable[[np.ndarray], np.ndarray]  # obs [1, obs_dim] -> actions [1, act_dim]
 
 
-def record_episode(act: ActFn, spec: EnvSpec, seed: int, *, max_steps: int) -> list[np.ndarray]:
-    """RGB frames (H, W, 3) uint8 of one deterministic episode on `seed`, the reset frame first."""
-    env = spec.make(render_mode="rgb_array")
+def record_episode(act: ActFn, spec: EnvSpec, seed: int, *, max_steps: int, view: str = "") -> list[np.ndarray]:
+    """RGB frames (H, W, 3) uint8 of one deterministic episode on `seed`, the reset frame first. view: `act` sees
+    that student view of the env (policykd.views) instead of its observation."""
+    env = spec.with_view(view).make(render_mode="rgb_array")
     try:
-        obs, _ = env.reset(seed=seed)
+        obs, info = env.reset(seed=seed)
         try:
             frames = [env.render()]
         except Exception as e:  # e.g. gymnasium's DependencyNotInstalled for pygame-drawn envs
@@ -27,7 +29,8 @@ def record_episode(act: ActFn, spec: EnvSpec, seed: int, *, max_steps: int) -> l
         if frames[0] is None:
             raise PolicyKDError(f"{spec.env_id} does not render rgb_array frames; set rollout_steps: 0 to skip the strip")
         for _ in range(max_steps):
-            obs, _, terminated, truncated, _ = env.step(act(obs[None].astype(np.float32))[0])
+            seen = info[INFO_KEY] if view else obs
+            obs, _, terminated, truncated, info = env.step(act(seen[None].astype(np.float32))[0])
             frames.append(env.render())
             if terminated or truncated:
                 break

@@ -172,6 +172,8 @@ def distill_multitask(teachers, config: DistillConfig, run_dir: Path, *, progres
     saves it to run_dir/student. progress(message) is called once per round."""
     if len(teachers) < 2:
         raise PolicyKDError("a multi-task student needs at least two teachers; use `policykd distill` for one")
+    if config.student_view:
+        raise PolicyKDError("student_view is for single-task students; distil each view with `policykd distill`")
     torch.set_num_threads(config.torch_threads)
     torch.manual_seed(config.seed)
     specs = [student_spec_for(t, hidden=tuple(config.hidden), activation=config.activation) for t in teachers]

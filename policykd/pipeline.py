@@ -62,7 +62,7 @@ def distill_and_evaluate(config: DistillConfig, *, resume: bool = False, evaluat
             if evaluate:
                 report = compare(teacher, result.student, episodes=config.eval_episodes, eval_seed=config.eval_seed,
                                  n_envs=config.n_envs, latency_calls=config.latency_calls, progress_factory=tracker.progress,
-                                 teacher_episodes=teacher_episodes)
+                                 teacher_episodes=teacher_episodes, student_view=config.student_view)
                 atomic_write_json(run_dir / "eval.json", report.to_json())
                 log_evaluation(tracker, report)
                 if on_report is not None:
@@ -70,7 +70,7 @@ def distill_and_evaluate(config: DistillConfig, *, resume: bool = False, evaluat
             rollout_png = None
             if config.rollout_steps > 0:
                 rollout_png = film_side_by_side(teacher, result.student, run_dir, seed=config.eval_seed,
-                                                steps=config.rollout_steps, tracker=tracker)
+                                                steps=config.rollout_steps, tracker=tracker, student_view=config.student_view)
                 tracker.image("plots/rollout", rollout_png)
             plots = tuple(make_plots(run_dir))
             for plot in plots:
@@ -83,14 +83,14 @@ def distill_and_evaluate(config: DistillConfig, *, resume: bool = False, evaluat
 
 
 def film_side_by_side(teacher: Teacher, student: Student, run_dir: Path, *, seed: int, steps: int,
-                      tracker: Tracker) -> Path:
+                      tracker: Tracker, student_view: str = "") -> Path:
     """Teacher and student on the same seeded episode: RUN_DIR/rollout.png (strip, teacher above) and rollout.gif."""
     from policykd.filmstrip import record_episode, write_side_by_side
 
     frames = []
     with tracker.progress(f"filming teacher and student on seed {seed} ({steps} steps each)", 2) as advance:
-        for act in (lambda o: teacher.act(o, deterministic=True), student.act):
-            frames.append(record_episode(act, teacher.env_spec, seed, max_steps=steps))
+        for act, view in ((lambda o: teacher.act(o, deterministic=True), ""), (student.act, student_view)):
+            frames.append(record_episode(act, teacher.env_spec, seed, max_steps=steps, view=view))
             advance(1)
     png, gif = run_dir / "rollout.png", run_dir / "rollout.gif"
     write_side_by_side(*frames, png, gif)

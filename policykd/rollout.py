@@ -21,6 +21,7 @@ from policykd.env_factory import EnvSpec
 from policykd.errors import PolicyKDError
 from policykd.students import Student
 from policykd.teachers import Teacher
+from policykd.views import INFO_KEY
 
 ACTOR_TEACHER, ACTOR_STUDENT = 0, 1
 
@@ -54,7 +55,7 @@ def close_vector_env(envs: gym.vector.VectorEnv, *, failed: bool) -> None:
 
 def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int = 2, student: Student | None = None,
             round_index: int = 0, episode_offset: int = 0, sample_actions: bool = True, noise_scale: float = 1.0,
-            max_episode_steps: int | None = None, label_every: int = 1,
+            max_episode_steps: int | None = None, label_every: int = 1, student_view: str = "",
             on_progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Run `steps` labelled env steps on n_envs envs in lockstep, labelled in this process; at each step each env is
     driven by the teacher with probability beta, else by the student. Returns buffer fields (see buffer.py), each
@@ -65,17 +66,21 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
     truncates collection episodes earlier than the env's own time limit (more distinct starts per labelled step).
     label_every k > 1 keeps every k-th state of each episode (from a random offset per episode) and steps past the
     others unlabelled: k times the episodes, and the whole of each, per labelled step, for k times the env steps.
+    student_view (policykd.views): the student sees and acts on that view of the env, stored as `student_obs`;
+    the teacher labels its own observation.
     """
     if beta < 1.0 and student is None:
         raise ValueError("a student is needed when beta < 1")
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    envs = make_vector_env(teacher.env_spec, n_envs, max_episode_steps=max_episode_steps)
+    envs = make_vector_env(teacher.env_spec.with_view(student_view), n_envs, max_episode_steps=max_episode_steps)
     rows: dict[str, list[np.ndarray]] = {f: [] for f in ("obs", "value", "reward", "terminated", "truncated", "episode_id",
                                                          "actor", "action", "next_obs")}
+    if student_view:
+        rows["student_obs"] = []
     params: dict[str, list[np.ndarray]] = {n: [] for n in PARAM_NAMES[teacher.family]}
     try:
-        obs, _ = envs.reset(seed=[seed + i for i in range(n_envs)])
+        obs, info = envs.reset(seed=[seed + i for i in range(n_envs)])
         after_done = np.zeros(n_envs, dtype=bool)
         episode_ids = episode_offset + np.arange(n_envs)
         # label_every: the step within each episode, and the episode's random labelling offset in [0, label_every)
@@ -87,14 +92,15 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
             dist, value = teacher.dist_and_value(obs)
             action = dist.sample(generator, noise_scale=noise_scale) if sample_actions else dist.mode()
             by_teacher = rng.random(n_envs) < beta
+            seen = info[INFO_KEY] if student_view else obs  # what the student sees
             if not by_teacher.all():
                 with torch.no_grad():
-                    student_dist, _ = student(torch.as_tensor(obs, dtype=torch.float32))
+                    student_dist, _ = student(torch.as_tensor(seen, dtype=torch.float32))
                 student_action = student_dist.sample(generator, noise_scale=noise_scale) if sample_actions else student_dist.mode()
                 mask = torch.as_tensor(by_teacher).view(-1, *([1] * (action.dim() - 1)))
                 action = torch.where(mask, action, student_action)
             env_action = teacher.to_env_action(action)
-            next_obs, reward, terminated, truncated, _ = envs.step(env_action)
+            next_obs, reward, terminated, truncated, info = envs.step(env_action)
             labelled = ~after_done & ((episode_step - offset) % label_every == 0)
             keep = np.flatnonzero(labelled)[: steps - recorded]
             rows["obs"].append(obs[keep])
@@ -106,6 +112,8 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
             rows["actor"].append(np.where(by_teacher, ACTOR_TEACHER, ACTOR_STUDENT)[keep])
             rows["action"].append(np.asarray(env_action, dtype=np.float32)[keep])
             rows["next_obs"].append(np.asarray(next_obs, dtype=np.float32)[keep])
+            if student_view:
+                rows["student_obs"].append(np.asarray(seen, dtype=np.float32)[keep])
             for name in params:
                 params[name].append(dist[name].numpy()[keep])
             recorded += len(keep)
@@ -140,6 +148,7 @@ class Episodes:
     states: np.ndarray   # [n_states, obs_dim] float32, every state the policy acted in
     successes: np.ndarray | None = None  # [n_episodes] bool, the env's final info["is_success"] where it reports one
     terminated: np.ndarray | None = None  # [n_episodes] bool, the env ended the episode before its time limit
+    view_states: np.ndarray | None = None  # [n_states, ...] float32, a student view of the same states (run with view=)
 
     def success_rate(self) -> float | None:
         return None if self.successes is None else float(np.mean(self.successes))
@@ -154,16 +163,19 @@ class Episodes:
         return np.zeros(len(self.returns), dtype=bool)
 
 
-def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2, progress: Callable[[int], None] | None = None) -> Episodes:
-    """One episode per seed, n_envs at a time in lockstep; `act` maps raw obs [B, obs_dim] to env actions."""
-    returns, lengths, states, successes, ended = [], [], [], [], []
+def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2, progress: Callable[[int], None] | None = None,
+                 view: str = "", act_on_view: bool = True) -> Episodes:
+    """One episode per seed, n_envs at a time in lockstep; `act` maps raw obs [B, obs_dim] to env actions. With
+    a student view (policykd.views), `view_states` records that view of every state, and `act` gets the view
+    (act_on_view, a student) or the env's observation (a teacher)."""
+    returns, lengths, states, successes, ended, view_states = [], [], [], [], [], []
     reports_success = False
-    envs = make_vector_env(spec, n_envs)
+    envs = make_vector_env(spec.with_view(view), n_envs)
     try:
         for start in range(0, len(seeds), n_envs):
             batch = seeds[start : start + n_envs]
             batch_seeds = batch + [batch[-1]] * (n_envs - len(batch))  # pad; padded results are dropped
-            obs, _ = envs.reset(seed=batch_seeds)
+            obs, info = envs.reset(seed=batch_seeds)
             running = np.ones(n_envs, dtype=bool)
             running[len(batch):] = False
             ep_return = np.zeros(n_envs)
@@ -172,7 +184,9 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
             ep_terminated = np.zeros(n_envs, dtype=bool)
             while running.any():
                 states.append(obs[running].astype(np.float32))
-                obs, reward, terminated, truncated, info = envs.step(act(obs))
+                if view:
+                    view_states.append(info[INFO_KEY][running].astype(np.float32))
+                obs, reward, terminated, truncated, info = envs.step(act(info[INFO_KEY] if view and act_on_view else obs))
                 if not np.isfinite(reward[running]).all():
                     bad = batch_seeds[int(np.flatnonzero(running & ~np.isfinite(reward))[0])]
                     raise PolicyKDError(f"evaluation stopped: {spec.env_id} returned a non-finite reward on seed {bad} "
@@ -196,4 +210,5 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
         raise
     close_vector_env(envs, failed=False)
     return Episodes(np.array(returns), np.array(lengths), np.concatenate(states),
-                    np.array(successes) if reports_success else None, np.array(ended, dtype=bool))
+                    np.array(successes) if reports_success else None, np.array(ended, dtype=bool),
+                    np.concatenate(view_states) if view else None)

@@ -99,6 +99,15 @@ class Student(nn.Module):
         self.value_head = nn.Linear(width, 1)
         self.quantise_int8 = False  # True: the action path as c-int8 computes it (quantisation-aware distillation)
 
+    @torch.no_grad()
+    def fit_normalizer(self, obs: np.ndarray, *, clip: float = 10.0, min_std: float = 1e-3) -> None:
+        """Observation statistics from collected observations [N, obs_dim]: mean, std (at least min_std, so a
+        constant input, e.g. a ray that never hit, stays finite) and a clip at `clip` standard deviations."""
+        obs = np.asarray(obs, dtype=np.float64).reshape(len(obs), -1)
+        self.obs_mean.copy_(torch.as_tensor(obs.mean(axis=0), dtype=torch.float32))
+        self.obs_std.copy_(torch.as_tensor(np.maximum(obs.std(axis=0), min_std), dtype=torch.float32))
+        self.obs_clip.fill_(clip)
+
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.clamp((obs - self.obs_mean) / self.obs_std, -self.obs_clip, self.obs_clip)
 
@@ -194,12 +203,16 @@ def load_student(directory: str | Path) -> Student:
     return student.eval()
 
 
-def student_spec_for(teacher, *, hidden: tuple[int, ...], activation: str) -> StudentSpec:
-    """A student spec that mirrors the teacher's interface (spaces, normaliser, family)."""
+def student_spec_for(teacher, *, hidden: tuple[int, ...], activation: str, observation_space=None) -> StudentSpec:
+    """A student spec that mirrors the teacher's interface (spaces, normaliser, family); observation_space: the
+    student's own view when it sees another one than the teacher (policykd.views), normalised by fit_normalizer."""
     low, high = (), ()
     if not teacher.strategy.discrete:
         low = tuple(float(x) for x in np.asarray(teacher.action_space.low).reshape(-1))
         high = tuple(float(x) for x in np.asarray(teacher.action_space.high).reshape(-1))
+    if observation_space is not None:
+        return StudentSpec(obs_dim=int(np.prod(observation_space.shape)), action_dim=teacher.action_dim, family=teacher.family,
+                           hidden=hidden, activation=activation, action_low=low, action_high=high)
     return StudentSpec(
         obs_dim=teacher.obs_dim, action_dim=teacher.action_dim, family=teacher.family, hidden=hidden,
         activation=activation, action_low=low, action_high=high, normalizer=teacher.normalizer.to_json(),

@@ -1,0 +1,72 @@
+"""Student views (policykd.views): a privileged teacher, a student that sees only its sensors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from policykd.buffer import Buffer
+from policykd.cli import app
+from policykd.config import DistillConfig
+from policykd.env_factory import EnvSpec
+from policykd.errors import PolicyKDError
+from policykd.pipeline import distill_and_evaluate
+from policykd.views import INFO_KEY, StudentViewWrapper
+
+RACECAR_TEACHER = Path(__file__).resolve().parents[1] / "agents" / "sac-RacecarTrack-v0"
+
+
+def test_rays_view_is_the_observation_without_centreline_knowledge_plus_the_last_action():
+    env = EnvSpec("PolicyKD/RacecarTrack-v0").with_view("rays").make()
+    try:
+        obs, info = env.reset(seed=5)
+        assert info[INFO_KEY].shape == (15,) and env.student_observation_space.contains(info[INFO_KEY])
+        np.testing.assert_array_equal(info[INFO_KEY], np.concatenate([obs[:2], [0.0, 0.0], obs[5:]]).astype(np.float32))
+        obs, _, _, _, info = env.step(np.array([0.5, -0.25], dtype=np.float32))
+        np.testing.assert_array_equal(info[INFO_KEY], np.concatenate([obs[:2], [0.5, -0.25], obs[5:]]).astype(np.float32))
+        assert obs.shape == (16,)  # the teacher keeps its own observation
+    finally:
+        env.close()
+
+
+def test_a_view_the_env_does_not_offer_is_one_line():
+    env = EnvSpec("Pendulum-v1").make()
+    with pytest.raises(PolicyKDError, match=r"env Pendulum-v1 has no student view 'rays' \(it offers: none\)"):
+        StudentViewWrapper(env, "rays")
+    racecar = EnvSpec("PolicyKD/RacecarTrack-v0").make()
+    try:
+        with pytest.raises(PolicyKDError, match=r"no student view 'camera' \(it offers: rays\)"):
+            StudentViewWrapper(racecar, "camera")
+    finally:
+        racecar.close()
+
+
+def test_hints_need_the_teachers_inputs():
+    with pytest.raises(PolicyKDError, match="student_view 'rays' gives the student other inputs"):
+        DistillConfig(teacher="x", student_view="rays", hint_weight=1.0)
+
+
+def test_a_sensor_only_student_is_distilled_stored_and_evaluated_on_its_view(tmp_path):
+    config = DistillConfig(teacher=str(RACECAR_TEACHER), student_view="rays", labelled_steps=400, rounds=2, epochs_per_round=2,
+                           out_dir=str(tmp_path), run_name="rays", eval_episodes=2, latency_calls=10, hidden=[16, 16])
+    result = distill_and_evaluate(config, quiet=True)
+    buffer = Buffer.open(result.run_dir / "buffer")
+    data = buffer.load()
+    assert buffer.metadata["student_view"] == "rays" and buffer.metadata["student_observation_space"]["shape"] == [15]
+    assert data["student_obs"].shape == (400, 15) and data["obs"].shape == (400, 16)  # both views of every step
+    np.testing.assert_array_equal(data["student_obs"][:, :2], data["obs"][:, :2])  # speed, yaw rate: seen by both
+    np.testing.assert_array_equal(data["student_obs"][:, 4:], data["obs"][:, 5:])  # the rays
+    card = json.loads((result.student_dir / "student.json").read_text())
+    assert card["student_view"]["name"] == "rays" and card["spec"]["obs_dim"] == 15
+    student = result.distillation.student
+    assert student.obs_std.min() >= 1e-3 and float(student.obs_clip) == 10.0 and student.obs_mean.abs().sum() > 0  # its own normaliser
+    assert result.report.agreement["states"] > 0 and np.isfinite(result.report.agreement["kl"])
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["eval", str(RACECAR_TEACHER), str(result.student_dir), "--episodes", "1", "--latency-calls", "10"])
+    assert ok.exit_code == 0, ok.output
+    wrong = runner.invoke(app, ["eval", str(RACECAR_TEACHER.parent / "sac-RacecarObstacles-v0"), str(result.student_dir),
+                                "--episodes", "1"])
+    assert wrong.exit_code == 2 and "its 'rays' view of the teacher's env has 25" in wrong.output
