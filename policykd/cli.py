@@ -350,6 +350,8 @@ def distill(
                                           'pip install "policykd[ray]") \\[default: local].'),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help=f"Ray rollout actors \\[default: {_DEFAULTS.num_workers}]."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: start a local one)."),
+    student_view: Optional[str] = typer.Option(None, "--student-view", help="The student's own view of the env when it "
+                                               "sees less than the teacher, e.g. rays on the racecar (policykd.views)."),
 ) -> None:
     """Distil a compact student from a teacher (KL on actions + value matching), then compare both."""
     from policykd.config import load_config
@@ -363,7 +365,7 @@ def distill(
         overrides = {"teacher": teacher, "labelled_steps": steps, "data_mode": mode, "rounds": rounds, "seed": seed,
                      "out_dir": out_dir, "run_name": run_name, "eval_episodes": episodes, "env_id": env, "algo": algo,
                      "hidden": _parse_hidden(hidden), "wandb": wandb, "tensorboard": tensorboard, "trust_pickle": trust_pickle,
-                     "backend": backend, "num_workers": num_workers, "ray_address": address}
+                     "backend": backend, "num_workers": num_workers, "ray_address": address, "student_view": student_view}
         cfg = load_config(config, overrides)
         if not cfg.teacher:
             raise PolicyKDError("no teacher given; pass TEACHER or a --config with a `teacher:` key")
