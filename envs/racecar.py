@@ -18,7 +18,8 @@ Termination: the chassis leaves the track (|lateral offset| > half_width: 0.6 m,
 Info: progress (m driven along the track), laps (completed laps), lap_completed (at least one full lap so far),
     is_success (same as lap_completed), crashed (touched a barrier or obstacle), off_track.
 Student views (policykd.views, recipe key `student_view`): `rays` drops the centreline knowledge a real car does not
-    have (heading error, lateral offset) and adds the last action: [speed, yaw rate, steering, throttle, rays...].
+    have (heading error, lateral offset) and adds the last action: [speed, yaw rate, steering, throttle, rays...];
+    `camera` is a 64x48 RGB image from a camera on the car, and its speed.
 Randomised from the reset seed: the track's shape, the start point along it, the start offset and heading, and
     (RacecarObstacles) the obstacles' positions. Physics: 100 Hz, 5 substeps per action (20 Hz control).
 """
@@ -66,10 +67,30 @@ class RaysView:
         return np.concatenate([obs[:2], action, obs[5:]]).astype(np.float32)
 
 
+class CameraView:
+    """Student view `camera`: a forward-facing camera on the car and its speed. float32 [H * W * 3 + 1]: the RGB
+    image (H, W, 3) from pybullet's CPU renderer, flattened row by row, in [0, 1], then the speed in m/s. The
+    camera sits 0.25 m above the front axle and looks 1.5 m ahead, 60 degrees field of view. See policykd.views."""
+
+    def __init__(self, height: int = 48, width: int = 64) -> None:
+        self.image_shape = (height, width, 3)
+
+    def space(self, env: RacecarEnv) -> spaces.Box:
+        size = int(np.prod(self.image_shape))
+        low = np.array([0.0] * size + [-np.inf], dtype=np.float32)
+        high = np.array([1.0] * size + [np.inf], dtype=np.float32)
+        return spaces.Box(low, high, dtype=np.float32)
+
+    def observe(self, env: RacecarEnv, obs: np.ndarray, last_action: np.ndarray) -> np.ndarray:
+        return np.concatenate([env.car_camera(*self.image_shape[:2]).reshape(-1) / np.float32(255.0),
+                               obs[:1]]).astype(np.float32)
+
+
 class RacecarEnv(BulletEnv):
     """The MIT racecar URDF from pybullet_data on a random closed track with barriers at both edges."""
 
-    student_views = {"rays": RaysView()}  # sensor-only views for privileged-teacher distillation (policykd.views)
+    # sensor-only views for privileged-teacher distillation (policykd.views)
+    student_views = {"rays": RaysView(), "camera": CameraView()}
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1 / (_PHYSICS_DT * _SUBSTEPS)))}
 
@@ -220,6 +241,15 @@ class RacecarEnv(BulletEnv):
         laps = int(max(self._progress, 0.0) // self.track.length)
         return {"progress": self._progress, "laps": laps, "lap_completed": laps >= 1, "is_success": laps >= 1,
                 "crashed": crashed, "off_track": off_track}
+
+    def car_camera(self, height: int, width: int) -> np.ndarray:
+        """RGB (height, width, 3) uint8 from a camera on the car, looking ahead along its heading."""
+        pos, orn = self._p.getBasePositionAndOrientation(self._car)
+        yaw = self._p.getEulerFromQuaternion(orn)[2]
+        forward = np.array([np.cos(yaw), np.sin(yaw), 0.0])
+        eye = np.array(pos) + 0.2 * forward + np.array([0.0, 0.0, 0.25])
+        return camera_image(self._p, eye=eye, target=eye + 1.5 * forward - np.array([0.0, 0.0, 0.25]),
+                            width=width, height=height, fov_deg=60.0)
 
     def render(self) -> np.ndarray | None:
         """An RGB frame (240, 320, 3) uint8 of the whole track seen from high above its centre, or None when

@@ -37,8 +37,8 @@ def test_a_view_the_env_does_not_offer_is_one_line():
         StudentViewWrapper(env, "rays")
     racecar = EnvSpec("PolicyKD/RacecarTrack-v0").make()
     try:
-        with pytest.raises(PolicyKDError, match=r"no student view 'camera' \(it offers: rays\)"):
-            StudentViewWrapper(racecar, "camera")
+        with pytest.raises(PolicyKDError, match=r"no student view 'sonar' \(it offers: camera, rays\)"):
+            StudentViewWrapper(racecar, "sonar")
     finally:
         racecar.close()
 
@@ -70,3 +70,19 @@ def test_a_sensor_only_student_is_distilled_stored_and_evaluated_on_its_view(tmp
     wrong = runner.invoke(app, ["eval", str(RACECAR_TEACHER.parent / "sac-RacecarObstacles-v0"), str(result.student_dir),
                                 "--episodes", "1"])
     assert wrong.exit_code == 2 and "its 'rays' view of the teacher's env has 25" in wrong.output
+
+
+def test_camera_view_is_an_image_from_the_car_and_its_speed():
+    env = EnvSpec("PolicyKD/RacecarTrack-v0").with_view("camera").make()
+    try:
+        obs, info = env.reset(seed=3)
+        first = info[INFO_KEY]
+        assert first.shape == (48 * 64 * 3 + 1,) and env.student_observation_space.contains(first)
+        image = first[:-1].reshape(48, 64, 3)
+        assert image.std() > 0.05  # a scene, not a blank frame: road, barriers, sky
+        for _ in range(10):
+            obs, _, _, _, info = env.step(np.array([0.8, 0.8], dtype=np.float32))
+        assert info[INFO_KEY][-1] == obs[0]  # the speed, as the teacher sees it
+        assert np.abs(info[INFO_KEY][:-1] - first[:-1]).mean() > 0.01  # the car moved and turned: the view changed
+    finally:
+        env.close()
