@@ -243,6 +243,10 @@ def validate(config: DistillConfig) -> None:
                             f"(-{len(config.hidden)} to {len(config.hidden) - 1}), got {config.hint_student_layer}")
     if config.quantise_aware_rounds > config.rounds:
         raise PolicyKDError(f"quantise_aware_rounds ({config.quantise_aware_rounds}) must be at most rounds ({config.rounds})")
+    if config.student_view:
+        from policykd.views import parse_view
+
+        parse_view(config.student_view)
     if config.student_view and (config.hint_weight > 0 or config.attention_weight > 0):
         raise PolicyKDError(f"student_view {config.student_view!r} gives the student other inputs than the teacher's, "
                             "which hints and attention transfer compare layer by layer; set hint_weight and attention_weight to 0")

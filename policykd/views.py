@@ -9,6 +9,9 @@ names to view objects in `student_views` (policykd_envs.racecar has `rays`). A v
                                                                 from the unwrapped env, the teacher's observation
                                                                 and the last action (zeros after a reset)
 
+Memory: `NAME*k` (e.g. `rays*3`) stacks the view's last k observations, oldest first (after a reset, the first
+one k times), for a student that needs history: speeds from ranges, turning from frames.
+
 `StudentViewWrapper` puts it in info["student_obs"] after every reset and step, so the teacher keeps its own
 observation and vector envs batch the student's beside it. `EnvSpec.with_view(name)` adds the wrapper to an env
 description; collection stores both views per step (buffer field `student_obs`), the student trains and acts on
@@ -44,32 +47,53 @@ def resolve_view(env: gym.Env, name: str) -> Any:
                         "choose one of those or give an import path package.module:VIEW")
 
 
+def parse_view(view: str) -> tuple[str, int]:
+    """`NAME` or `NAME*k` -> (NAME, frames k >= 1), or a one-line error."""
+    name, star, frames = view.rpartition("*")
+    if not star:
+        return view, 1
+    if not (name and frames.isdigit() and 1 <= int(frames) <= 64):
+        raise PolicyKDError(f"student view {view!r}: write NAME or NAME*k with k frames from 1 to 64, e.g. rays*3")
+    return name, int(frames)
+
+
 class StudentViewWrapper(gym.Wrapper):
-    """Adds info["student_obs"], the student's view, after every reset and step; observations stay the teacher's."""
+    """Adds info["student_obs"], the student's view (its last k frames for NAME*k), after every reset and step;
+    observations stay the teacher's."""
 
     def __init__(self, env: gym.Env, view: str) -> None:
         super().__init__(env)
         self.view_name = view
-        self.view = resolve_view(env, view)
-        self.student_observation_space = self.view.space(env.unwrapped)
+        name, self.frames = parse_view(view)
+        self.view = resolve_view(env, name)
+        one = self.view.space(env.unwrapped)
+        self._frame_shape = one.shape
+        self.student_observation_space = one if self.frames == 1 else gym.spaces.Box(
+            np.tile(one.low.reshape(-1), self.frames), np.tile(one.high.reshape(-1), self.frames), dtype=np.float32)
+        self._history: list[np.ndarray] = []
         self._action_shape = env.action_space.shape or ()
         self._last_action = np.zeros(self._action_shape, dtype=np.float32)
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self._last_action = np.zeros(self._action_shape, dtype=np.float32)
-        return obs, {**info, INFO_KEY: self._observe(obs)}
+        self._history = [self._observe(obs)] * self.frames
+        return obs, {**info, INFO_KEY: self._seen()}
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._last_action = np.asarray(action, dtype=np.float32).reshape(self._action_shape)
-        return obs, reward, terminated, truncated, {**info, INFO_KEY: self._observe(obs)}
+        self._history = [*self._history[1:], self._observe(obs)]
+        return obs, reward, terminated, truncated, {**info, INFO_KEY: self._seen()}
+
+    def _seen(self) -> np.ndarray:
+        return self._history[0] if self.frames == 1 else np.concatenate([f.reshape(-1) for f in self._history])
 
     def _observe(self, obs: np.ndarray) -> np.ndarray:
         seen = np.asarray(self.view.observe(self.env.unwrapped, obs, self._last_action), dtype=np.float32)
-        if seen.shape != self.student_observation_space.shape:
+        if seen.shape != self._frame_shape:
             raise PolicyKDError(f"student view {self.view_name!r} returned shape {seen.shape}, but its space has "
-                                f"{self.student_observation_space.shape}; fix the view's observe() or space()")
+                                f"{self._frame_shape}; fix the view's observe() or space()")
         return seen
 
 

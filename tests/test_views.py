@@ -86,3 +86,24 @@ def test_camera_view_is_an_image_from_the_car_and_its_speed():
         assert np.abs(info[INFO_KEY][:-1] - first[:-1]).mean() > 0.01  # the car moved and turned: the view changed
     finally:
         env.close()
+
+
+def test_a_stacked_view_holds_the_last_k_frames_oldest_first():
+    env = EnvSpec("PolicyKD/RacecarTrack-v0").with_view("rays*3").make()
+    single = EnvSpec("PolicyKD/RacecarTrack-v0").with_view("rays").make()
+    try:
+        _, info = env.reset(seed=2)
+        _, one = single.reset(seed=2)
+        assert info[INFO_KEY].shape == (45,) and env.student_observation_space.shape == (45,)
+        np.testing.assert_array_equal(info[INFO_KEY], np.tile(one[INFO_KEY], 3))  # after a reset: the first view 3 times
+        frames = [one[INFO_KEY]]
+        for action in ([0.3, 0.5], [-0.2, 0.7]):
+            _, _, _, _, info = env.step(np.array(action, dtype=np.float32))
+            _, _, _, _, one = single.step(np.array(action, dtype=np.float32))
+            frames.append(one[INFO_KEY])
+        np.testing.assert_array_equal(info[INFO_KEY], np.concatenate(frames))
+    finally:
+        env.close()
+        single.close()
+    with pytest.raises(PolicyKDError, match=r"write NAME or NAME\*k with k frames from 1 to 64"):
+        DistillConfig(teacher="x", student_view="rays*0")
