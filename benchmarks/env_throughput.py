@@ -1,4 +1,5 @@
-"""Raw steps/s of policykd's own envs (and one Bullet locomotion env for scale): one process, random actions,
+"""Raw steps/s of policykd's own envs (and one Bullet locomotion env for scale), and of the racecar with its student
+views computed every step (the camera view renders a 64x48 frame per step): one process, random actions,
 resets included, no policy. Writes benchmarks/results/env_throughput.json.
 
     python benchmarks/env_throughput.py [--steps 5000]
@@ -21,8 +22,9 @@ from policykd.rollout import make_vector_env
 RESULTS = Path(__file__).resolve().parent / "results" / "env_throughput.json"
 
 
-def steps_per_second(env_id: str, steps: int, seed: int = 0) -> float:
-    env = EnvSpec(env_id).make()
+def steps_per_second(env_id: str, steps: int, seed: int = 0, view: str = "") -> float:
+    """Steps/s of one env in this process; view: with that student view computed after every step (policykd.views)."""
+    env = EnvSpec(env_id).with_view(view).make()
     env.action_space.seed(seed)
     env.reset(seed=seed)
     start = time.perf_counter()
@@ -55,11 +57,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5000)
     args = parser.parse_args()
     records = []
-    for env_id in (*policykd_envs.ENV_IDS, "InvertedDoublePendulumBulletEnv-v0", "HalfCheetahBulletEnv-v0"):
-        rate = steps_per_second(env_id, args.steps)
-        records.append({"env": env_id, "steps": args.steps, "steps_per_s": rate, "actions": "uniform random, seed 0",
+    rows = [(env_id, "") for env_id in (*policykd_envs.ENV_IDS, "InvertedDoublePendulumBulletEnv-v0", "HalfCheetahBulletEnv-v0")]
+    rows += [("PolicyKD/RacecarTrack-v0", "rays"), ("PolicyKD/RacecarTrack-v0", "camera")]  # the student views' cost
+    for env_id, view in rows:
+        rate = steps_per_second(env_id, args.steps, view=view)
+        records.append({"env": env_id, "view": view, "steps": args.steps, "steps_per_s": rate, "actions": "uniform random, seed 0",
                         "processes": 1, "versions": package_versions()})
-        print(f"{env_id:40s} {rate:8.0f} steps/s", flush=True)
+        print(f"{env_id + (f' ({view} view)' if view else ''):40s} {rate:8.0f} steps/s", flush=True)
     atomic_write_json(RESULTS, records)
 
 

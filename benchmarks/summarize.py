@@ -201,7 +201,8 @@ def env_throughput_table() -> str:
     if not path.exists():
         return ""
     lines = ["| env | raw steps/s (one process, random actions, resets included) |", "|---|---:|"]
-    lines += [f"| {r['env']} | {r['steps_per_s']:.0f} |" for r in json.loads(path.read_text())]
+    lines += [f"| {r['env']}{f' + `{v}` student view' if (v := r.get('view')) else ''} | {r['steps_per_s']:.0f} |"
+              for r in json.loads(path.read_text())]
     return "\n".join(lines)
 
 
