@@ -113,7 +113,8 @@ def load(directory: str | Path) -> NumpyPolicy:
 def make_env(student: str | Path | Mapping[str, Any], render_mode: str | None = None, *,
              max_episode_steps: int | None = None):
     """The gymnasium env a student acts in, from its card's teacher env record: the env id, kwargs and wrappers
-    (e.g. TimeFeatureWrapper) as the teacher was trained. student: a student folder, its student.json, or a card.
+    (e.g. TimeFeatureWrapper) as the teacher was trained, and, for a student of a sensor-only view (the card's
+    student_view), that view as the observation. student: a student folder, its student.json, or a card.
 
     Does not import torch (unless a wrapper does). Raises PolicyKDError in one line when the card has no env record
     or the env's observations do not have the student's shape [obs_dim]."""
@@ -130,7 +131,12 @@ def make_env(student: str | Path | Mapping[str, Any], render_mode: str | None = 
         spec = EnvSpec.from_json(record)
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise PolicyKDError(f"{source}: the teacher env record {record} is malformed ({type(e).__name__}: {e})") from e
+    view = (card.get("student_view") or {}).get("name", "")
     env = spec.make(render_mode=render_mode, max_episode_steps=max_episode_steps)
+    if view:  # a sensor-only student: its observations are its view of the env (policykd.views)
+        from policykd.views import StudentViewObservation
+
+        env = StudentViewObservation(env, view)
     shape, obs_dim = getattr(env.observation_space, "shape", None), card["spec"]["obs_dim"]
     if shape is None or tuple(shape) != (obs_dim,):
         env.close()

@@ -57,12 +57,13 @@ def parse_view(view: str) -> tuple[str, int]:
     return name, int(frames)
 
 
-class StudentViewWrapper(gym.Wrapper):
+class StudentViewWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Adds info["student_obs"], the student's view (its last k frames for NAME*k), after every reset and step;
     observations stay the teacher's."""
 
     def __init__(self, env: gym.Env, view: str) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, view=view)
+        gym.Wrapper.__init__(self, env)
         self.view_name = view
         name, self.frames = parse_view(view)
         self.view = resolve_view(env, name)
@@ -104,3 +105,25 @@ def student_observation_space(spec, view: str) -> gym.spaces.Box:
         return StudentViewWrapper(env, view).student_observation_space
     finally:
         env.close()
+
+
+class StudentViewObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """The env as a sensor-only student sees it: observations are the view (what runs on the robot; passes
+    gymnasium's check_env). policykd.runtime.make_env builds it for a student whose card names a view."""
+
+    def __init__(self, env: gym.Env, view: str) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, view=view)
+        viewed = StudentViewWrapper(env, view)
+        gym.ObservationWrapper.__init__(self, viewed)
+        self.observation_space = viewed.student_observation_space
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return info[INFO_KEY], info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return info[INFO_KEY], reward, terminated, truncated, info
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:  # unused: reset and step return the view
+        return observation

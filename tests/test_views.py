@@ -64,6 +64,15 @@ def test_a_sensor_only_student_is_distilled_stored_and_evaluated_on_its_view(tmp
     assert student.obs_std.min() >= 1e-3 and float(student.obs_clip) == 10.0 and student.obs_mean.abs().sum() > 0  # its own normaliser
     assert result.report.agreement["states"] > 0 and np.isfinite(result.report.agreement["kl"])
 
+    from policykd import runtime  # on the robot: the student's own view as the env's observation, no torch
+
+    env, policy = runtime.make_env(result.student_dir), runtime.load(result.student_dir)
+    try:
+        obs, _ = env.reset(seed=0)
+        assert obs.shape == (15,) and policy(obs).shape == (2,)
+    finally:
+        env.close()
+
     runner = CliRunner()
     ok = runner.invoke(app, ["eval", str(RACECAR_TEACHER), str(result.student_dir), "--episodes", "1", "--latency-calls", "10"])
     assert ok.exit_code == 0, ok.output
@@ -107,3 +116,24 @@ def test_a_stacked_view_holds_the_last_k_frames_oldest_first():
         single.close()
     with pytest.raises(PolicyKDError, match=r"write NAME or NAME\*k with k frames from 1 to 64"):
         DistillConfig(teacher="x", student_view="rays*0")
+
+
+@pytest.mark.parametrize("view", ["rays", "rays*2", "camera"])
+def test_the_sensor_only_env_passes_check_env_and_replays_from_a_seed(view):
+    from gymnasium.utils.env_checker import check_env
+
+    from policykd.views import StudentViewObservation
+
+    env = StudentViewObservation(EnvSpec("PolicyKD/RacecarTrack-v0").make(), view)
+    try:
+        check_env(env, skip_render_check=True)
+        runs = []
+        for _ in range(2):
+            obs, _ = env.reset(seed=11)
+            seen = [obs]
+            for _ in range(5):
+                seen.append(env.step(np.array([0.2, 0.6], dtype=np.float32))[0])
+            runs.append(np.stack(seen))
+        np.testing.assert_array_equal(runs[0], runs[1])
+    finally:
+        env.close()
