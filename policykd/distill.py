@@ -64,11 +64,13 @@ def total_gradient_steps(config: DistillConfig) -> int:
     return int(sum(-(-int(n) // config.decided_batch_size()) * config.decided_epochs_per_round() for n in rows))
 
 
-def learning_rate(config: DistillConfig, step: int) -> float:
-    """lr at global gradient step `step`: constant, or cosine-annealed to 0 over the run."""
+def learning_rate(config: DistillConfig, step: int, *, total_steps: int | None = None) -> float:
+    """lr at global gradient step `step`: constant, or cosine-annealed to 0 over the run's total_steps gradient
+    steps (default: total_gradient_steps(config))."""
     if config.lr_schedule == "constant":
         return config.lr
-    return config.lr * 0.5 * (1.0 + np.cos(np.pi * min(step / total_gradient_steps(config), 1.0)))
+    total = total_steps if total_steps is not None else total_gradient_steps(config)
+    return config.lr * 0.5 * (1.0 + np.cos(np.pi * min(step / total, 1.0)))
 
 
 def held_out_episodes(episode_id: np.ndarray, fraction: float, seed: int) -> np.ndarray:

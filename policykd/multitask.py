@@ -35,7 +35,7 @@ from policykd import student_format as fmt
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.collectors import LocalCollector
 from policykd.config import DistillConfig
-from policykd.distill import _round_seed, held_out_episodes, total_gradient_steps, validation_kl
+from policykd.distill import _round_seed, held_out_episodes, learning_rate, total_gradient_steps, validation_kl
 from policykd.distributions import LOG_STD_MAX, LOG_STD_MIN, DistParams, family_strategy
 from policykd.errors import PolicyKDError
 from policykd.losses import LossConfig, distillation_loss
@@ -236,7 +236,7 @@ def _train_round(student, views, teachers, splits, optimizer, loss_config, confi
             terms = distillation_loss(DistParams(teachers[task].family, {k: v[idx] for k, v in params.items()}), value[idx],
                                       dist, student_value, value_std=view.value_std, config=loss_config, action_bounds=bounds)
             for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(config, step, len(views))
+                group["lr"] = learning_rate(config, step, total_steps=len(views) * total_gradient_steps(config))
             step += 1
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
@@ -257,13 +257,6 @@ def _train_round(student, views, teachers, splits, optimizer, loss_config, confi
         student.load_state_dict(best[2])
         losses.update({"val_kl": best[0], "best_epoch": best[1]})
     return losses, step
-
-
-def _learning_rate(config: DistillConfig, step: int, tasks: int) -> float:
-    """distill.learning_rate over a run with `tasks` times a single-task run's gradient steps."""
-    if config.lr_schedule == "constant":
-        return config.lr
-    return config.lr * 0.5 * (1.0 + np.cos(np.pi * min(step / (tasks * total_gradient_steps(config)), 1.0)))
 
 
 def evaluate_multitask(student: MultiTaskStudent, teachers, *, episodes: int = 20, eval_seed: int = 1_000_000,
