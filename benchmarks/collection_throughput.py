@@ -6,11 +6,11 @@ For each pybullet teacher and env count n, three rows on n envs, each env in its
   parent for all n envs at once (the local backend until 2026-11);
 - labelled, local backend: `policykd.collectors.LocalCollector`, n worker processes, each stepping one env and
   labelling its own states (what `distill` and `collect` run).
-The fractions labelled / raw are what labelling costs. Writes benchmarks/results/collection_throughput.json with
+The fractions labelled / raw (medians of --repeats interleaved measurements) are what labelling costs. Writes benchmarks/results/collection_throughput.json with
 the machine's load average beside the numbers.
 
-    python benchmarks/collection_throughput.py                      # 3 ppo Bullet teachers, 2, 4 and 8 envs
-    python benchmarks/collection_throughput.py --envs 2 --steps 4000
+    python benchmarks/collection_throughput.py                      # 3 ppo Bullet teachers, 2, 4 and 8 envs, 3 repeats
+    python benchmarks/collection_throughput.py --envs 1 2 --repeats 5
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import argparse
 import os
 import time
 
+import numpy as np
 import torch
 from env_throughput import raw_env_throughput  # benchmarks/env_throughput.py
 from one_recipe import ROOT, discover_teachers  # benchmarks/one_recipe.py
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--teachers", nargs="+", default=TEACHERS)
     parser.add_argument("--envs", nargs="+", type=int, default=[2, 4, 8])
     parser.add_argument("--steps", type=int, default=8_000)
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per row; the medians are reported")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -46,19 +48,27 @@ def main() -> None:
     for name in args.teachers:
         teacher = load_teacher(paths[name])
         for n_envs in args.envs:
-            raw = raw_env_throughput(teacher.env_spec, steps=args.steps, n_envs=n_envs)
-            start = time.perf_counter()
-            collect(teacher, steps=args.steps, beta=1.0, seed=0, n_envs=n_envs)
-            one_process = args.steps / (time.perf_counter() - start)
-            start = time.perf_counter()
-            LocalCollector(teacher, DistillConfig(n_envs=n_envs, label_every=1)).collect_round(
-                steps=args.steps, beta=1.0, seed=0, round_index=0, episode_offset=0, student=None)
-            local = args.steps / (time.perf_counter() - start)
-            rows.append({"teacher": name, "env": teacher.env_spec.env_id, "n_envs": n_envs, "raw_steps_per_s": raw,
-                         "one_labelling_process_steps_per_s": one_process, "one_labelling_process_fraction": one_process / raw,
-                         "local_backend_steps_per_s": local, "local_backend_fraction": local / raw})
-            print(f"{name:32s} {n_envs} envs: raw {raw:6.0f}, one labelling process {one_process:6.0f} ({one_process / raw:.2f}), "
-                  f"local backend {local:6.0f} steps/s ({local / raw:.2f})", flush=True)
+            rates: dict[str, list[float]] = {"raw": [], "one_labelling_process": [], "local_backend": []}
+            for _ in range(args.repeats):  # interleaved, so a change in the machine's load hits all three alike
+                rates["raw"].append(raw_env_throughput(teacher.env_spec, steps=args.steps, n_envs=n_envs))
+                start = time.perf_counter()
+                collect(teacher, steps=args.steps, beta=1.0, seed=0, n_envs=n_envs)
+                rates["one_labelling_process"].append(args.steps / (time.perf_counter() - start))
+                start = time.perf_counter()
+                LocalCollector(teacher, DistillConfig(n_envs=n_envs, label_every=1)).collect_round(
+                    steps=args.steps, beta=1.0, seed=0, round_index=0, episode_offset=0, student=None)
+                rates["local_backend"].append(args.steps / (time.perf_counter() - start))
+            median = {k: float(np.median(v)) for k, v in rates.items()}
+            row = {"teacher": name, "env": teacher.env_spec.env_id, "n_envs": n_envs, "repeats": args.repeats,
+                   "raw_steps_per_s": median["raw"], "raw_runs": rates["raw"]}
+            for key in ("one_labelling_process", "local_backend"):
+                row.update({f"{key}_steps_per_s": median[key], f"{key}_fraction": median[key] / median["raw"],
+                            f"{key}_runs": rates[key]})
+            rows.append(row)
+            print(f"{name:32s} {n_envs} envs: raw {median['raw']:6.0f}, one labelling process "
+                  f"{median['one_labelling_process']:6.0f} ({row['one_labelling_process_fraction']:.2f}), local backend "
+                  f"{median['local_backend']:6.0f} steps/s ({row['local_backend_fraction']:.2f}); medians of {args.repeats}",
+                  flush=True)
     atomic_write_json(ROOT / "benchmarks" / "results" / "collection_throughput.json", {
         "steps": args.steps, "rows": rows, "load_average": os.getloadavg(), "cpus": os.cpu_count(),
         "versions": package_versions()})
