@@ -16,6 +16,7 @@ import numpy as np
 
 from policykd.buffer import Buffer
 from policykd.errors import PolicyKDError
+from policykd.student_format import view_name
 from policykd.students import Student
 from policykd.teachers import Teacher
 from policykd.views import student_observation_space
@@ -23,7 +24,7 @@ from policykd.views import student_observation_space
 
 def student_view_of(student: Student) -> str:
     """The student view (policykd.views) a student was distilled on, from its card; "" for the teacher's own."""
-    return ((student.card or {}).get("student_view") or {}).get("name", "")
+    return view_name(student.card or {}, None, resolving=True)
 
 
 def check_student_fits(student: Student, teacher: Teacher, where: str = "--student") -> str:

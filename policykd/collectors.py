@@ -31,6 +31,7 @@ from policykd.students import Student
 from policykd.teachers import Teacher
 
 PROGRESS_INTERVAL_S = 0.25  # how often the parent reads the workers' row counts during a round
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def shares(steps: int, workers: int) -> list[int]:
@@ -112,10 +113,16 @@ def _worker_processes(teacher: Teacher, jobs: list[dict[str, int]], options: dic
         for w, job in enumerate(jobs):
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(target=_collect_share, args=(sender, counts, w, teacher, job, options), daemon=True)
-            process.start()
+            # Ctrl-C / SIGTERM wait until the worker is started and listed (so it is stopped below), and reach the
+            # worker only once it has its own handlers (_collect_share unblocks them)
+            masked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+            try:
+                process.start()
+                processes.append(process)
+                conns.append(receiver)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, masked)
             sender.close()
-            processes.append(process)
-            conns.append(receiver)
         yield conns, counts
     finally:
         for process in processes:
@@ -132,6 +139,7 @@ def _collect_share(sender: multiprocessing.connection.Connection, counts: Any, w
     is left to the parent, which stops the workers with SIGTERM (silent, the default action)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by the parent around the fork
 
     def counted(n: int) -> None:
         counts[w] += n

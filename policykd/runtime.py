@@ -131,7 +131,7 @@ def make_env(student: str | Path | Mapping[str, Any], render_mode: str | None = 
         spec = EnvSpec.from_json(record)
     except (KeyError, TypeError, AttributeError, ValueError) as e:
         raise PolicyKDError(f"{source}: the teacher env record {record} is malformed ({type(e).__name__}: {e})") from e
-    view = (card.get("student_view") or {}).get("name", "")
+    view = fmt.view_name(card, source, resolving=True)
     env = spec.make(render_mode=render_mode, max_episode_steps=max_episode_steps)
     if view:  # a sensor-only student: its observations are its view of the env (policykd.views)
         from policykd.views import StudentViewObservation

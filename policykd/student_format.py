@@ -185,6 +185,23 @@ def validate_card(card: Any, source: str | None = CARD_FILE) -> None:
     if "spec" not in card:
         raise PolicyKDError(f"{where}the card lacks its spec; re-export the student")
     validate_spec(card["spec"], source)
+    view_name(card, source)
+
+
+def view_name(card: Mapping[str, Any], source: str | None = CARD_FILE, *, resolving: bool = False) -> str:
+    """The student view (policykd.views) the card's student sees, "" for the teacher's observation. resolving: the
+    caller is about to build the view, which policykd does only for views an env provides (NAME or NAME*k), never
+    for an import path a card names (that would run code the card names)."""
+    view = card.get("student_view")
+    if view is None:
+        return ""
+    name = view.get("name") if isinstance(view, Mapping) else None
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise PolicyKDError(f"{_prefix(source)}student_view must be {{\"name\": VIEW}}, e.g. rays or rays*3, got {view!r:.120}")
+    if resolving and ":" in name:
+        raise PolicyKDError(f"{_prefix(source)}the student sees view {name!r}, an import path; policykd does not import code a "
+                            "card names: build its env with policykd.views.StudentViewObservation(env, VIEW) yourself")
+    return name
 
 
 def expected_shapes(spec: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:

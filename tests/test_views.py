@@ -137,3 +137,21 @@ def test_the_sensor_only_env_passes_check_env_and_replays_from_a_seed(view):
         np.testing.assert_array_equal(runs[0], runs[1])
     finally:
         env.close()
+
+
+@pytest.mark.parametrize(("student_view", "message"), [
+    ("rays", r"student_view must be \{\"name\": VIEW\}"),
+    ({"name": 7}, r"student_view must be \{\"name\": VIEW\}"),
+    ({"name": "os:system"}, "an import path; policykd does not import code a card names"),
+])
+def test_a_card_with_a_bad_or_importing_view_is_refused_in_one_line(tmp_path, student_view, message):
+    from policykd import runtime
+    from policykd.students import Student, StudentSpec
+
+    student = Student(StudentSpec(obs_dim=3, action_dim=1, family="gaussian", hidden=(4,), action_low=(-2.0,), action_high=(2.0,)))
+    student.save(tmp_path / "s", card_extra={"teacher": {"env": {"env_id": "Pendulum-v1"}}})
+    card = json.loads((tmp_path / "s" / "student.json").read_text())
+    card["student_view"] = student_view
+    (tmp_path / "s" / "student.json").write_text(json.dumps(card))
+    with pytest.raises(PolicyKDError, match=message):
+        runtime.make_env(tmp_path / "s")
