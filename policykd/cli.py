@@ -283,7 +283,8 @@ def collect(
                     "student": str(student) if student else None}
         workers = load_config(None, {"teacher": str(teacher), "env_id": env, "algo": algo, "trust_pickle": trust_pickle,
                                      "n_envs": n_envs, "sample_actions": not deterministic, "backend": backend,
-                                     "num_workers": num_workers, "ray_address": address})
+                                     "num_workers": num_workers, "ray_address": address,
+                                     "label_every": 1})  # a buffer of consecutive transitions: every state labelled
         if backend == "ray":  # the buffer records where its rows came from: a resume must use the same workers
             settings.update(backend="ray", num_workers=num_workers)
         with round_collector(workers, t) as collector:

@@ -46,6 +46,8 @@ def collect_to_buffer(teacher: Teacher, out_dir: Path, settings: dict[str, Any],
     """Collect settings["steps"] labelled rows (settings: steps, beta, seed, n_envs, deterministic, student, and
     backend and num_workers for Ray) into the buffer at out_dir, one collector round per chunk; progress(label,
     total) is a Tracker.progress context; collector: from policykd.collectors.round_collector."""
+    if collector.config.label_every != 1:
+        raise ValueError("policykd collect labels every state: give it a collector with label_every 1")
     if student is not None and check_student_fits(student, teacher):
         raise PolicyKDError("--student sees a student view of the env (policykd.views); `policykd collect` collects "
                             "with the teacher's observation only: distil sensor-only students with `policykd distill`")

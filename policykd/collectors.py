@@ -113,15 +113,10 @@ def _worker_processes(teacher: Teacher, jobs: list[dict[str, int]], options: dic
         for w, job in enumerate(jobs):
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(target=_collect_share, args=(sender, counts, w, teacher, job, options), daemon=True)
-            # Ctrl-C / SIGTERM wait until the worker is started and listed (so it is stopped below), and reach the
-            # worker only once it has its own handlers (_collect_share unblocks them)
-            masked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-            try:
+            with _stop_signals_deferred():
                 process.start()
                 processes.append(process)
                 conns.append(receiver)
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, masked)
             sender.close()
         yield conns, counts
     finally:
@@ -131,6 +126,24 @@ def _worker_processes(teacher: Teacher, jobs: list[dict[str, int]], options: dic
             process.join()
         for conn in conns:
             conn.close()
+
+
+@contextlib.contextmanager
+def _stop_signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block ends: none interrupts a fork halfway (an exception inside the fork's
+    at-fork handlers can leave the logging module's lock held, and a later log call hanging), and none reaches a
+    new worker before it has its own handlers (the child inherits the mask; _collect_share unblocks it)."""
+    deferred: list[int] = []
+    handlers = {signum: signal.signal(signum, lambda s, _f: deferred.append(s)) for signum in _STOP_SIGNALS}
+    masked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, masked)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        for signum in deferred[:1]:  # delivered now, to the handlers the caller had
+            signal.raise_signal(signum)
 
 
 def _collect_share(sender: multiprocessing.connection.Connection, counts: Any, w: int, teacher: Teacher,

@@ -17,7 +17,7 @@ SETTINGS = {"steps": 500, "beta": 1.0, "seed": 0, "n_envs": 2, "deterministic": 
 def test_chunks_are_committed_as_they_fill_and_a_resumed_buffer_is_the_uninterrupted_one(tiny_teachers, tmp_path):
     teacher = load_teacher(tiny_teachers["dqn"], env_id="CartPole-v1")
     progress = Tracker(None, quiet=True).progress
-    collector = LocalCollector(teacher, DistillConfig(n_envs=2))
+    collector = LocalCollector(teacher, DistillConfig(n_envs=2, label_every=1))
     whole = collect_to_buffer(teacher, tmp_path / "whole", SETTINGS, student=None, chunk_steps=120, resume=False,
                               progress=progress, collector=collector)
     buffer = collect_to_buffer(teacher, tmp_path / "b", {**SETTINGS, "steps": 300}, student=None, chunk_steps=120,

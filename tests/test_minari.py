@@ -25,7 +25,7 @@ def datasets(tmp_path, monkeypatch):
 def _buffer(teacher, path):
     settings = {"steps": 500, "beta": 1.0, "seed": 0, "n_envs": 2, "deterministic": False, "student": None}
     return collect_to_buffer(teacher, path, settings, student=None, chunk_steps=200, resume=False,
-                             progress=Tracker(None, quiet=True).progress, collector=LocalCollector(teacher, DistillConfig()))
+                             progress=Tracker(None, quiet=True).progress, collector=LocalCollector(teacher, DistillConfig(label_every=1)))
 
 
 def test_round_trip_keeps_every_value(tiny_teachers, tmp_path, datasets):
