@@ -19,6 +19,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.connection
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -134,7 +135,10 @@ def _stop_signals_deferred() -> Iterator[None]:
     at-fork handlers can leave the logging module's lock held, and a later log call hanging), and none reaches a
     new worker before it has its own handlers (the child inherits the mask; _collect_share unblocks it)."""
     deferred: list[int] = []
-    handlers = {signum: signal.signal(signum, lambda s, _f: deferred.append(s)) for signum in _STOP_SIGNALS}
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # elsewhere (a Ray Tune trial) Python handlers cannot be set,
+        # nor do they run in this thread: the mask, which the child inherits from this thread, is all that is needed
+        handlers = {signum: signal.signal(signum, lambda s, _f: deferred.append(s)) for signum in _STOP_SIGNALS}
     masked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         yield
