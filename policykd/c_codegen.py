@@ -19,6 +19,12 @@ independent accumulators that share each x[j] load: SIMD-friendly on x86/aarch64
 Cortex-M4, while every output is still summed in the order bias + w0*x0 + w1*x1 + ..., so all targets give
 bit-identical results (C99 mode disables FMA contraction).
 
+CNN students (spec "conv", float arithmetic only): the normalised image and every convolution's output are kept
+channels last ([h][w][c]) in two static ping-pong buffers (so policykd_act is not reentrant), each output summed
+as bias + the kernel's rows in order (each row's kernel_width * channels weights contiguous, as its inputs are),
+and the last convolution writes straight into the first hidden layer's input, followed by the vector entries. The
+first hidden layer's weight columns are permuted at export from torch's channel-first flattening to this order.
+
 arithmetic="int16" (export format `c-int16`) is for microcontrollers without SIMD floats: each weight row is
 quantised symmetrically to 12 bits (+-2047, one float scale per row) and each layer input to 14 bits (+-8191,
 one scale per call, from its largest magnitude), products are summed exactly in int32 (at most 2^24 each, so
@@ -238,11 +244,58 @@ static float dense(const uint32_t *w, const float *ws, const float *b, int out, 
 """
 
 
+_CONV_FLOAT = """
+/* y[oh][ow][oc] = ACT(b[o] + sum over (ky, kx, c) of w[o][ky][kx][c] * x[oy*s + ky][ox*s + kx][c]), channels last,
+   no padding: oh = (ih - k) / s + 1, ow = (iw - k) / s + 1. For each ky the k * ic inputs are contiguous. */
+static void conv(const float *w, const float *b, int ih, int iw, int ic, int oc, int k, int s, const float *x, float *y)
+{
+  const int oh = (ih - k) / s + 1, ow = (iw - k) / s + 1, row = k * ic;
+  int oy, ox, o, ky, j;
+  for (oy = 0; oy < oh; ++oy) {
+    for (ox = 0; ox < ow; ++ox) {
+      const float *xw = x + ((oy * s) * iw + ox * s) * ic;
+      float *yo = y + (oy * ow + ox) * oc;
+      for (o = 0; o < oc; ++o) {
+        const float *wo = w + o * k * row;
+        float v = b[o];
+        for (ky = 0; ky < k; ++ky) {
+          const float *xr = xw + ky * iw * ic, *wr = wo + ky * row;
+          for (j = 0; j < row; ++j) v += wr[j] * xr[j];
+        }
+        yo[o] = ACT(v);
+      }
+    }
+  }
+}
+"""
+
 ARITHMETICS = ("float", "int16", "int8")
 
 
 def _c_float(v: float) -> str:
     return "INFINITY" if np.isinf(v) else f"{float(np.float32(v))!r}f"
+
+
+def _conv_layers(spec: dict, weights: dict[str, np.ndarray]) -> tuple[list[str], list[str], np.ndarray]:
+    """A CNN student's convolutions: (calls of conv() from CONV_A through the ping-pong buffers to the first hidden
+    layer's input a, the C arrays and buffers, the permutation of the first hidden layer's columns from torch's
+    channel-first flattening [c, h, w] to channels last [h, w, c], followed by the vector entries)."""
+    conv = spec["conv"]
+    shapes = fmt.conv_shapes(conv)  # [c, h, w] of the image and of each output
+    parts = [f"static float CONV_A[{max(c * h * w for c, h, w in shapes)}], CONV_B[{max(c * h * w for c, h, w in shapes)}];"
+             "  /* channels-last activations (static: not reentrant) */\n"]
+    calls = []
+    buffers = ["CONV_A", "CONV_B"]
+    for i, ((c_in, h, w), (c_out, kernel, stride)) in enumerate(zip(shapes, conv["layers"])):
+        weight = np.asarray(weights[fmt.encoder_weight_name(i)], dtype=np.float32).transpose(0, 2, 3, 1)  # [o, ky, kx, c]
+        parts += [_array(f"CW{i}", weight), _array(f"CB{i}", weights[fmt.encoder_bias_name(i)])]
+        source, target = buffers[i % 2], ("a" if i == len(conv["layers"]) - 1 else buffers[(i + 1) % 2])
+        calls.append(f"conv(CW{i}, CB{i}, {h}, {w}, {c_in}, {c_out}, {kernel}, {stride}, {source}, {target});")
+    c, h, w = shapes[-1]
+    channel_first = np.arange(c * h * w).reshape(c, h, w)  # torch's column of (channel, row, column)
+    columns = channel_first.transpose(1, 2, 0).reshape(-1)  # in the order the C code stores them
+    vector = np.arange(c * h * w, fmt.trunk_input_dim(spec))
+    return calls, parts, np.concatenate([columns, vector])
 
 
 def generate_c(card: dict, weights: dict[str, np.ndarray], *, arithmetic: str = "float") -> tuple[str, str]:
@@ -261,10 +314,18 @@ def generate_c(card: dict, weights: dict[str, np.ndarray], *, arithmetic: str = 
     out_dim = spec["action_dim"]
     strategy = family_strategy(family)
     action_dim = 1 if strategy.discrete else out_dim
-    width = 8 * -(-max([obs_dim, *hidden, out_dim]) // 8)
+    conv = spec.get("conv")
+    if conv and arithmetic != "float":
+        raise ValueError(f"{arithmetic} C export supports MLP students; export a CNN student with float arithmetic (--format c)")
+    trunk_in = fmt.trunk_input_dim(spec)
+    width = 8 * -(-max([obs_dim if not conv else trunk_in, *hidden, out_dim]) // 8)
     if arithmetic != "float" and max([obs_dim, *hidden]) > 128:
         raise ValueError(f"{arithmetic} C export supports layer inputs of at most 128 (int32 sums could overflow beyond)")
-    header = f"""/* Generated by policykd: a {family} student, MLP {obs_dim}-{'-'.join(map(str, hidden))}-{out_dim} ({activation}), {arithmetic} arithmetic. */
+    shape = f"MLP {obs_dim}-{'-'.join(map(str, hidden))}-{out_dim}"
+    if conv:
+        shape = (f"CNN: image {'x'.join(map(str, conv['image_shape']))}, convolutions "
+                 f"{', '.join(f'{c}@{k}x{k}/{st}' for c, k, st in conv['layers'])}, then " + shape)
+    header = f"""/* Generated by policykd: a {family} student, {shape} ({activation}), {arithmetic} arithmetic. */
 #ifndef POLICYKD_STUDENT_H
 #define POLICYKD_STUDENT_H
 
@@ -290,6 +351,13 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
     matrices = [(w_name, b_name, weights[w], weights[b]) for (w_name, b_name), (w, b) in zip(names, layers)]
     calls = []
     in_dim = obs_dim
+    conv_calls: list[str] = []
+    if conv:
+        conv_calls, conv_parts, first_columns = _conv_layers(spec, weights)
+        parts += conv_parts
+        w_name, b_name, weight, bias = matrices[0]
+        matrices[0] = (w_name, b_name, weight[:, first_columns], bias)
+        in_dim = trunk_in
     for index, (w_name, b_name, weight, bias) in enumerate(matrices):
         out = int(weight.shape[0])
         activate = int(index < len(hidden))
@@ -305,6 +373,8 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
     act, magnitude = C_ACTIVATIONS[activation]
     parts.append(f"\n#define ACT(v) {act}\n#define MAG(o) {magnitude}\n")
     parts.append({"float": _DENSE_FLOAT, "int16": _DENSE_INT16, "int8": _DENSE_INT8}[arithmetic])
+    if conv:
+        parts.append(_CONV_FLOAT)
     quantised = arithmetic != "float"
     declare_max = "\n  float m = 0.0f; /* max |input| of the next layer, for its quantisation */" if quantised else ""
     track_max = "\n    if ((a[i] < 0.0f ? -a[i] : a[i]) > m) m = a[i] < 0.0f ? -a[i] : a[i];" if quantised else ""
@@ -312,6 +382,10 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
     padded = group * -(-obs_dim // group)
     pad = (f"\n  for (i = POLICYKD_OBS_DIM; i < {padded}; ++i) a[i] = 0.0f;  /* inputs go in groups of {group}: "
            "the padding reads zeros */") if padded > obs_dim else ""
+    store = "a[i]"
+    if conv:  # the image into the first convolution's input, the vector entries after the image features
+        pixels, features = int(np.prod(conv["image_shape"])), trunk_in - (obs_dim - int(np.prod(conv["image_shape"])))
+        store = f"*(i < {pixels} ? &CONV_A[i] : &a[{features} + i - {pixels}])"
     parts.append(f"""
 int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION_DIM])
 {{
@@ -325,9 +399,11 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
       return POLICYKD_ERR_NON_FINITE_OBS;
     }}
     z = (obs[i] - OBS_MEAN[i]) * OBS_INV_STD[i];  /* multiply: VDIV takes 14 cycles on a Cortex-M4 */
-    a[i] = z > clip ? clip : (z < -clip ? -clip : z);{track_max}
+    {store} = z > clip ? clip : (z < -clip ? -clip : z);{track_max}
   }}{pad}
 """)
+    for call in conv_calls:
+        parts.append("  " + call + "\n")
     src, dst = "a", "b"
     for call in calls:
         parts.append("  " + call % (src, dst) + "\n")

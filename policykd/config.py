@@ -56,6 +56,10 @@ class DistillConfig:
     # student
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "relu"
+    conv: list[list[int]] = field(default_factory=list)  # CNN student: [[channels, kernel, stride], ...] convolutions (no
+                                        # padding) on the image that starts the observation, before the hidden layers
+    image_shape: list[int] | None = None  # conv: [height, width, channels] of that image (rows, channels last); None:
+                                        # the student view's own (e.g. camera: [48, 64, 3])
     # optimisation
     epochs_per_round: int | None = None  # None (null): decided from the budget (decided_epochs_per_round); else this many
     validation_fraction: float = 0.1    # > 0: hold out this fraction of episodes; keep the epoch with the lowest held-out KL
@@ -205,6 +209,12 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
         if not isinstance(value, (list, tuple)) or not value or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in value):
             raise _type_error(name, value, "a list of positive whole numbers")
         return [int(v) for v in value]
+    if base == "list[list[int]]":
+        if not isinstance(value, (list, tuple)) or any(
+                not isinstance(row, (list, tuple)) or len(row) != 3 or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in row)
+                for row in value):
+            raise _type_error(name, value, "a list of [channels, kernel, stride] triples of positive whole numbers, e.g. [[8, 5, 2], [16, 3, 2]]")
+        return [[int(v) for v in row] for row in value]
     if base == "list[str]":
         if not isinstance(value, (list, tuple)) or any(not isinstance(v, str) or not v.strip() for v in value):
             raise _type_error(name, value, "a list of non-empty strings")
@@ -250,6 +260,11 @@ def validate(config: DistillConfig) -> None:
     if config.student_view and (config.hint_weight > 0 or config.attention_weight > 0):
         raise PolicyKDError(f"student_view {config.student_view!r} gives the student other inputs than the teacher's, "
                             "which hints and attention transfer compare layer by layer; set hint_weight and attention_weight to 0")
+    if config.image_shape is not None and len(config.image_shape) != 3:
+        raise PolicyKDError(f"config key image_shape must be [height, width, channels], got {config.image_shape}")
+    if config.conv and (config.quantise_aware_rounds > 0 or config.hint_weight > 0 or config.attention_weight > 0):
+        raise PolicyKDError("a CNN student (conv) cannot yet train quantisation-aware or with hints or attention transfer; "
+                            "set quantise_aware_rounds, hint_weight and attention_weight to 0")
     if config.labelled_steps < config.rounds:
         raise PolicyKDError(f"labelled_steps ({config.labelled_steps}) must be at least rounds ({config.rounds})")
 

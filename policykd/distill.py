@@ -32,7 +32,7 @@ from policykd.teachers import Teacher
 from policykd.tracking import Tracker, make_tracker
 from policykd.transfer import Transfer
 from policykd.transfer import read_state as read_transfer_state
-from policykd.views import student_observation_space
+from policykd.views import student_observation_space, view_image_shape
 
 
 @dataclass
@@ -241,6 +241,19 @@ class RunState:
         return self.data is not None
 
 
+def student_conv(config: DistillConfig, teacher: Teacher) -> dict | None:
+    """The CNN encoder of the recipe (StudentSpec.conv), its image shape from image_shape or the student view's."""
+    if not config.conv:
+        return None
+    image = config.image_shape
+    if image is None and config.student_view:
+        image = view_image_shape(teacher.env_spec, config.student_view)
+    if image is None:
+        raise PolicyKDError(f"conv needs to know where the image is: set image_shape [height, width, channels] or use a student "
+                            f"view whose observations start with one (e.g. camera){'' if not config.student_view else f'; view {config.student_view!r} has none'}")
+    return {"image_shape": list(image), "layers": config.conv}
+
+
 def load_run_state(config: DistillConfig, teacher: Teacher, run_dir: Path, *, resume: bool) -> RunState:
     """Read and verify everything a run starts from (checkpoint, optimizer state, buffer chunks and their sha256)
     without writing anything, so a damaged run is refused before a file changes."""
@@ -256,7 +269,7 @@ def load_run_state(config: DistillConfig, teacher: Teacher, run_dir: Path, *, re
     torch.manual_seed(config.seed)
     view_space = student_observation_space(teacher.env_spec, config.student_view) if config.student_view else None
     student = Student(student_spec_for(teacher, hidden=tuple(config.hidden), activation=config.activation,
-                                       observation_space=view_space))
+                                       observation_space=view_space, conv=student_conv(config, teacher)))
     return RunState(student, _make_optimizer(config)(student), Progress(), None, None)
 
 

@@ -34,6 +34,7 @@ from policykd.errors import PolicyKDError
 from policykd.students import CARD_FILE, WEIGHTS_FILE, Student, load_student
 
 FORMATS = ("safetensors", "onnx", "onnx-int8", "torchscript", "c", "c-int16", "c-int8")
+MLP_ONLY_FORMATS = ("onnx-int8", "c-int16", "c-int8")  # quantised layouts of Linear layers; CNN students are refused
 PARITY_OBSERVATIONS = 1000
 # Documented parity tolerances: float formats within 1e-5 (relative to the action scale when it exceeds 1);
 # quantised formats within a fraction of the action range, and argmax agreement for discrete students.
@@ -209,7 +210,7 @@ def check_parity(student: Student, fmt: str, files: list[Path], out_dir: Path, *
         else:  # float formats: a disagreement is only allowed where the torch logits are tied within float rounding
             with torch.no_grad():
                 t = torch.as_tensor(obs)
-                logits = student.action_head(student.trunk(student.normalize(t))).numpy().astype(np.float64)
+                logits = student.action_head(student.trunk(student.encode(t))).numpy().astype(np.float64)
             top2 = np.sort(logits, axis=1)[:, -2:]
             tied = (top2[:, 1] - top2[:, 0]) <= 1e-4 * (1.0 + np.abs(top2[:, 1]))
             record["min_agreement"] = 1.0
@@ -261,6 +262,9 @@ def export_with_parity(student_dir: str | Path, out_dir: str | Path, fmt: str, *
         raise PolicyKDError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     student_dir, out_dir = Path(student_dir), Path(out_dir)
     student = load_student(student_dir)
+    if student.spec.conv and fmt in MLP_ONLY_FORMATS:
+        raise PolicyKDError(f"{student_dir} is a CNN student and {fmt} export supports MLP students only; export it with "
+                            f"--format c (float C), onnx or torchscript")
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "safetensors":
         files = [out_dir / WEIGHTS_FILE, out_dir / CARD_FILE]

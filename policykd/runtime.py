@@ -5,8 +5,9 @@
     action = policy(obs)            # obs [obs_dim] -> action [A] (or an int for discrete actions)
     actions = policy.batch(obs)     # obs [B, obs_dim] -> actions [B, A] (policy.act is the same, as Student.act)
 
-The computation is the student's deterministic action: normalise and clip the raw observation, the MLP trunk,
-the action head, then the family's output mapping (clip to bounds; tanh then scale; or argmax).
+The computation is the student's deterministic action: normalise and clip the raw observation, (for a CNN student
+the convolutions of its image, see student_format), the MLP trunk, the action head, then the family's output
+mapping (clip to bounds; tanh then scale; or argmax).
 
 Loading checks the card against the weights (policykd/student_format.py: names, shapes, finite values) and raises
 PolicyKDError in one line. Observations are checked on every call: a wrong shape (a scalar, another length, a batch
@@ -59,6 +60,23 @@ class NumpyPolicy:
         self._buffers = [np.ones(self.obs_dim + 1, dtype=np.float32)] + [np.ones(w.shape[0] + 1, dtype=np.float32) for w, _ in self.layers]
         self._head_out = np.empty(self.head[0].shape[0], dtype=np.float32)
         self._one_action = self.strategy.numpy_one_action(self.low, self.high)
+        self._conv = spec.get("conv")
+        self._convs = [(f32(fmt.encoder_weight_name(i)), f32(fmt.encoder_bias_name(i)), stride)
+                       for i, (_, _, stride) in enumerate(self._conv["layers"])] if self._conv else []
+
+    def _encode(self, z: np.ndarray) -> np.ndarray:
+        """Normalised obs [B, obs_dim] -> the trunk's input [B, in_0]: z itself, or for a CNN student its image's
+        convolution features, flattened channel-first, followed by its vector entries."""
+        if not self._conv:
+            return z
+        height, width, channels = self._conv["image_shape"]
+        pixels = height * width * channels
+        x = z[:, :pixels].reshape(len(z), height, width, channels)  # [B, H, W, C]
+        for weight, bias, stride in self._convs:  # weight [O, C, k, k]
+            kernel = weight.shape[-1]
+            windows = np.lib.stride_tricks.sliding_window_view(x, (kernel, kernel), axis=(1, 2))[:, ::stride, ::stride]
+            x = self._activation(np.tensordot(windows, weight, axes=([3, 4, 5], [1, 2, 3])) + bias)  # [B, h, w, O]
+        return np.concatenate([x.transpose(0, 3, 1, 2).reshape(len(z), -1), z[:, pixels:]], axis=1)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray | int:
         """obs [obs_dim] -> env action [A] (float32), or the action index for discrete actions.
@@ -66,6 +84,9 @@ class NumpyPolicy:
         Raises errors.InvalidObservation for any other shape (never broadcast), non-numbers and NaN/inf entries."""
         if type(obs) is not np.ndarray or obs.shape != self._obs_shape:
             obs = fmt.check_observation(obs, self.obs_dim, batch_hint=_BATCH_HINT)
+        if self._conv:  # the convolutions dominate: the batch path, on a batch of one
+            action = self.batch(obs[None])[0]
+            return int(action) if self.strategy.discrete else action
         x = self._buffers[0]
         body = x[:-1]
         try:
@@ -89,7 +110,7 @@ class NumpyPolicy:
     def batch(self, obs: np.ndarray) -> np.ndarray:
         """obs [B, obs_dim] -> env actions float32 [B, A] (or int64 [B] indices); checked as __call__."""
         obs = fmt.check_observations(obs, self.obs_dim)
-        x = np.clip((obs - self.obs_mean) / self.obs_std, -self.obs_clip, self.obs_clip)
+        x = self._encode(np.clip((obs - self.obs_mean) / self.obs_std, -self.obs_clip, self.obs_clip))
         for weight, bias in self.layers:
             x = self._activation(x @ weight.T + bias)
         return self.strategy.numpy_env_action(x @ self.head[0].T + self.head[1], self.low, self.high)

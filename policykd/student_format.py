@@ -12,10 +12,17 @@ Weights (the state_dict of students.Student, whose trunk is Sequential(Linear, a
     obs_mean [obs_dim], obs_std [obs_dim], obs_clip []    raw obs -> clip((obs - mean) / std, -clip, clip)
     action_low [A], action_high [A]                       env action bounds ([0] for categorical students)
     value_mean [], value_std []                           scale of the value head's output
+    encoder.{2i}.weight [c_i, c_(i-1), k_i, k_i], encoder.{2i}.bias [c_i]    (CNN students only, see below)
     trunk.{2i}.weight [hidden[i], in_i], trunk.{2i}.bias [hidden[i]]      (in_0 = obs_dim, in_i = hidden[i - 1])
     action_head.weight [action_dim, hidden[-1]], action_head.bias [action_dim]
     log_std_head.weight, log_std_head.bias                (gaussian and squashed_gaussian only; as action_head)
     value_head.weight [1, hidden[-1]], value_head.bias [1]
+
+CNN students (spec "conv": {"image_shape": [H, W, C], "layers": [[c_1, k_1, s_1], ...]}): the first H * W * C
+entries of the (normalised) observation are an image, row by row with channels last (as policykd's camera views
+give it); the rest are vector inputs (e.g. speed). The image goes through the convolutions (no padding, stride s_i,
+each followed by the activation), is flattened channel-first ([c, h, w], as torch flattens), and the vector inputs
+are appended: in_0 = c_n * h_n * w_n + obs_dim - H * W * C (conv_output_shape gives [c_n, h_n, w_n]).
 
 Every tensor must be finite, except obs_clip, which is +inf when observations are not clipped; obs_std must be
 positive. `read_student` (used by students.load_student and runtime.load) checks the card against the weights and
@@ -52,6 +59,7 @@ VALUE_MEAN, VALUE_STD = "value_mean", "value_std"
 BUFFER_NAMES = (OBS_MEAN, OBS_STD, OBS_CLIP, ACTION_LOW, ACTION_HIGH, VALUE_MEAN, VALUE_STD)
 # Module names (each a Linear: "<name>.weight", "<name>.bias").
 TRUNK, ACTION_HEAD, LOG_STD_HEAD, VALUE_HEAD = "trunk", "action_head", "log_std_head", "value_head"
+ENCODER = "encoder"  # CNN students: Sequential(Conv2d, act, Conv2d, act, ...)
 ACTION_HEAD_WEIGHT, ACTION_HEAD_BIAS = f"{ACTION_HEAD}.weight", f"{ACTION_HEAD}.bias"
 
 
@@ -68,6 +76,40 @@ def trunk_weight_name(i: int) -> str:
 def trunk_bias_name(i: int) -> str:
     """Name of the i-th hidden layer's bias [hidden[i]]."""
     return f"{TRUNK}.{trunk_index(i)}.bias"
+
+
+def encoder_weight_name(i: int) -> str:
+    """Name of the i-th convolution's weight [c_out, c_in, k, k] (CNN students)."""
+    return f"{ENCODER}.{trunk_index(i)}.weight"
+
+
+def encoder_bias_name(i: int) -> str:
+    """Name of the i-th convolution's bias [c_out] (CNN students)."""
+    return f"{ENCODER}.{trunk_index(i)}.bias"
+
+
+def conv_shapes(conv: Mapping[str, Any]) -> list[tuple[int, int, int]]:
+    """[c, h, w] of the image and of every convolution's output, first to last (no padding)."""
+    height, width, channels = conv["image_shape"]
+    shapes = [(channels, height, width)]
+    for out_channels, kernel, stride in conv["layers"]:
+        height, width = (height - kernel) // stride + 1, (width - kernel) // stride + 1
+        shapes.append((out_channels, height, width))
+    return shapes
+
+
+def conv_output_shape(spec: Mapping[str, Any]) -> tuple[int, int, int]:
+    """[c, h, w] of the last convolution's output of a CNN student's (valid) spec."""
+    return conv_shapes(spec["conv"])[-1]
+
+
+def trunk_input_dim(spec: Mapping[str, Any]) -> int:
+    """in_0: obs_dim for an MLP student; the flattened image features plus the vector inputs for a CNN student."""
+    conv = spec.get("conv")
+    if not conv:
+        return spec["obs_dim"]
+    c, h, w = conv_output_shape(spec)
+    return c * h * w + spec["obs_dim"] - int(np.prod(conv["image_shape"]))
 
 
 def layer_names(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -99,7 +141,7 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"tanh": _tanh, "re
 ACTIVATION_NAMES: tuple[str, ...] = tuple(ACTIVATIONS)
 
 _SPEC_REQUIRED = ("obs_dim", "action_dim", "family", "hidden", "activation", "action_low", "action_high")
-_SPEC_OPTIONAL = ("normalizer", "extra")
+_SPEC_OPTIONAL = ("normalizer", "extra", "conv")
 
 
 def _is_int(v: Any) -> bool:
@@ -170,6 +212,32 @@ def validate_spec(spec: Any, source: str | None = None) -> None:
             raise PolicyKDError(f"{where}spec.normalizer.clip must be a number or null and epsilon a number")
     if not isinstance(spec.get("extra", {}), Mapping):
         raise PolicyKDError(f"{where}spec.extra must be an object")
+    if spec.get("conv") is not None:
+        validate_conv(spec["conv"], spec["obs_dim"], source)
+
+
+def validate_conv(conv: Any, obs_dim: int, source: str | None = None) -> None:
+    """Check a CNN student's "conv" ({"image_shape": [H, W, C], "layers": [[channels, kernel, stride], ...]}) against
+    obs_dim: positive integers, an image that fits in the observation, every layer's output at least 1x1."""
+    where = _prefix(source)
+    if not isinstance(conv, Mapping) or set(conv) != {"image_shape", "layers"}:
+        raise PolicyKDError(f"{where}spec.conv must be null or {{\"image_shape\": [H, W, C], \"layers\": [[channels, kernel, stride], ...]}}")
+    image, layers = conv["image_shape"], conv["layers"]
+    if not isinstance(image, (list, tuple)) or len(image) != 3 or not all(_is_int(v) and v > 0 for v in image):
+        raise PolicyKDError(f"{where}conv image_shape must be three positive integers [height, width, channels], got {image!r:.80}")
+    if int(np.prod(image)) > obs_dim:
+        raise PolicyKDError(f"{where}conv image_shape {list(image)} has {int(np.prod(image))} entries, more than the "
+                            f"observation's {obs_dim}; the image must be the observation's first H * W * C entries")
+    if (not isinstance(layers, (list, tuple)) or not layers
+            or not all(isinstance(layer, (list, tuple)) and len(layer) == 3 and all(_is_int(v) and v > 0 for v in layer) for layer in layers)):
+        raise PolicyKDError(f"{where}conv layers must be a non-empty list of [channels, kernel, stride] positive integers, "
+                            f"e.g. [[8, 5, 2], [16, 3, 2]], got {layers!r:.80}")
+    height, width = image[0], image[1]
+    for i, (_, kernel, stride) in enumerate(layers):
+        if kernel > height or kernel > width:
+            raise PolicyKDError(f"{where}conv layer {i} has kernel {kernel}, larger than its {height}x{width} input; "
+                                "use fewer layers, smaller kernels or strides")
+        height, width = (height - kernel) // stride + 1, (width - kernel) // stride + 1
 
 
 def validate_card(card: Any, source: str | None = CARD_FILE) -> None:
@@ -213,7 +281,10 @@ def expected_shapes(spec: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
         OBS_MEAN: (obs_dim,), OBS_STD: (obs_dim,), OBS_CLIP: (), ACTION_LOW: (bounds,), ACTION_HIGH: (bounds,),
         VALUE_MEAN: (), VALUE_STD: (),
     }
-    width = obs_dim
+    if spec.get("conv"):
+        for i, ((c_in, _, _), (c_out, kernel, _)) in enumerate(zip(conv_shapes(spec["conv"]), spec["conv"]["layers"])):
+            shapes[encoder_weight_name(i)], shapes[encoder_bias_name(i)] = (c_out, c_in, kernel, kernel), (c_out,)
+    width = trunk_input_dim(spec)
     for i, h in enumerate(hidden):
         shapes[trunk_weight_name(i)], shapes[trunk_bias_name(i)] = (h, width), (h,)
         width = h

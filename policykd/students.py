@@ -54,6 +54,7 @@ class StudentSpec:
     action_high: tuple[float, ...] = ()
     normalizer: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    conv: dict[str, Any] | None = None  # CNN students: {"image_shape": [H, W, C], "layers": [[channels, kernel, stride], ...]}
 
     def __post_init__(self) -> None:
         if isinstance(self.hidden, (list, tuple)) and all(isinstance(h, (int, np.integer)) for h in self.hidden):
@@ -61,6 +62,10 @@ class StudentSpec:
         for key in ("action_low", "action_high"):
             if isinstance(getattr(self, key), (list, tuple)):
                 object.__setattr__(self, key, tuple(float(v) if isinstance(v, (int, float, np.number)) else v for v in getattr(self, key)))
+        if self.conv is not None:  # JSON-shaped lists, so the card and a spec built in code compare equal
+            object.__setattr__(self, "conv", {"image_shape": [int(v) for v in self.conv.get("image_shape", ())],
+                                              "layers": [[int(v) for v in layer] for layer in self.conv.get("layers", ())]}
+                               if isinstance(self.conv, dict) else self.conv)
         fmt.validate_spec(asdict(self))
 
     @classmethod
@@ -70,7 +75,10 @@ class StudentSpec:
 
 
 class Student(nn.Module):
-    """MLP trunk -> heads: action mean/logits [B, A], log_std [B, A] (Gaussian families), value [B]."""
+    """(CNN encoder ->) MLP trunk -> heads: action mean/logits [B, A], log_std [B, A] (Gaussian families), value [B].
+
+    A CNN student (spec.conv) reads the first H * W * C observation entries as an image [H, W, C] (channels last),
+    convolves it, flattens the result channel-first and appends the remaining (vector) entries: encode()."""
 
     def __init__(self, spec: StudentSpec) -> None:
         super().__init__()
@@ -87,8 +95,14 @@ class Student(nn.Module):
         self.register_buffer(fmt.ACTION_HIGH, torch.as_tensor(spec.action_high, dtype=torch.float32))
         self.register_buffer(fmt.VALUE_MEAN, torch.zeros(()))
         self.register_buffer(fmt.VALUE_STD, torch.ones(()))
+        self.encoder: nn.Sequential | None = None
+        if spec.conv:
+            convs: list[nn.Module] = []
+            for (c_in, _, _), (c_out, kernel, stride) in zip(fmt.conv_shapes(spec.conv), spec.conv["layers"]):
+                convs += [nn.Conv2d(c_in, c_out, kernel, stride), TORCH_ACTIVATIONS[spec.activation]()]
+            self.encoder = nn.Sequential(*convs)
         layers: list[nn.Module] = []
-        width = spec.obs_dim
+        width = fmt.trunk_input_dim(asdict(spec))
         for i, h in enumerate(spec.hidden):
             assert len(layers) == fmt.trunk_index(i)
             layers += [nn.Linear(width, h), TORCH_ACTIVATIONS[spec.activation]()]
@@ -111,13 +125,24 @@ class Student(nn.Module):
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.clamp((obs - self.obs_mean) / self.obs_std, -self.obs_clip, self.obs_clip)
 
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """raw obs [B, obs_dim] -> the trunk's input [B, in_0]: the normalised observation, or for a CNN student the
+        flattened convolution features of its image [B, c * h * w] followed by its vector entries."""
+        z = self.normalize(obs)
+        if self.encoder is None:
+            return z
+        height, width, channels = self.spec.conv["image_shape"]
+        pixels = height * width * channels
+        image = z[:, :pixels].reshape(-1, height, width, channels).permute(0, 3, 1, 2)  # [B, C, H, W]
+        return torch.cat([self.encoder(image).flatten(1), z[:, pixels:]], dim=1)
+
     def forward(self, obs: torch.Tensor) -> tuple[DistParams, torch.Tensor]:
         """raw obs [B, obs_dim] -> (distribution of batch B, value [B] in the teacher's value units)."""
         if self.quantise_int8:
             hidden = quantised_trunk(self.trunk, self.normalize(obs))
             out = quantised_linear(self.action_head, hidden)
         else:
-            hidden = self.trunk(self.normalize(obs))
+            hidden = self.trunk(self.encode(obs))
             out = self.action_head(hidden)
         log_std = self.log_std_head(hidden).clamp(LOG_STD_MIN, LOG_STD_MAX) if self.log_std_head is not None else None
         dist = DistParams(self.spec.family, self.strategy.params_from_head(out, log_std))
@@ -203,17 +228,19 @@ def load_student(directory: str | Path) -> Student:
     return student.eval()
 
 
-def student_spec_for(teacher, *, hidden: tuple[int, ...], activation: str, observation_space=None) -> StudentSpec:
+def student_spec_for(teacher, *, hidden: tuple[int, ...], activation: str, observation_space=None,
+                     conv: dict[str, Any] | None = None) -> StudentSpec:
     """A student spec that mirrors the teacher's interface (spaces, normaliser, family); observation_space: the
-    student's own view when it sees another one than the teacher (policykd.views), normalised by fit_normalizer."""
+    student's own view when it sees another one than the teacher (policykd.views), normalised by fit_normalizer;
+    conv: a CNN encoder (StudentSpec.conv) for an observation that starts with an image."""
     low, high = (), ()
     if not teacher.strategy.discrete:
         low = tuple(float(x) for x in np.asarray(teacher.action_space.low).reshape(-1))
         high = tuple(float(x) for x in np.asarray(teacher.action_space.high).reshape(-1))
     if observation_space is not None:
         return StudentSpec(obs_dim=int(np.prod(observation_space.shape)), action_dim=teacher.action_dim, family=teacher.family,
-                           hidden=hidden, activation=activation, action_low=low, action_high=high)
+                           hidden=hidden, activation=activation, action_low=low, action_high=high, conv=conv)
     return StudentSpec(
         obs_dim=teacher.obs_dim, action_dim=teacher.action_dim, family=teacher.family, hidden=hidden,
-        activation=activation, action_low=low, action_high=high, normalizer=teacher.normalizer.to_json(),
+        activation=activation, action_low=low, action_high=high, normalizer=teacher.normalizer.to_json(), conv=conv,
     )

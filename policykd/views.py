@@ -9,6 +9,9 @@ names to view objects in `student_views` (policykd_envs.racecar has `rays`). A v
                                                                 from the unwrapped env, the teacher's observation
                                                                 and the last action (zeros after a reset)
 
+A view whose observations start with an image also has `image_shape` (height, width, channels; the image flattened
+row by row, channels last), which a CNN student (recipe key `conv`) reads.
+
 Memory: `NAME*k` (e.g. `rays*3`) stacks the view's last k observations, oldest first (after a reset, the first
 one k times), for a student that needs history: speeds from ranges, turning from frames.
 
@@ -105,6 +108,18 @@ def student_observation_space(spec, view: str) -> gym.spaces.Box:
         return StudentViewWrapper(env, view).student_observation_space
     finally:
         env.close()
+
+
+def view_image_shape(spec, view: str) -> tuple[int, int, int] | None:
+    """(height, width, channels) of the image that starts `view`'s observations (a view object's `image_shape`,
+    e.g. the racecar's camera), or None when the view has none or stacks frames (NAME*k: one image per frame)."""
+    name, frames = parse_view(view)
+    env = spec.make()
+    try:
+        shape = getattr(resolve_view(env, name), "image_shape", None)
+    finally:
+        env.close()
+    return tuple(int(v) for v in shape) if shape is not None and frames == 1 else None
 
 
 class StudentViewObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
