@@ -242,12 +242,15 @@ class RunState:
 
 
 def student_conv(config: DistillConfig, teacher: Teacher) -> dict | None:
-    """The CNN encoder of the recipe (StudentSpec.conv), its image shape from image_shape or the student view's."""
+    """The CNN encoder of the recipe (StudentSpec.conv), its image shape from image_shape, else the student view's,
+    else (no view) the teacher's when it is a CNN student itself (policykd.student_teacher)."""
     if not config.conv:
         return None
     image = config.image_shape
     if image is None and config.student_view:
         image = view_image_shape(teacher.env_spec, config.student_view)
+    elif image is None:  # the teacher's own observation: a CNN teacher (a student of a camera view) says where its image is
+        image = getattr(teacher, "image_shape", None)
     if image is None:
         raise PolicyKDError(f"conv needs to know where the image is: set image_shape [height, width, channels] or use a student "
                             f"view whose observations start with one (e.g. camera){'' if not config.student_view else f'; view {config.student_view!r} has none'}")

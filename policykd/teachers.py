@@ -1,4 +1,4 @@
-"""Load any SB3 / rl-zoo / policykd checkpoint as a Teacher with one contract, whatever the algorithm.
+"""Load any SB3 / rl-zoo / policykd checkpoint (or a saved policykd student: policykd.student_teacher) as a Teacher with one contract, whatever the algorithm.
 
 A Teacher offers, for a batch of *raw* env observations obs [B, obs_dim] (normalisation is applied inside):
 - ``dist_and_value(obs)``: the action distribution (DistParams) and the value [B];
@@ -327,7 +327,14 @@ def load_teacher(path: str | Path, *, algo: str | None = None, env_id: str | Non
 
     By default the checkpoint's pickled entries and vecnormalize.pkl are read in safe mode: only allowlisted
     numpy/gymnasium/torch/SB3 types are built, anything else is a PolicyKDError naming --trust-pickle.
-    trust_pickle=True restores plain (cloud)pickle loading, which runs whatever code the files name."""
+    trust_pickle=True restores plain (cloud)pickle loading, which runs whatever code the files name.
+
+    A policykd student folder (student.json + student.safetensors) loads as a policykd.student_teacher.StudentTeacher
+    (the same contract; a distillation chain), never unpickled."""
+    from policykd.student_teacher import StudentTeacher, is_student_folder
+
+    if is_student_folder(path):
+        return StudentTeacher(path)
     source = resolve_source(path, algo=algo, env_id=env_id, trust_pickle=trust_pickle)
     cls = algo_class(source.algo)
     raw, data = read_checkpoint(source.model_zip)

@@ -169,3 +169,26 @@ def test_a_camera_student_is_distilled_and_runs_the_same_in_torch_numpy_and_c(tm
             obs, *_ = env.step(action)
     finally:
         env.close()
+
+
+def test_a_camera_student_teaches_a_smaller_camera_student(tmp_path):
+    """The Roach chain: privileged teacher -> camera student -> tiny camera student, which sees the same camera."""
+    first = distill(DistillConfig(teacher=str(RACECAR_TEACHER), student_view="camera", conv=[[4, 5, 2], [8, 3, 2]], hidden=[32],
+                                  labelled_steps=150, rounds=1, epochs_per_round=2, label_every=1, out_dir=str(tmp_path), run_name="big"))
+    from policykd.teachers import load_teacher
+
+    camera_teacher = load_teacher(first.run_dir / "student")
+    assert camera_teacher.algo == "policykd-student" and camera_teacher.obs_dim == 48 * 64 * 3 + 1
+    assert camera_teacher.image_shape == (48, 64, 3)
+    second = distill(DistillConfig(teacher=str(first.run_dir / "student"), conv=[[2, 5, 4]], hidden=[8], labelled_steps=120,
+                                   rounds=2, epochs_per_round=2, label_every=1, out_dir=str(tmp_path), run_name="tiny"))
+    card = json.loads((second.run_dir / "student" / "student.json").read_text())
+    assert card["spec"]["conv"]["image_shape"] == [48, 64, 3] and card["teacher"]["algo"] == "policykd-student"
+    assert second.student.parameter_count() < first.student.parameter_count() / 5
+    env = runtime.make_env(second.run_dir / "student")  # the camera again: the first student's view is this one's env
+    try:
+        obs, _ = env.reset(seed=1)
+        assert obs.shape == (48 * 64 * 3 + 1,) and 0.0 <= obs[:-1].min() and obs[:-1].max() <= 1.0
+        assert runtime.load(second.run_dir / "student")(obs).shape == (2,)
+    finally:
+        env.close()
