@@ -262,9 +262,9 @@ def validate(config: DistillConfig) -> None:
                             "which hints and attention transfer compare layer by layer; set hint_weight and attention_weight to 0")
     if config.image_shape is not None and len(config.image_shape) != 3:
         raise PolicyKDError(f"config key image_shape must be [height, width, channels], got {config.image_shape}")
-    if config.conv and (config.quantise_aware_rounds > 0 or config.hint_weight > 0 or config.attention_weight > 0):
-        raise PolicyKDError("a CNN student (conv) cannot yet train quantisation-aware or with hints or attention transfer; "
-                            "set quantise_aware_rounds, hint_weight and attention_weight to 0")
+    if config.conv and (config.quantise_aware_rounds > 0 or config.hint_weight > 0):
+        raise PolicyKDError("a CNN student (conv) cannot yet train quantisation-aware or with hints; set quantise_aware_rounds "
+                            "and hint_weight to 0 (attention_weight works: spatial attention maps from a CNN teacher)")
     if config.labelled_steps < config.rounds:
         raise PolicyKDError(f"labelled_steps ({config.labelled_steps}) must be at least rounds ({config.rounds})")
 

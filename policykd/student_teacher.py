@@ -130,6 +130,11 @@ class StudentTeacher:
                 features[f"trunk.{index}"] = x
         return features
 
+    @torch.no_grad()
+    def conv_maps(self, obs: np.ndarray) -> list[torch.Tensor]:
+        """raw obs [B, obs_dim] -> a CNN student's activation after each convolution, [B, c_i, h_i, w_i] each."""
+        return self.student.conv_maps(self.obs_tensor(obs)) if self.student.spec.conv else []
+
     def to_env_action(self, policy_action: torch.Tensor) -> np.ndarray:
         action = self.strategy.to_env_action(policy_action, self._low, self._high).numpy()
         return action.astype(np.int64) if self.strategy.discrete else action

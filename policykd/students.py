@@ -136,6 +136,17 @@ class Student(nn.Module):
         image = z[:, :pixels].reshape(-1, height, width, channels).permute(0, 3, 1, 2)  # [B, C, H, W]
         return torch.cat([self.encoder(image).flatten(1), z[:, pixels:]], dim=1)
 
+    def conv_maps(self, obs: torch.Tensor) -> list[torch.Tensor]:
+        """raw obs [B, obs_dim] -> a CNN student's activation after each convolution, [B, c_i, h_i, w_i] each."""
+        height, width, channels = self.spec.conv["image_shape"]
+        x = self.normalize(obs)[:, :height * width * channels].reshape(-1, height, width, channels).permute(0, 3, 1, 2)
+        maps = []
+        for index, module in enumerate(self.encoder):
+            x = module(x)
+            if index % 2 == 1:  # after each activation
+                maps.append(x)
+        return maps
+
     def forward(self, obs: torch.Tensor) -> tuple[DistParams, torch.Tensor]:
         """raw obs [B, obs_dim] -> (distribution of batch B, value [B] in the teacher's value units)."""
         if self.quantise_int8:

@@ -10,6 +10,12 @@
   L2 norm per state. The term is the squared distance between the teacher's and the student's saliency, so the
   student attends to the same inputs. Its gradient goes through the student's input gradient (double backward).
 
+- Spatial attention for CNN students of a CNN teacher (a policykd CNN student: policykd.student_teacher; Zagoruyko &
+  Komodakis 2017, activation-based): the attention map of a convolution's activation F [B, c, h, w] is the mean
+  over channels of F^2, [B, h, w], flattened and divided by its L2 norm per state. Each student convolution i of
+  n_s is paired with the teacher's convolution at the same relative depth (round((i + 1) * n_t / n_s) - 1), the
+  larger map average-pooled to the smaller's size; the term is the squared distance, averaged over the pairs.
+
 Both are off by default (weights 0); `Transfer.of(config, teacher, student)` is None then.
 """
 
@@ -70,6 +76,27 @@ def student_saliency(student: nn.Module, obs: torch.Tensor) -> torch.Tensor:
     return saliency(lambda x: student.action_head(student.trunk(x)), z, create_graph=True)
 
 
+def attention_map(activation: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """F [B, c, h, w] -> L2-normalised mean over channels of F^2, [B, h' * w'] (average-pooled to `size` if given)."""
+    spatial = activation.pow(2).mean(dim=1, keepdim=True)
+    if size is not None and tuple(spatial.shape[-2:]) != size:
+        spatial = nn.functional.adaptive_avg_pool2d(spatial, size)
+    flat = spatial.flatten(1)
+    return flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def spatial_attention_loss(student_maps: list[torch.Tensor], teacher_maps: list[torch.Tensor]) -> torch.Tensor:
+    """Squared distance of the attention maps, each student convolution against the teacher's at the same relative
+    depth, averaged over the pairs; maps [B, c, h, w]."""
+    n_s, n_t = len(student_maps), len(teacher_maps)
+    total = 0.0
+    for i, student_map in enumerate(student_maps):
+        teacher_map = teacher_maps[round((i + 1) * n_t / n_s) - 1]
+        size = tuple(min(a, b) for a, b in zip(student_map.shape[-2:], teacher_map.shape[-2:]))
+        total = total + (attention_map(student_map, size) - attention_map(teacher_map, size)).pow(2).sum(dim=1).mean()
+    return total / n_s
+
+
 class Transfer:
     """The hint and attention terms of one run, with the hint regressor and its optimizer."""
 
@@ -78,6 +105,10 @@ class Transfer:
         if self.attention_weight > 0 and not hasattr(teacher, "_dist"):
             raise PolicyKDError("attention_weight needs one teacher whose actor policykd can differentiate; it does not "
                                 "work with an ensemble yet: set attention_weight: 0 or distil from one teacher")
+        self.spatial = bool(getattr(student.spec, "conv", None))  # CNN student: spatial attention maps
+        if self.spatial and self.attention_weight > 0 and not (hasattr(teacher, "conv_maps") and getattr(teacher, "image_shape", None)):
+            raise PolicyKDError("attention_weight with a CNN student needs a CNN teacher (a policykd CNN student, whose "
+                                "convolutions give the attention maps); set attention_weight: 0")
         self.regressor: nn.Linear | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         if self.hint_weight > 0:
@@ -110,7 +141,9 @@ class Transfer:
             target = self.teacher.features(obs_np)[self.teacher_layer].float()
             predicted = self.regressor(student_hidden(student, obs)[self.student_layer])
             out["hint_loss"] = ((predicted - target) ** 2).mean() / (target.pow(2).mean() + 1e-8)
-        if self.attention_weight > 0:
+        if self.attention_weight > 0 and self.spatial:
+            out["attention_loss"] = spatial_attention_loss(student.conv_maps(obs), self.teacher.conv_maps(obs_np))
+        elif self.attention_weight > 0:
             difference = teacher_saliency(self.teacher, obs_np) - student_saliency(student, obs)
             out["attention_loss"] = (difference**2).sum(dim=1).mean()
         return out

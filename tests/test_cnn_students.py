@@ -137,7 +137,7 @@ def test_recipe_conv_keys_are_checked_before_anything_runs():
         DistillConfig(teacher="x", conv=[[8, 5]])
     with pytest.raises(PolicyKDError, match="image_shape must be \\[height, width, channels\\]"):
         DistillConfig(teacher="x", conv=[[8, 5, 2]], image_shape=[48, 64])
-    with pytest.raises(PolicyKDError, match="a CNN student \\(conv\\) cannot yet train quantisation-aware"):
+    with pytest.raises(PolicyKDError, match="a CNN student \\(conv\\) cannot yet train quantisation-aware or with hints"):
         DistillConfig(teacher="x", conv=[[8, 5, 2]], quantise_aware_rounds=1)
 
 
@@ -181,7 +181,9 @@ def test_a_camera_student_teaches_a_smaller_camera_student(tmp_path):
     assert camera_teacher.algo == "policykd-student" and camera_teacher.obs_dim == 48 * 64 * 3 + 1
     assert camera_teacher.image_shape == (48, 64, 3)
     second = distill(DistillConfig(teacher=str(first.run_dir / "student"), conv=[[2, 5, 4]], hidden=[8], labelled_steps=120,
-                                   rounds=2, epochs_per_round=2, label_every=1, out_dir=str(tmp_path), run_name="tiny"))
+                                   rounds=2, epochs_per_round=2, label_every=1, attention_weight=1.0, out_dir=str(tmp_path),
+                                   run_name="tiny"))
+    assert all(0.0 < r.attention_loss < 2.0 for r in second.history)  # spatial attention maps of both CNNs compared
     card = json.loads((second.run_dir / "student" / "student.json").read_text())
     assert card["spec"]["conv"]["image_shape"] == [48, 64, 3] and card["teacher"]["algo"] == "policykd-student"
     assert second.student.parameter_count() < first.student.parameter_count() / 5
@@ -192,3 +194,22 @@ def test_a_camera_student_teaches_a_smaller_camera_student(tmp_path):
         assert runtime.load(second.run_dir / "student")(obs).shape == (2,)
     finally:
         env.close()
+
+
+def test_spatial_attention_maps_are_normalised_pooled_and_zero_for_the_same_activations():
+    from policykd.transfer import attention_map, spatial_attention_loss
+
+    activation = torch.rand(3, 8, 6, 10)
+    flat = attention_map(activation)
+    assert flat.shape == (3, 60)
+    torch.testing.assert_close(flat.norm(dim=1), torch.ones(3))
+    pooled = torch.nn.functional.avg_pool2d(activation.pow(2).mean(1, keepdim=True), 2).flatten(1)
+    torch.testing.assert_close(attention_map(activation, (3, 5)), pooled / pooled.norm(dim=1, keepdim=True))
+    other = torch.rand(3, 4, 3, 5)
+    assert float(spatial_attention_loss([activation], [activation * 2.0])) < 1e-10  # the map's scale does not matter
+    assert float(spatial_attention_loss([other, activation], [activation])) > 0.0
+    with pytest.raises(PolicyKDError, match="attention_weight with a CNN student needs a CNN teacher"):
+        from policykd.teachers import load_teacher
+        from policykd.transfer import Transfer
+
+        Transfer(DistillConfig(teacher="x", conv=[[4, 3, 2]], attention_weight=1.0), load_teacher(RACECAR_TEACHER), Student(cnn_spec()))
