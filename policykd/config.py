@@ -58,6 +58,9 @@ class DistillConfig:
     activation: str = "relu"
     conv: list[list[int]] = field(default_factory=list)  # CNN student: [[channels, kernel, stride], ...] convolutions (no
                                         # padding) on the image that starts the observation, before the hidden layers
+    gru: int = 0                        # > 0: a recurrent student, a GRU state of this size after the hidden layers
+                                        # (memory for views that see less); trained by truncated backprop through time
+    tbptt_steps: int = 32               # gru: steps per truncated-backprop chunk of an episode
     image_shape: list[int] | None = None  # conv: [height, width, channels] of that image (rows, channels last); None:
                                         # the student view's own (e.g. camera: [48, 64, 3])
     # optimisation
@@ -162,7 +165,7 @@ _MINIMUM: dict[str, tuple[float, bool]] = {
     "eval_every_round": (0, True), "eval_seed": (0, True), "latency_calls": (10, True), "rollout_steps": (0, True),
     "lr": (0.0, False), "tau": (0.0, False), "lambda_v": (0.0, True), "noise_scale": (0.0, True),
     "beta0": (0.0, True), "beta_decay": (0.0, True), "validation_fraction": (0.0, True), "early_stopping_patience": (0, True),
-    "quantise_aware_rounds": (0, True), "hint_weight": (0.0, True), "attention_weight": (0.0, True),
+    "quantise_aware_rounds": (0, True), "hint_weight": (0.0, True), "gru": (0, True), "tbptt_steps": (1, True), "attention_weight": (0.0, True),
 }
 _MAXIMUM = {"beta0": 1.0, "beta_decay": 1.0, "validation_fraction": 0.5}
 _HINTS = {"hidden": "a list of positive layer widths, e.g. [64, 64]",
@@ -265,6 +268,11 @@ def validate(config: DistillConfig) -> None:
     if config.conv and (config.quantise_aware_rounds > 0 or config.hint_weight > 0):
         raise PolicyKDError("a CNN student (conv) cannot yet train quantisation-aware or with hints; set quantise_aware_rounds "
                             "and hint_weight to 0 (attention_weight works: spatial attention maps from a CNN teacher)")
+    if config.gru and config.label_every != 1:
+        raise PolicyKDError(f"a recurrent student (gru: {config.gru}) trains on whole episodes, every step labelled; set label_every: 1")
+    if config.gru and (config.quantise_aware_rounds > 0 or config.hint_weight > 0 or config.attention_weight > 0 or config.ensemble):
+        raise PolicyKDError("a recurrent student (gru) cannot yet train quantisation-aware, with hints or attention, or from an "
+                            "ensemble; set quantise_aware_rounds, hint_weight and attention_weight to 0 and use one teacher")
     if config.labelled_steps < config.rounds:
         raise PolicyKDError(f"labelled_steps ({config.labelled_steps}) must be at least rounds ({config.rounds})")
 

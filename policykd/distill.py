@@ -25,6 +25,7 @@ from policykd.distributions import DistParams, family_strategy, kl_divergence
 from policykd.errors import PolicyKDError
 from policykd.losses import LossConfig, bounded_means, distillation_loss
 from policykd.progress import Progress, RoundMetrics
+from policykd.recurrent import EpisodeSequences
 from policykd.rollout import run_episodes
 from policykd.run_dir import CONFIG_FILE, LOCK_FILE, RUN_FORMAT, RunLock, check_same_teacher, read_run_record, resolve_run_dir
 from policykd.students import Student, student_spec_for
@@ -96,15 +97,22 @@ def _labels(data: dict[str, np.ndarray], strategy) -> tuple[torch.Tensor, dict[s
 
 @torch.no_grad()
 def validation_kl(student: Student, data: dict[str, np.ndarray], family: str, *, batch: int = 4096,
-                  action_bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> float:
+                  action_bounds: tuple[torch.Tensor, torch.Tensor] | None = None, tbptt_steps: int = 32) -> float:
     """KL(teacher || student) averaged over the rows of `data` (held-out teacher-labelled states). With
     action_bounds (low [A], high [A]), means beyond a bound are compared as training compares them (bounded_means),
-    so that model selection judges the student by what it was trained to match."""
+    so that model selection judges the student by what it was trained to match. A recurrent student runs the
+    held-out episodes in order (policykd.recurrent), in chunks of tbptt_steps."""
     obs, params, _ = _labels(data, family_strategy(family))
     total = 0.0
-    for start in range(0, len(obs), batch):
-        dist, _ = student(obs[start : start + batch])
-        target = DistParams(family, {k: v[start : start + batch] for k, v in params.items()})
+    if student.recurrent:  # whole held-out episodes, chunk by chunk from the states their prefixes lead to
+        sequences = EpisodeSequences(obs, data["episode_id"], tbptt_steps)
+        sequences.refresh(student)
+        groups = torch.arange(len(sequences)).split(max(1, batch // tbptt_steps))
+        outputs = (sequences.forward(student, group) for group in groups)
+    else:
+        outputs = ((torch.arange(s, min(s + batch, len(obs))), *student(obs[s : s + batch])) for s in range(0, len(obs), batch))
+    for rows, dist, _ in outputs:
+        target = DistParams(family, {k: v[rows] for k, v in params.items()})
         if action_bounds is not None:
             target, dist = bounded_means(target, dist, *action_bounds)
         total += float(kl_divergence(target, dist, reduction="sum"))
@@ -125,6 +133,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
     bounds = (student.action_low, student.action_high) if config.bounded_means and strategy.clips_to_bounds else None
     rng = np.random.default_rng(seed)
     n = len(obs)
+    sequences = EpisodeSequences(obs, data["episode_id"], config.tbptt_steps) if student.recurrent else None  # TBPTT
     student.train()
     sums: dict[str, float] = {}
     step = first_step
@@ -132,15 +141,22 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
     epoch = 0
     batch_size = config.decided_batch_size()
     for epoch in range(1, config.decided_epochs_per_round() + 1):
-        perm = torch.as_tensor(rng.permutation(n))
+        if sequences is not None:
+            sequences.refresh(student)
+            groups = sequences.minibatches(rng, batch_size)
+        else:
+            groups = torch.as_tensor(rng.permutation(n)).split(batch_size)
         sums = {"loss": 0.0, "kl": 0.0, "value_mse": 0.0}
         if transfer is not None:
             sums.update({name: 0.0 for name in transfer.term_names})
         batches = 0
-        for start in range(0, n, batch_size):
-            idx = perm[start : start + batch_size]
+        for group in groups:
+            if sequences is not None:  # chunks of episodes: the rows they cover, and the student's outputs there
+                idx, dist, student_value = sequences.forward(student, group)
+            else:
+                idx = group
+                dist, student_value = student(obs[idx])
             target = DistParams(family, {k: v[idx] for k, v in params.items()})
-            dist, student_value = student(obs[idx])
             terms = distillation_loss(target, value[idx], dist, student_value, value_std=student.value_std, config=loss_config,
                                       action_bounds=bounds)
             if transfer is not None:
@@ -161,7 +177,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
         if on_progress is not None:
             on_progress(1)
         if validation is not None:
-            val_kl = validation_kl(student, validation, family, action_bounds=bounds)
+            val_kl = validation_kl(student, validation, family, action_bounds=bounds, tbptt_steps=config.tbptt_steps)
             if best is None or val_kl < best[0]:
                 best = (val_kl, epoch, {k: v.detach().clone() for k, v in student.state_dict().items()})
             elif config.early_stopping_patience and epoch - best[1] >= config.early_stopping_patience:
@@ -272,7 +288,7 @@ def load_run_state(config: DistillConfig, teacher: Teacher, run_dir: Path, *, re
     torch.manual_seed(config.seed)
     view_space = student_observation_space(teacher.env_spec, config.student_view) if config.student_view else None
     student = Student(student_spec_for(teacher, hidden=tuple(config.hidden), activation=config.activation,
-                                       observation_space=view_space, conv=student_conv(config, teacher)))
+                                       observation_space=view_space, conv=student_conv(config, teacher), gru=config.gru))
     return RunState(student, _make_optimizer(config)(student), Progress(), None, None)
 
 

@@ -202,14 +202,17 @@ def compare(teacher: Teacher, student: Student, *, episodes: int = 20, eval_seed
             noise_floor: bool = False, progress_factory=None, student_view: str = "") -> Comparison:
     """The full teacher-vs-student report. noise_floor: also run teacher_noise_floor, with the
     student's own error on held-out teacher states (RMS action error, or 1 - accuracy for discrete actions).
-    student_view: the student sees that view of the env (policykd.views); the teacher its own observation."""
+    student_view: the student sees that view of the env (policykd.views); the teacher its own observation.
+    A recurrent student is evaluated from a zero state each episode; its agreement (and noise floor) is not measured
+    (agreement {"states": 0}): the teacher's states are not sequences it followed from their start."""
     seeds = [eval_seed + i for i in range(episodes)]
+    reset_student = student.reset  # a recurrent student starts every episode from a zero state
 
     def teacher_act(obs: np.ndarray) -> np.ndarray:
         return teacher.act(obs, deterministic=True)
 
     def run(name: str, act: ActFn, envs: int = n_envs, *, student: bool = False) -> Episodes:
-        view = dict(view=student_view, act_on_view=student)
+        view = dict(view=student_view, act_on_view=student, reset=reset_student if student else None)
         if progress_factory is None:
             return run_episodes(act, teacher.env_spec, seeds, n_envs=envs, **view)
         with progress_factory(f"evaluating {name} ({episodes} episodes)", episodes) as advance:
@@ -226,15 +229,20 @@ def compare(teacher: Teacher, student: Student, *, episodes: int = 20, eval_seed
         states = states[chosen]
         student_states = None if student_states is None else student_states[chosen]
     probe, student_probe = states[:1], (states if student_states is None else student_states)[:1]
+    student.reset()  # a recurrent student's state held the evaluation's batch; the latency probe is one observation
     latency = {
         "teacher_torch": measure_latency(lambda: teacher_act(probe), calls=latency_calls),
         "teacher_sb3_predict": measure_latency(lambda: teacher.sb3_predict(probe), calls=latency_calls),
         "student_torch": measure_latency(lambda: student.act(student_probe), calls=latency_calls),
     }
+    student.reset()
     teacher_stats, student_stats = ReturnStats.of_episodes(teacher_eps), ReturnStats.of_episodes(student_eps)
-    report_agreement = agreement(teacher, student, states, student_states)
+    if student.recurrent:  # the teacher's states are not episodes the student followed from their start
+        report_agreement = {"states": 0}
+    else:
+        report_agreement = agreement(teacher, student, states, student_states)
     floor = None
-    if noise_floor:
+    if noise_floor and not student.recurrent:
         error = (1.0 - report_agreement["accuracy"] if teacher.strategy.discrete
                  else float(np.sqrt(report_agreement["action_mse"])))
         floor = teacher_noise_floor(teacher, seeds, teacher_eps, n_envs=n_envs, error=error, run=run, noise_seed=eval_seed)

@@ -55,11 +55,32 @@ class DeterministicActor(torch.nn.Module):
         return self.student.act_torch(obs).to(torch.float32)
 
 
+class RecurrentActor(torch.nn.Module):
+    """A recurrent student's step: (raw obs [B, obs_dim], state [B, G]) -> (env action [B, A], next state [B, G])."""
+
+    def __init__(self, student: Student) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, obs: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        action, next_state = self.student.act_step_torch(obs, state)
+        return action.to(torch.float32), next_state
+
+
+def _traceable(student: Student) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
+    """The module an ONNX or TorchScript export traces, and example inputs: obs (and, recurrent, the state)."""
+    obs = torch.zeros(1, student.spec.obs_dim)
+    if student.recurrent:
+        return RecurrentActor(student).eval(), (obs, student.initial_state(1))
+    return DeterministicActor(student).eval(), (obs,)
+
+
 def _export_onnx(student: Student, path: Path) -> None:
-    actor = DeterministicActor(student).eval()
-    dummy = torch.zeros(1, student.spec.obs_dim)
-    torch.onnx.export(actor, (dummy,), str(path), input_names=["obs"], output_names=["action"], opset_version=17,
-                      dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}}, dynamo=False)
+    """obs [batch, obs_dim] -> action; a recurrent student: (obs, state [batch, G]) -> (action, next_state)."""
+    actor, inputs = _traceable(student)
+    names_in, names_out = (["obs", "state"], ["action", "next_state"]) if student.recurrent else (["obs"], ["action"])
+    torch.onnx.export(actor, inputs, str(path), input_names=names_in, output_names=names_out, opset_version=17,
+                      dynamic_axes={name: {0: "batch"} for name in names_in + names_out}, dynamo=False)
 
 
 def _quantise_rows(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,12 +159,28 @@ def _parity_observations(student: Student, n: int, seed: int = 0) -> np.ndarray:
     return (mean + std * rng.standard_normal((n, student.spec.obs_dim))).astype(np.float32)
 
 
+def _sequence(step: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]], size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """obs [N, obs_dim] as one episode from a zero state, through step(obs [1, d], state [1, G]) -> (action, state)."""
+    def run(obs: np.ndarray) -> np.ndarray:
+        state, actions = np.zeros((1, size), dtype=np.float32), []
+        for o in obs:
+            action, state = step(o[None], state)
+            actions.append(np.asarray(action)[0])
+        return np.array(actions)
+    return run
+
+
 def _runner(fmt: str, files: list[Path], out_dir: Path, student: Student) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
-    """A function obs [B, obs_dim] -> actions running the written artefact, or (None, why it cannot run here)."""
+    """A function obs [B, obs_dim] -> actions running the written artefact, or (None, why it cannot run here). For a
+    recurrent student the B observations are one episode, in order, from a zero state."""
+    recurrent, size = student.recurrent, student.spec.gru
     if fmt == "safetensors":
         import policykd.runtime
 
         policy = policykd.runtime.load(out_dir)
+        if recurrent:
+            policy.reset()
+            return (lambda obs: np.array([policy(o) for o in obs])), "numpy runtime"
         return policy.batch, "numpy runtime"
     if fmt in ("onnx", "onnx-int8"):
         try:
@@ -151,7 +188,10 @@ def _runner(fmt: str, files: list[Path], out_dir: Path, student: Student) -> tup
         except ImportError:
             return None, "onnxruntime is not installed"
         session = ort.InferenceSession(str(files[0]), providers=["CPUExecutionProvider"])
-        return (lambda obs: session.run(None, {"obs": obs})[0]), f"onnxruntime {ort.__version__} CPU"
+        runtime = f"onnxruntime {ort.__version__} CPU"
+        if recurrent:
+            return _sequence(lambda o, h: tuple(session.run(None, {"obs": o, "state": h})), size), runtime
+        return (lambda obs: session.run(None, {"obs": obs})[0]), runtime
     if fmt == "torchscript":
         module = torch.jit.load(str(files[0]))
 
@@ -159,7 +199,12 @@ def _runner(fmt: str, files: list[Path], out_dir: Path, student: Student) -> tup
             with torch.no_grad():
                 return module(torch.as_tensor(obs)).numpy()
 
-        return run, "torch.jit"
+        def step(obs: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            with torch.no_grad():
+                action, next_state = module(torch.as_tensor(obs), torch.as_tensor(state))
+            return action.numpy(), next_state.numpy()
+
+        return (_sequence(step, size) if recurrent else run), "torch.jit"
     compiler = shutil.which("cc")
     if compiler is None:
         return None, "no C compiler (cc) on PATH"
@@ -171,6 +216,7 @@ def _runner(fmt: str, files: list[Path], out_dir: Path, student: Student) -> tup
         library = policykd.runtime.compile_c_export(build, compiler=compiler)
         spec = student.spec
         policy = policykd.runtime.CPolicy(library, spec.obs_dim, spec.action_dim, spec.family)  # loaded: the file may go
+    policy.reset()  # a recurrent export: the observations are one episode
     return (lambda obs: np.array([policy(o) for o in obs])), "cc -O2, ctypes"
 
 
@@ -196,10 +242,19 @@ def check_parity(student: Student, fmt: str, files: list[Path], out_dir: Path, *
         return {"observations": 0, "skipped": runtime, "passed": None}
     obs = _parity_observations(student, observations, seed)
     with torch.no_grad():
-        expected = DeterministicActor(student).eval()(torch.as_tensor(obs)).numpy().astype(np.float64)
+        if student.recurrent:  # one episode of `observations` steps from a zero state
+            dist, _, _ = student.unroll(torch.as_tensor(obs)[:, None], student.initial_state(1))
+            logits = dist.params.get("logits")
+            expected = student.strategy.to_env_action(dist.mode(), student.action_low, student.action_high)
+        else:
+            expected = DeterministicActor(student).eval()(torch.as_tensor(obs))
+            logits = None
+        expected = expected.to(torch.float32).numpy().astype(np.float64)
     actual = np.asarray(run(obs), dtype=np.float64)
     record: dict[str, Any] = {"observations": int(observations), "runtime": runtime,
                               "observations_drawn": "normaliser mean + std * N(0, 1)"}
+    if student.recurrent:
+        record["sequence"] = "the observations as one episode, in order, from a zero state"
     if student.strategy.discrete:
         expected, actual = expected.reshape(-1), actual.reshape(-1)
         agree = actual == expected
@@ -209,8 +264,9 @@ def check_parity(student: Student, fmt: str, files: list[Path], out_dir: Path, *
             record["passed"] = bool(agree.mean() >= MIN_ARGMAX_AGREEMENT)
         else:  # float formats: a disagreement is only allowed where the torch logits are tied within float rounding
             with torch.no_grad():
-                t = torch.as_tensor(obs)
-                logits = student.action_head(student.trunk(student.encode(t))).numpy().astype(np.float64)
+                if logits is None:
+                    logits = student.action_head(student.trunk(student.encode(torch.as_tensor(obs))))
+                logits = logits.numpy().astype(np.float64)
             top2 = np.sort(logits, axis=1)[:, -2:]
             tied = (top2[:, 1] - top2[:, 0]) <= 1e-4 * (1.0 + np.abs(top2[:, 1]))
             record["min_agreement"] = 1.0
@@ -262,8 +318,9 @@ def export_with_parity(student_dir: str | Path, out_dir: str | Path, fmt: str, *
         raise PolicyKDError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     student_dir, out_dir = Path(student_dir), Path(out_dir)
     student = load_student(student_dir)
-    if student.spec.conv and fmt in MLP_ONLY_FORMATS:
-        raise PolicyKDError(f"{student_dir} is a CNN student and {fmt} export supports MLP students only; export it with "
+    if (student.spec.conv or student.recurrent) and fmt in MLP_ONLY_FORMATS:
+        kind = "a CNN" if student.spec.conv else "a recurrent"
+        raise PolicyKDError(f"{student_dir} is {kind} student and {fmt} export supports MLP students only; export it with "
                             f"--format c (float C), onnx or torchscript")
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "safetensors":
@@ -279,7 +336,7 @@ def export_with_parity(student_dir: str | Path, out_dir: str | Path, fmt: str, *
         atomic_write_bytes(files[0], model.SerializeToString())
     elif fmt == "torchscript":
         files = [out_dir / "student.torchscript.pt"]
-        traced = torch.jit.trace(DeterministicActor(student).eval(), torch.zeros(1, student.spec.obs_dim))
+        traced = torch.jit.trace(*_traceable(student))
         traced.save(str(files[0]))
     else:
         arithmetic = {"c": "float", "c-int16": "int16", "c-int8": "int8"}[fmt]

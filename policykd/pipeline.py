@@ -90,6 +90,7 @@ def film_side_by_side(teacher: Teacher, student: Student, run_dir: Path, *, seed
     frames = []
     with tracker.progress(f"filming teacher and student on seed {seed} ({steps} steps each)", 2) as advance:
         for act, view in ((lambda o: teacher.act(o, deterministic=True), ""), (student.act, student_view)):
+            student.reset()  # a recurrent student starts the episode from a zero state
             frames.append(record_episode(act, teacher.env_spec, seed, max_steps=steps, view=view))
             advance(1)
     png, gif = run_dir / "rollout.png", run_dir / "rollout.gif"

@@ -67,12 +67,14 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
     label_every k > 1 keeps every k-th state of each episode (from a random offset per episode) and steps past the
     others unlabelled: k times the episodes, and the whole of each, per labelled step, for k times the env steps.
     student_view (policykd.views): the student sees and acts on that view of the env, stored as `student_obs`;
-    the teacher labels its own observation.
+    the teacher labels its own observation. A recurrent student carries a state per env, from zero at each
+    episode's start, through every step (also those the teacher drives).
     """
     if beta < 1.0 and student is None:
         raise ValueError("a student is needed when beta < 1")
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
+    student_state = student.initial_state(n_envs) if student is not None and student.recurrent else None
     envs = make_vector_env(teacher.env_spec.with_view(student_view), n_envs, max_episode_steps=max_episode_steps)
     rows: dict[str, list[np.ndarray]] = {f: [] for f in ("obs", "value", "reward", "terminated", "truncated", "episode_id",
                                                          "actor", "action", "next_obs")}
@@ -93,9 +95,13 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
             action = dist.sample(generator, noise_scale=noise_scale) if sample_actions else dist.mode()
             by_teacher = rng.random(n_envs) < beta
             seen = info[INFO_KEY] if student_view else obs  # what the student sees
-            if not by_teacher.all():
+            if student_state is not None:  # a recurrent student sees every step, whoever acts
                 with torch.no_grad():
-                    student_dist, _ = student(torch.as_tensor(seen, dtype=torch.float32))
+                    student_dist, _, student_state = student.step(torch.as_tensor(seen, dtype=torch.float32), student_state)
+            if not by_teacher.all():
+                if student_state is None:
+                    with torch.no_grad():
+                        student_dist, _ = student(torch.as_tensor(seen, dtype=torch.float32))
                 student_action = student_dist.sample(generator, noise_scale=noise_scale) if sample_actions else student_dist.mode()
                 mask = torch.as_tensor(by_teacher).view(-1, *([1] * (action.dim() - 1)))
                 action = torch.where(mask, action, student_action)
@@ -120,6 +126,8 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
             if on_progress is not None:
                 on_progress(len(keep))
             restarted = np.flatnonzero(after_done)
+            if student_state is not None:
+                student_state[restarted] = 0.0  # those envs were reset by this step: a new episode
             episode_ids[restarted] = next_episode + np.arange(len(restarted))
             next_episode += len(restarted)
             episode_step += 1
@@ -164,10 +172,11 @@ class Episodes:
 
 
 def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2, progress: Callable[[int], None] | None = None,
-                 view: str = "", act_on_view: bool = True) -> Episodes:
+                 view: str = "", act_on_view: bool = True, reset: Callable[[], None] | None = None) -> Episodes:
     """One episode per seed, n_envs at a time in lockstep; `act` maps raw obs [B, obs_dim] to env actions. With
     a student view (policykd.views), `view_states` records that view of every state, and `act` gets the view
-    (act_on_view, a student) or the env's observation (a teacher)."""
+    (act_on_view, a student) or the env's observation (a teacher). reset() (a recurrent policy's) is called before
+    each batch of n_envs episodes: every env of a batch starts its episode together."""
     returns, lengths, states, successes, ended, view_states = [], [], [], [], [], []
     reports_success = False
     envs = make_vector_env(spec.with_view(view), n_envs)
@@ -176,6 +185,8 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
             batch = seeds[start : start + n_envs]
             batch_seeds = batch + [batch[-1]] * (n_envs - len(batch))  # pad; padded results are dropped
             obs, info = envs.reset(seed=batch_seeds)
+            if reset is not None:
+                reset()
             running = np.ones(n_envs, dtype=bool)
             running[len(batch):] = False
             ep_return = np.zeros(n_envs)

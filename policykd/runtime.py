@@ -4,6 +4,7 @@
     env = policykd.runtime.make_env("runs/NAME/student")   # the env as the teacher was trained (wrappers included)
     action = policy(obs)            # obs [obs_dim] -> action [A] (or an int for discrete actions)
     actions = policy.batch(obs)     # obs [B, obs_dim] -> actions [B, A] (policy.act is the same, as Student.act)
+    policy.reset()                  # a recurrent student (card spec "gru"): zero its state at every episode start
 
 The computation is the student's deterministic action: normalise and clip the raw observation, (for a CNN student
 the convolutions of its image, see student_format), the MLP trunk, the action head, then the family's output
@@ -60,6 +61,8 @@ class NumpyPolicy:
         self._buffers = [np.ones(self.obs_dim + 1, dtype=np.float32)] + [np.ones(w.shape[0] + 1, dtype=np.float32) for w, _ in self.layers]
         self._head_out = np.empty(self.head[0].shape[0], dtype=np.float32)
         self._one_action = self.strategy.numpy_one_action(self.low, self.high)
+        self._gru = [f32(name) for name in fmt.GRU_WEIGHTS] if fmt.recurrent_size(spec) else None  # W_ih, W_hh, b_ih, b_hh
+        self._state: np.ndarray | None = None  # a recurrent student's state [B, G]: zeros after reset()
         self._conv = spec.get("conv")
         self._convs = [(f32(fmt.encoder_weight_name(i)), f32(fmt.encoder_bias_name(i)), stride)
                        for i, (_, _, stride) in enumerate(self._conv["layers"])] if self._conv else []
@@ -84,7 +87,7 @@ class NumpyPolicy:
         Raises errors.InvalidObservation for any other shape (never broadcast), non-numbers and NaN/inf entries."""
         if type(obs) is not np.ndarray or obs.shape != self._obs_shape:
             obs = fmt.check_observation(obs, self.obs_dim, batch_hint=_BATCH_HINT)
-        if self._conv:  # the convolutions dominate: the batch path, on a batch of one
+        if self._conv or self._gru:  # the convolutions dominate, or a recurrent state: the batch path, on a batch of one
             action = self.batch(obs[None])[0]
             return int(action) if self.strategy.discrete else action
         x = self._buffers[0]
@@ -113,7 +116,31 @@ class NumpyPolicy:
         x = self._encode(np.clip((obs - self.obs_mean) / self.obs_std, -self.obs_clip, self.obs_clip))
         for weight, bias in self.layers:
             x = self._activation(x @ weight.T + bias)
+        if self._gru is not None:
+            x = self._recurrent_step(x)
         return self.strategy.numpy_env_action(x @ self.head[0].T + self.head[1], self.low, self.high)
+
+    def _recurrent_step(self, x: np.ndarray) -> np.ndarray:
+        """The GRU cell on the last hidden layer's output x [B, hidden[-1]]: updates and returns the state [B, G]
+        (see student_format; sigmoid(v) computed as (1 + tanh(v / 2)) / 2, which never overflows)."""
+        w_ih, w_hh, b_ih, b_hh = self._gru
+        size = w_hh.shape[1]
+        if self._state is None:
+            self._state = np.zeros((len(x), size), dtype=np.float32)
+        elif len(self._state) != len(x):
+            raise InvalidObservation(f"this recurrent policy's state holds {len(self._state)} episodes, the batch has {len(x)}; "
+                                     "call reset() at the start of every episode (batch)")
+        h = self._state
+        gi, gh = x @ w_ih.T + b_ih, h @ w_hh.T + b_hh
+        r = 0.5 * (1.0 + np.tanh(0.5 * (gi[:, :size] + gh[:, :size])))
+        z = 0.5 * (1.0 + np.tanh(0.5 * (gi[:, size:2 * size] + gh[:, size:2 * size])))
+        n = np.tanh(gi[:, 2 * size:] + r * gh[:, 2 * size:])
+        self._state = ((1.0 - z) * n + z * h).astype(np.float32)
+        return self._state
+
+    def reset(self) -> None:
+        """Start a new episode: a recurrent policy's state back to zeros (no-op for a feed-forward one)."""
+        self._state = None
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """The same as batch (and as Student.act): obs [B, obs_dim] -> env actions [B, A] (int64 [B] if discrete)."""
@@ -188,6 +215,12 @@ class CPolicy:
         self._obs = np.zeros(obs_dim, dtype=np.float32)
         self._action = np.zeros(1 if self.discrete else action_dim, dtype=np.float32)
         self._obs_ptr, self._action_ptr = self._obs.ctypes.data, self._action.ctypes.data
+        self._reset = getattr(self._lib, "policykd_reset", None)  # recurrent exports only
+
+    def reset(self) -> None:
+        """Start a new episode: the C export's recurrent state back to zeros (policykd_reset; no-op without one)."""
+        if self._reset is not None:
+            self._reset()
 
     def __call__(self, obs: np.ndarray) -> np.ndarray | int:
         """obs [obs_dim] -> env action [A] (a copy), or the action index for discrete actions.

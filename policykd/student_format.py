@@ -14,6 +14,7 @@ Weights (the state_dict of students.Student, whose trunk is Sequential(Linear, a
     value_mean [], value_std []                           scale of the value head's output
     encoder.{2i}.weight [c_i, c_(i-1), k_i, k_i], encoder.{2i}.bias [c_i]    (CNN students only, see below)
     trunk.{2i}.weight [hidden[i], in_i], trunk.{2i}.bias [hidden[i]]      (in_0 = obs_dim, in_i = hidden[i - 1])
+    gru.weight_ih [3G, hidden[-1]], gru.weight_hh [3G, G], gru.bias_ih [3G], gru.bias_hh [3G]   (recurrent only)
     action_head.weight [action_dim, hidden[-1]], action_head.bias [action_dim]
     log_std_head.weight, log_std_head.bias                (gaussian and squashed_gaussian only; as action_head)
     value_head.weight [1, hidden[-1]], value_head.bias [1]
@@ -23,6 +24,15 @@ entries of the (normalised) observation are an image, row by row with channels l
 give it); the rest are vector inputs (e.g. speed). The image goes through the convolutions (no padding, stride s_i,
 each followed by the activation), is flattened channel-first ([c, h, w], as torch flattens), and the vector inputs
 are appended: in_0 = c_n * h_n * w_n + obs_dim - H * W * C (conv_output_shape gives [c_n, h_n, w_n]).
+
+Recurrent students (spec "gru": G): a GRU cell (torch.nn.GRUCell; gates r, z, n in that order) after the hidden
+layers carries a state h [G] from step to step, zero at the start of every episode; the heads read the new state
+(their input width is G instead of hidden[-1]):
+
+    r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)    z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn))  h' = (1 - z) * n + z * h
+
+Every runtime keeps the state itself (reset() to start an episode; the C export's policykd_reset()).
 
 Every tensor must be finite, except obs_clip, which is +inf when observations are not clipped; obs_std must be
 positive. `read_student` (used by students.load_student and runtime.load) checks the card against the weights and
@@ -60,6 +70,8 @@ BUFFER_NAMES = (OBS_MEAN, OBS_STD, OBS_CLIP, ACTION_LOW, ACTION_HIGH, VALUE_MEAN
 # Module names (each a Linear: "<name>.weight", "<name>.bias").
 TRUNK, ACTION_HEAD, LOG_STD_HEAD, VALUE_HEAD = "trunk", "action_head", "log_std_head", "value_head"
 ENCODER = "encoder"  # CNN students: Sequential(Conv2d, act, Conv2d, act, ...)
+GRU = "gru"  # recurrent students: GRUCell(hidden[-1], G)
+GRU_WEIGHTS = (f"{GRU}.weight_ih", f"{GRU}.weight_hh", f"{GRU}.bias_ih", f"{GRU}.bias_hh")
 ACTION_HEAD_WEIGHT, ACTION_HEAD_BIAS = f"{ACTION_HEAD}.weight", f"{ACTION_HEAD}.bias"
 
 
@@ -112,6 +124,11 @@ def trunk_input_dim(spec: Mapping[str, Any]) -> int:
     return c * h * w + spec["obs_dim"] - int(np.prod(conv["image_shape"]))
 
 
+def recurrent_size(spec: Mapping[str, Any]) -> int:
+    """G, the size of a recurrent student's GRU state; 0 for a feed-forward student."""
+    return int(spec.get("gru") or 0)
+
+
 def layer_names(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(weight, bias) names of the layers that compute the action: the hidden layers, then the action head."""
     return [(trunk_weight_name(i), trunk_bias_name(i)) for i in range(len(spec["hidden"]))] + [(ACTION_HEAD_WEIGHT, ACTION_HEAD_BIAS)]
@@ -141,7 +158,7 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"tanh": _tanh, "re
 ACTIVATION_NAMES: tuple[str, ...] = tuple(ACTIVATIONS)
 
 _SPEC_REQUIRED = ("obs_dim", "action_dim", "family", "hidden", "activation", "action_low", "action_high")
-_SPEC_OPTIONAL = ("normalizer", "extra", "conv")
+_SPEC_OPTIONAL = ("normalizer", "extra", "conv", "gru")
 
 
 def _is_int(v: Any) -> bool:
@@ -214,6 +231,9 @@ def validate_spec(spec: Any, source: str | None = None) -> None:
         raise PolicyKDError(f"{where}spec.extra must be an object")
     if spec.get("conv") is not None:
         validate_conv(spec["conv"], spec["obs_dim"], source)
+    gru = spec.get("gru")
+    if gru is not None and not (_is_int(gru) and gru >= 0):
+        raise PolicyKDError(f"{where}spec.gru must be the size of a GRU state (a positive integer) or 0 for none, got {gru!r:.40}")
 
 
 def validate_conv(conv: Any, obs_dim: int, source: str | None = None) -> None:
@@ -288,6 +308,10 @@ def expected_shapes(spec: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     for i, h in enumerate(hidden):
         shapes[trunk_weight_name(i)], shapes[trunk_bias_name(i)] = (h, width), (h,)
         width = h
+    if recurrent_size(spec):
+        g = recurrent_size(spec)
+        shapes.update(dict(zip(GRU_WEIGHTS, [(3 * g, width), (3 * g, g), (3 * g,), (3 * g,)])))
+        width = g
     shapes[ACTION_HEAD_WEIGHT], shapes[ACTION_HEAD_BIAS] = (action_dim, width), (action_dim,)
     if strategy.has_log_std:
         shapes[f"{LOG_STD_HEAD}.weight"], shapes[f"{LOG_STD_HEAD}.bias"] = (action_dim, width), (action_dim,)

@@ -30,7 +30,7 @@ from torch import nn
 from policykd import student_format as fmt
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.distributions import LOG_STD_MAX, LOG_STD_MIN, DistParams, family_strategy
-from policykd.errors import PolicyKDError
+from policykd.errors import InvalidObservation, PolicyKDError
 from policykd.normalization import ObsNormalizer
 from policykd.quantisation_aware import quantised_linear, quantised_trunk
 from policykd.student_format import CARD_FILE, CARD_FORMAT, CARD_VERSION, WEIGHTS_FILE  # noqa: F401  (re-exported)
@@ -55,6 +55,7 @@ class StudentSpec:
     normalizer: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     conv: dict[str, Any] | None = None  # CNN students: {"image_shape": [H, W, C], "layers": [[channels, kernel, stride], ...]}
+    gru: int = 0  # recurrent students: the size G of the GRU state after the hidden layers (0: feed-forward)
 
     def __post_init__(self) -> None:
         if isinstance(self.hidden, (list, tuple)) and all(isinstance(h, (int, np.integer)) for h in self.hidden):
@@ -68,6 +69,11 @@ class StudentSpec:
                                if isinstance(self.conv, dict) else self.conv)
         fmt.validate_spec(asdict(self))
 
+    def to_json(self) -> dict[str, Any]:
+        """The card's "spec": optional architecture keys (conv, gru) only when used, so an MLP student's card stays
+        readable by policykd versions from before them."""
+        return {k: v for k, v in asdict(self).items() if not (k in ("conv", "gru") and not v)}
+
     @classmethod
     def from_json(cls, spec: dict[str, Any]) -> StudentSpec:
         """The spec of a card (student.json's "spec"; checked with student_format.validate_spec)."""
@@ -78,7 +84,11 @@ class Student(nn.Module):
     """(CNN encoder ->) MLP trunk -> heads: action mean/logits [B, A], log_std [B, A] (Gaussian families), value [B].
 
     A CNN student (spec.conv) reads the first H * W * C observation entries as an image [H, W, C] (channels last),
-    convolves it, flattens the result channel-first and appends the remaining (vector) entries: encode()."""
+    convolves it, flattens the result channel-first and appends the remaining (vector) entries: encode().
+
+    A recurrent student (spec.gru = G) has a GRU cell between the hidden layers and the heads, and a state [B, G]
+    that starts each episode at zero: step(obs, state) and unroll(obs_sequence, state) compute with an explicit
+    state; act() keeps one itself (reset() before each episode). forward() is for feed-forward students only."""
 
     def __init__(self, spec: StudentSpec) -> None:
         super().__init__()
@@ -108,6 +118,9 @@ class Student(nn.Module):
             layers += [nn.Linear(width, h), TORCH_ACTIVATIONS[spec.activation]()]
             width = h
         self.trunk = nn.Sequential(*layers)
+        self.gru = nn.GRUCell(width, spec.gru) if spec.gru else None
+        width = spec.gru or width
+        self._state: torch.Tensor | None = None  # act()'s recurrent state [B, G]
         self.action_head = nn.Linear(width, spec.action_dim)
         self.log_std_head = nn.Linear(width, spec.action_dim) if self.strategy.has_log_std else None
         self.value_head = nn.Linear(width, 1)
@@ -147,22 +160,67 @@ class Student(nn.Module):
                 maps.append(x)
         return maps
 
+    @property
+    def recurrent(self) -> bool:
+        return self.gru is not None
+
     def forward(self, obs: torch.Tensor) -> tuple[DistParams, torch.Tensor]:
         """raw obs [B, obs_dim] -> (distribution of batch B, value [B] in the teacher's value units)."""
+        if self.gru is not None:
+            raise PolicyKDError("a recurrent student needs its state: use step(obs, state), unroll(obs_sequence, state) or act()")
         if self.quantise_int8:
             hidden = quantised_trunk(self.trunk, self.normalize(obs))
-            out = quantised_linear(self.action_head, hidden)
-        else:
-            hidden = self.trunk(self.encode(obs))
-            out = self.action_head(hidden)
+            return self._heads(hidden, quantised_linear(self.action_head, hidden))
+        return self._heads(self.trunk(self.encode(obs)))
+
+    def _heads(self, hidden: torch.Tensor, out: torch.Tensor | None = None) -> tuple[DistParams, torch.Tensor]:
+        """The heads' input [B, W] -> (distribution of batch B, value [B]); out: the action head's output if known."""
+        out = self.action_head(hidden) if out is None else out
         log_std = self.log_std_head(hidden).clamp(LOG_STD_MIN, LOG_STD_MAX) if self.log_std_head is not None else None
         dist = DistParams(self.spec.family, self.strategy.params_from_head(out, log_std))
         value = self.value_head(hidden).squeeze(-1) * self.value_std + self.value_mean
         return dist, value
 
+    def initial_state(self, batch: int) -> torch.Tensor:
+        """A recurrent student's state at the start of an episode: zeros [batch, G]."""
+        return torch.zeros(batch, self.spec.gru, device=self.obs_mean.device)
+
+    def step(self, obs: torch.Tensor, state: torch.Tensor) -> tuple[DistParams, torch.Tensor, torch.Tensor]:
+        """Recurrent students: raw obs [B, obs_dim] and state [B, G] -> (distribution of batch B, value [B], new state [B, G])."""
+        new_state = self.gru(self.trunk(self.encode(obs)), state)
+        return (*self._heads(new_state), new_state)
+
+    def unroll(self, obs: torch.Tensor, state: torch.Tensor) -> tuple[DistParams, torch.Tensor, torch.Tensor]:
+        """Recurrent students: raw obs [T, B, obs_dim] (T consecutive steps of B sequences) and their state [B, G]
+        before the first -> (distribution of batch T * B, time-major, value [T * B], state after the last [B, G])."""
+        steps, batch = obs.shape[:2]
+        inputs = self.trunk(self.encode(obs.reshape(steps * batch, -1))).reshape(steps, batch, -1)
+        states = []
+        for t in range(steps):
+            state = self.gru(inputs[t], state)
+            states.append(state)
+        return (*self._heads(torch.stack(states).reshape(steps * batch, -1)), state)
+
+    def reset(self) -> None:
+        """Recurrent students: forget act()'s state (call at the start of every episode); no-op otherwise."""
+        self._state = None
+
     def policy_action(self, obs: torch.Tensor) -> torch.Tensor:
-        """raw obs [B, obs_dim] -> deterministic action in policy space."""
-        return self.forward(obs)[0].mode()
+        """raw obs [B, obs_dim] -> deterministic action in policy space (recurrent: from act()'s state, updated)."""
+        if self.gru is None:
+            return self.forward(obs)[0].mode()
+        if self._state is None:
+            self._state = self.initial_state(len(obs))
+        elif len(self._state) != len(obs):
+            raise InvalidObservation(f"this recurrent student's state holds {len(self._state)} episodes, the batch has {len(obs)}; "
+                                     "call reset() at the start of every episode (batch)")
+        dist, _, self._state = self.step(obs, self._state)
+        return dist.mode()
+
+    def act_step_torch(self, obs: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Recurrent students, for exports: raw obs [B, obs_dim], state [B, G] -> (env action [B, A], new state [B, G])."""
+        dist, _, new_state = self.step(obs, state)
+        return self.strategy.to_env_action(dist.mode(), self.action_low, self.action_high), new_state
 
     def act_torch(self, obs: torch.Tensor) -> torch.Tensor:
         """raw obs [B, obs_dim] tensor -> deterministic env action [B, A] (or [B] long for discrete), as a tensor.
@@ -176,7 +234,8 @@ class Student(nn.Module):
         int64 [B] for discrete actions. One observation: `student.act(obs[None])[0]`.
 
         Raises errors.InvalidObservation (a PolicyKDError) for any other shape (nothing is broadcast or reshaped),
-        for non-numbers and for NaN/inf entries."""
+        for non-numbers and for NaN/inf entries. A recurrent student carries its state from call to call: reset()
+        at the start of every episode (and before a batch of another size)."""
         checked = fmt.check_observations(obs, self.spec.obs_dim)
         checked = np.require(checked, requirements=["C", "W"])  # torch wants writable, non-negative strides
         action = self.act_torch(torch.from_numpy(checked).to(self.obs_mean.device)).cpu().numpy()
@@ -185,11 +244,29 @@ class Student(nn.Module):
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, None]:
         """SB3-style predict (so `stable_baselines3.common.evaluation.evaluate_policy` accepts a Student): one
-        observation [obs_dim] -> action [A] (or a 0-d index), or a batch [B, obs_dim] -> [B, A]; checked as act()."""
+        observation [obs_dim] -> action [A] (or a 0-d index), or a batch [B, obs_dim] -> [B, A]; checked as act().
+        A recurrent student takes its state [G] or [B, G] (None: zeros) and episode_start ([B] bools: zero those
+        states first) and returns the new state, as SB3's recurrent policies do."""
         obs = fmt.as_float32(observation.cpu().numpy() if isinstance(observation, torch.Tensor) else observation)
+        if self.gru is not None:
+            return self._predict_recurrent(obs, state, episode_start)
         if obs.ndim == 1:
             return self.act(fmt.check_observation(obs, self.spec.obs_dim)[None])[0], None
         return self.act(obs), None
+
+    @torch.no_grad()
+    def _predict_recurrent(self, obs: np.ndarray, state: Any, episode_start: Any) -> tuple[np.ndarray, np.ndarray]:
+        """predict() for a recurrent student: (action(s), new state [G] or [B, G]); obs checked as act() checks it."""
+        single = obs.ndim == 1
+        checked = fmt.check_observations(obs[None] if single else obs, self.spec.obs_dim)
+        batch, size = len(checked), self.spec.gru
+        h = torch.zeros(batch, size) if state is None else torch.as_tensor(np.asarray(state, dtype=np.float32)).reshape(batch, size)
+        if episode_start is not None:
+            h = h * (1.0 - torch.as_tensor(np.asarray(episode_start, dtype=np.float32)).reshape(batch, 1))
+        with torch.no_grad():
+            action, h = self.act_step_torch(torch.from_numpy(np.require(checked, requirements=["C", "W"])), h)
+        action = action.numpy().astype(np.int64, copy=False) if self.strategy.discrete else action.numpy()
+        return (action[0], h[0].numpy()) if single else (action, h.numpy())
 
     def make_env(self, render_mode: str | None = None, *, max_episode_steps: int | None = None):
         """The gymnasium env this student acts in, rebuilt from its card's teacher env record (id, kwargs and
@@ -215,7 +292,7 @@ class Student(nn.Module):
         card = {
             "format": CARD_FORMAT,
             "format_version": CARD_VERSION,
-            "spec": asdict(self.spec),
+            "spec": self.spec.to_json(),
             "parameters": self.parameter_count(),
             "versions": package_versions(),
             **(card_extra or {}),
@@ -240,18 +317,18 @@ def load_student(directory: str | Path) -> Student:
 
 
 def student_spec_for(teacher, *, hidden: tuple[int, ...], activation: str, observation_space=None,
-                     conv: dict[str, Any] | None = None) -> StudentSpec:
+                     conv: dict[str, Any] | None = None, gru: int = 0) -> StudentSpec:
     """A student spec that mirrors the teacher's interface (spaces, normaliser, family); observation_space: the
     student's own view when it sees another one than the teacher (policykd.views), normalised by fit_normalizer;
-    conv: a CNN encoder (StudentSpec.conv) for an observation that starts with an image."""
+    conv: a CNN encoder (StudentSpec.conv) for an observation that starts with an image; gru: a recurrent state size."""
     low, high = (), ()
     if not teacher.strategy.discrete:
         low = tuple(float(x) for x in np.asarray(teacher.action_space.low).reshape(-1))
         high = tuple(float(x) for x in np.asarray(teacher.action_space.high).reshape(-1))
     if observation_space is not None:
         return StudentSpec(obs_dim=int(np.prod(observation_space.shape)), action_dim=teacher.action_dim, family=teacher.family,
-                           hidden=hidden, activation=activation, action_low=low, action_high=high, conv=conv)
+                           hidden=hidden, activation=activation, action_low=low, action_high=high, conv=conv, gru=gru)
     return StudentSpec(
         obs_dim=teacher.obs_dim, action_dim=teacher.action_dim, family=teacher.family, hidden=hidden,
-        activation=activation, action_low=low, action_high=high, normalizer=teacher.normalizer.to_json(), conv=conv,
+        activation=activation, action_low=low, action_high=high, normalizer=teacher.normalizer.to_json(), conv=conv, gru=gru,
     )

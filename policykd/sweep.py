@@ -112,7 +112,7 @@ class SweepContext:
             "student_return": report.student.mean, "teacher_return": report.teacher.mean,
             "student_params": report.student_params, "teacher_actor_params": report.teacher_actor_params,
             "numpy_p50_us": measure_latency(lambda: policy(probe), calls=latency_calls)["p50"],
-            "kl": report.agreement["kl"], "wall_s": result.distillation.wall_s, "labelled_steps": config.labelled_steps,
+            "kl": report.agreement.get("kl"), "wall_s": result.distillation.wall_s, "labelled_steps": config.labelled_steps,
             "seed": config.seed,
         }
 
