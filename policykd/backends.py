@@ -49,6 +49,9 @@ def act_function(student_dir: str | Path, backend: str, work_dir: str | Path) ->
     check_backends([backend])
     student_dir, out_dir = Path(student_dir), Path(work_dir) / backend
     spec = fmt.read_card(student_dir)["spec"]
+    if fmt.recurrent_size(spec):
+        raise PolicyKDError(f"{student_dir} is a recurrent student: --backend runs feed-forward students only; its float "
+                            "exports are checked over a whole episode when written (`policykd export`)")
     obs_dim = spec["obs_dim"]
     from policykd.distributions import family_strategy
 

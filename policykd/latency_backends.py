@@ -116,7 +116,10 @@ def backend_latencies(student_dir: Path, backends: tuple[str, ...], *, teacher=N
             options = ort.SessionOptions()
             options.intra_op_num_threads = options.inter_op_num_threads = 1
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            call = lambda session=session: session.run(None, {"obs": obs_batch})  # noqa: E731
+            feeds = {"obs": obs_batch}
+            if student.recurrent:  # one step from a zero state: the step's cost does not depend on the state
+                feeds["state"] = np.zeros((1, student.spec.gru), dtype=np.float32)
+            call = lambda session=session, feeds=feeds: session.run(None, feeds)  # noqa: E731
         elif backend == "c":
             export_student(student_dir, work_dir / "c", "c")
             native: list = []

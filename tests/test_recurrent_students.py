@@ -183,3 +183,11 @@ def test_a_recurrent_student_is_distilled_deterministically_and_evaluated_from_a
     reports = [compare(teacher, first.student, episodes=2, latency_calls=10) for _ in range(2)]
     np.testing.assert_array_equal(reports[0].student.to_json()["returns"], reports[1].student.to_json()["returns"])
     assert reports[0].agreement == {"states": 0}
+
+
+def test_closed_loop_backends_refuse_a_recurrent_student_in_one_line(tmp_path):
+    from policykd.backends import act_function
+
+    directory = saved(tmp_path, gru_spec())
+    with pytest.raises(PolicyKDError, match="is a recurrent student: --backend runs feed-forward students only"):
+        act_function(directory, "c", tmp_path / "work")
