@@ -124,9 +124,14 @@ class TaskView(nn.Module):
         self.strategy, self.spec = io.strategy, io.spec
         self.action_low, self.action_high = io.action_low, io.action_high
 
+    recurrent = False  # multi-task students are feed-forward
+
     @property
     def value_std(self) -> torch.Tensor:
         return self.student.io[self.task].value_std
+
+    def reset(self) -> None:
+        """No state to forget (the Student interface evaluation calls at each episode start)."""
 
     def forward(self, obs: torch.Tensor) -> tuple[DistParams, torch.Tensor]:
         return self.student(self.task, obs)
