@@ -6,12 +6,18 @@ Generated API (policykd_student.h):
     #define POLICYKD_ERR_NON_FINITE_OBS (-1)
     int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION_DIM]);
 
-It computes the student's deterministic action from the raw observation: normalise and clip, the MLP (ReLU, tanhf,
-or ELU through expm1f, from math.h: no approximation), the action head, then clip to bounds (Gaussian), tanh and
+It computes the student's deterministic action from the raw observation: normalise and clip, the MLP (ReLU, tanh
+or ELU), the action head, then clip to bounds (Gaussian), tanh and
 scale (squashed / deterministic), or argmax (categorical: action[0] is the index, also returned). Returns 0
 otherwise. If any observation entry is NaN or +-inf (C99 isfinite), it returns POLICYKD_ERR_NON_FINITE_OBS (-1)
 and fills action with NAN instead of computing one (so do not build with -ffast-math / -ffinite-math-only, which
 remove the check). Negative is always an error, also for categorical students.
+
+tanh, sigmoid and ELU's expm1 are computed by the generated code itself (_FUNCTIONS: exp of a non-positive argument
+by range reduction to |r| <= ln2/2 and its Taylor series, 2^k written into the exponent bits; tanh as
+(1 - exp(-2|x|)) / (1 + exp(-2|x|)), or its odd Taylor series below 0.25; absolute error below 2e-7, measured in
+tests), from + - * / only, which IEEE 754 rounds the same way everywhere: the C library's tanhf and expm1f differ
+in their last bits between glibc and newlib, which would break the bit-identical guarantee below.
 
 Layout: each weight matrix [out, in] is stored in blocks of 8 output rows, interleaved by input
 (W8[block][j][r] = W[8 * block + r][j], rows padded with zeros to a multiple of 8). The layer then keeps 8
@@ -57,9 +63,64 @@ from policykd.distributions import family_strategy
 # keyed by the names of student_format.ACTIVATIONS (tests check that every trainable activation is here).
 C_ACTIVATIONS: dict[str, tuple[str, str]] = {
     "relu": ("(v > 0.0f ? v : 0.0f)", "(o)"),  # ReLU outputs are never negative
-    "tanh": ("tanhf(v)", "(o < 0.0f ? -o : o)"),
-    "elu": ("(v > 0.0f ? v : expm1f(v))", "(o < 0.0f ? -o : o)"),
+    "tanh": ("pk_tanh(v)", "(o < 0.0f ? -o : o)"),
+    "elu": ("(v > 0.0f ? v : pk_expm1_neg(v))", "(o < 0.0f ? -o : o)"),
 }
+
+# The transcendental functions the generated code needs, in C99 from + - * / only (see the module docstring), by name;
+# each is emitted only when used (an unused static function is a warning, and warnings are errors).
+_EXP_NEG = """
+/* exp(x) for x <= 0: x = k ln2 + r with |r| <= ln2/2 (ln2 split so that k * LN2_HI is exact), exp(r) by its Taylor
+   series to r^7 (relative error < 1e-8), times 2^k written into the exponent bits. 0 below -87. */
+static float pk_exp_neg(float x)
+{
+  union { float f; uint32_t u; } scale;
+  float r, p;
+  int32_t k;
+  if (x < -87.0f) return 0.0f;
+  k = (int32_t)(x * 1.44269504f - 0.5f);  /* round(x / ln2): x <= 0, so truncation of x/ln2 - 0.5 rounds */
+  r = (x - (float)k * 0.693359375f) - (float)k * -2.12194440e-4f;
+  p = 1.0f + r * (1.0f + r * (0.5f + r * (1.66666667e-1f + r * (4.16666667e-2f + r * (8.33333333e-3f
+      + r * (1.38888889e-3f + r * 1.98412698e-4f))))));
+  scale.u = (uint32_t)(k + 127) << 23;
+  return p * scale.f;
+}
+"""
+_TANH = """
+/* tanh(x): the odd Taylor series to x^9 below |x| = 0.25 (error < 3e-9), else (1 - e) / (1 + e) with e = exp(-2|x|). */
+static float pk_tanh(float x)
+{
+  const float a = x < 0.0f ? -x : x;
+  float t;
+  if (a < 0.25f) {
+    const float z = a * a;
+    t = a * (1.0f + z * (-3.33333333e-1f + z * (1.33333333e-1f + z * (-5.39682540e-2f + z * 2.18694885e-2f))));
+  } else {
+    const float e = pk_exp_neg(-2.0f * a);
+    t = (1.0f - e) / (1.0f + e);
+  }
+  return x < 0.0f ? -t : t;
+}
+"""
+_EXPM1_NEG = """
+/* exp(x) - 1 for x <= 0: its Taylor series to x^7 above -0.25 (error < 1e-9), else exp(x) - 1. */
+static float pk_expm1_neg(float x)
+{
+  if (x > -0.25f)
+    return x * (1.0f + x * (0.5f + x * (1.66666667e-1f + x * (4.16666667e-2f + x * (8.33333333e-3f
+           + x * (1.38888889e-3f + x * 1.98412698e-4f))))));
+  return pk_exp_neg(x) - 1.0f;
+}
+"""
+
+
+def _functions(activation: str, squashed: bool, recurrent: bool) -> str:
+    """The C source of the transcendental helpers this student uses (pk_exp_neg, pk_tanh, pk_expm1_neg)."""
+    tanh = activation == "tanh" or squashed or recurrent
+    expm1 = activation == "elu"
+    if not (tanh or expm1):
+        return ""
+    return _EXP_NEG + (_TANH if tanh else "") + (_EXPM1_NEG if expm1 else "")
 
 
 def _array(name: str, values: np.ndarray) -> str:
@@ -284,7 +345,7 @@ void policykd_reset(void)
   for (i = 0; i < GRU_SIZE; ++i) GRU_H[i] = 0.0f;
 }
 
-static float sigmoid(float v) { return 0.5f * (1.0f + tanhf(0.5f * v)); }  /* never overflows */
+static float sigmoid(float v) { return 0.5f * (1.0f + pk_tanh(0.5f * v)); }  /* never overflows */
 
 static void gru_step(const float *x, int in)
 {
@@ -294,7 +355,7 @@ static void gru_step(const float *x, int in)
   for (i = 0; i < GRU_SIZE; ++i) {
     const float r = sigmoid(GRU_GATES_X[i] + GRU_GATES_H[i]);
     const float z = sigmoid(GRU_GATES_X[GRU_SIZE + i] + GRU_GATES_H[GRU_SIZE + i]);
-    const float n = tanhf(GRU_GATES_X[2 * GRU_SIZE + i] + r * GRU_GATES_H[2 * GRU_SIZE + i]);
+    const float n = pk_tanh(GRU_GATES_X[2 * GRU_SIZE + i] + r * GRU_GATES_H[2 * GRU_SIZE + i]);
     GRU_H[i] = (1.0f - z) * n + z * GRU_H[i];
   }
 }
@@ -426,6 +487,7 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
             calls.append(f"m = dense({w_name}, {w_name}S, {b_name}, {out}, {in_dim}, %s, m, %s, {activate});")
         in_dim = out
     act, magnitude = C_ACTIVATIONS[activation]
+    parts.append(_functions(activation, not strategy.discrete and not strategy.clips_to_bounds, bool(gru)))
     parts.append(f"\n#define ACT(v) {act}\n#define MAG(o) {magnitude}\n")
     parts.append({"float": _DENSE_FLOAT, "int16": _DENSE_INT16, "int8": _DENSE_INT8}[arithmetic])
     if conv:
@@ -488,7 +550,7 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
 """)
     else:  # squashed_gaussian / deterministic: low + (tanh + 1) / 2 * (high - low)
         parts.append(f"""  for (i = 0; i < POLICYKD_ACTION_DIM; ++i)
-    action[i] = ACTION_LOW[i] + 0.5f * (tanhf({dst}[i]) + 1.0f) * (ACTION_HIGH[i] - ACTION_LOW[i]);
+    action[i] = ACTION_LOW[i] + 0.5f * (pk_tanh({dst}[i]) + 1.0f) * (ACTION_HIGH[i] - ACTION_LOW[i]);
   return 0;
 }}
 """)

@@ -36,12 +36,12 @@ TARGETS = resources.files("policykd") / "targets"  # the built-in targets, packa
 _STARTUP = r"""
 /* Minimal Cortex-M startup: vector table at address 0, FPU enabled before newlib's _start. */
 extern void _start(void);
-void policykd_reset(void);
+void policykd_reset_handler(void);
 void policykd_fault(void);
 
 void policykd_fault(void) { for (;;) { } }
 
-void policykd_reset(void)
+void policykd_reset_handler(void)
 {
   *(volatile unsigned long *)0xE000ED88UL |= (0xFUL << 20); /* CPACR: full access to CP10, CP11 */
   __asm volatile ("dsb\n\tisb");
@@ -50,7 +50,7 @@ void policykd_reset(void)
 
 __attribute__((section(".vectors"), used))
 void (*const policykd_vectors[16])(void) = {
-  (void (*)(void))0x20100000UL, policykd_reset, policykd_fault, policykd_fault, policykd_fault, policykd_fault,
+  (void (*)(void))0x20100000UL, policykd_reset_handler, policykd_fault, policykd_fault, policykd_fault, policykd_fault,
   policykd_fault, 0, 0, 0, 0, policykd_fault, policykd_fault, 0, policykd_fault, policykd_fault,
 };
 """

@@ -64,3 +64,26 @@ def test_targets_ship_in_the_package_and_load_by_name_or_path(tmp_path):
     with pytest.raises(PolicyKDError, match="target file .*missing.yaml not found"):
         load_target(tmp_path / "missing.yaml")
 
+
+
+@pytest.mark.parametrize("name", ["cortex-m4", "aarch64"])
+def test_recurrent_and_cnn_students_run_bit_identical_on_the_targets(tmp_path, name):
+    """The GRU state (static, policykd_reset), the CNN's ping-pong buffers, and tanh, sigmoid and expm1 computed by the
+    export itself (the C libraries' tanhf and expm1f differ in their last bits): the same bits on host and target."""
+    target = _target_or_skip(name)
+    torch.manual_seed(0)
+    students = {
+        "gru": StudentSpec(obs_dim=15, action_dim=2, family="squashed_gaussian", hidden=(16,), action_low=(-1.0, -1.0),
+                           action_high=(1.0, 1.0), gru=8),
+        "cnn": StudentSpec(obs_dim=12 * 16 * 3 + 1, action_dim=2, family="gaussian", hidden=(16,), action_low=(-1.0, -1.0),
+                           action_high=(1.0, 1.0), conv={"image_shape": [12, 16, 3], "layers": [[4, 3, 2], [4, 3, 2]]}),
+        "elu": StudentSpec(obs_dim=15, action_dim=2, family="squashed_gaussian", hidden=(16, 16), activation="elu",
+                           action_low=(-1.0, -1.0), action_high=(1.0, 1.0)),
+    }
+    for kind, spec in students.items():
+        directory = Student(spec).save(tmp_path / kind)
+        obs = np.random.default_rng(1).random((6, spec.obs_dim)).astype(np.float32)  # one episode: the state carries over
+        result = run_on_target(directory, target, obs, tmp_path / f"{kind}-build", n_infer=2, export_format="c")
+        assert result["outputs_equal_host"], (kind, result["max_abs_diff_vs_host"])
+        host = np.array(result["host_outputs"])
+        assert not np.allclose(host[0], host[1:])  # different observations (and states): different actions
