@@ -39,9 +39,12 @@ def one_recipe_table() -> str:
         cells = " / ".join(f"{r['ratio']:.3f} [{r['ratio_ci95'][0]:.3f}, {r['ratio_ci95'][1]:.3f}]" for r in rs)
         ratios = [r["ratio"] for r in rs]
         failures = " / ".join(f"{r['student_failures'] * per_100:g}" for r in rs)
+        teacher_failures = f"{t['stats']['failures'] * per_100:g}"
+        if t.get("noise_floor_failures", t["stats"]["failures"]) != t["stats"]["failures"]:  # the teacher's own spread
+            teacher_failures += f" ({t['noise_floor_failures'] * per_100:g} one env at a time)"
         lines.append(
             f"| {teacher} | {steps:,} | {recipe} | {cells} | {np.mean(ratios):.3f} | {min(ratios):.3f} | "
-            f"{failures} | {t['stats']['failures'] * per_100:g} | "
+            f"{failures} | {teacher_failures} | "
             f"{t['noise_floor_ratio']:.3f} | {np.mean([r['heldout_kl'] for r in rs]):.3g} | {max(r['wall_s'] for r in rs):.0f} |")
     episodes = next(iter(groups.values()))[0]["episodes"] if groups else 0
     return (f"Teacher and student on the same {episodes} evaluation seeds (from 1,000,000); ratio = student mean return / "

@@ -179,6 +179,9 @@ def distill_multitask(teachers, config: DistillConfig, run_dir: Path, *, progres
         raise PolicyKDError("a multi-task student needs at least two teachers; use `policykd distill` for one")
     if config.student_view:
         raise PolicyKDError("student_view is for single-task students; distil each view with `policykd distill`")
+    if config.conv or config.gru:
+        raise PolicyKDError("a multi-task student is an MLP: conv and gru are for single-task students (`policykd distill`); "
+                            "remove them from the recipe")
     torch.set_num_threads(config.torch_threads)
     torch.manual_seed(config.seed)
     specs = [student_spec_for(t, hidden=tuple(config.hidden), activation=config.activation) for t in teachers]

@@ -44,3 +44,11 @@ def test_multitask_refuses_one_teacher_and_damaged_folders(two_teachers, tmp_pat
     (tmp_path / "bad" / "multitask.json").write_text("{}")
     with pytest.raises(PolicyKDError, match="is not a loadable multi-task student"):
         load_multitask(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("keys", [{"conv": [[4, 3, 2]]}, {"gru": 8, "label_every": 1}])
+def test_a_multitask_recipe_with_a_cnn_or_a_gru_is_refused_in_one_line(two_teachers, tmp_path, keys):
+    config = DistillConfig(teacher="unused", labelled_steps=600, rounds=2, hidden=[32, 32], **keys)
+    with pytest.raises(PolicyKDError, match="a multi-task student is an MLP: conv and gru are for single-task students"):
+        distill_multitask(two_teachers, config, tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
