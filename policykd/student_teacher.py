@@ -24,11 +24,12 @@ import torch
 
 from policykd import student_format as fmt
 from policykd.artifacts import sha256_file
-from policykd.distributions import DistParams, box_bounds
+from policykd.distributions import DistParams
 from policykd.env_factory import EnvSpec, WrapperSpec
 from policykd.errors import PolicyKDError
 from policykd.normalization import ObsNormalizer
 from policykd.students import Student, load_student
+from policykd.teachers import TeacherActions
 
 ALGO = "policykd-student"
 
@@ -55,7 +56,7 @@ def student_env_spec(card: dict[str, Any], source: str) -> EnvSpec:
     return spec
 
 
-class StudentTeacher:
+class StudentTeacher(TeacherActions):
     """A policykd student behind the teacher contract (see the module docstring)."""
 
     algo = ALGO
@@ -78,10 +79,7 @@ class StudentTeacher:
         self.family, self.strategy = spec.family, self.student.strategy
         self.normalizer = ObsNormalizer.identity(spec.obs_dim)  # the student normalises inside
         self.image_shape = tuple(spec.conv["image_shape"]) if spec.conv else None  # for a CNN student of this one
-        self._low = self._high = None
-        if isinstance(self.action_space, gym.spaces.Box):
-            low, high = box_bounds(self.action_space)
-            self._low, self._high = torch.as_tensor(low), torch.as_tensor(high)
+        self._set_action_bounds(self.action_space)
 
     @property
     def obs_dim(self) -> int:
@@ -134,15 +132,6 @@ class StudentTeacher:
     def conv_maps(self, obs: np.ndarray) -> list[torch.Tensor]:
         """raw obs [B, obs_dim] -> a CNN student's activation after each convolution, [B, c_i, h_i, w_i] each."""
         return self.student.conv_maps(self.obs_tensor(obs)) if self.student.spec.conv else []
-
-    def to_env_action(self, policy_action: torch.Tensor) -> np.ndarray:
-        action = self.strategy.to_env_action(policy_action, self._low, self._high).numpy()
-        return action.astype(np.int64) if self.strategy.discrete else action
-
-    def act(self, obs: np.ndarray, *, deterministic: bool = True, generator: torch.Generator | None = None) -> np.ndarray:
-        """raw obs [B, obs_dim] -> env actions [B, A] (or [B] ints for discrete)."""
-        dist = self.action_dist(obs)
-        return self.to_env_action(dist.mode() if deterministic else dist.sample(generator))
 
     def sb3_predict(self, obs: np.ndarray) -> np.ndarray:
         """No SB3 model stands behind a student: its own deterministic action (for latency tables)."""

@@ -71,7 +71,27 @@ _ACTOR_PARAMETERS = {
 _BOUNDS_RTOL, _BOUNDS_ATOL = 1e-5, 1e-6
 
 
-class Teacher:
+class TeacherActions:
+    """Env actions from a teacher's distribution, shared by Teacher and policykd.student_teacher.StudentTeacher: the
+    subclass sets `strategy` and calls _set_action_bounds, and provides action_dist(obs)."""
+
+    def _set_action_bounds(self, action_space: gym.Space) -> None:
+        self._low = self._high = None
+        if isinstance(action_space, gym.spaces.Box):
+            low, high = box_bounds(action_space)
+            self._low, self._high = torch.as_tensor(low), torch.as_tensor(high)
+
+    def to_env_action(self, policy_action: torch.Tensor) -> np.ndarray:
+        action = self.strategy.to_env_action(policy_action, self._low, self._high).numpy()
+        return action.astype(np.int64) if self.strategy.discrete else action
+
+    def act(self, obs: np.ndarray, *, deterministic: bool = True, generator: torch.Generator | None = None) -> np.ndarray:
+        """raw obs [B, obs_dim] -> env actions [B, A] (or [B] ints for discrete)."""
+        dist = self.action_dist(obs)
+        return self.to_env_action(dist.mode() if deterministic else dist.sample(generator))
+
+
+class Teacher(TeacherActions):
     """A loaded SB3 policy behind the teacher contract (see the module docstring)."""
 
     def __init__(self, source: TeacherSource, model: Any) -> None:
@@ -92,10 +112,7 @@ class Teacher:
         self.family = self._family()
         self.strategy = family_strategy(self.family)
         self._one_pass = OnPolicyForward.of(self.policy) if self.algo in ON_POLICY else None
-        self._low = self._high = None
-        if isinstance(self.action_space, gym.spaces.Box):
-            low, high = box_bounds(self.action_space)
-            self._low, self._high = torch.as_tensor(low), torch.as_tensor(high)
+        self._set_action_bounds(self.action_space)
         # Activation modules along the actor; hooked only while features() runs (no cost on other forwards).
         self._feature_modules = [
             (name, module) for name, module in self.policy.named_modules()
@@ -199,15 +216,6 @@ class Teacher:
             for hook in hooks:
                 hook.remove()
         return features
-
-    def to_env_action(self, policy_action: torch.Tensor) -> np.ndarray:
-        action = self.strategy.to_env_action(policy_action, self._low, self._high).numpy()
-        return action.astype(np.int64) if self.strategy.discrete else action
-
-    def act(self, obs: np.ndarray, *, deterministic: bool = True, generator: torch.Generator | None = None) -> np.ndarray:
-        """raw obs [B, obs_dim] -> env actions [B, A] (or [B] ints for discrete)."""
-        dist = self.action_dist(obs)
-        return self.to_env_action(dist.mode() if deterministic else dist.sample(generator))
 
     def sb3_predict(self, obs: np.ndarray) -> np.ndarray:
         """The SB3 baseline path: normalise, then `model.predict(deterministic=True)`."""
