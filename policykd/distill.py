@@ -62,7 +62,7 @@ def _make_optimizer(config: DistillConfig):
 def total_gradient_steps(config: DistillConfig) -> int:
     """Minibatch updates over the whole run (round r trains on every row gathered in rounds 0..r)."""
     rows = np.cumsum([config.round_steps(r) for r in range(config.rounds)])
-    return int(sum(-(-int(n) // config.decided_batch_size()) * config.decided_epochs_per_round() for n in rows))
+    return int(sum(-(-int(n) // config.decided_batch_size()) * config.decided_epochs_per_round(r) for r, n in enumerate(rows)))
 
 
 def learning_rate(config: DistillConfig, step: int, *, total_steps: int | None = None) -> float:
@@ -76,13 +76,18 @@ def learning_rate(config: DistillConfig, step: int, *, total_steps: int | None =
 
 def held_out_episodes(episode_id: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """[N] bool: rows of the episodes held out for validation, about `fraction` of the episodes, chosen by a hash
-    of (seed, episode id) so that an episode stays on its side in every round."""
+    of (seed, episode id) so that an episode stays on its side in every round. When the hash picks none of two or
+    more episodes (a few long episodes, as a balancing teacher's first round gives), the episode with the lowest
+    hash is held out: a later, new episode may take its place, but an episode trained on never becomes validation."""
     if fraction <= 0:
         return np.zeros(len(episode_id), dtype=bool)
     ids = episode_id.astype(np.uint64)
     with np.errstate(over="ignore"):  # the hash wraps around 2**64 on purpose
         mixed = (ids * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed) * np.uint64(0xBF58476D1CE4E5B9)) >> np.uint64(40)
-    return (mixed % np.uint64(10_000)) < np.uint64(round(fraction * 10_000))
+    held = (mixed % np.uint64(10_000)) < np.uint64(round(fraction * 10_000))
+    if not held.any() and len(np.unique(episode_id)) >= 2:
+        held = episode_id == episode_id[np.argmin(mixed % np.uint64(10_000))]
+    return held
 
 
 def _labels(data: dict[str, np.ndarray], strategy) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
@@ -120,10 +125,10 @@ def validation_kl(student: Student, data: dict[str, np.ndarray], family: str, *,
 
 
 def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[str, np.ndarray], family: str,
-                config: DistillConfig, seed: int, first_step: int, on_progress=None,
+                config: DistillConfig, round_index: int, seed: int, first_step: int, on_progress=None,
                 validation: dict[str, np.ndarray] | None = None, transfer: Transfer | None = None) -> dict[str, float]:
-    """Up to config.decided_epochs_per_round() epochs of minibatch Adam on all rows of `data`, starting at global gradient
-    step `first_step` (for the lr schedule). With `validation` rows, the weights of the epoch with the lowest
+    """Up to config.decided_epochs_per_round(round_index) epochs of minibatch Adam on all rows of `data`, starting at
+    global gradient step `first_step` (for the lr schedule). With `validation` rows, the weights of the epoch with the lowest
     held-out KL are kept, and training stops after config.early_stopping_patience epochs without improvement (when
     > 0). `transfer` adds the hint and attention terms (policykd.transfer). Returns last-epoch mean losses, the
     gradient steps taken, and (with validation) val_kl, epochs, best_epoch."""
@@ -140,7 +145,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     epoch = 0
     batch_size = config.decided_batch_size()
-    for epoch in range(1, config.decided_epochs_per_round() + 1):
+    for epoch in range(1, config.decided_epochs_per_round(round_index) + 1):
         if sequences is not None:
             sequences.refresh(student)
             groups = sequences.minibatches(rng, batch_size)
@@ -340,13 +345,13 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
                 student.value_std.fill_(float(data["value"].std()) + 1e-6)
                 if config.student_view:  # the teacher's normaliser is for the teacher's view: fit the student's own
                     student.fit_normalizer(data["student_obs"])
-            with tracker.progress(f"round {round_index + 1}/{config.rounds}: training", config.decided_epochs_per_round()) as advance:
+            with tracker.progress(f"round {round_index + 1}/{config.rounds}: training", config.decided_epochs_per_round(round_index)) as advance:
                 held_out = held_out_episodes(data["episode_id"], config.validation_fraction, config.seed)
                 train = data if not held_out.any() else {k: v[~held_out] for k, v in data.items()}
                 validation = {k: v[held_out] for k, v in data.items()} if held_out.any() else None
                 student.quantise_int8 = round_index >= config.rounds - config.quantise_aware_rounds
                 try:
-                    losses = train_round(student, optimizer, train, teacher.family, config, seed, progress.gradient_steps,
+                    losses = train_round(student, optimizer, train, teacher.family, config, round_index, seed, progress.gradient_steps,
                                          on_progress=advance, validation=validation, transfer=transfer)
                 finally:
                     student.quantise_int8 = False  # acting, evaluation and exports use the float forward pass

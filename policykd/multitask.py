@@ -218,7 +218,7 @@ def distill_multitask(teachers, config: DistillConfig, run_dir: Path, *, progres
 
 
 def _train_round(student, views, teachers, splits, optimizer, loss_config, config, round_index, step):
-    """decided_epochs_per_round() epochs; each takes the tasks' minibatches in turn. Keeps the epoch with the lowest
+    """decided_epochs_per_round(round_index) epochs; each takes the tasks' minibatches in turn. Keeps the epoch with the lowest
     held-out KL summed over tasks. Returns (metrics, global gradient step)."""
     rng = np.random.default_rng(_round_seed(config.seed, round_index))
     batch = config.decided_batch_size()
@@ -230,7 +230,7 @@ def _train_round(student, views, teachers, splits, optimizer, loss_config, confi
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     losses: dict[str, float] = {}
     student.train()
-    for epoch in range(1, config.decided_epochs_per_round() + 1):
+    for epoch in range(1, config.decided_epochs_per_round(round_index) + 1):
         order = [(task, idx) for task, (obs, _, _) in enumerate(tensors)
                  for idx in np.array_split(rng.permutation(len(obs)), max(1, -(-len(obs) // batch)))]
         rng.shuffle(order)  # the tasks' minibatches interleaved

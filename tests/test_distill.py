@@ -134,6 +134,22 @@ def test_held_out_episodes_are_stable_and_about_the_fraction():
     assert (held_out_episodes(ids, 0.1, seed=4) != held).any()
 
 
+def test_a_few_long_episodes_still_hold_one_out_and_a_trained_episode_never_moves_to_validation():
+    """A balancing teacher's first round is a handful of 1000-step episodes: 10% of 6 rounds to none, so the
+    episode with the lowest hash is held out (round 0 got no model selection before). As episodes are added, the
+    held-out set may change, but no episode that was trained on (not held out) is ever held out later."""
+    rows = np.repeat(np.arange(40), 3)  # 40 episodes of 3 rows
+    trained: set[int] = set()
+    for n in range(2, 41):
+        held = held_out_episodes(rows[rows < n], 0.1, seed=5)
+        held_ids = set(np.unique(rows[rows < n][held]).tolist())
+        assert held_ids, f"no episode held out of {n}"
+        assert not held_ids & trained, f"an episode trained on became validation at {n} episodes"
+        trained |= set(range(n)) - held_ids
+        assert all(held[rows[rows < n] == e].all() for e in held_ids)  # whole episodes
+    assert not held_out_episodes(np.zeros(50, dtype=np.int64), 0.1, seed=5).any()  # one episode: nothing to hold out
+
+
 def test_validation_keeps_the_best_epoch_and_stops_early(tiny_teachers, tmp_path):
     config = _config(tiny_teachers, tmp_path, validation_fraction=0.2, early_stopping_patience=2, epochs_per_round=30,
                      lr=0.05, lr_schedule="constant")
@@ -154,23 +170,28 @@ def test_validation_keeps_the_best_epoch_and_stops_early(tiny_teachers, tmp_path
         torch.testing.assert_close(v, again.student.state_dict()[k], rtol=0, atol=0)
 
 
-def test_default_recipe_decides_epochs_and_batch_from_the_budget_and_records_it(tiny_teachers, tmp_path):
-    """No recipe file: epochs and batch size follow the budget (DistillConfig.decided_*), validation and bounded means
-    are on, and the run's record says what was decided."""
+def test_default_recipe_decides_epochs_per_round_and_batch_from_the_data_and_records_it(tiny_teachers, tmp_path):
+    """No recipe file: the batch size follows the budget and each round's epochs give it about
+    GRADIENT_STEPS_PER_ROUND updates on the rows gathered so far (within DECIDED_EPOCHS_RANGE), so the first
+    rounds' small data is fitted as far as the last round's; validation and bounded means are on, and the run's
+    record says what was decided."""
     small, large = DistillConfig(labelled_steps=10_000), DistillConfig(labelled_steps=50_000)
-    assert (small.decided_batch_size(), small.decided_epochs_per_round()) == (128, 50)
-    assert (large.decided_batch_size(), large.decided_epochs_per_round()) == (256, 31)
+    assert small.decided_batch_size() == 128 and large.decided_batch_size() == 256
+    assert [small.decided_epochs_per_round(r) for r in range(5)] == [200, 188, 128, 96, 76]  # round 0: capped
+    assert [large.decided_epochs_per_round(r) for r in range(5)] == [150, 76, 51, 39, 31]
     assert small.validation_fraction > 0 and small.bounded_means
     with pytest.raises(PolicyKDError, match="config key batch_size must be >= 1, got 0"):
         DistillConfig(batch_size=0)  # 0 is a mistake, not "decide for me" (that is null)
-    assert DistillConfig(labelled_steps=10_000, batch_size=64, epochs_per_round=3).decisions() == {
-        "epochs_per_round": 3, "batch_size": 64, "decided_from_budget": []}
+    assert DistillConfig(labelled_steps=10_000, rounds=2, batch_size=64, epochs_per_round=3).decisions() == {
+        "epochs_per_round": [3, 3], "batch_size": 64, "decided_from_budget": []}
     result = distill(_config(tiny_teachers, tmp_path, epochs_per_round=None), tracker=Tracker(None, quiet=True))
     record = json.loads((result.run_dir / "config.json").read_text())
     assert record["config"]["epochs_per_round"] is None and record["config"]["batch_size"] is None
-    assert record["decided"] == {"epochs_per_round": 50, "batch_size": 64, "decided_from_budget": ["epochs_per_round", "batch_size"]}
+    # 600 steps in 3 rounds at batch 64: 4, 7 and 10 minibatches a round
+    assert record["decided"] == {"epochs_per_round": [200, 200, 200], "batch_size": 64,
+                                 "decided_from_budget": ["epochs_per_round", "batch_size"]}
     assert result.student.card["decided"] == record["decided"]
-    assert all(m.epochs == 50 for m in result.history if m.val_kl is not None)
+    assert [m.epochs for m in result.history] == [200, 200, 200]
 
 
 def test_quantisation_aware_rounds_train_the_int8_forward_and_save_a_float_student(tiny_teachers, tmp_path, monkeypatch):
