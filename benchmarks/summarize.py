@@ -17,6 +17,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 TIME_LIMIT = 1000  # Hopper's episode limit: an episode that ends sooner is a fall
 BEGIN, END = "<!-- RESULTS:BEGIN (benchmarks/summarize.py) -->", "<!-- RESULTS:END -->"
 HEADLINE_BEGIN, HEADLINE_END = "<!-- HEADLINE:BEGIN (benchmarks/summarize.py) -->", "<!-- HEADLINE:END -->"
+PRIVILEGED_BEGIN, PRIVILEGED_END = "<!-- PRIVILEGED:BEGIN (benchmarks/summarize.py) -->", "<!-- PRIVILEGED:END -->"
 
 
 def one_recipe_table() -> str:
@@ -53,6 +54,58 @@ def one_recipe_table() -> str:
             "actions change in the last float bits only). Held-out KL: KL(teacher || student) on held-out teacher-labelled "
             "episodes of the last round. Wall time: collection + training on 2 cores. Raw records: "
             "`benchmarks/results/one_recipe.json` (`python benchmarks/one_recipe.py`).\n\n" + "\n".join(lines))
+
+
+def _student_shape(config: dict) -> str:
+    """A student's layers in words, from its recipe: e.g. `CNN 8@5x5/2, 16@3x3/2 + 2x64` or `64 + GRU 32`."""
+    hidden = config.get("hidden", [64, 64])
+    mlp = f"{len(hidden)}x{hidden[0]}" if len(set(hidden)) == 1 and len(hidden) > 1 else "-".join(map(str, hidden))
+    conv = config.get("conv") or []
+    parts = [("CNN " + ", ".join(f"{c}@{k}x{k}/{st}" for c, k, st in conv) + " + " + mlp) if conv else f"{mlp} MLP"]
+    if config.get("gru"):
+        parts.append(f"GRU {config['gru']}")
+    return " + ".join(parts)
+
+
+def privileged_racecar_table() -> str:
+    """README's table for the privileged-teacher story: every record of benchmarks/results/privileged_racecar.json
+    with its Cortex-M4 figures from privileged_racecar_m4.json (where measured)."""
+    path = RESULTS / "privileged_racecar.json"
+    if not path.exists():
+        return ""
+    results = json.loads(path.read_text())
+    m4_path = RESULTS / "privileged_racecar_m4.json"
+    m4 = {r["student_dir"]: r for r in json.loads(m4_path.read_text())["students"]} if m4_path.exists() else {}
+    order = ["teacher-view", "rays", "rays*3", "rays-gru", "camera-cnn", "camera-tiny", "camera-tiny-attention"]
+    lines = ["| env | student (sees) | params | labelled steps | laps: student / teacher | return ratio | distillation wall s | numpy p50 | Cortex-M4 (float C, 168 MHz) |",
+             "|---|---|---:|---:|---|---:|---:|---:|---|"]
+    runs = sorted(results["runs"], key=lambda r: (r["env"], order.index(r.get("student", r["student_view"]))))
+    for r in runs:
+        config = r["config"]
+        chain = "privileged_teacher_lap_rate" in r  # a chain's second step: its teacher is the camera-cnn student
+        sees = (f"`{config['student_view']}`" if config.get("student_view") else
+                "`camera`, its teacher's view" if chain else "the teacher's own observation")
+        what = f"{_student_shape(config)} (sees {sees})"
+        laps = f"{r['student_lap_rate']:.0%} / {r['teacher_lap_rate']:.0%}"
+        ratio = f"{r['ratio']:.3f}"
+        if chain:
+            what = f"chain step 2: {what}, distilled from the camera CNN above"
+            if config.get("attention_weight"):
+                what += f" with spatial attention transfer (`attention_weight: {config['attention_weight']:g}`)"
+            laps += f" (privileged teacher: {r['privileged_teacher_lap_rate']:.0%})"
+            ratio += " vs the camera CNN"
+        target = m4.get(r.get("student_dir", ""))
+        on_m4 = (f"{target['cycles_per_inference'] / 1e6:.2f} M cycles ({target['us_per_inference'] / 1000:.1f} ms), "
+                 f"flash {target['flash_bytes'] / 1000:.0f} KB, RAM {target['ram_bytes'] / 1000:.0f} KB"
+                 + (", bit-identical to the host" if target["outputs_equal_host"] else ", DIFFERS from the host")
+                 if target else "")
+        lines.append(f"| {r['env']} | {what} | {r['student_params']:,} | {r['labelled_steps'] // 1000}k | {laps} | {ratio} | "
+                     f"{r['wall_s']:.0f} | {r['numpy_latency_us']['p50']:.0f} µs | {on_m4} |")
+    return ("Teacher and student on the same " f"{runs[0]['episodes'] if runs else 50}"
+            " seeded tracks (from 1,000,000), one distillation seed; each student is the default recipe plus the keys "
+            "in `STUDENTS` of `benchmarks/privileged_racecar.py` (its record's `config`); wall time is collection + "
+            "training on the 2 cores, shared with another benchmark. Raw records: "
+            "`benchmarks/results/privileged_racecar.json`, `privileged_racecar_m4.json`.\n\n" + "\n".join(lines))
 
 
 def distill_table() -> str:
@@ -293,6 +346,7 @@ def main() -> None:
     text = "\n\n".join(b for b in blocks if b)
     _replace_block(ROOT / "docs" / "benchmarks.md", BEGIN, END, text)
     _replace_block(ROOT / "README.md", HEADLINE_BEGIN, HEADLINE_END, one_recipe_table())
+    _replace_block(ROOT / "README.md", PRIVILEGED_BEGIN, PRIVILEGED_END, privileged_racecar_table())
 
 
 def _replace_block(page: Path, begin: str, end: str, text: str) -> None:
