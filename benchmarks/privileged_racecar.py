@@ -113,7 +113,7 @@ def run_one(args, env: str, path: Path, teacher, reference, student: str) -> dic
         "teacher_return": report.teacher.mean, "student_return": report.student.mean, "ratio": report.ratio,
         "wall_s": result.distillation.wall_s, "student_params": report.student_params,
         "numpy_latency_us": measure_latency(lambda: policy(probe), calls=2_000),
-        "config": config.to_dict(), "versions": package_versions(),
+        "decided": config.decisions(), "config": config.to_dict(), "versions": package_versions(),
     }
     kept = out / "students" / run_name  # the student itself, for the chain (a student as the next one's teacher)
     shutil.rmtree(kept, ignore_errors=True)

@@ -67,6 +67,14 @@ def _student_shape(config: dict) -> str:
     return " + ".join(parts)
 
 
+def _cycles(cycles: float, us: float) -> str:
+    return f"{cycles / 1e6:.2f} M cycles ({us / 1000:.1f} ms)" if cycles >= 5e5 else f"{cycles:,.0f} cycles ({us:,.0f} µs)"
+
+
+def _kilobytes(n: int) -> str:
+    return f"{n / 1000:.1f} KB" if n < 10_000 else f"{n / 1000:.0f} KB"
+
+
 def privileged_racecar_table() -> str:
     """README's table for the privileged-teacher story: every record of benchmarks/results/privileged_racecar.json
     with its Cortex-M4 figures from privileged_racecar_m4.json (where measured)."""
@@ -94,9 +102,11 @@ def privileged_racecar_table() -> str:
                 what += f" with spatial attention transfer (`attention_weight: {config['attention_weight']:g}`)"
             laps += f" (privileged teacher: {r['privileged_teacher_lap_rate']:.0%})"
             ratio += " vs the camera CNN"
+        if not isinstance(r.get("decided", {}).get("epochs_per_round"), list):
+            what += " *"  # run before the default recipe decided epochs per round
         target = m4.get(r.get("student_dir", ""))
-        on_m4 = (f"{target['cycles_per_inference'] / 1e6:.2f} M cycles ({target['us_per_inference'] / 1000:.1f} ms), "
-                 f"flash {target['flash_bytes'] / 1000:.0f} KB, RAM {target['ram_bytes'] / 1000:.0f} KB"
+        on_m4 = (f"{_cycles(target['cycles_per_inference'], target['us_per_inference'])}, flash "
+                 f"{_kilobytes(target['flash_bytes'])}, RAM {_kilobytes(target['ram_bytes'])}"
                  + (", bit-identical to the host" if target["outputs_equal_host"] else ", DIFFERS from the host")
                  if target else "")
         lines.append(f"| {r['env']} | {what} | {r['student_params']:,} | {r['labelled_steps'] // 1000}k | {laps} | {ratio} | "
@@ -104,7 +114,8 @@ def privileged_racecar_table() -> str:
     return ("Teacher and student on the same " f"{runs[0]['episodes'] if runs else 50}"
             " seeded tracks (from 1,000,000), one distillation seed; each student is the default recipe plus the keys "
             "in `STUDENTS` of `benchmarks/privileged_racecar.py` (its record's `config`); wall time is collection + "
-            "training on the 2 cores, shared with another benchmark. Raw records: "
+            "training on the 2 cores, shared with another benchmark. *: run with the default recipe of before 2026-11-30, "
+            "which decided the epochs once from the last round's data (docs/techniques.md). Raw records: "
             "`benchmarks/results/privileged_racecar.json`, `privileged_racecar_m4.json`.\n\n" + "\n".join(lines))
 
 
