@@ -8,7 +8,7 @@ Variants (recipe keys over the default recipe; see docs/techniques.md):
     attention       input-saliency matching, weight 0.1
     teacher-data    teacher-driven data instead of DAgger
     ensemble        product of the PPO and A2C HalfCheetah teachers, value-weighted (HalfCheetah only)
-    label_every=3   label every third state of each episode: three times the episodes per labelled step
+    label_every=1   label every state (the default labels every third: three times the episodes per labelled step)
 Each at two budgets and three distillation seeds, on the same evaluation seeds as the teacher, with the teacher's
 noise floor (the teacher stepped one env at a time). Then `--hidden 32 32` runs base and the best variant with a 2x32
 student. Records are appended to benchmarks/results/ablation_techniques.json after every run and skipped when
@@ -40,7 +40,7 @@ TEACHERS = ["ppo/HalfCheetahBulletEnv-v0_1", "ppo/HopperBulletEnv-v0_1", "ppo/Re
 VARIANTS: dict[str, dict] = {
     "base": {}, "bc": {"loss": "bc"}, "mse": {"loss": "mse"}, "no-value": {"lambda_v": 0.0}, "tau=2": {"tau": 2.0},
     "hints": {"hint_weight": 1.0}, "attention": {"attention_weight": 0.1}, "teacher-data": {"data_mode": "teacher"},
-    "ensemble": {"ensemble_mode": "product", "ensemble_weighting": "value"}, "label_every=3": {"label_every": 3},
+    "ensemble": {"ensemble_mode": "product", "ensemble_weighting": "value"}, "label_every=1": {"label_every": 1},
 }
 ENSEMBLE_PARTNERS = {"ppo/HalfCheetahBulletEnv-v0_1": "a2c/HalfCheetahBulletEnv-v0_1"}
 
