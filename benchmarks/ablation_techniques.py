@@ -11,8 +11,8 @@ Variants (recipe keys over the default recipe; see docs/techniques.md):
     label_every=1   label every state (the default labels every third: three times the episodes per labelled step)
 Each at two budgets and three distillation seeds, on the same evaluation seeds as the teacher, with the teacher's
 noise floor (the teacher stepped one env at a time). Then `--hidden 32 32` runs base and the best variant with a 2x32
-student. Records are appended to benchmarks/results/ablation_techniques.json after every run and skipped when
-already there, so the benchmark resumes across sittings (about 150 runs on 2 cores).
+student. Records are appended to benchmarks/results/ablation_techniques.json after every run (under a lock, so processes with
+different work can run side by side) and skipped when already there, so the benchmark resumes across sittings (about 150 runs on 2 cores).
 
     python benchmarks/ablation_techniques.py                                   # everything
     python benchmarks/ablation_techniques.py --teachers ppo/HopperBulletEnv-v0_1 --variants base hints --budgets 10000
@@ -22,14 +22,14 @@ already there, so the benchmark resumes across sittings (about 150 runs on 2 cor
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
+import results_file  # benchmarks/results_file.py
 import torch
 from one_recipe import EVAL_SEED, ROOT, discover_teachers, teacher_episodes, teacher_record  # benchmarks/one_recipe.py
 
-from policykd.artifacts import atomic_write_json, package_versions
+from policykd.artifacts import package_versions
 from policykd.config import load_config
 from policykd.pipeline import distill_and_evaluate
 from policykd.teachers import load_teacher
@@ -58,7 +58,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     teachers = discover_teachers(default_teachers_dir() / "rl-zoo", ROOT / "agents")
-    results = json.loads(args.results.read_text()) if args.results.exists() else {"teachers": {}, "runs": []}
+    results = results_file.read(args.results)
     done = {(r["teacher"], r["variant"], r["labelled_steps"], r["seed"], tuple(r["hidden"])) for r in results["runs"]}
     for name in args.teachers:
         teacher, reference = None, None
@@ -74,12 +74,12 @@ def main() -> None:
                         reference = teacher_episodes(teacher, args.episodes)
                     if name not in results["teachers"]:
                         results["teachers"][name] = teacher_record(name, teacher, reference)
+                        results_file.set_teacher(args.results, name, results["teachers"][name])
                     overrides = dict(VARIANTS[variant])
                     if variant == "ensemble":
                         overrides["ensemble"] = [str(teachers[ENSEMBLE_PARTNERS[name]])]
                     record = run_one(args, name, teachers[name], teacher, reference, variant, overrides, budget, seed)
-                    results["runs"].append(record)
-                    atomic_write_json(args.results, results)
+                    results_file.append_run(args.results, record)
                     print(f"{name} {variant} {budget} seed {seed} {args.hidden}: ratio {record['ratio']:.3f}, "
                           f"held-out KL {record['heldout_kl']:.3f}, {record['wall_s']:.0f} s", flush=True)
 

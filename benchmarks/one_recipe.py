@@ -8,8 +8,9 @@ its actions). Per budget, loss and distillation seed: the student on the same 10
 bootstrap 95% interval, failures (falls, crashes, missed targets) per 100 episodes for teacher and student, the
 held-out KL of the last round and what the recipe decided (epochs, batch size).
 
-Results are appended to benchmarks/results/one_recipe.json after every run and records already there are skipped,
-so an interrupted benchmark resumes; benchmarks/summarize.py turns them into README's headline table.
+Results are appended to benchmarks/results/one_recipe.json after every run (under a lock: processes with different
+work, e.g. `--losses kl` and `--losses bc`, can run side by side) and records already there are skipped, so an
+interrupted benchmark resumes; benchmarks/summarize.py turns them into README's headline table.
 
     python benchmarks/one_recipe.py                                   # every teacher, 10k and 50k, kl then bc, seeds 0-2
     python benchmarks/one_recipe.py --teachers ppo/HopperBulletEnv-v0_1 --budgets 50000 --losses kl
@@ -18,14 +19,14 @@ so an interrupted benchmark resumes; benchmarks/summarize.py turns them into REA
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
+import results_file  # benchmarks/results_file.py
 import torch
 
-from policykd.artifacts import atomic_write_json, package_versions
+from policykd.artifacts import package_versions
 from policykd.config import load_config
 from policykd.evaluate import ReturnStats, return_ratio
 from policykd.pipeline import distill_and_evaluate
@@ -74,7 +75,7 @@ def main() -> None:
     torch.set_num_threads(1)
     teachers = discover_teachers(default_teachers_dir() / "rl-zoo", ROOT / "agents")
     names = args.teachers or list(teachers)
-    results = json.loads(args.results.read_text()) if args.results.exists() else {"teachers": {}, "runs": []}
+    results = results_file.read(args.results)
     done = {(r["teacher"], r["loss"], r["labelled_steps"], r["seed"]) for r in results["runs"]}
     loaded: dict[str, tuple[Teacher, Episodes]] = {}  # this process's teachers and their evaluation episodes
     for loss in args.losses:
@@ -88,15 +89,16 @@ def main() -> None:
                     loaded[name] = (teacher, teacher_episodes(teacher, args.episodes))
                 if name not in results["teachers"]:
                     results["teachers"][name] = teacher_record(name, *loaded[name])
-                    atomic_write_json(args.results, results)
+                    results_file.set_teacher(args.results, name, results["teachers"][name])
                     t = results["teachers"][name]
                     print(f"{name}: teacher {t['stats']['mean']:.1f}, failures {t['stats']['failures']}/{args.episodes}, "
                           f"noise floor {t['noise_floor_ratio']:.3f}", flush=True)
                 for seed in todo:
-                    run_one(args, results, name, teachers[name], *loaded[name], loss, budget, seed)
+                    run_one(args, name, teachers[name], *loaded[name], loss, budget, seed)
                     done.add((name, loss, budget, seed))
 
-def run_one(args, results: dict, name: str, path: Path, teacher: Teacher, reference: Episodes, loss: str, budget: int,
+
+def run_one(args, name: str, path: Path, teacher: Teacher, reference: Episodes, loss: str, budget: int,
             seed: int) -> None:
     """Distil with the default recipe (only the loss differs for the BC baseline), evaluate, append the record."""
     out = ROOT / "runs" / "one_recipe"
@@ -117,8 +119,7 @@ def run_one(args, results: dict, name: str, path: Path, teacher: Teacher, refere
         "wall_s": result.distillation.wall_s, "decided": config.decisions(), "student_params": report["student"]["params"],
         "student_returns": report["student"]["returns"], "config": config.to_dict(), "versions": package_versions(),
     }
-    results["runs"].append(record)
-    atomic_write_json(args.results, results)
+    results_file.append_run(args.results, record)
     print(f"{name} {loss} {budget} seed {seed}: ratio {record['ratio']:.3f} {tuple(round(x, 3) for x in record['ratio_ci95'])}, "
           f"failures {record['student_failures']} vs {record['teacher_failures']}, held-out KL {record['heldout_kl']:.3f}, "
           f"{record['wall_s']:.0f} s", flush=True)
