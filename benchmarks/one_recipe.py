@@ -19,6 +19,9 @@ interrupted benchmark resumes; benchmarks/summarize.py turns them into README's 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
+import json
 import shutil
 from pathlib import Path
 
@@ -26,7 +29,7 @@ import numpy as np
 import results_file  # benchmarks/results_file.py
 import torch
 
-from policykd.artifacts import package_versions
+from policykd.artifacts import atomic_write_bytes, package_versions
 from policykd.config import load_config
 from policykd.evaluate import ReturnStats, return_ratio
 from policykd.pipeline import distill_and_evaluate
@@ -36,6 +39,8 @@ from policykd.zoo import default_teachers_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
+CACHE = ROOT / "runs" / "benchmark_cache"
+EPISODE_ARRAYS = ("returns", "lengths", "states", "successes", "terminated", "view_states")
 EVAL_SEED = 1_000_000
 
 
@@ -47,9 +52,21 @@ def discover_teachers(zoo: Path, agents: Path) -> dict[str, Path]:
 
 
 def teacher_episodes(teacher: Teacher, episodes: int) -> Episodes:
-    """The teacher on the evaluation seeds, two envs at a time (as students are evaluated)."""
+    """The teacher on the evaluation seeds, two envs at a time (as students are evaluated). Kept in
+    runs/benchmark_cache/ under a hash of the teacher (its file's sha256, env and family), the seeds and the package
+    versions, so each benchmark process does not run the same deterministic episodes again."""
     seeds = [EVAL_SEED + i for i in range(episodes)]
-    return run_episodes(lambda obs: teacher.act(obs, deterministic=True), teacher.env_spec, seeds, n_envs=2)
+    identity = {k: v for k, v in teacher.identity().items() if k != "path"}
+    key = json.dumps({"teacher": identity, "seeds": seeds, "n_envs": 2, "versions": package_versions()}, sort_keys=True)
+    cache = CACHE / f"teacher_episodes_{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+    if cache.exists():
+        with np.load(cache) as f:
+            return Episodes(**{name: f[name] if name in f else None for name in EPISODE_ARRAYS})
+    result = run_episodes(lambda obs: teacher.act(obs, deterministic=True), teacher.env_spec, seeds, n_envs=2)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{name: getattr(result, name) for name in EPISODE_ARRAYS if getattr(result, name) is not None})
+    atomic_write_bytes(cache, buffer.getvalue())
+    return result
 
 
 def teacher_record(name: str, teacher: Teacher, reference: Episodes) -> dict:
