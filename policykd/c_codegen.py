@@ -263,9 +263,13 @@ static float dense(const uint32_t *w, const float *ws, const float *b, int out, 
 _DENSE_INT8 = _SIMD_INT + """
 #if defined(__ARM_FEATURE_DSP)
 #define SXTB16(v) ((uint32_t)__sxtb16(v))
+/* bytes 1 and 3 sign-extended into the two lanes in one instruction (ACLE has no intrinsic for the rotation) */
+static uint32_t sxtb16_ror8(uint32_t v) { uint32_t r; __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v)); return r; }
+#define SXTB16_ROR8(v) sxtb16_ror8(v)
 #else
 static int32_t sext8(uint32_t v) { int32_t x = (int32_t)(v & 0xFFu); return x >= 128 ? x - 256 : x; }
 #define SXTB16(v) (((uint32_t)sext8(v) & 0xFFFFu) | (((uint32_t)sext8((v) >> 16) & 0xFFFFu) << 16))
+#define SXTB16_ROR8(v) SXTB16((v) >> 8)
 #endif
 
 /* x * sx rounded to the nearest integer (|x * sx| <= 127 by the choice of sx) */
@@ -274,7 +278,7 @@ static int32_t q8(float v) { return (int32_t)(v >= 0.0f ? v + 0.5f : v - 0.5f); 
 #define MAC4(acc, word) do { \\
     const uint32_t wq = (word); \\
     acc = SMLAD(SXTB16(wq), xa, acc); \\
-    acc = SMLAD(SXTB16(wq >> 8), xb, acc); \\
+    acc = SMLAD(SXTB16_ROR8(wq), xb, acc); \\
   } while (0)
 
 /* y[0:4*ceil(out/4)] = act?(dequantised(Wq xq) + b), Wq int8 rows, four to a word, in 4-row blocks (c_codegen.py). */
