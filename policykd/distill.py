@@ -78,15 +78,18 @@ def held_out_episodes(episode_id: np.ndarray, fraction: float, seed: int) -> np.
     """[N] bool: rows of the episodes held out for validation, about `fraction` of the episodes, chosen by a hash
     of (seed, episode id) so that an episode stays on its side in every round. When the hash picks none of two or
     more episodes (a few long episodes, as a balancing teacher's first round gives), the episode with the lowest
-    hash is held out: a later, new episode may take its place, but an episode trained on never becomes validation."""
+    hash is held out. A later, new episode may take its place; an episode trained on never becomes validation as
+    long as every round holds one out, which two collection envs (the default), each starting an episode in round 0,
+    guarantee."""
     if fraction <= 0:
         return np.zeros(len(episode_id), dtype=bool)
     ids = episode_id.astype(np.uint64)
     with np.errstate(over="ignore"):  # the hash wraps around 2**64 on purpose
         mixed = (ids * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed) * np.uint64(0xBF58476D1CE4E5B9)) >> np.uint64(40)
-    held = (mixed % np.uint64(10_000)) < np.uint64(round(fraction * 10_000))
+    mixed %= np.uint64(10_000)
+    held = mixed < np.uint64(round(fraction * 10_000))
     if not held.any() and len(np.unique(episode_id)) >= 2:
-        held = episode_id == episode_id[np.argmin(mixed % np.uint64(10_000))]
+        held = episode_id == episode_id[np.argmin(mixed)]
     return held
 
 

@@ -136,18 +136,20 @@ def test_held_out_episodes_are_stable_and_about_the_fraction():
 
 def test_a_few_long_episodes_still_hold_one_out_and_a_trained_episode_never_moves_to_validation():
     """A balancing teacher's first round is a handful of 1000-step episodes: 10% of 6 rounds to none, so the
-    episode with the lowest hash is held out (round 0 got no model selection before). As episodes are added, the
-    held-out set may change, but no episode that was trained on (not held out) is ever held out later."""
-    rows = np.repeat(np.arange(40), 3)  # 40 episodes of 3 rows
+    episode with the lowest hash is held out (round 0 got no model selection before). Over rounds (each adding
+    episodes, at least two in the first) the held-out set may change, but no episode that was trained on (not held
+    out in an earlier round) is ever held out later."""
+    rows = np.repeat(np.arange(40), 3)  # 40 episodes of 3 rows; the hash (seed 2) picks none of the first 8
+    assert not held_out_episodes(rows[rows < 8], 0.0, seed=2).any()
     trained: set[int] = set()
-    for n in range(2, 41):
-        held = held_out_episodes(rows[rows < n], 0.1, seed=5)
+    for n in (2, 3, 5, 8, 12, 20, 40):  # the episodes gathered by each round
+        held = held_out_episodes(rows[rows < n], 0.1, seed=2)
         held_ids = set(np.unique(rows[rows < n][held]).tolist())
         assert held_ids, f"no episode held out of {n}"
         assert not held_ids & trained, f"an episode trained on became validation at {n} episodes"
         trained |= set(range(n)) - held_ids
         assert all(held[rows[rows < n] == e].all() for e in held_ids)  # whole episodes
-    assert not held_out_episodes(np.zeros(50, dtype=np.int64), 0.1, seed=5).any()  # one episode: nothing to hold out
+    assert not held_out_episodes(np.zeros(50, dtype=np.int64), 0.1, seed=2).any()  # one episode: nothing to hold out
 
 
 def test_validation_keeps_the_best_epoch_and_stops_early(tiny_teachers, tmp_path):
