@@ -32,8 +32,8 @@ def one_recipe_table() -> str:
         groups[(r["teacher"], r["labelled_steps"], r["loss"])].append(r)
     lines = ["| teacher | labelled steps | recipe | ratio per seed [95% CI] | mean ratio | worst seed | student failures / 100 (per seed) | teacher failures / 100 | teacher noise floor | held-out KL | wall s |",
              "|---|---:|---|---|---:|---:|---|---:|---:|---:|---:|"]
-    for (teacher, steps, loss), rs in sorted(groups.items()):
-        rs = sorted(rs, key=lambda r: r["seed"])
+    for (teacher, steps, loss), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] != "kl")):
+        rs = sorted(rs, key=lambda r: r["seed"])  # the default recipe's row first, then its BC baseline
         t = results["teachers"][teacher]
         per_100 = 100.0 / rs[0]["episodes"]
         recipe = "default (`policykd distill TEACHER --steps N`)" if loss == "kl" else "hard-label BC (`loss: bc`)"
