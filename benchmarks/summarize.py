@@ -20,10 +20,10 @@ HEADLINE_BEGIN, HEADLINE_END = "<!-- HEADLINE:BEGIN (benchmarks/summarize.py) --
 PRIVILEGED_BEGIN, PRIVILEGED_END = "<!-- PRIVILEGED:BEGIN (benchmarks/summarize.py) -->", "<!-- PRIVILEGED:END -->"
 
 
-def one_recipe_table() -> str:
+def one_recipe_table(name: str = "one_recipe.json") -> str:
     """The headline: the default recipe (no recipe file) and hard-label BC on every teacher benchmarked so far, one
-    row per teacher, budget and loss, from benchmarks/results/one_recipe.json (benchmarks/one_recipe.py)."""
-    path = RESULTS / "one_recipe.json"
+    row per teacher, budget and loss, from benchmarks/results/NAME (benchmarks/one_recipe.py)."""
+    path = RESULTS / name
     if not path.exists():
         return ""
     results = json.loads(path.read_text())
@@ -53,7 +53,7 @@ def one_recipe_table() -> str:
             "fall) or a missed target; the noise floor is the teacher against itself stepped one env at a time (its "
             "actions change in the last float bits only). Held-out KL: KL(teacher || student) on held-out teacher-labelled "
             "episodes of the last round. Wall time: collection + training on 2 cores. Raw records: "
-            "`benchmarks/results/one_recipe.json` (`python benchmarks/one_recipe.py`).\n\n" + "\n".join(lines))
+            f"`benchmarks/results/{name}` (`python benchmarks/one_recipe.py`).\n\n" + "\n".join(lines))
 
 
 def _student_shape(config: dict) -> str:
@@ -316,6 +316,9 @@ def main() -> None:
     blocks = [
         "The default recipe on every teacher, against hard-label behaviour cloning with the same data, student and seeds:",
         one_recipe_table(),
+        "The same benchmark with the default recipe of before the per-round epochs (epochs decided once from the last "
+        "round's data; docs/techniques.md), kept for comparison:",
+        one_recipe_table("one_recipe_epochs_from_last_round.json"),
         "Earlier, tuned recipes: distillation of the rl-zoo PPO Bullet teachers into 2x64 students (`python benchmarks/distill_zoo.py`; raw records in "
         "`benchmarks/results/distill_zoo.json`). Teacher and student run deterministically on the same 20 seeds "
         "(1000000-1000019) in the same run; ratio = student mean return / teacher mean return; wall time is collection + "
