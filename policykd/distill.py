@@ -23,7 +23,7 @@ from policykd.collectors import round_collector
 from policykd.config import DistillConfig
 from policykd.distributions import DistParams, family_strategy, kl_divergence
 from policykd.errors import PolicyKDError
-from policykd.losses import LossConfig, bounded_means, distillation_loss
+from policykd.losses import LossConfig, action_term, bounded_means, distillation_loss
 from policykd.progress import Progress, RoundMetrics
 from policykd.recurrent import EpisodeSequences
 from policykd.rollout import run_episodes
@@ -105,11 +105,14 @@ def _labels(data: dict[str, np.ndarray], strategy) -> tuple[torch.Tensor, dict[s
 
 @torch.no_grad()
 def validation_kl(student: Student, data: dict[str, np.ndarray], family: str, *, batch: int = 4096,
-                  action_bounds: tuple[torch.Tensor, torch.Tensor] | None = None, tbptt_steps: int = 32) -> float:
-    """KL(teacher || student) averaged over the rows of `data` (held-out teacher-labelled states). With
-    action_bounds (low [A], high [A]), means beyond a bound are compared as training compares them (bounded_means),
-    so that model selection judges the student by what it was trained to match. A recurrent student runs the
-    held-out episodes in order (policykd.recurrent), in chunks of tbptt_steps."""
+                  action_bounds: tuple[torch.Tensor, torch.Tensor] | None = None, tbptt_steps: int = 32,
+                  loss: str = "kl") -> float:
+    """KL(teacher || student) averaged over the rows of `data` (held-out teacher-labelled states), or with `loss`
+    "bc" / "mse" that loss's action term (hard-label NLL, squared error of the means), so that model selection
+    judges a student by what it was trained to match: a BC student's std shrinks towards its residuals, which makes
+    its KL to the teacher grow while its actions improve. With action_bounds (low [A], high [A]), means beyond a
+    bound are compared as training compares them (bounded_means). A recurrent student runs the held-out episodes in
+    order (policykd.recurrent), in chunks of tbptt_steps."""
     obs, params, _ = _labels(data, family_strategy(family))
     total = 0.0
     if student.recurrent:  # whole held-out episodes, chunk by chunk from the states their prefixes lead to
@@ -123,7 +126,10 @@ def validation_kl(student: Student, data: dict[str, np.ndarray], family: str, *,
         target = DistParams(family, {k: v[rows] for k, v in params.items()})
         if action_bounds is not None:
             target, dist = bounded_means(target, dist, *action_bounds)
-        total += float(kl_divergence(target, dist, reduction="sum"))
+        if loss == "kl":
+            total += float(kl_divergence(target, dist, reduction="sum"))
+        else:
+            total += float(action_term(target, dist, LossConfig(loss=loss))) * len(rows)
     return total / max(len(obs), 1)
 
 
@@ -132,7 +138,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
                 validation: dict[str, np.ndarray] | None = None, transfer: Transfer | None = None) -> dict[str, float]:
     """Up to config.decided_epochs_per_round(round_index) epochs of minibatch Adam on all rows of `data`, starting at
     global gradient step `first_step` (for the lr schedule). With `validation` rows, the weights of the epoch with the lowest
-    held-out KL are kept, and training stops after config.early_stopping_patience epochs without improvement (when
+    held-out KL (held-out loss for `loss: bc | mse`) are kept, and training stops after config.early_stopping_patience epochs without improvement (when
     > 0). `transfer` adds the hint and attention terms (policykd.transfer). Returns last-epoch mean losses, the
     gradient steps taken, and (with validation) val_kl, epochs, best_epoch."""
     loss_config = LossConfig(kl_direction=config.kl_direction, tau=config.tau, lambda_v=config.lambda_v, loss=config.loss)
@@ -185,9 +191,10 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
         if on_progress is not None:
             on_progress(1)
         if validation is not None:
-            val_kl = validation_kl(student, validation, family, action_bounds=bounds, tbptt_steps=config.tbptt_steps)
-            if best is None or val_kl < best[0]:
-                best = (val_kl, epoch, {k: v.detach().clone() for k, v in student.state_dict().items()})
+            val_loss = validation_kl(student, validation, family, action_bounds=bounds, tbptt_steps=config.tbptt_steps,
+                                     loss=config.loss)
+            if best is None or val_loss < best[0]:
+                best = (val_loss, epoch, {k: v.detach().clone() for k, v in student.state_dict().items()})
             elif config.early_stopping_patience and epoch - best[1] >= config.early_stopping_patience:
                 break
     student.eval()
@@ -195,7 +202,9 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
     out["steps"] = step - first_step
     if best is not None:
         student.load_state_dict(best[2])
-        out.update({"val_kl": best[0], "epochs": epoch, "best_epoch": best[1]})
+        val_kl = best[0] if config.loss == "kl" else validation_kl(student, validation, family, action_bounds=bounds,
+                                                                   tbptt_steps=config.tbptt_steps)
+        out.update({"val_kl": val_kl, "epochs": epoch, "best_epoch": best[1]})
     return out
 
 
