@@ -104,9 +104,9 @@ def _labels(data: dict[str, np.ndarray], strategy) -> tuple[torch.Tensor, dict[s
 
 
 @torch.no_grad()
-def validation_kl(student: Student, data: dict[str, np.ndarray], family: str, *, batch: int = 4096,
-                  action_bounds: tuple[torch.Tensor, torch.Tensor] | None = None, tbptt_steps: int = 32,
-                  loss: str = "kl") -> float:
+def validation_loss(student: Student, data: dict[str, np.ndarray], family: str, *, batch: int = 4096,
+                    action_bounds: tuple[torch.Tensor, torch.Tensor] | None = None, tbptt_steps: int = 32,
+                    loss: str = "kl") -> float:
     """KL(teacher || student) averaged over the rows of `data` (held-out teacher-labelled states), or with `loss`
     "bc" / "mse" that loss's action term (hard-label NLL, squared error of the means), so that model selection
     judges a student by what it was trained to match: a BC student's std shrinks towards its residuals, which makes
@@ -191,8 +191,8 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
         if on_progress is not None:
             on_progress(1)
         if validation is not None:
-            val_loss = validation_kl(student, validation, family, action_bounds=bounds, tbptt_steps=config.tbptt_steps,
-                                     loss=config.loss)
+            val_loss = validation_loss(student, validation, family, action_bounds=bounds, tbptt_steps=config.tbptt_steps,
+                                       loss=config.loss)
             if best is None or val_loss < best[0]:
                 best = (val_loss, epoch, {k: v.detach().clone() for k, v in student.state_dict().items()})
             elif config.early_stopping_patience and epoch - best[1] >= config.early_stopping_patience:
@@ -202,8 +202,8 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
     out["steps"] = step - first_step
     if best is not None:
         student.load_state_dict(best[2])
-        val_kl = best[0] if config.loss == "kl" else validation_kl(student, validation, family, action_bounds=bounds,
-                                                                   tbptt_steps=config.tbptt_steps)
+        val_kl = best[0] if config.loss == "kl" else validation_loss(student, validation, family, action_bounds=bounds,
+                                                                     tbptt_steps=config.tbptt_steps)
         out.update({"val_kl": val_kl, "epochs": epoch, "best_epoch": best[1]})
     return out
 

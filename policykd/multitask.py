@@ -35,7 +35,7 @@ from policykd import student_format as fmt
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.collectors import LocalCollector
 from policykd.config import DistillConfig
-from policykd.distill import _round_seed, held_out_episodes, learning_rate, total_gradient_steps, validation_kl
+from policykd.distill import _round_seed, held_out_episodes, learning_rate, total_gradient_steps, validation_loss
 from policykd.distributions import LOG_STD_MAX, LOG_STD_MIN, DistParams, family_strategy
 from policykd.errors import PolicyKDError
 from policykd.losses import LossConfig, distillation_loss
@@ -254,17 +254,24 @@ def _train_round(student, views, teachers, splits, optimizer, loss_config, confi
         losses = totals
         held = [(view, validation) for view, (_, validation) in zip(views, splits) if validation is not None]
         if held:
-            val_kl = sum(validation_kl(view, validation, view.spec.family,
-                                       action_bounds=(view.action_low, view.action_high)
-                                       if config.bounded_means and view.strategy.clips_to_bounds else None)
-                         for view, validation in held)
-            if best is None or val_kl < best[0]:
-                best = (val_kl, epoch, {k: v.detach().clone() for k, v in student.state_dict().items()})
+            val_loss = _held_out_loss(held, config, config.loss)
+            if best is None or val_loss < best[0]:
+                best = (val_loss, epoch, {k: v.detach().clone() for k, v in student.state_dict().items()})
     student.eval()
     if best is not None:
         student.load_state_dict(best[2])
-        losses.update({"val_kl": best[0], "best_epoch": best[1]})
+        val_kl = best[0] if config.loss == "kl" else _held_out_loss(held, config, "kl")
+        losses.update({"val_kl": val_kl, "best_epoch": best[1]})
     return losses, step
+
+
+def _held_out_loss(held, config, loss: str) -> float:
+    """Sum over tasks of `loss` (kl, bc or mse: distill.validation_loss) on each task's held-out rows; `held` is a
+    list of (task view, held-out rows). Model selection uses the recipe's own loss, as single-task distillation does."""
+    return sum(validation_loss(view, validation, view.spec.family, loss=loss,
+                               action_bounds=(view.action_low, view.action_high)
+                               if config.bounded_means and view.strategy.clips_to_bounds else None)
+               for view, validation in held)
 
 
 def evaluate_multitask(student: MultiTaskStudent, teachers, *, episodes: int = 20, eval_seed: int = 1_000_000,

@@ -7,7 +7,7 @@ import torch
 import policykd.distill as distill_module
 from policykd.buffer import Buffer
 from policykd.config import DistillConfig, load_config
-from policykd.distill import distill, held_out_episodes, validation_kl
+from policykd.distill import distill, held_out_episodes, validation_loss
 from policykd.errors import PolicyKDError
 from policykd.evaluate import compare
 from policykd.students import load_student
@@ -164,7 +164,7 @@ def test_validation_keeps_the_best_epoch_and_stops_early(tiny_teachers, tmp_path
     assert any(m.epochs < 30 for m in validated)
     data = Buffer.open(result.run_dir / "buffer").load()
     held = held_out_episodes(data["episode_id"], 0.2, seed=config.seed)
-    kept = validation_kl(result.student, {k: v[held] for k, v in data.items()}, "categorical")
+    kept = validation_loss(result.student, {k: v[held] for k, v in data.items()}, "categorical")
     assert kept == pytest.approx(result.history[-1].val_kl, rel=1e-5)  # the kept weights are the best epoch's
     again = distill(_config(tiny_teachers, tmp_path / "again", validation_fraction=0.2, early_stopping_patience=2,
                             epochs_per_round=30, lr=0.05, lr_schedule="constant"), tracker=Tracker(None, quiet=True))
@@ -234,9 +234,9 @@ def test_bc_students_are_selected_by_their_own_held_out_loss_not_by_kl():
     data = {"obs": np.zeros((8, 2), np.float32), "dist_mean": np.zeros((8, 1), np.float32),
             "dist_log_std": np.zeros((8, 1), np.float32), "value": np.zeros(8, np.float32)}
     exact, off = student_with(0.0, -5.0), student_with(0.5, 0.0)
-    assert validation_kl(exact, data, "gaussian") > 1000 > validation_kl(off, data, "gaussian")
-    assert validation_kl(exact, data, "gaussian", loss="bc") < validation_kl(off, data, "gaussian", loss="bc")
-    assert validation_kl(off, data, "gaussian", loss="mse") == pytest.approx(0.25, rel=1e-5)
+    assert validation_loss(exact, data, "gaussian") > 1000 > validation_loss(off, data, "gaussian")
+    assert validation_loss(exact, data, "gaussian", loss="bc") < validation_loss(off, data, "gaussian", loss="bc")
+    assert validation_loss(off, data, "gaussian", loss="mse") == pytest.approx(0.25, rel=1e-5)
 
 
 def test_validation_compares_means_beyond_the_bounds_as_training_does():
@@ -254,5 +254,5 @@ def test_validation_compares_means_beyond_the_bounds_as_training_does():
     data = {"obs": np.zeros((8, 2), np.float32), "dist_mean": np.full((8, 1), 6.0, np.float32),
             "dist_log_std": np.full((8, 1), -2.0, np.float32), "value": np.zeros(8, np.float32)}
     bounds = (student.action_low, student.action_high)
-    assert validation_kl(student, data, "gaussian", action_bounds=bounds) == pytest.approx(0.0, abs=1e-6)
-    assert validation_kl(student, data, "gaussian") > 100
+    assert validation_loss(student, data, "gaussian", action_bounds=bounds) == pytest.approx(0.0, abs=1e-6)
+    assert validation_loss(student, data, "gaussian") > 100

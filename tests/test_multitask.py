@@ -52,3 +52,22 @@ def test_a_multitask_recipe_with_a_cnn_or_a_gru_is_refused_in_one_line(two_teach
     with pytest.raises(PolicyKDError, match="a multi-task student is an MLP: conv and gru are for single-task students"):
         distill_multitask(two_teachers, config, tmp_path)
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_a_bc_multitask_student_is_selected_by_its_bc_loss_and_reports_kl(two_teachers, tmp_path, monkeypatch):
+    import policykd.multitask as multitask
+
+    calls = []
+
+    def recording(*args, loss="kl", **kwargs):
+        calls.append(loss)
+        return original(*args, loss=loss, **kwargs)
+
+    original = multitask.validation_loss
+    monkeypatch.setattr(multitask, "validation_loss", recording)
+    config = DistillConfig(teacher="unused", labelled_steps=600, rounds=1, epochs_per_round=3, hidden=[16, 16], seed=0, loss="bc")
+    result = distill_multitask(two_teachers, config, tmp_path)
+    tasks_held_out = calls.count("kl")
+    # 3 epochs judged by the bc loss on each task's held-out rows, then the selected student's KL for the record
+    assert tasks_held_out >= 1 and calls == ["bc"] * 3 * tasks_held_out + ["kl"] * tasks_held_out
+    assert np.isfinite(result.history[-1]["val_kl"])

@@ -11,7 +11,7 @@ import torch
 
 from policykd import runtime
 from policykd.config import DistillConfig
-from policykd.distill import distill, validation_kl
+from policykd.distill import distill, validation_loss
 from policykd.errors import InvalidObservation, PolicyKDError
 from policykd.evaluate import compare
 from policykd.export import export_with_parity
@@ -178,7 +178,7 @@ def test_a_recurrent_student_is_distilled_deterministically_and_evaluated_from_a
     from policykd.buffer import Buffer
 
     data = Buffer.open(first.run_dir / "buffer").load()
-    assert validation_kl(first.student, data, "squashed_gaussian", tbptt_steps=16) < validation_kl(untrained, data, "squashed_gaussian")
+    assert validation_loss(first.student, data, "squashed_gaussian", tbptt_steps=16) < validation_loss(untrained, data, "squashed_gaussian")
     teacher = load_teacher(PENDULUM_TEACHER)
     reports = [compare(teacher, first.student, episodes=2, latency_calls=10) for _ in range(2)]
     np.testing.assert_array_equal(reports[0].student.to_json()["returns"], reports[1].student.to_json()["returns"])
