@@ -9,8 +9,10 @@ Variants (recipe keys over the default recipe; see docs/techniques.md):
     teacher-data    teacher-driven data instead of DAgger
     ensemble        product of the PPO and A2C HalfCheetah teachers, value-weighted (HalfCheetah only)
     label_every=1   label every state (the default labels every third: three times the episodes per labelled step)
-Each at two budgets and three distillation seeds, on the same evaluation seeds as the teacher, with the teacher's
-noise floor (the teacher stepped one env at a time). Then `--hidden 32 32` runs base and the best variant with a 2x32
+Each at two budgets and three distillation seeds, on the same 100 evaluation seeds as the teacher, with the teacher's
+noise floor (the teacher stepped one env at a time). `base` and `bc` with a 2x64 student are the runs of
+benchmarks/one_recipe.py (the same recipe, seeds and evaluation): when one_recipe.json holds them, they are copied
+from there (marked `"source": "one_recipe.json"`) instead of run twice. Then `--hidden 32 32` runs base and the best variant with a 2x32
 student. Records are appended to benchmarks/results/ablation_techniques.json after every run (under a lock, so processes with
 different work can run side by side) and skipped when already there, so the benchmark resumes across sittings (about 150 runs on 2 cores).
 
@@ -43,6 +45,8 @@ VARIANTS: dict[str, dict] = {
     "ensemble": {"ensemble_mode": "product", "ensemble_weighting": "value"}, "label_every=1": {"label_every": 1},
 }
 ENSEMBLE_PARTNERS = {"ppo/HalfCheetahBulletEnv-v0_1": "a2c/HalfCheetahBulletEnv-v0_1"}
+ONE_RECIPE_LOSS = {"base": "kl", "bc": "bc"}  # variants that are benchmarks/one_recipe.py runs
+RUN_PLACEMENT = ("out_dir", "run_name", "latency_calls")  # config keys that name where a run went, not what it learnt
 
 
 def main() -> None:
@@ -52,13 +56,14 @@ def main() -> None:
     parser.add_argument("--budgets", nargs="+", type=int, default=[10_000, 50_000])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--hidden", nargs="+", type=int, default=[64, 64])
-    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--results", type=Path, default=RESULTS / "ablation_techniques.json")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
     teachers = discover_teachers(default_teachers_dir() / "rl-zoo", ROOT / "agents")
     results = results_file.read(args.results)
+    one_recipe = results_file.read(RESULTS / "one_recipe.json")
     done = {(r["teacher"], r["variant"], r["labelled_steps"], r["seed"], tuple(r["hidden"])) for r in results["runs"]}
     for name in args.teachers:
         teacher, reference = None, None
@@ -68,6 +73,14 @@ def main() -> None:
                     continue
                 for seed in args.seeds:
                     if (name, variant, budget, seed, tuple(args.hidden)) in done:
+                        continue
+                    shared = one_recipe_record(one_recipe, args, name, teachers[name], variant, budget, seed)
+                    if shared is not None:
+                        if name not in results["teachers"] and name in one_recipe["teachers"]:
+                            results["teachers"][name] = one_recipe["teachers"][name]
+                            results_file.set_teacher(args.results, name, results["teachers"][name])
+                        results_file.append_run(args.results, shared)
+                        print(f"{name} {variant} {budget} seed {seed}: from one_recipe.json, ratio {shared['ratio']:.3f}", flush=True)
                         continue
                     if teacher is None:
                         teacher = load_teacher(teachers[name])
@@ -84,13 +97,36 @@ def main() -> None:
                           f"held-out KL {record['heldout_kl']:.3f}, {record['wall_s']:.0f} s", flush=True)
 
 
-def run_one(args, name: str, path: Path, teacher, reference, variant: str, overrides: dict, budget: int, seed: int) -> dict:
+def ablation_config(args, name: str, path: Path, variant: str, overrides: dict, budget: int, seed: int):
     out = ROOT / "runs" / "ablation_techniques"
     run_name = f"{name.replace('/', '__')}__{variant}__{budget}__{seed}__{'x'.join(map(str, args.hidden))}"
-    shutil.rmtree(out / run_name, ignore_errors=True)  # a run this script made and did not finish
-    config = load_config(None, {"teacher": str(path), "seed": seed, "labelled_steps": budget, "hidden": args.hidden,
-                                "out_dir": str(out), "run_name": run_name, "eval_seed": EVAL_SEED,
-                                "eval_episodes": args.episodes, "latency_calls": 100, **overrides})
+    return load_config(None, {"teacher": str(path), "seed": seed, "labelled_steps": budget, "hidden": args.hidden,
+                              "out_dir": str(out), "run_name": run_name, "eval_seed": EVAL_SEED,
+                              "eval_episodes": args.episodes, "latency_calls": 100, **overrides})
+
+
+def one_recipe_record(one_recipe: dict, args, name: str, path: Path, variant: str, budget: int, seed: int) -> dict | None:
+    """The benchmarks/one_recipe.py run that is this variant's run (base: the default recipe, bc: its BC baseline),
+    as an ablation record, when one_recipe.json holds one with the same recipe (every key but where it was written)
+    and the same evaluation episodes; else None."""
+    if variant not in ONE_RECIPE_LOSS:
+        return None
+    wanted = {k: v for k, v in ablation_config(args, name, path, variant, VARIANTS[variant], budget, seed).to_dict().items()
+              if k not in RUN_PLACEMENT}
+    for r in one_recipe["runs"]:
+        if (r["teacher"], r["loss"], r["labelled_steps"], r["seed"], r["episodes"]) == (name, ONE_RECIPE_LOSS[variant], budget, seed, args.episodes) \
+                and {k: v for k, v in r["config"].items() if k not in RUN_PLACEMENT} == wanted:
+            keep = ("labelled_steps", "seed", "episodes", "ratio", "ratio_ci95", "teacher_return", "student_return",
+                    "teacher_failures", "student_failures", "heldout_kl", "wall_s", "student_params", "decided", "config", "versions")
+            return {"teacher": name, "variant": variant, "overrides": VARIANTS[variant], "hidden": list(args.hidden),
+                    **{k: r[k] for k in keep}, "source": "one_recipe.json"}
+    return None
+
+
+def run_one(args, name: str, path: Path, teacher, reference, variant: str, overrides: dict, budget: int, seed: int) -> dict:
+    config = ablation_config(args, name, path, variant, overrides, budget, seed)
+    run_dir = Path(config.out_dir) / config.run_name
+    shutil.rmtree(run_dir, ignore_errors=True)  # a run this script made and did not finish
     if config.ensemble:  # distil from the ensemble, compare with the primary teacher's episodes (its ratio)
         from policykd.ensemble import load_teacher_for
 
@@ -106,7 +142,7 @@ def run_one(args, name: str, path: Path, teacher, reference, variant: str, overr
         "student_params": report.student_params, "decided": config.decisions(), "config": config.to_dict(),
         "versions": package_versions(),
     }
-    shutil.rmtree(out / run_name, ignore_errors=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
     return record
 
 

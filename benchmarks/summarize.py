@@ -18,6 +18,8 @@ TIME_LIMIT = 1000  # Hopper's episode limit: an episode that ends sooner is a fa
 BEGIN, END = "<!-- RESULTS:BEGIN (benchmarks/summarize.py) -->", "<!-- RESULTS:END -->"
 HEADLINE_BEGIN, HEADLINE_END = "<!-- HEADLINE:BEGIN (benchmarks/summarize.py) -->", "<!-- HEADLINE:END -->"
 PRIVILEGED_BEGIN, PRIVILEGED_END = "<!-- PRIVILEGED:BEGIN (benchmarks/summarize.py) -->", "<!-- PRIVILEGED:END -->"
+ABLATION_BEGIN, ABLATION_END = "<!-- ABLATION:BEGIN (benchmarks/summarize.py) -->", "<!-- ABLATION:END -->"
+ABLATION_PLOT = RESULTS / "ablation_techniques.png"
 
 
 def one_recipe_table(name: str = "one_recipe.json") -> str:
@@ -301,6 +303,86 @@ def deploy_tables() -> str:
     return "\n".join(lines)
 
 
+def _ablation_groups() -> tuple[dict, dict[tuple, list[dict]]]:
+    """benchmarks/results/ablation_techniques.json: (teachers, {(teacher, labelled steps, hidden, variant): runs})."""
+    path = RESULTS / "ablation_techniques.json"
+    results = json.loads(path.read_text()) if path.exists() else {"teachers": {}, "runs": []}
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in results["runs"]:
+        groups[(r["teacher"], r["labelled_steps"], tuple(r["hidden"]), r["variant"])].append(r)
+    return results["teachers"], {k: sorted(v, key=lambda r: r["seed"]) for k, v in groups.items()}
+
+
+def ablation_techniques_table() -> str:
+    """README's ablation table (benchmarks/ablation_techniques.py): per teacher, budget and student, each variant's
+    ratio per seed, mean with its change against `base` (the default recipe, same seeds), worst seed, failures, the
+    held-out KL and wall time."""
+    teachers, groups = _ablation_groups()
+    if not groups:
+        return ""
+    variant_order = ["base", "bc", "mse", "no-value", "tau=2", "hints", "attention", "teacher-data", "label_every=1", "ensemble"]
+    lines = ["| teacher (noise floor) | labelled steps | student | variant | ratio per seed | mean ratio (vs base) | worst seed | "
+             "failures / 100 per seed (teacher) | held-out KL | wall s |",
+             "|---|---:|---|---|---|---:|---:|---|---:|---:|"]
+    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2] != (64, 64), k[2], variant_order.index(k[3]) if k[3] in variant_order else 99)):
+        teacher, steps, hidden, variant = key
+        rs = groups[key]
+        ratios = [r["ratio"] for r in rs]
+        base = groups.get((teacher, steps, hidden, "base"), [])
+        paired = {r["seed"]: r["ratio"] for r in base}
+        delta = [r["ratio"] - paired[r["seed"]] for r in rs if r["seed"] in paired]
+        change = f" ({np.mean(delta):+.3f})" if variant != "base" and delta else ""
+        t = teachers.get(teacher, {})
+        floor = f" ({t['noise_floor_ratio']:.3f})" if "noise_floor_ratio" in t else ""
+        failures = " / ".join(f"{r['student_failures'] * 100 / r['episodes']:g}" for r in rs) + \
+            f" ({rs[0]['teacher_failures'] * 100 / rs[0]['episodes']:g})"
+        lines.append(f"| {teacher}{floor} | {steps:,} | {'x'.join(map(str, hidden))} | {variant} | "
+                     f"{' / '.join(f'{x:.3f}' for x in ratios)} | {np.mean(ratios):.3f}{change} | {min(ratios):.3f} | "
+                     f"{failures} | {np.mean([r['heldout_kl'] for r in rs]):.3g} | {np.mean([r['wall_s'] for r in rs]):.0f} |")
+    episodes = next(iter(groups.values()))[0]["episodes"]
+    return (f"One change at a time from the default recipe (KL + value, DAgger, 2x64), each on the teacher's {episodes} "
+            "evaluation seeds (from 1,000,000) with distillation seeds 0-2; (vs base): the mean change of the ratio against "
+            "the default recipe with the same distillation seed. Raw records: `benchmarks/results/ablation_techniques.json` "
+            "(`python benchmarks/ablation_techniques.py`), plot `benchmarks/results/ablation_techniques.png`.\n\n"
+            + "\n".join(lines))
+
+
+def ablation_techniques_plot() -> Path | None:
+    """One panel per teacher: each variant's ratio per distillation seed (dots) and mean (bar), per budget."""
+    from matplotlib.figure import Figure
+
+    _, groups = _ablation_groups()
+    teachers = sorted({k[0] for k in groups})
+    if not teachers:
+        return None
+    fig = Figure(figsize=(5.2 * len(teachers), 4.4), layout="constrained")
+    axes = fig.subplots(1, len(teachers), squeeze=False)[0]
+    budgets = sorted({k[1] for k in groups})
+    for ax, teacher in zip(axes, teachers):
+        keys = sorted((k for k in groups if k[0] == teacher), key=lambda k: (k[2] != (64, 64), k[3] != "base", k[2], k[3]))
+        labels = list(dict.fromkeys(f"{k[3]}" + ("" if k[2] == (64, 64) else f" {'x'.join(map(str, k[2]))}") for k in keys))
+        for b, budget in enumerate(budgets):
+            offset = (b - (len(budgets) - 1) / 2) * 0.35
+            for key in (k for k in keys if k[1] == budget):
+                row = labels.index(key[3] + ("" if key[2] == (64, 64) else f" {'x'.join(map(str, key[2]))}"))
+                ratios = [r["ratio"] for r in groups[key]]
+                ax.barh(row + offset, np.mean(ratios), height=0.32, color=f"C{b}", alpha=0.35,
+                        label=f"{budget // 1000}k labelled steps" if row == 0 or key[3] == "base" else None)
+                ax.plot(ratios, [row + offset] * len(ratios), "o", color=f"C{b}", ms=3)
+        ax.axvline(1.0, color="gray", lw=1)
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_ylim(len(labels) - 0.5, -0.5)  # the first variant (base) on top
+        ratios = [r["ratio"] for k in keys for r in groups[k]]
+        ax.set_xlim(max(0.0, min(0.9, min(ratios) - 0.02)), max(1.08, max(ratios) + 0.02))
+        ax.set(xlabel="student / teacher return (dots: seeds, bar: mean)", title=teacher)
+        ax.grid(axis="x", alpha=0.3)
+        handles, names = ax.get_legend_handles_labels()
+        unique = dict(zip(names, handles))
+        ax.legend(unique.values(), unique.keys(), loc="lower left", fontsize=8)
+    fig.savefig(ABLATION_PLOT, dpi=110)
+    return ABLATION_PLOT
+
+
 def ablation_tables() -> str:
     root = ROOT / "benchmarks" / "ablation_halfcheetah"
     parts = []
@@ -361,6 +443,8 @@ def main() -> None:
     _replace_block(ROOT / "docs" / "benchmarks.md", BEGIN, END, text)
     _replace_block(ROOT / "README.md", HEADLINE_BEGIN, HEADLINE_END, one_recipe_table())
     _replace_block(ROOT / "README.md", PRIVILEGED_BEGIN, PRIVILEGED_END, privileged_racecar_table())
+    _replace_block(ROOT / "README.md", ABLATION_BEGIN, ABLATION_END, ablation_techniques_table())
+    ablation_techniques_plot()
 
 
 def _replace_block(page: Path, begin: str, end: str, text: str) -> None:
