@@ -8,7 +8,8 @@ its actions). Per budget, loss and distillation seed: the student on the same 10
 bootstrap 95% interval, failures (falls, crashes, missed targets) per 100 episodes for teacher and student, the
 held-out KL of the last round and what the recipe decided (epochs, batch size).
 
-Results are appended to benchmarks/results/one_recipe.json after every run (under a lock: processes with different
+Each run's student is kept in runs/one_recipe/students/RUN (with its config.json). Results are appended to
+benchmarks/results/one_recipe.json after every run (under a lock: processes with different
 work, e.g. `--losses kl` and `--losses bc`, can run side by side) and records already there are skipped, so an
 interrupted benchmark resumes; benchmarks/summarize.py turns them into README's headline table.
 
@@ -136,11 +137,21 @@ def run_one(args, name: str, path: Path, teacher: Teacher, reference: Episodes, 
         "wall_s": result.distillation.wall_s, "decided": config.decisions(), "student_params": report["student"]["params"],
         "student_returns": report["student"]["returns"], "config": config.to_dict(), "versions": package_versions(),
     }
+    keep_student(result.distillation.run_dir, out / "students" / run_name)
     results_file.append_run(args.results, record)
     print(f"{name} {loss} {budget} seed {seed}: ratio {record['ratio']:.3f} {tuple(round(x, 3) for x in record['ratio_ci95'])}, "
           f"failures {record['student_failures']} vs {record['teacher_failures']}, held-out KL {record['heldout_kl']:.3f}, "
           f"{record['wall_s']:.0f} s", flush=True)
     shutil.rmtree(out / run_name, ignore_errors=True)
+
+
+def keep_student(run_dir: Path, kept: Path) -> None:
+    """Keep a run's student folder and recipe (kB; e.g. for benchmarks/quantised_closed_loop.py to export and run it)
+    as kept/student and kept/config.json; the rest of the run folder (buffer, checkpoint) is removed by the caller."""
+    shutil.rmtree(kept, ignore_errors=True)  # a student this script kept from an earlier, unrecorded run
+    kept.mkdir(parents=True)
+    shutil.copy2(run_dir / "config.json", kept / "config.json")
+    shutil.copytree(run_dir / "student", kept / "student")
 
 
 if __name__ == "__main__":
