@@ -58,6 +58,11 @@ def categorical_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tens
     return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
 
 
+def _shared(log_std: torch.Tensor) -> torch.Tensor:
+    """log_std [B, A] -> [1, A]: one log std per action dimension, the batch mean (gradients reach every row)."""
+    return log_std.mean(dim=0, keepdim=True)
+
+
 class Family(ABC):
     """One distribution family's strategy. Policy actions are what mode() and sample() return; env actions what
     the env takes. The numpy mappings start from the action head's raw output (the runtime has no DistParams)."""
@@ -93,6 +98,11 @@ class Family(ABC):
     @abstractmethod
     def hard_label_nll(self, teacher: DistParams, student: DistParams) -> torch.Tensor:
         """Behaviour cloning on hard labels: -log p_student(teacher's mode) per state [B] (as `imitation` does)."""
+
+    @abstractmethod
+    def hard_label_entropy(self, student: DistParams) -> torch.Tensor:
+        """The student's entropy per state [B] as hard_label_nll sees its distribution (imitation's BC adds
+        1e-3 times it as a bonus: losses.BC_ENTROPY_WEIGHT)."""
 
     @abstractmethod
     def mean_squared_error(self, teacher: DistParams, student: DistParams) -> torch.Tensor:
@@ -135,9 +145,17 @@ class GaussianFamily(Family):
         _check_tau(tau)
         return DistParams(self.name, {"mean": dist["mean"], "log_std": dist["log_std"] + math.log(tau)})
 
-    def hard_label_nll(self, teacher, student):  # the teacher's mean (pre-tanh when squashed) under the student
-        z = (teacher["mean"] - student["mean"]) / student["log_std"].exp()
-        return (0.5 * z**2 + student["log_std"] + 0.5 * math.log(2 * math.pi)).sum(dim=-1)
+    def hard_label_nll(self, teacher, student):
+        """The teacher's mean (pre-tanh when squashed) under the student's mean and ONE std per action dimension (the
+        batch mean of its log_std), as imitation's BC policies have (SB3's ActorCriticPolicy: a state-independent
+        log_std). With a std per state, the NLL drives it to the log_std clamp (std 2e-9) on the states it fits
+        best, and the 1/std^2 gradients that gives their means make training diverge (TRPO Hopper at 10k: 0.019)."""
+        log_std = _shared(student["log_std"])
+        z = (teacher["mean"] - student["mean"]) / log_std.exp()
+        return (0.5 * z**2 + log_std + 0.5 * math.log(2 * math.pi)).sum(dim=-1)
+
+    def hard_label_entropy(self, student):
+        return (_shared(student["log_std"]) + 0.5 * math.log(2 * math.pi * math.e)).sum(dim=-1).expand(len(student["mean"]))
 
     def mean_squared_error(self, teacher, student):
         return ((self.mode(student) - self.mode(teacher)) ** 2).sum(dim=-1)
@@ -210,6 +228,9 @@ class DeterministicFamily(_ScaledFromUnitBox):
     def hard_label_nll(self, teacher, student):  # no likelihood exists: the squared action error, as kl()
         return self.kl(teacher, student)
 
+    def hard_label_entropy(self, student):
+        return torch.zeros(len(student["action"]))
+
     def mean_squared_error(self, teacher, student):
         return self.kl(teacher, student)
 
@@ -241,6 +262,10 @@ class CategoricalFamily(Family):
     def hard_label_nll(self, teacher, student):  # cross-entropy with the teacher's argmax
         labels = teacher["logits"].argmax(dim=-1, keepdim=True)
         return -student["logits"].log_softmax(dim=-1).gather(-1, labels).squeeze(-1)
+
+    def hard_label_entropy(self, student):
+        log_p = student["logits"].log_softmax(dim=-1)
+        return -(log_p.exp() * log_p).sum(dim=-1)
 
     def mean_squared_error(self, teacher, student):  # on centred logits: softmax ignores a shift of all logits
         centred = lambda logits: logits - logits.mean(dim=-1, keepdim=True)  # noqa: E731

@@ -9,7 +9,9 @@ The action term is chosen by `loss`:
   categorical targets the student's logits are divided by tau too and the term is multiplied by tau^2, so its
   gradients keep their size (Hinton et al., 2015). A deterministic (TD3) teacher has no temperature.
 - "bc": behaviour cloning on hard labels, -log S(mode of T | s), as the `imitation` library trains it
-  (cross-entropy with the teacher's argmax for categorical actions).
+  (cross-entropy with the teacher's argmax for categorical actions): a Gaussian student's std is one per action
+  dimension there (the batch mean of its log_std, as imitation's SB3 policies have a state-independent std), and
+  imitation's entropy bonus (BC_ENTROPY_WEIGHT times the student's entropy) is subtracted.
 - "mse": squared error between the action means (centred logits for categorical actions).
 With action bounds given (Gaussian family, whose actions the env clips), means beyond a bound are compared as the
 bound itself (bounded_means). The value error is measured in units of the teacher's value std sigma_V over the
@@ -26,6 +28,8 @@ import torch
 
 from policykd.config import ACTION_LOSSES, KL_DIRECTIONS
 from policykd.distributions import DistParams, kl_divergence, with_temperature
+
+BC_ENTROPY_WEIGHT = 1e-3  # imitation's BC default (ent_weight)
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ def action_term(teacher: DistParams, student: DistParams, config: LossConfig) ->
     """The batch-mean action term of `config.loss` (see the module docstring)."""
     strategy = teacher.strategy
     if config.loss == "bc":
-        return strategy.hard_label_nll(teacher, student).mean()
+        return strategy.hard_label_nll(teacher, student).mean() - BC_ENTROPY_WEIGHT * strategy.hard_label_entropy(student).mean()
     if config.loss == "mse":
         return strategy.mean_squared_error(teacher, student).mean()
     target = with_temperature(teacher, config.tau)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from policykd.distributions import DistParams, kl_divergence
-from policykd.losses import LossConfig, bounded_means, distillation_loss
+from policykd.losses import BC_ENTROPY_WEIGHT, LossConfig, bounded_means, distillation_loss
 
 
 def _batch(n, seed=0):
@@ -88,12 +88,25 @@ def test_behaviour_cloning_is_the_nll_of_the_teachers_mode():
     t, s = _gaussian([[1.0, 0.0]], [[0.3, -1.0]]), _gaussian([[0.0, 0.0]], [[0.0, 0.0]])
     v = torch.zeros(1)
     bc = distillation_loss(t, v, s, v, value_std=1.0, config=LossConfig(lambda_v=0.0, loss="bc"))["loss"]
-    # -log N(1 | 0, 1) - log N(0 | 0, 1): the teacher's std plays no part in hard labels
-    assert bc.item() == pytest.approx(0.5 + math.log(2 * math.pi))
+    # -log N(1 | 0, 1) - log N(0 | 0, 1), minus imitation's entropy bonus: the teacher's std plays no part
+    assert bc.item() == pytest.approx(0.5 + math.log(2 * math.pi) - BC_ENTROPY_WEIGHT * math.log(2 * math.pi * math.e))
     teacher = DistParams("categorical", {"logits": torch.tensor([[0.1, 2.0, 0.3], [5.0, 0.0, 0.0]])})
     student = DistParams("categorical", {"logits": torch.zeros(2, 3)})
     ce = distillation_loss(teacher, torch.zeros(2), student, torch.zeros(2), value_std=1.0, config=LossConfig(lambda_v=0.0, loss="bc"))
-    assert ce["loss"].item() == pytest.approx(math.log(3.0))
+    assert ce["loss"].item() == pytest.approx(math.log(3.0) * (1 - BC_ENTROPY_WEIGHT))
+
+
+def test_behaviour_cloning_gives_a_gaussian_student_one_std_per_action_dimension():
+    """As imitation's BC policies (state-independent std): a std that is tiny on one state and wide on another is
+    judged as their geometric mean on both, so the NLL cannot collapse it onto the states it fits best."""
+    t = _gaussian([[0.0], [1.0]], [[0.0], [0.0]])
+    v = torch.zeros(2)
+    per_state = distillation_loss(t, v, _gaussian([[0.0], [0.0]], [[-20.0], [0.0]]), v, value_std=1.0,
+                                  config=LossConfig(lambda_v=0.0, loss="bc"))["loss"]
+    shared = distillation_loss(t, v, _gaussian([[0.0], [0.0]], [[-10.0], [-10.0]]), v, value_std=1.0,
+                               config=LossConfig(lambda_v=0.0, loss="bc"))["loss"]
+    assert per_state.item() == pytest.approx(shared.item())
+    assert per_state.item() > 1e7  # the second state's error of 1 at std e^-10
 
 
 def test_mse_compares_action_means_in_action_space():
