@@ -29,7 +29,7 @@ from pathlib import Path
 
 import results_file  # benchmarks/results_file.py
 import torch
-from one_recipe import EVAL_SEED, ROOT, discover_teachers, teacher_episodes, teacher_record  # benchmarks/one_recipe.py
+from one_recipe import EVAL_SEED, ROOT, discover_teachers, same_recipe, teacher_episodes, teacher_record  # benchmarks/one_recipe.py
 
 from policykd.artifacts import package_versions
 from policykd.config import load_config
@@ -46,7 +46,6 @@ VARIANTS: dict[str, dict] = {
 }
 ENSEMBLE_PARTNERS = {"ppo/HalfCheetahBulletEnv-v0_1": "a2c/HalfCheetahBulletEnv-v0_1"}
 ONE_RECIPE_LOSS = {"base": "kl", "bc": "bc"}  # variants that are benchmarks/one_recipe.py runs
-RUN_PLACEMENT = ("out_dir", "run_name", "latency_calls")  # config keys that name where a run went, not what it learnt
 
 
 def main() -> None:
@@ -111,11 +110,10 @@ def one_recipe_record(one_recipe: dict, args, name: str, path: Path, variant: st
     and the same evaluation episodes; else None."""
     if variant not in ONE_RECIPE_LOSS:
         return None
-    wanted = {k: v for k, v in ablation_config(args, name, path, variant, VARIANTS[variant], budget, seed).to_dict().items()
-              if k not in RUN_PLACEMENT}
+    wanted = ablation_config(args, name, path, variant, VARIANTS[variant], budget, seed).to_dict()
     for r in one_recipe["runs"]:
         if (r["teacher"], r["loss"], r["labelled_steps"], r["seed"], r["episodes"]) == (name, ONE_RECIPE_LOSS[variant], budget, seed, args.episodes) \
-                and {k: v for k, v in r["config"].items() if k not in RUN_PLACEMENT} == wanted:
+                and same_recipe(r["config"], wanted):
             keep = ("labelled_steps", "seed", "episodes", "ratio", "ratio_ci95", "teacher_return", "student_return",
                     "teacher_failures", "student_failures", "heldout_kl", "wall_s", "student_params", "decided", "config", "versions")
             return {"teacher": name, "variant": variant, "overrides": VARIANTS[variant], "hidden": list(args.hidden),

@@ -145,6 +145,14 @@ def run_one(args, name: str, path: Path, teacher: Teacher, reference: Episodes, 
     shutil.rmtree(out / run_name, ignore_errors=True)
 
 
+RUN_PLACEMENT = ("out_dir", "run_name", "latency_calls")  # config keys that name where a run went, not what it learnt
+
+
+def same_recipe(config: dict, other: dict) -> bool:
+    """Whether two runs' configs (DistillConfig.to_dict()) train the same student: every key but RUN_PLACEMENT."""
+    return {k: v for k, v in config.items() if k not in RUN_PLACEMENT} == {k: v for k, v in other.items() if k not in RUN_PLACEMENT}
+
+
 def keep_student(run_dir: Path, kept: Path) -> None:
     """Keep a run's student folder and recipe (kB; e.g. for benchmarks/quantised_closed_loop.py to export and run it)
     as kept/student and kept/config.json; the rest of the run folder (buffer, checkpoint) is removed by the caller."""

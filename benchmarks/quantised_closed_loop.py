@@ -21,7 +21,7 @@ from pathlib import Path
 
 import results_file  # benchmarks/results_file.py
 import torch
-from one_recipe import EVAL_SEED, ROOT, discover_teachers, teacher_episodes  # benchmarks/one_recipe.py
+from one_recipe import EVAL_SEED, ROOT, discover_teachers, same_recipe, teacher_episodes  # benchmarks/one_recipe.py
 
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.backends import closed_loop
@@ -100,11 +100,10 @@ def main() -> None:
 def one_recipe_student(name: str, config) -> tuple[Path, dict] | None:
     """(student folder, one_recipe.json record) of the benchmarks/one_recipe.py run with this recipe (every key but
     where the run was written), when that script kept its student; else None."""
-    placement = ("out_dir", "run_name", "latency_calls")
-    wanted = {k: v for k, v in config.to_dict().items() if k not in placement}
+    wanted = config.to_dict()
     for run in results_file.read(RESULTS / "one_recipe.json")["runs"]:
         kept = ROOT / "runs" / "one_recipe" / "students" / run["config"]["run_name"]
-        if run["teacher"] == name and {k: v for k, v in run["config"].items() if k not in placement} == wanted \
+        if run["teacher"] == name and same_recipe(run["config"], wanted) \
                 and (kept / "student").is_dir():
             return kept / "student", run
     return None
