@@ -59,8 +59,10 @@ def share_jobs(*, steps: int, seed: int, workers: int, episode_offset: int, labe
 
 
 def collect_options(config: DistillConfig) -> dict[str, Any]:
-    """The recipe's collect() settings other than the budget, seed and student."""
+    """The recipe's collect() settings other than the budget, seed and student. A student trained by `loss: mse`
+    (means only) explores with the teacher's std, as the default recipe's student does once it matches it."""
     return dict(sample_actions=config.sample_actions, noise_scale=config.noise_scale,
+                student_std_from_teacher=config.loss == "mse",
                 max_episode_steps=config.collect_max_episode_steps or None, label_every=config.label_every,
                 student_view=config.student_view)
 

@@ -318,6 +318,12 @@ class DistParams:
         """The deterministic action in policy space: [B, A] float, or [B] long for categorical."""
         return self.strategy.mode(self)
 
+    def with_std_of(self, other: DistParams) -> DistParams:
+        """These means [B, A] with `other`'s log_std [B, A] (Gaussian families); other families unchanged."""
+        if "log_std" not in self.params:
+            return self
+        return DistParams(self.family, {**self.params, "log_std": other["log_std"]})
+
     def sample(self, generator: torch.Generator | None = None, *, noise_scale: float = 1.0) -> torch.Tensor:
         """One action per state in policy space, drawn with `generator`.
 

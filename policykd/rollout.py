@@ -56,13 +56,16 @@ def close_vector_env(envs: gym.vector.VectorEnv, *, failed: bool) -> None:
 def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int = 2, student: Student | None = None,
             round_index: int = 0, episode_offset: int = 0, sample_actions: bool = True, noise_scale: float = 1.0,
             max_episode_steps: int | None = None, label_every: int = 1, student_view: str = "",
+            student_std_from_teacher: bool = False,
             on_progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Run `steps` labelled env steps on n_envs envs in lockstep, labelled in this process; at each step each env is
     driven by the teacher with probability beta, else by the student. Returns buffer fields (see buffer.py), each
     with first dimension `steps`. (policykd.collectors runs this in one process per env, or on Ray actors.)
 
     sample_actions: the acting policy samples from its distribution (seeded) instead of taking its mode,
-    with its std multiplied by noise_scale (distributions.DistParams.sample). max_episode_steps, when given,
+    with its std multiplied by noise_scale (distributions.DistParams.sample). student_std_from_teacher: a sampling
+    student draws around its own means with the teacher's std at that state, for students whose loss does not train
+    their std (loss mse: the untrained std head would add noise of std ~1). max_episode_steps, when given,
     truncates collection episodes earlier than the env's own time limit (more distinct starts per labelled step).
     label_every k > 1 keeps every k-th state of each episode (from a random offset per episode) and steps past the
     others unlabelled: k times the episodes, and the whole of each, per labelled step, for k times the env steps.
@@ -102,6 +105,8 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
                 if student_state is None:
                     with torch.no_grad():
                         student_dist, _ = student(torch.as_tensor(seen, dtype=torch.float32))
+                if student_std_from_teacher:
+                    student_dist = student_dist.with_std_of(dist)
                 student_action = student_dist.sample(generator, noise_scale=noise_scale) if sample_actions else student_dist.mode()
                 mask = torch.as_tensor(by_teacher).view(-1, *([1] * (action.dim() - 1)))
                 action = torch.where(mask, action, student_action)

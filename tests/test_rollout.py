@@ -78,3 +78,28 @@ def test_label_every_keeps_every_kth_state_of_longer_episodes():
     np.testing.assert_array_equal(sparse["obs"], again["obs"])  # seeded
     first = sparse["episode_id"] == sparse["episode_id"][0]
     assert np.all(sparse["next_obs"][first][:-1] != sparse["obs"][first][1:])  # rows are not consecutive steps
+
+
+def test_a_student_without_a_trained_std_explores_around_its_means_with_the_teachers_std(tiny_teachers):
+    """loss: mse trains means only; its untrained std head (here at the log_std clamp: std e^2 before tanh) must not drive collection."""
+    import torch
+
+    from policykd.collectors import collect_options
+    from policykd.config import DistillConfig
+
+    teacher = load_teacher(tiny_teachers["sac"], env_id="Pendulum-v1")
+    student = Student(student_spec_for(teacher, hidden=(8,), activation="tanh"))
+    with torch.no_grad():
+        for head, bias in ((student.action_head, -1.5), (student.log_std_head, 3.0)):
+            head.weight.zero_()
+            head.bias.fill_(bias)
+    assert collect_options(DistillConfig(teacher="t.zip", loss="mse"))["student_std_from_teacher"]
+    assert not collect_options(DistillConfig(teacher="t.zip"))["student_std_from_teacher"]
+    own, borrowed = (collect(teacher, steps=400, beta=0.0, seed=2, n_envs=2, student=student, student_std_from_teacher=flag)
+                     for flag in (False, True))
+    teacher_std = np.exp(own["dist_log_std"]).mean()
+    assert teacher_std < 3.0  # the teacher's spread is far narrower than the student's untrained one
+    saturated = {name: float((np.abs(rows["action"]) > 1.98).mean()) for name, rows in (("own", own), ("borrowed", borrowed))}
+    assert saturated["own"] > 0.5 and saturated["borrowed"] < 0.2, saturated
+    pre_tanh = np.arctanh(np.clip(borrowed["action"] / 2.0, -0.999, 0.999))
+    assert abs(pre_tanh.mean() + 1.5) < 0.4  # around the student's mean, not the teacher's
