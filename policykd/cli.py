@@ -253,7 +253,7 @@ def collect(
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
     backend: str = typer.Option("local", help="local (this machine) or ray (rollout workers as Ray actors, one chunk per "
-                                'round; pip install "policykd[ray]").'),
+                                'round; pip install "policykd\\[ray]").'),
     num_workers: int = typer.Option(2, "--num-workers", min=1, help="With --backend ray: rollout actors, --n-envs envs each."),
     address: Optional[str] = typer.Option(None, "--address", help="With --backend ray: the Ray cluster to join (default: a local one)."),
 ) -> None:
@@ -348,7 +348,7 @@ def distill(
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
     trust_pickle: Optional[bool] = typer.Option(None, "--trust-pickle", help=TRUST_PICKLE_HELP),
     backend: Optional[str] = typer.Option(None, help="local (this machine) or ray (rollout workers as Ray actors; "
-                                          'pip install "policykd[ray]") \\[default: local].'),
+                                          'pip install "policykd\\[ray]") \\[default: local].'),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help=f"Ray rollout actors \\[default: {_DEFAULTS.num_workers}]."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: start a local one)."),
     student_view: Optional[str] = typer.Option(None, "--student-view", help="The student's own view of the env when it "
@@ -519,7 +519,7 @@ def sweep(
     wandb_sweep: bool = typer.Option(False, "--wandb-sweep", help="Run the grid as a W&B sweep (needs `wandb login` and network)."),
     project: str = typer.Option("policykd", help="W&B project of the sweep."),
     trust_pickle: Optional[bool] = typer.Option(None, "--trust-pickle", help=TRUST_PICKLE_HELP),
-    backend: str = typer.Option("local", help="local, or ray: the grid as Ray Tune trials (resumable; pip install \"policykd[ray]\")."),
+    backend: str = typer.Option("local", help="local, or ray: the grid as Ray Tune trials (resumable; pip install \"policykd\\[ray]\")."),
     search: str = typer.Option("grid", help="With --backend ray: grid (every combination) or random (--num-samples draws)."),
     num_samples: int = typer.Option(4, "--num-samples", min=1, help="With --search random: trials to draw."),
     asha: bool = typer.Option(False, "--asha", help="With --backend ray: ASHA early stopping on the per-round evaluation."),

@@ -21,6 +21,14 @@ def test_help_is_available(command):
     assert "Usage" in result.output
 
 
+@pytest.mark.parametrize("command", [["collect"], ["distill"], ["sweep"]])
+def test_help_shows_the_ray_extra_to_install(command, monkeypatch):
+    """Rich reads "[ray]" as a style tag and drops it unless escaped; the help must name the extra in full."""
+    monkeypatch.setenv("COLUMNS", "400")
+    result = _invoke(*command, "--help")
+    assert 'pip install "policykd[ray]"' in result.output
+
+
 def test_bad_input_is_one_line_without_traceback(tmp_path):
     result = _invoke("teacher", "eval", tmp_path / "missing.zip")
     assert result.exit_code == 2
