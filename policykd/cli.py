@@ -15,6 +15,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from policykd.config import DistillConfig
 from policykd.errors import PolicyKDError
@@ -36,7 +37,7 @@ TEACHER_HELP = "An SB3 .zip (with --env), an rl-zoo run folder (e.g. $POLICYKD_T
 
 
 def _fail(error: Exception) -> None:
-    make_console(stderr=True).print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
+    make_console(stderr=True).print(Text.assemble(("error:", "bold red"), f" {error}"), highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -58,7 +59,8 @@ def _run(fn, *, on_interrupt: str | Callable[[], str] = "nothing was lost: every
         _fail(PolicyKDError(f"cannot use{where}: {e.strerror or e}; choose another location (earlier results are untouched)"))
     except KeyboardInterrupt:
         message = on_interrupt() if callable(on_interrupt) else on_interrupt
-        make_console(stderr=True).print(f"[bold yellow]interrupted:[/bold yellow] {message}", highlight=False, soft_wrap=True)
+        make_console(stderr=True).print(Text.assemble(("interrupted:", "bold yellow"), f" {message}"), highlight=False,
+                                        soft_wrap=True)
         raise typer.Exit(code=130) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -79,8 +81,8 @@ def print_comparison(report: Comparison) -> None:
     out.print(_returns_table(f"{report.env}: same {len(report.seeds)} seeds",
                              [("teacher", report.teacher), ("student", report.student)]))
     low, high = report.ratio_ci95
-    out.print(f"return ratio (1 = teacher parity, lower = worse): [bold]{report.ratio:.3f}[/bold] "
-              f"(95% CI [{low:.3f}, {high:.3f}], seeds resampled in pairs)")
+    out.print(Text.assemble("return ratio (1 = teacher parity, lower = worse): ", (f"{report.ratio:.3f}", "bold"),
+                            f" (95% CI [{low:.3f}, {high:.3f}], seeds resampled in pairs)"))
     n = len(report.seeds)
     out.print(f"failed episodes (missed targets, or ended early: falls, crashes): teacher {report.teacher.failures}/{n}, "
               f"student {report.student.failures}/{n}")

@@ -59,8 +59,10 @@ def make_console(stderr: bool = False, **kwargs: Any) -> Console:
     """The rich Console for policykd's output (stdout, or stderr with stderr=True): as usual on a terminal; when
     redirected to a file or a pipe, lines are never hard-wrapped (paths stay whole) and tables get PIPED_WIDTH
     columns. The stream is looked up at each print (sys.stdout / sys.stderr then), so a console made at import
-    time follows later redirection (and typer's CliRunner). kwargs go to rich's Console (width=N fixes the width)."""
-    console = _Console(stderr=stderr, **kwargs)
+    time follows later redirection (and typer's CliRunner). Markup is off: printed strings carry paths, env ids and
+    error messages ("policykd[ray]", "runs/[/x]") that rich would read as style tags; style with rich.text.Text.
+    kwargs go to rich's Console (width=N fixes the width)."""
+    console = _Console(stderr=stderr, **{"markup": False, **kwargs})
     console.auto_soft_wrap = "soft_wrap" not in kwargs  # else the caller's choice, as with rich's Console
     return console
 
@@ -281,7 +283,7 @@ class Tracker:
             sink.log(metrics, step)
         if not self.quiet:
             shown = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-            self.console.print(f"[dim]step {step}[/dim]  {shown}")
+            self.console.print(Text.assemble((f"step {step}", "dim"), f"  {shown}"))
 
     def summary(self, values: dict[str, Any]) -> None:
         for sink in self.sinks:
@@ -319,7 +321,7 @@ class Tracker:
                                interval_s=self.progress_interval_s, clock=self.clock) as advance:
                 yield advance
             return
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+        columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=target, transient=True) as bar:
             task = bar.add_task(description, total=total)
             yield lambda n: bar.advance(task, n)

@@ -29,6 +29,16 @@ def test_help_shows_the_ray_extra_to_install(command, monkeypatch):
     assert 'pip install "policykd[ray]"' in result.output
 
 
+def test_errors_print_paths_with_brackets_as_they_are(tmp_path):
+    """Rich markup would read "[/y]" as a closing tag (MarkupError, a traceback) and "[ray]" as a style (dropped)."""
+    teacher = tmp_path / "runs[/y]" / "x[ray].zip"
+    teacher.parent.mkdir(parents=True)
+    teacher.write_text("not a zip")
+    result = _invoke("teacher", "eval", teacher, "--env", "Pendulum-v1")
+    assert result.exit_code == 2
+    assert str(teacher) in result.output.replace("\n", "") and "Traceback" not in result.output
+
+
 def test_bad_input_is_one_line_without_traceback(tmp_path):
     result = _invoke("teacher", "eval", tmp_path / "missing.zip")
     assert result.exit_code == 2
