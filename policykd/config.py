@@ -14,6 +14,7 @@ from policykd.errors import PolicyKDError
 
 DATA_MODES = ("teacher", "dagger")
 KL_DIRECTIONS = ("forward", "reverse")
+KL_MEAN_SCALES = ("state", "dimension")
 ACTION_LOSSES = ("kl", "bc", "mse")
 LR_SCHEDULES = ("constant", "cosine")
 ACTIVATION_NAMES = ("relu", "tanh", "elu")  # the student activations every runtime and export implements
@@ -72,6 +73,8 @@ class DistillConfig:
     lr: float = 1e-3
     lr_schedule: str = "cosine"         # cosine: annealed to 0 over all gradient steps of the run; or constant
     kl_direction: str = "forward"
+    kl_mean_scale: str = "state"        # Gaussian forward KL: the mean error weighted by 1/var_student per state (the KL),
+                                        # or by one shared var per action dimension (dimension: states count alike)
     tau: float = 1.0                    # temperature: teacher std * tau (Gaussian), logits / tau (categorical)
     loss: str = "kl"                    # action term: kl (soft targets), bc (hard-label NLL, as `imitation`), mse (means)
     lambda_v: float = 0.5
@@ -162,7 +165,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> DistillCo
 # -- validation: every key checked when the config is built, before any teacher is loaded or folder created --------
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "data_mode": DATA_MODES, "kl_direction": KL_DIRECTIONS, "loss": ACTION_LOSSES, "lr_schedule": LR_SCHEDULES, "activation": ACTIVATION_NAMES,
+    "data_mode": DATA_MODES, "kl_direction": KL_DIRECTIONS, "kl_mean_scale": KL_MEAN_SCALES, "loss": ACTION_LOSSES, "lr_schedule": LR_SCHEDULES, "activation": ACTIVATION_NAMES,
     "ensemble_mode": ENSEMBLE_MODES, "ensemble_weighting": ENSEMBLE_WEIGHTINGS, "backend": BACKENDS,
 }
 # (minimum, minimum is inclusive) per numeric key; no entry: any value of the right type
@@ -261,6 +264,9 @@ def validate(config: DistillConfig) -> None:
     if not -len(config.hidden) <= config.hint_student_layer < len(config.hidden):
         raise PolicyKDError(f"hint_student_layer must index the student's {len(config.hidden)} hidden layers "
                             f"(-{len(config.hidden)} to {len(config.hidden) - 1}), got {config.hint_student_layer}")
+    if config.kl_mean_scale != "state" and (config.loss != "kl" or config.kl_direction != "forward"):
+        raise PolicyKDError(f"kl_mean_scale {config.kl_mean_scale!r} reweights the forward KL's mean term; it needs loss: kl and "
+                            "kl_direction: forward (or leave kl_mean_scale at 'state')")
     if config.quantise_aware_rounds > config.rounds:
         raise PolicyKDError(f"quantise_aware_rounds ({config.quantise_aware_rounds}) must be at most rounds ({config.rounds})")
     if config.student_view:

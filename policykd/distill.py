@@ -106,9 +106,10 @@ def _labels(data: dict[str, np.ndarray], strategy) -> tuple[torch.Tensor, dict[s
 @torch.no_grad()
 def validation_loss(student: Student, data: dict[str, np.ndarray], family: str, *, batch: int = 4096,
                     action_bounds: tuple[torch.Tensor, torch.Tensor] | None = None, tbptt_steps: int = 32,
-                    loss: str = "kl") -> float:
+                    loss: str = "kl", kl_mean_scale: str = "state") -> float:
     """KL(teacher || student) averaged over the rows of `data` (held-out teacher-labelled states), or with `loss`
-    "bc" / "mse" that loss's action term (hard-label NLL, squared error of the means), so that model selection
+    "bc" / "mse" (or kl_mean_scale "dimension") that loss's action term (hard-label NLL, squared error of the means,
+    the KL with one mean scale per dimension), so that model selection
     judges a student by what it was trained to match: a BC student's std shrinks towards its residuals, which makes
     its KL to the teacher grow while its actions improve. With action_bounds (low [A], high [A]), means beyond a
     bound are compared as training compares them (bounded_means). A recurrent student runs the held-out episodes in
@@ -126,10 +127,10 @@ def validation_loss(student: Student, data: dict[str, np.ndarray], family: str, 
         target = DistParams(family, {k: v[rows] for k, v in params.items()})
         if action_bounds is not None:
             target, dist = bounded_means(target, dist, *action_bounds)
-        if loss == "kl":
+        if loss == "kl" and kl_mean_scale == "state":
             total += float(kl_divergence(target, dist, reduction="sum"))
         else:
-            total += float(action_term(target, dist, LossConfig(loss=loss))) * len(rows)
+            total += float(action_term(target, dist, LossConfig(loss=loss, kl_mean_scale=kl_mean_scale))) * len(rows)
     return total / max(len(obs), 1)
 
 
@@ -141,7 +142,8 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
     held-out KL (held-out loss for `loss: bc | mse`) are kept, and training stops after config.early_stopping_patience epochs without improvement (when
     > 0). `transfer` adds the hint and attention terms (policykd.transfer). Returns last-epoch mean losses, the
     gradient steps taken, and (with validation) val_kl, epochs, best_epoch."""
-    loss_config = LossConfig(kl_direction=config.kl_direction, tau=config.tau, lambda_v=config.lambda_v, loss=config.loss)
+    loss_config = LossConfig(kl_direction=config.kl_direction, tau=config.tau, lambda_v=config.lambda_v, loss=config.loss,
+                             kl_mean_scale=config.kl_mean_scale)
     strategy = family_strategy(family)
     obs, params, value = _labels(data, strategy)
     bounds = (student.action_low, student.action_high) if config.bounded_means and strategy.clips_to_bounds else None
@@ -192,7 +194,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
             on_progress(1)
         if validation is not None:
             val_loss = validation_loss(student, validation, family, action_bounds=bounds, tbptt_steps=config.tbptt_steps,
-                                       loss=config.loss)
+                                       loss=config.loss, kl_mean_scale=config.kl_mean_scale)
             if best is None or val_loss < best[0]:
                 best = (val_loss, epoch, {k: v.detach().clone() for k, v in student.state_dict().items()})
             elif config.early_stopping_patience and epoch - best[1] >= config.early_stopping_patience:
@@ -202,7 +204,8 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
     out["steps"] = step - first_step
     if best is not None:
         student.load_state_dict(best[2])
-        val_kl = best[0] if config.loss == "kl" else validation_loss(student, validation, family, action_bounds=bounds,
+        selected_by_kl = config.loss == "kl" and config.kl_mean_scale == "state"
+        val_kl = best[0] if selected_by_kl else validation_loss(student, validation, family, action_bounds=bounds,
                                                                      tbptt_steps=config.tbptt_steps)
         out.update({"val_kl": val_kl, "epochs": epoch, "best_epoch": best[1]})
     return out

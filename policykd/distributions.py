@@ -51,6 +51,18 @@ def gaussian_kl(mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Ten
     return per_dim.sum(dim=-1)
 
 
+def gaussian_kl_shared_mean_scale(mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor,
+                                   log_std_q: torch.Tensor) -> torch.Tensor:
+    """gaussian_kl with the mean term's 1 / var_q(s) replaced by one scale per action dimension, exp(-2 * batch mean of
+    log_std_q) [1, A]: every state's mean error counts alike (as in behaviour cloning) while q's std still matches p's
+    state by state. Equals gaussian_kl where log_std_q is the same on every row. [B, A] -> [B]."""
+    var_p = (2 * log_std_p).exp()
+    var_q = (2 * log_std_q).exp()
+    shared_var_q = (2 * log_std_q.mean(dim=0, keepdim=True)).exp()
+    per_dim = log_std_q - log_std_p + var_p / (2 * var_q) - 0.5 + (mean_p - mean_q) ** 2 / (2 * shared_var_q)
+    return per_dim.sum(dim=-1)
+
+
 def categorical_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
     """KL(p || q) between categoricals given logits: [B, N] -> [B]."""
     log_p = logits_p.log_softmax(dim=-1)

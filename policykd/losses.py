@@ -12,6 +12,9 @@ The action term is chosen by `loss`:
   (cross-entropy with the teacher's argmax for categorical actions): a Gaussian student's std is one per action
   dimension there (the batch mean of its log_std, as imitation's SB3 policies have a state-independent std), and
   imitation's entropy bonus (BC_ENTROPY_WEIGHT times the student's entropy) is subtracted.
+  With kl_mean_scale "dimension" (Gaussian families, forward KL), the KL's mean term divides by one student variance
+  per action dimension (the batch's geometric mean) instead of the state's own, so states where the teacher is
+  unsure still get their means matched (a deterministic student acts on its means); the std term is unchanged.
 - "mse": squared error between the action means (centred logits for categorical actions).
 With action bounds given (Gaussian family, whose actions the env clips), means beyond a bound are compared as the
 bound itself (bounded_means). The value error is measured in units of the teacher's value std sigma_V over the
@@ -26,8 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
-from policykd.config import ACTION_LOSSES, KL_DIRECTIONS
-from policykd.distributions import DistParams, kl_divergence, with_temperature
+from policykd.config import ACTION_LOSSES, KL_DIRECTIONS, KL_MEAN_SCALES
+from policykd.distributions import DistParams, gaussian_kl_shared_mean_scale, kl_divergence, with_temperature
 
 BC_ENTROPY_WEIGHT = 1e-3  # imitation's BC default (ent_weight)
 
@@ -38,12 +41,15 @@ class LossConfig:
     tau: float = 1.0
     lambda_v: float = 0.5
     loss: str = "kl"               # the action term: kl, bc (hard-label NLL) or mse (action means)
+    kl_mean_scale: str = "state"   # forward KL, Gaussian families: "dimension" weighs every state's mean error alike
 
     def __post_init__(self) -> None:
         if self.kl_direction not in KL_DIRECTIONS:
             raise ValueError(f"kl_direction must be 'forward' or 'reverse', got {self.kl_direction!r}")
         if self.loss not in ACTION_LOSSES:
             raise ValueError(f"loss must be one of {', '.join(ACTION_LOSSES)}, got {self.loss!r}")
+        if self.kl_mean_scale not in KL_MEAN_SCALES:
+            raise ValueError(f"kl_mean_scale must be one of {', '.join(KL_MEAN_SCALES)}, got {self.kl_mean_scale!r}")
         if self.lambda_v < 0:
             raise ValueError(f"lambda_v must be >= 0, got {self.lambda_v}")
 
@@ -76,6 +82,8 @@ def action_term(teacher: DistParams, student: DistParams, config: LossConfig) ->
     if strategy.scales_student_temperature and config.tau != 1.0:
         student, scale = with_temperature(student, config.tau), config.tau**2
     if config.kl_direction == "forward":
+        if config.kl_mean_scale == "dimension" and strategy.has_log_std:
+            return gaussian_kl_shared_mean_scale(target["mean"], target["log_std"], student["mean"], student["log_std"]).mean()
         return scale * kl_divergence(target, student, reduction="mean")
     return scale * kl_divergence(student, target, reduction="mean")
 

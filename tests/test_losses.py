@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 
+from policykd.config import DistillConfig
 from policykd.distributions import DistParams, kl_divergence
+from policykd.errors import PolicyKDError
 from policykd.losses import BC_ENTROPY_WEIGHT, LossConfig, bounded_means, distillation_loss
 
 
@@ -148,3 +150,22 @@ def test_bounded_means_compare_saturated_means_as_the_bound():
     assert per_state.item() == pytest.approx((0.0 + 0.5 + 0.005) / 3)
     unbounded = distillation_loss(teacher, torch.zeros(3), student, torch.zeros(3), value_std=1.0, config=LossConfig(lambda_v=0.0))["kl"]
     assert unbounded.item() == pytest.approx((0.5 * 1.5**2 + 0.5 * 2.0**2 + 0.5 * 4.1**2) / 3)
+
+
+def test_kl_with_one_mean_scale_per_dimension_weighs_every_states_mean_error_alike():
+    from policykd.distributions import gaussian_kl, gaussian_kl_shared_mean_scale
+
+    mean_t, log_std_t = torch.zeros(2, 1), torch.log(torch.tensor([[0.05], [0.5]]))  # a sure and an unsure state
+    log_std_s = log_std_t.clone()
+    same_log_std = torch.full((2, 1), -1.0)
+    mean_s = torch.full((2, 1), 0.1, requires_grad=True)  # the same mean error in both states
+    torch.testing.assert_close(gaussian_kl_shared_mean_scale(mean_t, same_log_std, mean_s, same_log_std),
+                               gaussian_kl(mean_t, same_log_std, mean_s, same_log_std))  # a constant std: the KL itself
+    gaussian_kl(mean_t, log_std_t, mean_s, log_std_s).sum().backward()
+    per_state = mean_s.grad.flatten().clone()
+    assert per_state[0] / per_state[1] == pytest.approx(100.0)  # the KL: (0.5 / 0.05)^2 times the pull on the sure state
+    mean_s.grad = None
+    gaussian_kl_shared_mean_scale(mean_t, log_std_t, mean_s, log_std_s).sum().backward()
+    assert mean_s.grad[0].item() == pytest.approx(mean_s.grad[1].item())
+    with pytest.raises(PolicyKDError, match="kl_mean_scale"):
+        DistillConfig(teacher="t.zip", loss="bc", kl_mean_scale="dimension")
