@@ -31,7 +31,7 @@ import results_file  # benchmarks/results_file.py
 import torch
 
 from policykd.artifacts import atomic_write_bytes, package_versions
-from policykd.config import load_config
+from policykd.config import DistillConfig, load_config
 from policykd.evaluate import ReturnStats, return_ratio
 from policykd.pipeline import distill_and_evaluate
 from policykd.rollout import Episodes, run_episodes
@@ -149,8 +149,14 @@ RUN_PLACEMENT = ("out_dir", "run_name", "latency_calls")  # config keys that nam
 
 
 def same_recipe(config: dict, other: dict) -> bool:
-    """Whether two runs' configs (DistillConfig.to_dict()) train the same student: every key but RUN_PLACEMENT."""
-    return {k: v for k, v in config.items() if k not in RUN_PLACEMENT} == {k: v for k, v in other.items() if k not in RUN_PLACEMENT}
+    """Whether two runs' configs (DistillConfig.to_dict()) train the same student: every key but RUN_PLACEMENT, a key
+    newer than a record counting as its default (the code before the key behaved as its default does)."""
+    defaults = DistillConfig().to_dict()
+
+    def recipe(c: dict) -> dict:
+        return {k: v for k, v in {**defaults, **c}.items() if k not in RUN_PLACEMENT}
+
+    return recipe(config) == recipe(other)
 
 
 def keep_student(run_dir: Path, kept: Path) -> None:
