@@ -15,6 +15,7 @@ from policykd.errors import PolicyKDError
 DATA_MODES = ("teacher", "dagger")
 KL_DIRECTIONS = ("forward", "reverse")
 KL_MEAN_SCALES = ("state", "dimension")
+KL_STUDENT_STDS = ("state", "shared")
 ACTION_LOSSES = ("kl", "bc", "mse")
 LR_SCHEDULES = ("constant", "cosine")
 ACTIVATION_NAMES = ("relu", "tanh", "elu")  # the student activations every runtime and export implements
@@ -75,6 +76,8 @@ class DistillConfig:
     kl_direction: str = "forward"
     kl_mean_scale: str = "state"        # Gaussian forward KL: the mean error weighted by 1/var_student per state (the KL),
                                         # or by one shared var per action dimension (dimension: states count alike)
+    kl_student_std: str = "state"       # Gaussian KL: the student's std per state, or shared: one per action dimension (the
+                                        # batch mean of its log_std, as hard-label BC and imitation's policies have)
     tau: float = 1.0                    # temperature: teacher std * tau (Gaussian), logits / tau (categorical)
     loss: str = "kl"                    # action term: kl (soft targets), bc (hard-label NLL, as `imitation`), mse (means)
     lambda_v: float = 0.5
@@ -165,7 +168,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> DistillCo
 # -- validation: every key checked when the config is built, before any teacher is loaded or folder created --------
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "data_mode": DATA_MODES, "kl_direction": KL_DIRECTIONS, "kl_mean_scale": KL_MEAN_SCALES, "loss": ACTION_LOSSES, "lr_schedule": LR_SCHEDULES, "activation": ACTIVATION_NAMES,
+    "data_mode": DATA_MODES, "kl_direction": KL_DIRECTIONS, "kl_mean_scale": KL_MEAN_SCALES, "kl_student_std": KL_STUDENT_STDS, "loss": ACTION_LOSSES, "lr_schedule": LR_SCHEDULES, "activation": ACTIVATION_NAMES,
     "ensemble_mode": ENSEMBLE_MODES, "ensemble_weighting": ENSEMBLE_WEIGHTINGS, "backend": BACKENDS,
 }
 # (minimum, minimum is inclusive) per numeric key; no entry: any value of the right type
@@ -264,9 +267,10 @@ def validate(config: DistillConfig) -> None:
     if not -len(config.hidden) <= config.hint_student_layer < len(config.hidden):
         raise PolicyKDError(f"hint_student_layer must index the student's {len(config.hidden)} hidden layers "
                             f"(-{len(config.hidden)} to {len(config.hidden) - 1}), got {config.hint_student_layer}")
-    if config.kl_mean_scale != "state" and (config.loss != "kl" or config.kl_direction != "forward"):
-        raise PolicyKDError(f"kl_mean_scale {config.kl_mean_scale!r} reweights the forward KL's mean term; it needs loss: kl and "
-                            "kl_direction: forward (or leave kl_mean_scale at 'state')")
+    for key in ("kl_mean_scale", "kl_student_std"):
+        if getattr(config, key) != "state" and (config.loss != "kl" or config.kl_direction != "forward"):
+            raise PolicyKDError(f"{key} {getattr(config, key)!r} changes the forward KL; it needs loss: kl and kl_direction: "
+                                f"forward (or leave {key} at 'state')")
     if config.quantise_aware_rounds > config.rounds:
         raise PolicyKDError(f"quantise_aware_rounds ({config.quantise_aware_rounds}) must be at most rounds ({config.rounds})")
     if config.student_view:

@@ -9,7 +9,7 @@ run resumed from the last checkpoint gives the same student as an uninterrupted 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,15 +106,16 @@ def _labels(data: dict[str, np.ndarray], strategy) -> tuple[torch.Tensor, dict[s
 @torch.no_grad()
 def validation_loss(student: Student, data: dict[str, np.ndarray], family: str, *, batch: int = 4096,
                     action_bounds: tuple[torch.Tensor, torch.Tensor] | None = None, tbptt_steps: int = 32,
-                    loss: str = "kl", kl_mean_scale: str = "state") -> float:
+                    loss: str | LossConfig = "kl") -> float:
     """KL(teacher || student) averaged over the rows of `data` (held-out teacher-labelled states), or with `loss`
-    "bc" / "mse" (or kl_mean_scale "dimension") that loss's action term (hard-label NLL, squared error of the means,
-    the KL with one mean scale per dimension), so that model selection
+    "bc" / "mse", or a LossConfig whose KL is reweighted (kl_mean_scale, kl_student_std), that action term at tau 1
+    (hard-label NLL, squared error of the means, the reweighted KL), so that model selection
     judges a student by what it was trained to match: a BC student's std shrinks towards its residuals, which makes
     its KL to the teacher grow while its actions improve. With action_bounds (low [A], high [A]), means beyond a
     bound are compared as training compares them (bounded_means). A recurrent student runs the held-out episodes in
     order (policykd.recurrent), in chunks of tbptt_steps."""
     obs, params, _ = _labels(data, family_strategy(family))
+    terms = replace(loss, tau=1.0, kl_direction="forward") if isinstance(loss, LossConfig) else LossConfig(loss=loss)
     total = 0.0
     if student.recurrent:  # whole held-out episodes, chunk by chunk from the states their prefixes lead to
         sequences = EpisodeSequences(obs, data["episode_id"], tbptt_steps)
@@ -127,10 +128,10 @@ def validation_loss(student: Student, data: dict[str, np.ndarray], family: str, 
         target = DistParams(family, {k: v[rows] for k, v in params.items()})
         if action_bounds is not None:
             target, dist = bounded_means(target, dist, *action_bounds)
-        if loss == "kl" and kl_mean_scale == "state":
+        if terms.kl_as_is:
             total += float(kl_divergence(target, dist, reduction="sum"))
         else:
-            total += float(action_term(target, dist, LossConfig(loss=loss, kl_mean_scale=kl_mean_scale))) * len(rows)
+            total += float(action_term(target, dist, terms)) * len(rows)
     return total / max(len(obs), 1)
 
 
@@ -143,7 +144,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
     > 0). `transfer` adds the hint and attention terms (policykd.transfer). Returns last-epoch mean losses, the
     gradient steps taken, and (with validation) val_kl, epochs, best_epoch."""
     loss_config = LossConfig(kl_direction=config.kl_direction, tau=config.tau, lambda_v=config.lambda_v, loss=config.loss,
-                             kl_mean_scale=config.kl_mean_scale)
+                             kl_mean_scale=config.kl_mean_scale, kl_student_std=config.kl_student_std)
     strategy = family_strategy(family)
     obs, params, value = _labels(data, strategy)
     bounds = (student.action_low, student.action_high) if config.bounded_means and strategy.clips_to_bounds else None
@@ -194,7 +195,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
             on_progress(1)
         if validation is not None:
             val_loss = validation_loss(student, validation, family, action_bounds=bounds, tbptt_steps=config.tbptt_steps,
-                                       loss=config.loss, kl_mean_scale=config.kl_mean_scale)
+                                       loss=loss_config)
             if best is None or val_loss < best[0]:
                 best = (val_loss, epoch, {k: v.detach().clone() for k, v in student.state_dict().items()})
             elif config.early_stopping_patience and epoch - best[1] >= config.early_stopping_patience:
@@ -204,8 +205,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
     out["steps"] = step - first_step
     if best is not None:
         student.load_state_dict(best[2])
-        selected_by_kl = config.loss == "kl" and config.kl_mean_scale == "state"
-        val_kl = best[0] if selected_by_kl else validation_loss(student, validation, family, action_bounds=bounds,
+        val_kl = best[0] if loss_config.kl_as_is else validation_loss(student, validation, family, action_bounds=bounds,
                                                                      tbptt_steps=config.tbptt_steps)
         out.update({"val_kl": val_kl, "epochs": epoch, "best_epoch": best[1]})
     return out

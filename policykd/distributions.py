@@ -75,6 +75,11 @@ def _shared(log_std: torch.Tensor) -> torch.Tensor:
     return log_std.mean(dim=0, keepdim=True)
 
 
+def shared_std(dist: DistParams) -> DistParams:
+    """A Gaussian batch with its log_std [B, A] replaced by one per action dimension, the batch mean (_shared)."""
+    return DistParams(dist.family, {**dist.params, "log_std": _shared(dist["log_std"]).expand_as(dist["log_std"])})
+
+
 class Family(ABC):
     """One distribution family's strategy. Policy actions are what mode() and sample() return; env actions what
     the env takes. The numpy mappings start from the action head's raw output (the runtime has no DistParams)."""

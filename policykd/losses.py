@@ -15,6 +15,8 @@ The action term is chosen by `loss`:
   With kl_mean_scale "dimension" (Gaussian families, forward KL), the KL's mean term divides by one student variance
   per action dimension (the batch's geometric mean) instead of the state's own, so states where the teacher is
   unsure still get their means matched (a deterministic student acts on its means); the std term is unchanged.
+  With kl_student_std "shared", the student's std in the KL is one per action dimension (the batch mean of its
+  log_std, as in "bc"), so its std head does not fit the teacher's std state by state.
 - "mse": squared error between the action means (centred logits for categorical actions).
 With action bounds given (Gaussian family, whose actions the env clips), means beyond a bound are compared as the
 bound itself (bounded_means). The value error is measured in units of the teacher's value std sigma_V over the
@@ -29,8 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
-from policykd.config import ACTION_LOSSES, KL_DIRECTIONS, KL_MEAN_SCALES
-from policykd.distributions import DistParams, gaussian_kl_shared_mean_scale, kl_divergence, with_temperature
+from policykd.config import ACTION_LOSSES, KL_DIRECTIONS, KL_MEAN_SCALES, KL_STUDENT_STDS
+from policykd.distributions import DistParams, gaussian_kl_shared_mean_scale, kl_divergence, shared_std, with_temperature
 
 BC_ENTROPY_WEIGHT = 1e-3  # imitation's BC default (ent_weight)
 
@@ -42,6 +44,12 @@ class LossConfig:
     lambda_v: float = 0.5
     loss: str = "kl"               # the action term: kl, bc (hard-label NLL) or mse (action means)
     kl_mean_scale: str = "state"   # forward KL, Gaussian families: "dimension" weighs every state's mean error alike
+    kl_student_std: str = "state"  # forward KL, Gaussian families: "shared" gives the student one std per dimension
+
+    @property
+    def kl_as_is(self) -> bool:
+        """The action term is KL(T || S) itself (up to temperature and direction), not a reweighted form of it."""
+        return self.loss == "kl" and self.kl_mean_scale == "state" and self.kl_student_std == "state"
 
     def __post_init__(self) -> None:
         if self.kl_direction not in KL_DIRECTIONS:
@@ -50,6 +58,8 @@ class LossConfig:
             raise ValueError(f"loss must be one of {', '.join(ACTION_LOSSES)}, got {self.loss!r}")
         if self.kl_mean_scale not in KL_MEAN_SCALES:
             raise ValueError(f"kl_mean_scale must be one of {', '.join(KL_MEAN_SCALES)}, got {self.kl_mean_scale!r}")
+        if self.kl_student_std not in KL_STUDENT_STDS:
+            raise ValueError(f"kl_student_std must be one of {', '.join(KL_STUDENT_STDS)}, got {self.kl_student_std!r}")
         if self.lambda_v < 0:
             raise ValueError(f"lambda_v must be >= 0, got {self.lambda_v}")
 
@@ -82,6 +92,8 @@ def action_term(teacher: DistParams, student: DistParams, config: LossConfig) ->
     if strategy.scales_student_temperature and config.tau != 1.0:
         student, scale = with_temperature(student, config.tau), config.tau**2
     if config.kl_direction == "forward":
+        if config.kl_student_std == "shared" and strategy.has_log_std:
+            student = shared_std(student)
         if config.kl_mean_scale == "dimension" and strategy.has_log_std:
             return gaussian_kl_shared_mean_scale(target["mean"], target["log_std"], student["mean"], student["log_std"]).mean()
         return scale * kl_divergence(target, student, reduction="mean")

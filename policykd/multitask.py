@@ -189,7 +189,7 @@ def distill_multitask(teachers, config: DistillConfig, run_dir: Path, *, progres
     views = [student.view(i) for i in range(len(teachers))]
     optimizer = torch.optim.Adam(student.parameters(), lr=config.lr)
     loss_config = LossConfig(kl_direction=config.kl_direction, tau=config.tau, lambda_v=config.lambda_v, loss=config.loss,
-                             kl_mean_scale=config.kl_mean_scale)
+                             kl_mean_scale=config.kl_mean_scale, kl_student_std=config.kl_student_std)
     data: list[dict[str, np.ndarray] | None] = [None] * len(teachers)
     history, step, start = [], 0, time.perf_counter()
     for round_index in range(config.rounds):
@@ -255,22 +255,21 @@ def _train_round(student, views, teachers, splits, optimizer, loss_config, confi
         losses = totals
         held = [(view, validation) for view, (_, validation) in zip(views, splits) if validation is not None]
         if held:
-            val_loss = _held_out_loss(held, config, config.loss, config.kl_mean_scale)
+            val_loss = _held_out_loss(held, config, loss_config)
             if best is None or val_loss < best[0]:
                 best = (val_loss, epoch, {k: v.detach().clone() for k, v in student.state_dict().items()})
     student.eval()
     if best is not None:
         student.load_state_dict(best[2])
-        selected_by_kl = config.loss == "kl" and config.kl_mean_scale == "state"
-        val_kl = best[0] if selected_by_kl else _held_out_loss(held, config, "kl")
+        val_kl = best[0] if loss_config.kl_as_is else _held_out_loss(held, config, "kl")
         losses.update({"val_kl": val_kl, "best_epoch": best[1]})
     return losses, step
 
 
-def _held_out_loss(held, config, loss: str, kl_mean_scale: str = "state") -> float:
+def _held_out_loss(held, config, loss: str | LossConfig) -> float:
     """Sum over tasks of `loss` (kl, bc or mse: distill.validation_loss) on each task's held-out rows; `held` is a
     list of (task view, held-out rows). Model selection uses the recipe's own loss, as single-task distillation does."""
-    return sum(validation_loss(view, validation, view.spec.family, loss=loss, kl_mean_scale=kl_mean_scale,
+    return sum(validation_loss(view, validation, view.spec.family, loss=loss,
                                action_bounds=(view.action_low, view.action_high)
                                if config.bounded_means and view.strategy.clips_to_bounds else None)
                for view, validation in held)

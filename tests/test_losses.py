@@ -6,7 +6,7 @@ import torch
 from policykd.config import DistillConfig
 from policykd.distributions import DistParams, kl_divergence
 from policykd.errors import PolicyKDError
-from policykd.losses import BC_ENTROPY_WEIGHT, LossConfig, bounded_means, distillation_loss
+from policykd.losses import BC_ENTROPY_WEIGHT, LossConfig, action_term, bounded_means, distillation_loss
 
 
 def _batch(n, seed=0):
@@ -169,3 +169,18 @@ def test_kl_with_one_mean_scale_per_dimension_weighs_every_states_mean_error_ali
     assert mean_s.grad[0].item() == pytest.approx(mean_s.grad[1].item())
     with pytest.raises(PolicyKDError, match="kl_mean_scale"):
         DistillConfig(teacher="t.zip", loss="bc", kl_mean_scale="dimension")
+
+
+def test_kl_with_a_shared_student_std_gives_the_std_head_one_target_per_dimension():
+    mean_t = torch.zeros(4, 1)
+    log_std_t = torch.log(torch.tensor([[0.05], [0.1], [0.3], [0.5]]))
+    teacher = DistParams("gaussian", {"mean": mean_t, "log_std": log_std_t})
+    log_std_s = log_std_t.clone().requires_grad_(True)  # already matching the teacher state by state
+    student = DistParams("gaussian", {"mean": torch.zeros(4, 1), "log_std": log_std_s})
+    per_state = action_term(teacher, student, LossConfig())
+    assert per_state.item() == pytest.approx(0.0, abs=1e-6)
+    shared = action_term(teacher, student, LossConfig(kl_student_std="shared"))
+    assert shared.item() > 0.1  # one std cannot match four
+    shared.backward()
+    assert torch.allclose(log_std_s.grad, log_std_s.grad[0].expand(4, 1))  # every row pulled alike (the batch mean)
+    assert not LossConfig(kl_student_std="shared").kl_as_is and LossConfig(tau=2.0).kl_as_is

@@ -60,7 +60,7 @@ def test_a_bc_multitask_student_is_selected_by_its_bc_loss_and_reports_kl(two_te
     calls = []
 
     def recording(*args, loss="kl", **kwargs):
-        calls.append(loss)
+        calls.append(loss if isinstance(loss, str) else loss.loss)  # a name, or the recipe's LossConfig
         return original(*args, loss=loss, **kwargs)
 
     original = multitask.validation_loss
