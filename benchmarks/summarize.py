@@ -84,7 +84,8 @@ def default_vs_bc_table(name: str = "one_recipe.json", resamples: int = 4000) ->
         cols = rng.integers(0, n_episodes, size=(resamples, n_seeds, n_episodes))
         boot = diff[rows[:, :, None], cols].mean(axis=(1, 2))
         low, high = np.percentile(boot, [2.5, 97.5])
-        reading = "default better" if low > 0 else "BC better" if high < 0 else "no difference resolved"
+        reading = ("equal returns" if not diff.any() else "default better" if low > 0 else "BC better" if high < 0
+                   else "no difference resolved")
         failures = (f"{sum(default[s]['student_failures'] for s in seeds)} / {sum(bc[s]['student_failures'] for s in seeds)} "
                     f"({default[seeds[0]]['teacher_failures'] * len(seeds)})")
         lines.append(f"| {teacher} | {steps:,} | {len(seeds)} | {diff.mean():+.3f} [{low:+.3f}, {high:+.3f}] | {failures} | {reading} |")
