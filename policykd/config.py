@@ -78,6 +78,8 @@ class DistillConfig:
                                         # or by one shared var per action dimension (dimension: states count alike)
     kl_student_std: str = "state"       # Gaussian KL: the student's std per state, or shared: one per action dimension (the
                                         # batch mean of its log_std, as hard-label BC and imitation's policies have)
+    std_head_detached: bool = False     # Gaussian students: the log_std head reads the trunk's features without training
+                                        # them, so fitting the teacher's std per state takes no trunk capacity from the means
     tau: float = 1.0                    # temperature: teacher std * tau (Gaussian), logits / tau (categorical)
     loss: str = "kl"                    # action term: kl (soft targets), bc (hard-label NLL, as `imitation`), mse (means)
     lambda_v: float = 0.5

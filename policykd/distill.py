@@ -325,6 +325,7 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
         view_space = student_observation_space(teacher.env_spec, config.student_view)
         card_extra["student_view"] = {"name": config.student_view, "observation_space": space_to_json(view_space)}
     student, optimizer, progress, data = state.student, state.optimizer, state.progress, state.data
+    student.detach_std_head = config.std_head_detached
     transfer = Transfer.of(config, teacher, student)
     if transfer is not None:
         transfer.load_tensors(state.transfer_state)

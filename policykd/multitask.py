@@ -82,6 +82,7 @@ class MultiTaskStudent(nn.Module):
             width = h
         self.trunk = nn.Sequential(*layers)
         self.io = nn.ModuleList([TaskIO(spec, hidden[0], width, activation) for spec in tasks])
+        self.detach_std_head = False  # True: the log_std heads' gradients stop at their input (as Student's)
 
     def forward(self, task: int, obs: torch.Tensor) -> tuple[DistParams, torch.Tensor]:
         """Task index and raw obs [B, obs_dim_task] -> (task's action distribution of batch B, value [B])."""
@@ -90,7 +91,8 @@ class MultiTaskStudent(nn.Module):
         onehot = torch.zeros(len(obs), len(self.tasks), dtype=z.dtype)
         onehot[:, task] = 1.0
         hidden = self.trunk(torch.cat([io.adapter(z), onehot], dim=1))
-        log_std = io.log_std_head(hidden).clamp(LOG_STD_MIN, LOG_STD_MAX) if io.log_std_head is not None else None
+        std_input = hidden.detach() if self.detach_std_head else hidden
+        log_std = io.log_std_head(std_input).clamp(LOG_STD_MIN, LOG_STD_MAX) if io.log_std_head is not None else None
         dist = DistParams(io.spec.family, io.strategy.params_from_head(io.action_head(hidden), log_std))
         return dist, io.value_head(hidden).squeeze(-1) * io.value_std + io.value_mean
 
@@ -186,6 +188,7 @@ def distill_multitask(teachers, config: DistillConfig, run_dir: Path, *, progres
     torch.manual_seed(config.seed)
     specs = [student_spec_for(t, hidden=tuple(config.hidden), activation=config.activation) for t in teachers]
     student = MultiTaskStudent(specs, tuple(config.hidden), config.activation)
+    student.detach_std_head = config.std_head_detached
     views = [student.view(i) for i in range(len(teachers))]
     optimizer = torch.optim.Adam(student.parameters(), lr=config.lr)
     loss_config = LossConfig(kl_direction=config.kl_direction, tau=config.tau, lambda_v=config.lambda_v, loss=config.loss,

@@ -125,6 +125,7 @@ class Student(nn.Module):
         self.log_std_head = nn.Linear(width, spec.action_dim) if self.strategy.has_log_std else None
         self.value_head = nn.Linear(width, 1)
         self.quantise_int8 = False  # True: the action path as c-int8 computes it (quantisation-aware distillation)
+        self.detach_std_head = False  # True: the log_std head's gradient stops at its input (the trunk fits the means)
 
     @torch.no_grad()
     def fit_normalizer(self, obs: np.ndarray, *, clip: float = 10.0, min_std: float = 1e-3) -> None:
@@ -176,7 +177,8 @@ class Student(nn.Module):
     def _heads(self, hidden: torch.Tensor, out: torch.Tensor | None = None) -> tuple[DistParams, torch.Tensor]:
         """The heads' input [B, W] -> (distribution of batch B, value [B]); out: the action head's output if known."""
         out = self.action_head(hidden) if out is None else out
-        log_std = self.log_std_head(hidden).clamp(LOG_STD_MIN, LOG_STD_MAX) if self.log_std_head is not None else None
+        std_input = hidden.detach() if self.detach_std_head else hidden
+        log_std = self.log_std_head(std_input).clamp(LOG_STD_MIN, LOG_STD_MAX) if self.log_std_head is not None else None
         dist = DistParams(self.spec.family, self.strategy.params_from_head(out, log_std))
         value = self.value_head(hidden).squeeze(-1) * self.value_std + self.value_mean
         return dist, value

@@ -184,3 +184,33 @@ def test_kl_with_a_shared_student_std_gives_the_std_head_one_target_per_dimensio
     shared.backward()
     assert torch.allclose(log_std_s.grad, log_std_s.grad[0].expand(4, 1))  # every row pulled alike (the batch mean)
     assert not LossConfig(kl_student_std="shared").kl_as_is and LossConfig(tau=2.0).kl_as_is
+
+
+def test_a_detached_std_head_trains_its_own_weights_but_sends_no_gradient_into_the_trunk():
+    from policykd.students import Student, StudentSpec
+
+    torch.manual_seed(0)
+    student = Student(StudentSpec(obs_dim=3, action_dim=2, family="gaussian", hidden=(8,), action_low=(-1.0,) * 2,
+                                  action_high=(1.0,) * 2))
+    obs = torch.randn(16, 3)
+    teacher = DistParams("gaussian", {"mean": torch.zeros(16, 2), "log_std": torch.full((16, 2), -2.0)})
+
+    def trunk_and_std_head_grads(detach: bool, std_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        student.zero_grad()
+        student.detach_std_head = detach
+        dist, _ = student(obs)
+        if std_only:  # a loss on the std alone: what the std fit asks of the trunk
+            dist.params["log_std"].sum().backward()
+        else:
+            action_term(teacher, dist, LossConfig()).backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in (student.trunk[0].weight, student.log_std_head.weight)]
+        return grads[0].clone(), grads[1].clone()
+
+    trunk, head = trunk_and_std_head_grads(detach=False, std_only=True)
+    assert trunk.abs().sum() > 0 and head.abs().sum() > 0
+    trunk, head = trunk_and_std_head_grads(detach=True, std_only=True)
+    assert trunk.abs().sum() == 0 and head.abs().sum() > 0  # the head still fits, the trunk is left to the means
+    kl_trunk, _ = trunk_and_std_head_grads(detach=True, std_only=False)
+    attached_trunk, _ = trunk_and_std_head_grads(detach=False, std_only=False)
+    assert kl_trunk.abs().sum() > 0 and not torch.allclose(kl_trunk, attached_trunk)  # the means still train the trunk
+    assert DistillConfig(teacher="t.zip", std_head_detached=True).std_head_detached
