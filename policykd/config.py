@@ -14,7 +14,7 @@ from policykd.errors import PolicyKDError
 
 DATA_MODES = ("teacher", "dagger")
 KL_DIRECTIONS = ("forward", "reverse")
-KL_MEAN_SCALES = ("state", "dimension")
+KL_MEAN_SCALES = ("state", "dimension", "teacher")
 KL_STUDENT_STDS = ("state", "shared")
 ACTION_LOSSES = ("kl", "bc", "mse")
 LR_SCHEDULES = ("constant", "cosine")
@@ -75,7 +75,8 @@ class DistillConfig:
     lr_schedule: str = "cosine"         # cosine: annealed to 0 over all gradient steps of the run; or constant
     kl_direction: str = "forward"
     kl_mean_scale: str = "state"        # Gaussian forward KL: the mean error weighted by 1/var_student per state (the KL),
-                                        # or by one shared var per action dimension (dimension: states count alike)
+                                        # or by one shared var per action dimension (dimension: states count alike),
+                                        # or by the teacher's var per state (teacher: no escape by a wider student std)
     kl_student_std: str = "state"       # Gaussian KL: the student's std per state, or shared: one per action dimension (the
                                         # batch mean of its log_std, as hard-label BC and imitation's policies have)
     std_head_detached: bool = False     # Gaussian students: the log_std head reads the trunk's features without training

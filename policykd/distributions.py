@@ -51,15 +51,14 @@ def gaussian_kl(mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Ten
     return per_dim.sum(dim=-1)
 
 
-def gaussian_kl_shared_mean_scale(mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor,
-                                   log_std_q: torch.Tensor) -> torch.Tensor:
-    """gaussian_kl with the mean term's 1 / var_q(s) replaced by one scale per action dimension, exp(-2 * batch mean of
-    log_std_q) [1, A]: every state's mean error counts alike (as in behaviour cloning) while q's std still matches p's
-    state by state. Equals gaussian_kl where log_std_q is the same on every row. [B, A] -> [B]."""
+def gaussian_kl_mean_scaled(mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor, log_std_q: torch.Tensor,
+                            mean_var: torch.Tensor) -> torch.Tensor:
+    """gaussian_kl with the mean term's 1 / var_q(s) replaced by 1 / mean_var ([B, A] or [1, A]); the std terms are
+    the KL's own, so q's std still matches p's state by state. Equals gaussian_kl where mean_var is var_q.
+    [B, A] -> [B]."""
     var_p = (2 * log_std_p).exp()
     var_q = (2 * log_std_q).exp()
-    shared_var_q = (2 * log_std_q.mean(dim=0, keepdim=True)).exp()
-    per_dim = log_std_q - log_std_p + var_p / (2 * var_q) - 0.5 + (mean_p - mean_q) ** 2 / (2 * shared_var_q)
+    per_dim = log_std_q - log_std_p + var_p / (2 * var_q) - 0.5 + (mean_p - mean_q) ** 2 / (2 * mean_var)
     return per_dim.sum(dim=-1)
 
 

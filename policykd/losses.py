@@ -15,6 +15,9 @@ The action term is chosen by `loss`:
   With kl_mean_scale "dimension" (Gaussian families, forward KL), the KL's mean term divides by one student variance
   per action dimension (the batch's geometric mean) instead of the state's own, so states where the teacher is
   unsure still get their means matched (a deterministic student acts on its means); the std term is unchanged.
+  With kl_mean_scale "teacher", it divides by the teacher's variance at the state (at temperature tau): the KL's
+  value at its optimum, but a student can no longer lower the pull on a mean it has not fitted by widening its std
+  there (the forward KL lets it: where the mean error is large, the best std is sqrt(var_T + error^2)).
   With kl_student_std "shared", the student's std in the KL is one per action dimension (the batch mean of its
   log_std, as in "bc"), so its std head does not fit the teacher's std state by state.
 - "mse": squared error between the action means (centred logits for categorical actions).
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from policykd.config import ACTION_LOSSES, KL_DIRECTIONS, KL_MEAN_SCALES, KL_STUDENT_STDS
-from policykd.distributions import DistParams, gaussian_kl_shared_mean_scale, kl_divergence, shared_std, with_temperature
+from policykd.distributions import DistParams, gaussian_kl_mean_scaled, kl_divergence, shared_std, with_temperature
 
 BC_ENTROPY_WEIGHT = 1e-3  # imitation's BC default (ent_weight)
 
@@ -43,7 +46,8 @@ class LossConfig:
     tau: float = 1.0
     lambda_v: float = 0.5
     loss: str = "kl"               # the action term: kl, bc (hard-label NLL) or mse (action means)
-    kl_mean_scale: str = "state"   # forward KL, Gaussian families: "dimension" weighs every state's mean error alike
+    kl_mean_scale: str = "state"   # forward KL, Gaussian families: "dimension" weighs every state's mean error alike,
+                                   # "teacher" by the teacher's variance there
     kl_student_std: str = "state"  # forward KL, Gaussian families: "shared" gives the student one std per dimension
 
     @property
@@ -94,8 +98,10 @@ def action_term(teacher: DistParams, student: DistParams, config: LossConfig) ->
     if config.kl_direction == "forward":
         if config.kl_student_std == "shared" and strategy.has_log_std:
             student = shared_std(student)
-        if config.kl_mean_scale == "dimension" and strategy.has_log_std:
-            return gaussian_kl_shared_mean_scale(target["mean"], target["log_std"], student["mean"], student["log_std"]).mean()
+        if config.kl_mean_scale != "state" and strategy.has_log_std:
+            mean_log_std = target["log_std"] if config.kl_mean_scale == "teacher" else student["log_std"].mean(dim=0, keepdim=True)
+            return gaussian_kl_mean_scaled(target["mean"], target["log_std"], student["mean"], student["log_std"],
+                                           (2 * mean_log_std).exp()).mean()
         return scale * kl_divergence(target, student, reduction="mean")
     return scale * kl_divergence(student, target, reduction="mean")
 

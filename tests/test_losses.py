@@ -153,22 +153,50 @@ def test_bounded_means_compare_saturated_means_as_the_bound():
 
 
 def test_kl_with_one_mean_scale_per_dimension_weighs_every_states_mean_error_alike():
-    from policykd.distributions import gaussian_kl, gaussian_kl_shared_mean_scale
+    from policykd.distributions import gaussian_kl
 
     mean_t, log_std_t = torch.zeros(2, 1), torch.log(torch.tensor([[0.05], [0.5]]))  # a sure and an unsure state
-    log_std_s = log_std_t.clone()
+    teacher = DistParams("gaussian", {"mean": mean_t, "log_std": log_std_t})
     same_log_std = torch.full((2, 1), -1.0)
+    constant = DistParams("gaussian", {"mean": torch.full((2, 1), 0.1), "log_std": same_log_std})
+    torch.testing.assert_close(action_term(DistParams("gaussian", {"mean": mean_t, "log_std": same_log_std}), constant,
+                                           LossConfig(kl_mean_scale="dimension")),
+                               gaussian_kl(mean_t, same_log_std, constant["mean"], same_log_std).mean())  # the KL itself
     mean_s = torch.full((2, 1), 0.1, requires_grad=True)  # the same mean error in both states
-    torch.testing.assert_close(gaussian_kl_shared_mean_scale(mean_t, same_log_std, mean_s, same_log_std),
-                               gaussian_kl(mean_t, same_log_std, mean_s, same_log_std))  # a constant std: the KL itself
-    gaussian_kl(mean_t, log_std_t, mean_s, log_std_s).sum().backward()
+    student = DistParams("gaussian", {"mean": mean_s, "log_std": log_std_t.clone()})
+    action_term(teacher, student, LossConfig()).backward()
     per_state = mean_s.grad.flatten().clone()
     assert per_state[0] / per_state[1] == pytest.approx(100.0)  # the KL: (0.5 / 0.05)^2 times the pull on the sure state
     mean_s.grad = None
-    gaussian_kl_shared_mean_scale(mean_t, log_std_t, mean_s, log_std_s).sum().backward()
+    action_term(teacher, student, LossConfig(kl_mean_scale="dimension")).backward()
     assert mean_s.grad[0].item() == pytest.approx(mean_s.grad[1].item())
     with pytest.raises(PolicyKDError, match="kl_mean_scale"):
         DistillConfig(teacher="t.zip", loss="bc", kl_mean_scale="dimension")
+
+
+def test_kl_with_the_teachers_mean_scale_gives_a_wider_student_std_no_escape_from_a_mean_error():
+    teacher = DistParams("gaussian", {"mean": torch.zeros(1, 1), "log_std": torch.log(torch.tensor([[0.2]]))})
+
+    def mean_pull_and_best_log_std(config: LossConfig) -> tuple[float, float]:
+        """The mean's gradient with the student's std at the teacher's and the log std that minimises the term
+        for a mean error of 0.4 (twice the teacher's std)."""
+        mean_s = torch.full((1, 1), 0.4, requires_grad=True)
+        log_std_s = torch.log(torch.tensor([[0.2]])).requires_grad_(True)
+        optimiser = torch.optim.SGD([log_std_s], lr=0.1)
+        action_term(teacher, DistParams("gaussian", {"mean": mean_s, "log_std": log_std_s.detach()}), config).backward()
+        pull = mean_s.grad.item()
+        for _ in range(2000):
+            optimiser.zero_grad()
+            action_term(teacher, DistParams("gaussian", {"mean": mean_s.detach(), "log_std": log_std_s}), config).backward()
+            optimiser.step()
+        return pull, log_std_s.item()
+
+    kl_pull, kl_log_std = mean_pull_and_best_log_std(LossConfig())
+    teacher_pull, teacher_log_std = mean_pull_and_best_log_std(LossConfig(kl_mean_scale="teacher"))
+    assert kl_pull == pytest.approx(teacher_pull)  # at the teacher's std both are the KL
+    assert math.exp(kl_log_std) == pytest.approx(math.sqrt(0.2**2 + 0.4**2), rel=1e-3)  # the KL widens the std...
+    assert math.exp(teacher_log_std) == pytest.approx(0.2, rel=1e-3)  # ...the teacher's scale keeps it the teacher's
+    assert not LossConfig(kl_mean_scale="teacher").kl_as_is
 
 
 def test_kl_with_a_shared_student_std_gives_the_std_head_one_target_per_dimension():
