@@ -117,7 +117,7 @@ def one_recipe_record(one_recipe: dict, args, name: str, path: Path, variant: st
         if (r["teacher"], r["loss"], r["labelled_steps"], r["seed"], r["episodes"]) == (name, ONE_RECIPE_LOSS[variant], budget, seed, args.episodes) \
                 and same_recipe(r["config"], wanted):
             keep = ("labelled_steps", "seed", "episodes", "ratio", "ratio_ci95", "teacher_return", "student_return",
-                    "teacher_failures", "student_failures", "heldout_kl", "wall_s", "student_params", "decided", "config", "versions")
+                    "student_returns", "teacher_failures", "student_failures", "heldout_kl", "wall_s", "student_params", "decided", "config", "versions")
             return {"teacher": name, "variant": variant, "overrides": VARIANTS[variant], "hidden": list(args.hidden),
                     **{k: r[k] for k in keep}, "source": "one_recipe.json"}
     return None
@@ -137,6 +137,7 @@ def run_one(args, name: str, path: Path, teacher, reference, variant: str, overr
         "teacher": name, "variant": variant, "overrides": overrides, "labelled_steps": budget, "seed": seed,
         "hidden": list(args.hidden), "episodes": args.episodes, "ratio": report.ratio, "ratio_ci95": list(report.ratio_ci95),
         "teacher_return": report.teacher.mean, "student_return": report.student.mean,
+        "student_returns": [float(x) for x in report.student.returns],
         "teacher_failures": report.teacher.failures, "student_failures": report.student.failures,
         "heldout_kl": result.distillation.history[-1].val_kl, "wall_s": result.distillation.wall_s,
         "student_params": report.student_params, "decided": config.decisions(), "config": config.to_dict(),
