@@ -98,9 +98,18 @@ class OnPolicyForward:
         head = self._action(latent_pi)
         if self.head == "categorical":  # torch Categorical(logits=...) normalises its logits this way
             return DistParams("categorical", {"logits": head - head.logsumexp(dim=-1, keepdim=True)}), value
-        if self.head == "gsde":  # as StateDependentNoiseDistribution.proba_distribution, with latent_sde = latent_pi
-            variance = torch.mm(latent_pi**2, policy.action_dist.get_std(policy.log_std) ** 2)
-            std = torch.sqrt(variance + policy.action_dist.epsilon)
-        else:  # as DiagGaussianDistribution builds its Normal
-            std = torch.ones_like(head) * policy.log_std.exp()
+        if self.head == "gsde":  # latent_sde = latent_pi
+            return DistParams("gaussian", {"mean": head, "log_std": gsde_log_std(policy.action_dist, policy.log_std, latent_pi)}), value
+        std = torch.ones_like(head) * policy.log_std.exp()  # as DiagGaussianDistribution builds its Normal
         return DistParams("gaussian", {"mean": head, "log_std": std.log()}), value
+
+
+def gsde_log_std(action_dist: nn.Module, log_std: torch.Tensor, latent_sde: torch.Tensor) -> torch.Tensor:
+    """The per-state log std of a gSDE policy (SB3's StateDependentNoiseDistribution), as its proba_distribution
+    builds the Normal: std(s) = sqrt(latent_sde(s)^2 @ std_matrix^2 + epsilon), with std_matrix from the policy's
+    log_std parameter [latent, A] (or [latent, 1]: one std per latent unit). latent_sde [B, latent] -> [B, A].
+
+    The exploration noise gSDE samples (a weight matrix held for sde_sample_freq steps) has exactly this std at
+    each state, so the marginal action distribution is this Gaussian (before any tanh squash)."""
+    variance = torch.mm(latent_sde**2, action_dist.get_std(log_std) ** 2)
+    return torch.sqrt(variance + action_dist.epsilon).log()  # as the Normal's stddev, to the bit

@@ -5,6 +5,8 @@ A Teacher offers, for a batch of *raw* env observations obs [B, obs_dim] (normal
 - ``features(obs)``: named hidden activations of the actor, each [B, H];
 - ``act(obs)``: env-scaled actions, and ``make_env()``: the env exactly as trained.
 
+Distributions: Gaussian for PPO/A2C/TRPO, squashed (tanh) Gaussian for SAC/TQC and for on-policy teachers with
+squash_output=True; with gSDE (use_sde=True) the std at a state is the one gSDE's noise has there (gsde_log_std).
 Values: V(s) for actor-critic (PPO/A2C/TRPO); min over critics of Q(s, mu(s)) for SAC/TD3/TQC
 (TQC: mean over quantiles first); max_a Q(s, a) for DQN/QR-DQN (QR-DQN: mean over quantiles).
 
@@ -32,7 +34,7 @@ from policykd.distributions import LOG_STD_MAX, LOG_STD_MIN, DistParams, box_bou
 from policykd.errors import PolicyKDError
 from policykd.normalization import ObsNormalizer
 from policykd.safe_pickle import SCHEDULE_OBJECTS, sb3_custom_objects
-from policykd.teacher_forward import OnPolicyForward
+from policykd.teacher_forward import OnPolicyForward, gsde_log_std
 from policykd.teacher_sources import (  # noqa: F401 - re-exported: `from policykd.teachers import ...` keeps working
     ALGOS,
     DETERMINISTIC,
@@ -183,9 +185,12 @@ class Teacher(TeacherActions):
             dist = policy.get_distribution(x).distribution
             if self.strategy.discrete:
                 return DistParams("categorical", {"logits": dist.logits})
-            return DistParams("gaussian", {"mean": dist.mean, "log_std": dist.stddev.log()})
+            # the pre-tanh Normal for a squashed (gSDE, squash_output=True) head, as for SAC
+            return DistParams(self.family, {"mean": dist.mean, "log_std": dist.stddev.log()})
         if algo in SQUASHED:
-            mean, log_std, _ = policy.actor.get_action_dist_params(x)
+            mean, log_std, extra = policy.actor.get_action_dist_params(x)
+            if policy.actor.use_sde:  # log_std is gSDE's [latent, A] parameter, the state's std comes from the latent
+                log_std = gsde_log_std(policy.actor.action_dist, log_std, extra["latent_sde"])
             return DistParams("squashed_gaussian", {"mean": mean, "log_std": log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)})
         if algo in DETERMINISTIC:
             return DistParams("deterministic", {"action": policy.actor(x)})
@@ -234,16 +239,12 @@ class Teacher(TeacherActions):
             return "categorical"
         if not isinstance(self.action_space, gym.spaces.Box):
             raise PolicyKDError(f"action space {self.action_space} is not supported; policykd handles Box and Discrete")
-        if self.algo in SQUASHED:
-            if getattr(self.policy.actor, "use_sde", False):
-                raise PolicyKDError("SAC/TQC with gSDE is not supported yet; use a teacher trained without use_sde")
+        if self.algo in SQUASHED or (self.algo in ON_POLICY and self.policy.squash_output):  # and squashed gSDE PPO & co.
             return "squashed_gaussian"
         if self.algo in DETERMINISTIC:
             return "deterministic"
         if self.algo in Q_BASED:
             raise PolicyKDError(f"{self.algo} needs a Discrete action space, the env has {self.action_space}")
-        if getattr(self.policy, "squash_output", False):
-            raise PolicyKDError("on-policy teachers with squash_output=True are not supported yet")
         return "gaussian"
 
     def _check_spaces(self) -> None:

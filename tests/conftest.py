@@ -38,21 +38,30 @@ def zoo_run(algo: str, env_id: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_teachers(tmp_path_factory) -> dict[str, Path]:
-    """SAC, TD3, TQC (Pendulum-v1) and QR-DQN (CartPole-v1) checkpoints, trained for a few hundred steps."""
+    """SAC, TD3, TQC (Pendulum-v1) and QR-DQN, DQN (CartPole-v1) checkpoints, trained for a few hundred steps; and
+    gSDE teachers as rl-zoo trains its Bullet ones: SAC and TQC with use_sde (log_std_init -3), PPO with use_sde and
+    squash_output (keys sac_sde, tqc_sde, ppo_squashed)."""
     import sb3_contrib
     import stable_baselines3 as sb3
 
     root = tmp_path_factory.mktemp("tiny_teachers")
+    off_policy = {"learning_starts": 100, "buffer_size": 1000}
+    gsde = {"use_sde": True, "policy_kwargs": {"net_arch": [32, 32], "log_std_init": -3}}
     specs = {
-        "sac": (sb3.SAC, "Pendulum-v1", {"learning_starts": 100, "buffer_size": 1000}),
-        "td3": (sb3.TD3, "Pendulum-v1", {"learning_starts": 100, "buffer_size": 1000}),
-        "tqc": (sb3_contrib.TQC, "Pendulum-v1", {"learning_starts": 100, "buffer_size": 1000}),
-        "qrdqn": (sb3_contrib.QRDQN, "CartPole-v1", {"learning_starts": 100, "buffer_size": 1000}),
-        "dqn": (sb3.DQN, "CartPole-v1", {"learning_starts": 100, "buffer_size": 1000}),
+        "sac": (sb3.SAC, "Pendulum-v1", off_policy),
+        "td3": (sb3.TD3, "Pendulum-v1", off_policy),
+        "tqc": (sb3_contrib.TQC, "Pendulum-v1", off_policy),
+        "qrdqn": (sb3_contrib.QRDQN, "CartPole-v1", off_policy),
+        "dqn": (sb3.DQN, "CartPole-v1", off_policy),
+        "sac_sde": (sb3.SAC, "Pendulum-v1", {**off_policy, **gsde}),
+        "tqc_sde": (sb3_contrib.TQC, "Pendulum-v1", {**off_policy, **gsde}),
+        "ppo_squashed": (sb3.PPO, "Pendulum-v1", {"n_steps": 100, "batch_size": 50, "use_sde": True,
+                                                 "policy_kwargs": {"net_arch": [32, 32], "squash_output": True}}),
     }
     paths = {}
     for algo, (cls, env_id, kwargs) in specs.items():
-        model = cls("MlpPolicy", env_id, seed=0, device="cpu", policy_kwargs={"net_arch": [32, 32]}, **kwargs)
+        kwargs = {"policy_kwargs": {"net_arch": [32, 32]}, **kwargs}
+        model = cls("MlpPolicy", env_id, seed=0, device="cpu", **kwargs)
         model.learn(300)
         paths[algo] = root / f"{algo}.zip"
         model.save(paths[algo])

@@ -89,6 +89,31 @@ def test_tiny_offpolicy_teachers(tiny_teachers, algo):
     assert teacher.features(obs)
 
 
+@pytest.mark.parametrize("name", ["sac_sde", "tqc_sde", "ppo_squashed"])
+def test_gsde_teachers_give_sb3s_state_dependent_distribution_and_actions(tiny_teachers, name):
+    """rl-zoo trains its Bullet SAC/TQC teachers with gSDE: the std at a state comes from the actor's latent. PPO with
+    squash_output (gSDE only) is a squashed Gaussian like SAC's, its deterministic action tanh(mean) scaled."""
+    teacher = load_teacher(tiny_teachers[name], env_id="Pendulum-v1")
+    assert infer_algo(tiny_teachers[name]) == name.split("_")[0] and teacher.family == "squashed_gaussian"
+    env = teacher.make_env()
+    obs = np.stack([env.reset(seed=s)[0] for s in range(8)])
+    env.close()
+    np.testing.assert_allclose(teacher.act(obs), teacher.model.predict(obs, deterministic=True)[0], atol=1e-5)
+    x = teacher.obs_tensor(obs)
+    with torch.no_grad():
+        if name == "ppo_squashed":
+            sb3_normal = teacher.policy.get_distribution(x).distribution
+        else:
+            mean, log_std, extra = teacher.policy.actor.get_action_dist_params(x)
+            sb3_normal = teacher.policy.actor.action_dist.proba_distribution(mean, log_std, **extra).distribution
+    ours = teacher.action_dist(obs)
+    torch.testing.assert_close(ours["mean"], sb3_normal.mean)
+    torch.testing.assert_close(ours["log_std"].exp(), sb3_normal.stddev)
+    assert ours["log_std"].std(dim=0).min() > 1e-4  # the std differs from state to state
+    dist, value = teacher.dist_and_value(obs)
+    assert value.shape == (8,) and torch.isfinite(value).all()
+
+
 def test_bad_teacher_inputs_give_one_line_errors(tmp_path, tiny_teachers):
     with pytest.raises(PolicyKDError, match="does not exist"):
         load_teacher(tmp_path / "missing.zip", env_id="CartPole-v1")
@@ -225,3 +250,24 @@ def test_feature_hooks_exist_only_while_features_runs(tiny_teachers):
     assert hook_count() == 0
     teacher.dist_and_value(obs)  # a plain forward records nothing
     assert teacher.features(obs).keys() == features.keys()
+
+
+def test_a_student_distilled_from_a_gsde_sac_teacher_learns_its_state_dependent_std(tiny_teachers, tmp_path):
+    from policykd.config import DistillConfig
+    from policykd.distill import distill
+    from policykd.tracking import Tracker
+
+    teacher = load_teacher(tiny_teachers["sac_sde"], env_id="Pendulum-v1")
+    config = DistillConfig(teacher=str(tiny_teachers["sac_sde"]), env_id="Pendulum-v1", labelled_steps=1000, rounds=2,
+                           hidden=[32, 32], out_dir=str(tmp_path), run_name="sde", seed=0)
+    student = distill(config, teacher=teacher, tracker=Tracker(None, quiet=True)).student
+    env = teacher.make_env()
+    obs = np.stack([env.reset(seed=100 + s)[0] for s in range(64)])
+    env.close()
+    with torch.no_grad():
+        ours = student(torch.as_tensor(obs, dtype=torch.float32))[0]
+    theirs = teacher.action_dist(obs)
+    assert ours.family == "squashed_gaussian"
+    best_constant_error = (theirs["log_std"] - theirs["log_std"].median(dim=0).values).abs().mean()  # 0.15
+    assert (ours["log_std"] - theirs["log_std"]).abs().mean() < 0.3 * best_constant_error  # 0.016 measured
+    np.testing.assert_allclose(student.act(obs), teacher.act(obs), atol=0.1)  # 0.03 measured (torque range +-2)
