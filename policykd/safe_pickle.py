@@ -82,6 +82,7 @@ ALLOWED_SUBCLASSES: dict[str, str] = {
     "stable_baselines3.common.torch_layers": "stable_baselines3.common.torch_layers:BaseFeaturesExtractor",
     "torch.nn.modules.activation": "torch.nn:Module",
     **{m: "torch.optim:Optimizer" for m in _OPTIMIZER_MODULES},
+    "stable_baselines3.common.sb2_compat.rmsprop_tf_like": "torch.optim:Optimizer",  # rl-zoo's A2C (Atari) recipes
     **{m: "gymnasium.spaces:Space" for m in _SPACE_MODULES},
     "numpy.dtypes": "numpy:dtype",
 }

@@ -22,7 +22,7 @@ from policykd.normalization import ObsNormalizer
 from policykd.zoo import find_zoo_run, load_vecnormalize_stats
 
 ON_POLICY = ("ppo", "a2c", "trpo")
-SQUASHED = ("sac", "tqc")
+SQUASHED = ("sac", "tqc", "crossq")
 DETERMINISTIC = ("td3", "ddpg")
 Q_BASED = ("dqn", "qrdqn")
 ALGOS = ON_POLICY + SQUASHED + DETERMINISTIC + Q_BASED
@@ -32,7 +32,7 @@ MODEL_CARD = "model_card.json"
 _SAME_CHECKPOINT = ({"td3", "ddpg"},)
 # Policy modules that name the algorithm outright (on-policy algorithms share stable_baselines3.common.policies).
 _POLICY_MODULE_ALGO = (
-    ("sb3_contrib.qrdqn", "qrdqn"), ("sb3_contrib.tqc", "tqc"), ("stable_baselines3.sac", "sac"),
+    ("sb3_contrib.qrdqn", "qrdqn"), ("sb3_contrib.tqc", "tqc"), ("sb3_contrib.crossq", "crossq"), ("stable_baselines3.sac", "sac"),
     ("stable_baselines3.td3", "td3"), ("stable_baselines3.ddpg", "td3"), ("stable_baselines3.dqn", "dqn"),
 )
 
@@ -44,7 +44,7 @@ def algo_class(algo: str) -> type:
 
     classes = {
         "ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3, "ddpg": sb3.DDPG, "dqn": sb3.DQN,
-        "trpo": sb3_contrib.TRPO, "tqc": sb3_contrib.TQC, "qrdqn": sb3_contrib.QRDQN,
+        "trpo": sb3_contrib.TRPO, "tqc": sb3_contrib.TQC, "crossq": sb3_contrib.CrossQ, "qrdqn": sb3_contrib.QRDQN,
     }
     if not isinstance(algo, str) or algo not in classes:
         raise PolicyKDError(f"unknown algorithm {algo!r}; policykd loads {', '.join(ALGOS)}")
@@ -92,6 +92,26 @@ def policy_class_name(data: dict[str, Any]) -> str:
     return f"{module}.{match.group(1)}" if match else module
 
 
+# Policy modules of checkpoints policykd cannot distil, with why: a one-line refusal instead of a wrong teacher.
+_UNSUPPORTED_POLICY_MODULES = (
+    ("sb3_contrib.common.recurrent", "a RecurrentPPO (LSTM) checkpoint: its action depends on a hidden state carried "
+                                     "across steps, which policykd's teachers do not have yet"),
+    ("sb3_contrib.ppo_recurrent", "a RecurrentPPO (LSTM) checkpoint: its action depends on a hidden state carried "
+                                  "across steps, which policykd's teachers do not have yet"),
+    ("sb3_contrib.ars", "an ARS checkpoint: ARS policies have neither an action distribution nor a value to distil "
+                        "from yet"),
+)
+
+
+def check_supported_policy(data: dict[str, Any], model_zip: Path) -> None:
+    """Fail in one line for checkpoints of algorithms policykd cannot distil (whatever --algo says)."""
+    entry = data.get("policy_class")
+    policy_module = str(entry.get("__module__", "")) if isinstance(entry, dict) else ""
+    for prefix, why in _UNSUPPORTED_POLICY_MODULES:
+        if policy_module.startswith(prefix):
+            raise PolicyKDError(f"{model_zip} is {why}; policykd distils {', '.join(a.upper() for a in ALGOS)} teachers")
+
+
 def infer_algo_from_data(data: dict[str, Any]) -> str | None:
     """The algorithm that saved this "data" JSON, or None when it cannot be told."""
     entry = data.get("policy_class")
@@ -121,7 +141,9 @@ def infer_algo_from_data(data: dict[str, Any]) -> str | None:
 
 def infer_algo(model_zip: Path) -> str:
     """Guess the algorithm of a bare SB3 zip from the policy class and hyperparameters it saved."""
-    algo = infer_algo_from_data(read_zip_data(model_zip))
+    data = read_zip_data(model_zip)
+    check_supported_policy(data, model_zip)
+    algo = infer_algo_from_data(data)
     if algo is None:
         raise PolicyKDError(f"cannot tell which algorithm saved {model_zip}; pass --algo (one of {', '.join(ALGOS)})")
     return algo
@@ -134,6 +156,7 @@ def check_algo(model_zip: Path, requested: str, *, recorded: str | None = None, 
         raise PolicyKDError(f"{recorded_where} says the teacher is {recorded}, not {requested}; "
                             f"drop --algo or pass --algo {recorded}")
     data = read_zip_data(model_zip)
+    check_supported_policy(data, model_zip)
     actual = infer_algo_from_data(data)
     if actual is not None and not _compatible(requested, actual):
         raise PolicyKDError(f"{model_zip} holds a {actual.upper()} checkpoint (policy {policy_class_name(data)}), "

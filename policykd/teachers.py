@@ -44,6 +44,7 @@ from policykd.teacher_sources import (  # noqa: F401 - re-exported: `from policy
     SQUASHED,
     TeacherSource,
     algo_class,
+    check_supported_policy,
     infer_algo,
     read_checkpoint,
     read_zip_data,
@@ -347,6 +348,7 @@ def load_teacher(path: str | Path, *, algo: str | None = None, env_id: str | Non
     source = resolve_source(path, algo=algo, env_id=env_id, trust_pickle=trust_pickle)
     cls = algo_class(source.algo)
     raw, data = read_checkpoint(source.model_zip)
+    check_supported_policy(data, source.model_zip)
     custom_objects = sb3_custom_objects(data, source=source.model_zip, trust_pickle=trust_pickle)
     try:
         with gym_module_alias(), warnings.catch_warnings():

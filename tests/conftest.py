@@ -38,11 +38,12 @@ def zoo_run(algo: str, env_id: str) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_teachers(tmp_path_factory) -> dict[str, Path]:
-    """SAC, TD3, TQC (Pendulum-v1) and QR-DQN, DQN (CartPole-v1) checkpoints, trained for a few hundred steps; and
+    """SAC, TD3, TQC, CrossQ (Pendulum-v1) and QR-DQN, DQN (CartPole-v1) checkpoints, trained for a few hundred steps; and
     gSDE teachers as rl-zoo trains its Bullet ones: SAC and TQC with use_sde (log_std_init -3), PPO with use_sde and
-    squash_output (keys sac_sde, tqc_sde, ppo_squashed)."""
+    squash_output (keys sac_sde, tqc_sde, ppo_squashed); A2C with SB2's RMSprop as rl-zoo's Atari recipes use it."""
     import sb3_contrib
     import stable_baselines3 as sb3
+    from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
     root = tmp_path_factory.mktemp("tiny_teachers")
     off_policy = {"learning_starts": 100, "buffer_size": 1000}
@@ -51,12 +52,15 @@ def tiny_teachers(tmp_path_factory) -> dict[str, Path]:
         "sac": (sb3.SAC, "Pendulum-v1", off_policy),
         "td3": (sb3.TD3, "Pendulum-v1", off_policy),
         "tqc": (sb3_contrib.TQC, "Pendulum-v1", off_policy),
+        "crossq": (sb3_contrib.CrossQ, "Pendulum-v1", off_policy),
         "qrdqn": (sb3_contrib.QRDQN, "CartPole-v1", off_policy),
         "dqn": (sb3.DQN, "CartPole-v1", off_policy),
         "sac_sde": (sb3.SAC, "Pendulum-v1", {**off_policy, **gsde}),
         "tqc_sde": (sb3_contrib.TQC, "Pendulum-v1", {**off_policy, **gsde}),
         "ppo_squashed": (sb3.PPO, "Pendulum-v1", {"n_steps": 100, "batch_size": 50, "use_sde": True,
                                                  "policy_kwargs": {"net_arch": [32, 32], "squash_output": True}}),
+        "a2c_tf_rmsprop": (sb3.A2C, "Pendulum-v1", {"policy_kwargs": {"net_arch": [32, 32], "optimizer_class": RMSpropTFLike,
+                                                                    "optimizer_kwargs": {"eps": 1e-5}}}),
     }
     paths = {}
     for algo, (cls, env_id, kwargs) in specs.items():

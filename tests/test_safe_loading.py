@@ -127,10 +127,10 @@ def test_teacher_folders_exist_or_skip():
     assert len(ZOO_RUNS) >= 1
 
 
-@pytest.mark.parametrize("algo", ["sac", "td3", "tqc", "dqn", "qrdqn"])
-def test_tiny_teachers_load_in_safe_mode(monkeypatch, tiny_teachers, algo):
-    teacher = _check_loads_safely(monkeypatch, tiny_teachers[algo], env_id=tiny_teachers[f"{algo}_env"])
-    assert teacher.algo == algo
+@pytest.mark.parametrize("name", ["sac", "td3", "tqc", "crossq", "dqn", "qrdqn", "sac_sde", "tqc_sde", "ppo_squashed", "a2c_tf_rmsprop"])
+def test_tiny_teachers_load_in_safe_mode(monkeypatch, tiny_teachers, name):
+    teacher = _check_loads_safely(monkeypatch, tiny_teachers[name], env_id=tiny_teachers[f"{name}_env"])
+    assert teacher.algo == name.split("_")[0]
 
 
 def test_fresh_vecnormalize_pickle_loads_in_safe_mode(tmp_path):
@@ -240,6 +240,7 @@ def test_vecnormalize_of_the_wrong_type_is_refused(tmp_path):
     ("numpy", "dtype"), ("numpy._core.numeric", "_frombuffer"), ("gym.spaces.box", "Box"),
     ("gymnasium.spaces.discrete", "Discrete"), ("torch.nn.modules.activation", "ReLU"),
     ("torch.nn.modules.activation", "Tanh"), ("torch.optim.rmsprop", "RMSprop"),
+    ("stable_baselines3.common.sb2_compat.rmsprop_tf_like", "RMSpropTFLike"),
     ("stable_baselines3.common.policies", "ActorCriticPolicy"), ("stable_baselines3.sac.policies", "SACPolicy"),
     ("stable_baselines3.dqn.policies", "DQNPolicy"), ("sb3_contrib.tqc.policies", "TQCPolicy"),
     ("sb3_contrib.qrdqn.policies", "QRDQNPolicy"), ("stable_baselines3.common.running_mean_std", "RunningMeanStd"),

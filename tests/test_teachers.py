@@ -64,7 +64,7 @@ def test_zoo_bullet_teacher_uses_timefeature_normaliser_and_gsde_std():
     assert not torch.allclose(ours["log_std"][0], other["log_std"][0])
 
 
-@pytest.mark.parametrize("algo", ["sac", "td3", "tqc", "dqn", "qrdqn"])
+@pytest.mark.parametrize("algo", ["sac", "td3", "tqc", "crossq", "dqn", "qrdqn"])
 def test_tiny_offpolicy_teachers(tiny_teachers, algo):
     path, env_id = tiny_teachers[algo], tiny_teachers[f"{algo}_env"]
     assert infer_algo(path) == algo
@@ -76,7 +76,7 @@ def test_tiny_offpolicy_teachers(tiny_teachers, algo):
     dist, value = teacher.dist_and_value(obs)
     x = torch.as_tensor(obs, dtype=torch.float32)
     with torch.no_grad():
-        if algo == "sac":
+        if algo in ("sac", "crossq"):  # CrossQ's critics (batch renorm, no target nets) as in evaluation mode
             q = torch.cat(teacher.policy.critic(x, torch.tanh(dist["mean"])), dim=1).min(dim=1).values
             torch.testing.assert_close(value, q)
         elif algo == "td3":
@@ -112,6 +112,26 @@ def test_gsde_teachers_give_sb3s_state_dependent_distribution_and_actions(tiny_t
     assert ours["log_std"].std(dim=0).min() > 1e-4  # the std differs from state to state
     dist, value = teacher.dist_and_value(obs)
     assert value.shape == (8,) and torch.isfinite(value).all()
+
+
+@pytest.mark.parametrize("kind", ["recurrent_ppo", "ars"])
+def test_checkpoints_policykd_cannot_distil_are_refused_in_one_line_whatever_algo_says(tmp_path, kind):
+    """A RecurrentPPO zip looks like PPO's (and loaded as one, LSTM ignored); ARS has no distribution to distil."""
+    import sb3_contrib
+
+    if kind == "recurrent_ppo":
+        model = sb3_contrib.RecurrentPPO("MlpLstmPolicy", "Pendulum-v1", n_steps=32, batch_size=32, device="cpu",
+                                         policy_kwargs={"net_arch": [8], "lstm_hidden_size": 8})
+        why = "RecurrentPPO \\(LSTM\\) checkpoint"
+    else:
+        model = sb3_contrib.ARS("LinearPolicy", "Pendulum-v1", n_delta=2, device="cpu")
+        why = "ARS checkpoint"
+    path = tmp_path / f"{kind}.zip"
+    model.save(path)
+    for algo in (None, "ppo"):
+        with pytest.raises(PolicyKDError, match=f"{why}.*policykd distils PPO") as info:
+            load_teacher(path, env_id="Pendulum-v1", algo=algo)
+        assert "\n" not in str(info.value)
 
 
 def test_bad_teacher_inputs_give_one_line_errors(tmp_path, tiny_teachers):
