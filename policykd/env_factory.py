@@ -76,6 +76,26 @@ def import_object(path: str) -> Any:
         raise PolicyKDError(f"cannot import {path!r} ({e}); install the package that provides it") from e
 
 
+# Modules whose wrappers a file (rl-zoo's config.yml, a model card, a student card) may name without the user's
+# trust: importing and calling anything else would run code the user did not vouch for.
+SAFE_WRAPPER_MODULES = ("gymnasium.wrappers", "sb3_contrib.common.wrappers", "stable_baselines3.common.atari_wrappers",
+                        "rl_zoo3.wrappers", "policykd")
+
+
+def wrapper_class(path: str, *, trusted: bool = False) -> type[gym.Wrapper]:
+    """The gymnasium wrapper class a spec names by import path; one-line PolicyKDError for a path outside
+    SAFE_WRAPPER_MODULES (unless trusted) or for anything that is not a gymnasium.Wrapper subclass."""
+    module = path.replace(":", ".").rpartition(".")[0]
+    if not trusted and not any(module == m or module.startswith(m + ".") for m in SAFE_WRAPPER_MODULES):
+        raise PolicyKDError(f"env wrapper {path!r} is outside the packages policykd imports wrappers from "
+                            f"({', '.join(SAFE_WRAPPER_MODULES)}); rerun with --trust-pickle (trust_pickle=True) only "
+                            f"if you trust the teacher folder that names it")
+    wrapper = import_object(path)
+    if not (isinstance(wrapper, type) and issubclass(wrapper, gym.Wrapper)):
+        raise PolicyKDError(f"env wrapper {path!r} is not a gymnasium.Wrapper class; restore the file that names it")
+    return wrapper
+
+
 @dataclass(frozen=True)
 class WrapperSpec:
     """A gymnasium wrapper by import path, with its keyword arguments."""
@@ -107,6 +127,12 @@ class EnvSpec:
     env_id: str
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     wrappers: tuple[WrapperSpec, ...] = ()
+    trusted: bool = field(default=False, compare=False)  # wrappers from any module (wrapper_class); not serialised
+
+    def check_wrappers(self) -> None:
+        """Fail in one line now, not at the first make(), for a wrapper that wrapper_class refuses."""
+        for wrapper in self.wrappers:
+            wrapper_class(wrapper.path, trusted=self.trusted)
 
     def make(self, *, render_mode: str | None = None, max_episode_steps: int | None = None) -> gym.Env:
         """The env; max_episode_steps (when given) replaces the registered time limit, also for wrappers that read
@@ -123,14 +149,15 @@ class EnvSpec:
         if "pybullet" in str(gym.spec(self.env_id).entry_point):
             env = QuietReset(env)
         for wrapper in self.wrappers:
-            env = import_object(wrapper.path)(env, **wrapper.kwargs)
+            env = wrapper_class(wrapper.path, trusted=self.trusted)(env, **wrapper.kwargs)
         return env
 
     def with_view(self, view: str) -> EnvSpec:
         """This env with a student view (policykd.views): info["student_obs"] after every reset and step."""
         if not view:
             return self
-        return EnvSpec(self.env_id, self.env_kwargs, (*self.wrappers, WrapperSpec("policykd.views:StudentViewWrapper", {"view": view})))
+        return EnvSpec(self.env_id, self.env_kwargs, (*self.wrappers, WrapperSpec("policykd.views:StudentViewWrapper", {"view": view})),
+                       self.trusted)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,6 +167,6 @@ class EnvSpec:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> EnvSpec:
+    def from_json(cls, d: dict[str, Any], *, trusted: bool = False) -> EnvSpec:
         wrappers = tuple(WrapperSpec(w["path"], dict(w.get("kwargs") or {})) for w in d.get("wrappers", []))
-        return cls(env_id=d["env_id"], env_kwargs=dict(d.get("env_kwargs") or {}), wrappers=wrappers)
+        return cls(env_id=d["env_id"], env_kwargs=dict(d.get("env_kwargs") or {}), wrappers=wrappers, trusted=trusted)

@@ -52,7 +52,8 @@ def student_env_spec(card: dict[str, Any], source: str) -> EnvSpec:
     spec = EnvSpec.from_json(fmt.env_record(card, source))
     view = fmt.view_name(card, source, resolving=True)
     if view:
-        spec = EnvSpec(spec.env_id, spec.env_kwargs, (*spec.wrappers, WrapperSpec("policykd.views:StudentViewObservation", {"view": view})))
+        spec = EnvSpec(spec.env_id, spec.env_kwargs, (*spec.wrappers, WrapperSpec("policykd.views:StudentViewObservation", {"view": view})),
+                       spec.trusted)
     return spec
 
 

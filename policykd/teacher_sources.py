@@ -179,8 +179,9 @@ def _checked_env(env: EnvSpec) -> EnvSpec:
     return env
 
 
-def read_model_card(card_path: Path) -> tuple[dict[str, Any], EnvSpec, ObsNormalizer | None]:
-    """(card, env, normaliser) of an agents/ folder's model_card.json, checked; one-line PolicyKDError otherwise."""
+def read_model_card(card_path: Path, *, trusted: bool = False) -> tuple[dict[str, Any], EnvSpec, ObsNormalizer | None]:
+    """(card, env, normaliser) of an agents/ folder's model_card.json, checked; one-line PolicyKDError otherwise.
+    trusted: its env may name wrappers from any module (env_factory.wrapper_class)."""
     try:
         card = json.loads(card_path.read_text())
     except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -188,7 +189,7 @@ def read_model_card(card_path: Path) -> tuple[dict[str, Any], EnvSpec, ObsNormal
     if not isinstance(card, dict) or not isinstance(card.get("model_file"), str) or not isinstance(card.get("algo"), str):
         raise PolicyKDError(f"{card_path} lacks its model_file or algo; restore the agent folder")
     try:
-        env = _checked_env(EnvSpec.from_json(card["env"]))
+        env = _checked_env(EnvSpec.from_json(card["env"], trusted=trusted))
         normalizer = ObsNormalizer.from_json(card["normalizer"]) if card.get("normalizer") else None
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         raise PolicyKDError(f"{card_path} has a malformed env or normalizer ({e.__class__.__name__}: {_first_line(e)}); "
@@ -213,12 +214,14 @@ def resolve_source(path: str | Path, *, algo: str | None = None, env_id: str | N
                    trust_pickle: bool = False) -> TeacherSource:
     """Recognise a policykd agent folder, an rl-zoo run folder, or a bare SB3 zip.
 
-    trust_pickle: read vecnormalize.pkl with plain pickle (runs any code it names) instead of the allowlist."""
+    trust_pickle: read vecnormalize.pkl with plain pickle (runs any code it names) instead of the allowlist, and let
+    the env name wrappers from any module (env_factory.wrapper_class)."""
     path = Path(path)
     if not path.exists():
         raise PolicyKDError(f"teacher path {path} does not exist; pass an SB3 .zip, an rl-zoo run folder or an agents/ folder")
     if path.is_dir() and (path / MODEL_CARD).exists():
-        card, env, normalizer = read_model_card(path / MODEL_CARD)
+        card, env, normalizer = read_model_card(path / MODEL_CARD, trusted=trust_pickle)
+        env.check_wrappers()
         model_zip = path / card["model_file"]
         if algo is not None:
             check_algo(model_zip, algo, recorded=card["algo"], recorded_where=str(path / MODEL_CARD))
@@ -228,10 +231,11 @@ def resolve_source(path: str | Path, *, algo: str | None = None, env_id: str | N
         if algo is not None:
             check_algo(run.model_zip, algo)
         try:
-            env = _checked_env(EnvSpec(env_id or run.env_id, run.env_kwargs, parse_wrappers(run.env_wrapper)))
+            env = _checked_env(EnvSpec(env_id or run.env_id, run.env_kwargs, parse_wrappers(run.env_wrapper), trust_pickle))
         except (TypeError, ValueError, AttributeError) as e:
             raise PolicyKDError(f"{path}: env_kwargs (args.yml) or env_wrapper (config.yml) is malformed ({_first_line(e)}); "
                                 f"restore them from the rl-zoo run") from e
+        env.check_wrappers()
         normalizer = load_vecnormalize_stats(run.vecnormalize, trust_pickle=trust_pickle) if run.vecnormalize else None
         return TeacherSource(path, run.model_zip, algo or run.algo, env, normalizer, {"config": run.config}, trust_pickle)
     if path.suffix != ".zip":

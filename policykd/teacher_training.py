@@ -78,7 +78,7 @@ def train_teacher(config: TeacherTrainConfig, out_dir: str | Path, *, progress_b
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise PolicyKDError(f"{out_dir} already exists; remove it or pass another --out")
-    spec = EnvSpec(config.env_id, config.env_kwargs, parse_wrappers(config.env_wrapper))
+    spec = EnvSpec(config.env_id, config.env_kwargs, parse_wrappers(config.env_wrapper), trusted=True)  # the user's own recipe
     spec.make().close()  # fail early on an unknown id or bad kwargs
     torch.set_num_threads(1)
     venv = make_vec_env(lambda: spec.make(), n_envs=config.n_envs, seed=config.seed)

@@ -258,6 +258,7 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "teacher-crafted-zip": lambda tmp_path, assets: _crafted_zip_case(tmp_path, assets),
     "teacher-crafted-vecnormalize": lambda tmp_path, assets: _crafted_vecnormalize_case(tmp_path, assets),
     "student-card-names-crafted-teacher": lambda tmp_path, assets: _crafted_card_case(tmp_path, assets),
+    "teacher-config-names-a-foreign-wrapper": lambda tmp_path, assets: _foreign_wrapper_case(tmp_path, assets),
     # students
     "student-missing": lambda tmp_path, assets: Case(["export", tmp_path / "nostudent", "--format", "onnx"], r"not a student"),
     "student-card-corrupt": lambda tmp_path, assets: _student_case(tmp_path, assets, lambda d: (d / "student.json").write_text("{oops"),
@@ -387,6 +388,18 @@ def _crafted_vecnormalize_case(tmp_path: Path, assets: dict) -> Case:
     (run / "CartPole-v1" / "config.yml").write_text("normalize: true\n")
     (run / "CartPole-v1" / "vecnormalize.pkl").write_bytes(pickle.dumps(_WritesMarker(marker)))
     return Case(["teacher", "eval", run], r"vecnormalize\.pkl.*--trust-pickle", absent=[marker])
+
+
+def _foreign_wrapper_case(tmp_path: Path, assets: dict) -> Case:
+    """An rl-zoo folder whose config.yml names callables outside the wrapper packages (pathlib.Path.touch,
+    os.system) as its env wrappers: refused before any is called."""
+    marker = tmp_path / "pwned"
+    run = tmp_path / "dqn" / "CartPole-v1_1"
+    (run / "CartPole-v1").mkdir(parents=True)
+    shutil.copy(assets["teacher"], run / "CartPole-v1.zip")
+    (run / "CartPole-v1" / "config.yml").write_text(f"env_wrapper:\n  - pathlib.Path.touch: {{}}\n  - os.system: {{}}\n"
+                                                   f"# {marker}\n")
+    return Case(["teacher", "eval", run], r"env wrapper 'pathlib\.Path\.touch' is outside.*--trust-pickle", absent=[marker])
 
 
 def _crafted_card_case(tmp_path: Path, assets: dict) -> Case:

@@ -25,7 +25,32 @@ def test_bad_env_kwargs_and_wrappers_are_one_line_errors():
     with pytest.raises(PolicyKDError, match="rejected its kwargs"):
         EnvSpec("CartPole-v1", {"bogus": 1}).make()
     with pytest.raises(PolicyKDError, match="cannot import 'nowhere.Wrapper'"):
-        EnvSpec("CartPole-v1", wrappers=(WrapperSpec("nowhere.Wrapper"),)).make()
+        EnvSpec("CartPole-v1", wrappers=(WrapperSpec("nowhere.Wrapper"),), trusted=True).make()
+    with pytest.raises(PolicyKDError, match="cannot import 'gymnasium.wrappers.NoSuchWrapper'"):
+        EnvSpec("CartPole-v1", wrappers=(WrapperSpec("gymnasium.wrappers.NoSuchWrapper"),)).make()
+
+
+@pytest.mark.parametrize("path", ["os.system", "subprocess:Popen", "builtins.exec", "tests.conftest.zoo_run"])
+def test_a_wrapper_named_by_a_file_runs_no_code_outside_the_safe_wrapper_modules(path, monkeypatch):
+    """A crafted config.yml or card could name any callable as its env wrapper; make() would call it with the env."""
+    called = []
+    monkeypatch.setattr("os.system", lambda *a, **k: called.append(a))
+    spec = EnvSpec("CartPole-v1", wrappers=(WrapperSpec(path),))
+    with pytest.raises(PolicyKDError, match=f"env wrapper '{path}' is outside the packages.*--trust-pickle") as info:
+        spec.make()
+    assert "\n" not in str(info.value) and not called
+    with pytest.raises(PolicyKDError, match=f"env wrapper '{path}' is not a gymnasium.Wrapper class"):
+        EnvSpec.from_json(spec.to_json(), trusted=True).make()  # trusted: imported, but still never called
+    assert not called
+
+
+def test_gymnasium_and_sb3_contrib_wrappers_need_no_trust():
+    spec = EnvSpec("Pendulum-v1", wrappers=(WrapperSpec("gymnasium.wrappers:ClipAction"),
+                                            WrapperSpec("sb3_contrib.common.wrappers.TimeFeatureWrapper")))
+    spec.check_wrappers()
+    env = spec.make()
+    assert env.observation_space.shape == (4,)
+    env.close()
 
 
 def test_bullet_envs_are_wrapped_to_keep_native_banners_quiet(capfd):
