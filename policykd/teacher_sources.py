@@ -26,6 +26,7 @@ SQUASHED = ("sac", "tqc", "crossq")
 DETERMINISTIC = ("td3", "ddpg")
 Q_BASED = ("dqn", "qrdqn")
 ALGOS = ON_POLICY + SQUASHED + DETERMINISTIC + Q_BASED
+ALGO_NAMES = {"crossq": "CrossQ", "qrdqn": "QR-DQN"}  # as the libraries spell them; the rest in capitals
 MODEL_CARD = "model_card.json"
 
 # Algorithms whose checkpoints are interchangeable (DDPG is TD3 with policy_delay=1 and one critic).
@@ -98,8 +99,8 @@ _UNSUPPORTED_POLICY_MODULES = (
                                      "across steps, which policykd's teachers do not have yet"),
     ("sb3_contrib.ppo_recurrent", "a RecurrentPPO (LSTM) checkpoint: its action depends on a hidden state carried "
                                   "across steps, which policykd's teachers do not have yet"),
-    ("sb3_contrib.ars", "an ARS checkpoint: ARS policies have neither an action distribution nor a value to distil "
-                        "from yet"),
+    ("sb3_contrib.ars", "an ARS checkpoint: ARS learns no value function for value matching, and no action "
+                        "probabilities for discrete actions"),
 )
 
 
@@ -109,7 +110,7 @@ def check_supported_policy(data: dict[str, Any], model_zip: Path) -> None:
     policy_module = str(entry.get("__module__", "")) if isinstance(entry, dict) else ""
     for prefix, why in _UNSUPPORTED_POLICY_MODULES:
         if policy_module.startswith(prefix):
-            raise PolicyKDError(f"{model_zip} is {why}; policykd distils {', '.join(a.upper() for a in ALGOS)} teachers")
+            raise PolicyKDError(f"{model_zip} is {why}; policykd distils {', '.join(ALGO_NAMES.get(a, a.upper()) for a in ALGOS)} teachers")
 
 
 def infer_algo_from_data(data: dict[str, Any]) -> str | None:
