@@ -30,7 +30,7 @@ buffer_app = typer.Typer(help="Work with teacher-labelled buffers (export to Min
 app.add_typer(buffer_app, name="buffer")
 out = make_console()
 
-ALGO_HELP = "Algorithm of the checkpoint (ppo, a2c, trpo, sac, tqc, crossq, td3, ddpg, dqn, qrdqn); inferred when absent."
+ALGO_HELP = "Algorithm of the checkpoint (ppo, a2c, trpo, sac, tqc, crossq, td3, ddpg, dqn, qrdqn, ars); inferred when absent."
 TRUST_PICKLE_HELP = ("Unpickle teacher files (SB3 zip, vecnormalize.pkl) without the allowlist. Can run code from the file: "
                      "only for files you trust.")
 TEACHER_HELP = "An SB3 .zip (with --env), an rl-zoo run folder (e.g. $POLICYKD_TEACHERS/rl-zoo/ppo/HopperBulletEnv-v0_1), or an agents/ folder (e.g. agents/sac-Pendulum-v1)."

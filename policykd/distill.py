@@ -137,14 +137,16 @@ def validation_loss(student: Student, data: dict[str, np.ndarray], family: str, 
 
 def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[str, np.ndarray], family: str,
                 config: DistillConfig, round_index: int, seed: int, first_step: int, on_progress=None,
-                validation: dict[str, np.ndarray] | None = None, transfer: Transfer | None = None) -> dict[str, float]:
+                validation: dict[str, np.ndarray] | None = None, transfer: Transfer | None = None,
+                value_matching: bool = True) -> dict[str, float]:
     """Up to config.decided_epochs_per_round(round_index) epochs of minibatch Adam on all rows of `data`, starting at
     global gradient step `first_step` (for the lr schedule). With `validation` rows, the weights of the epoch with the lowest
     held-out KL (held-out loss for `loss: bc | mse`) are kept, and training stops after config.early_stopping_patience epochs without improvement (when
-    > 0). `transfer` adds the hint and attention terms (policykd.transfer). Returns last-epoch mean losses, the
+    > 0). `transfer` adds the hint and attention terms (policykd.transfer). value_matching False (a teacher without a
+    value, Teacher.has_value) trains at lambda_v 0 whatever the recipe says. Returns last-epoch mean losses, the
     gradient steps taken, and (with validation) val_kl, epochs, best_epoch."""
-    loss_config = LossConfig(kl_direction=config.kl_direction, tau=config.tau, lambda_v=config.lambda_v, loss=config.loss,
-                             kl_mean_scale=config.kl_mean_scale, kl_student_std=config.kl_student_std)
+    loss_config = LossConfig(kl_direction=config.kl_direction, tau=config.tau, lambda_v=config.lambda_v if value_matching else 0.0,
+                             loss=config.loss, kl_mean_scale=config.kl_mean_scale, kl_student_std=config.kl_student_std)
     strategy = family_strategy(family)
     obs, params, value = _labels(data, strategy)
     bounds = (student.action_low, student.action_high) if config.bounded_means and strategy.clips_to_bounds else None
@@ -312,14 +314,20 @@ def load_run_state(config: DistillConfig, teacher: Teacher, run_dir: Path, *, re
     return RunState(student, _make_optimizer(config)(student), Progress(), None, None)
 
 
+def teacher_has_value(teacher: Teacher) -> bool:
+    """Whether distillation matches the teacher's value (not for teachers without one: ARS, Teacher.has_value)."""
+    return getattr(teacher, "has_value", True)
+
+
 def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, state: RunState,
                        tracker: Tracker, on_round=None) -> DistillResult:
     """The loop, in a folder from prepare_run_dir whose RunLock the caller holds, from load_run_state's state."""
     torch.set_num_threads(config.torch_threads)
     identity = teacher.identity()
-    atomic_write_json(run_dir / CONFIG_FILE, {"format": RUN_FORMAT, "config": config.to_dict(), "decided": config.decisions(),
+    decided = {**config.decisions(), "value_matching": teacher_has_value(teacher)}
+    atomic_write_json(run_dir / CONFIG_FILE, {"format": RUN_FORMAT, "config": config.to_dict(), "decided": decided,
                                               "teacher": identity, "versions": package_versions()})
-    card_extra = {"teacher": identity, "config": config.to_dict(), "decided": config.decisions(), "seed": config.seed}
+    card_extra = {"teacher": identity, "config": config.to_dict(), "decided": decided, "seed": config.seed}
     view_space = None
     if config.student_view:  # what the student sees, beside the teacher's env: `policykd eval` rebuilds it from here
         view_space = student_observation_space(teacher.env_spec, config.student_view)
@@ -368,7 +376,8 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
                 student.quantise_int8 = round_index >= config.rounds - config.quantise_aware_rounds
                 try:
                     losses = train_round(student, optimizer, train, teacher.family, config, round_index, seed, progress.gradient_steps,
-                                         on_progress=advance, validation=validation, transfer=transfer)
+                                         on_progress=advance, validation=validation, transfer=transfer,
+                                         value_matching=teacher_has_value(teacher))
                 finally:
                     student.quantise_int8 = False  # acting, evaluation and exports use the float forward pass
                 steps_taken = losses.pop("steps")

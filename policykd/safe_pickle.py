@@ -250,6 +250,7 @@ SCHEDULE_OBJECTS: dict[str, Any] = {
 TRAINING_STATE_KEYS = frozenset({
     "_last_obs", "_last_original_obs", "_last_episode_starts", "_last_dones", "ep_info_buffer",
     "ep_success_buffer", "action_noise", "replay_buffer_class", "rollout_buffer_class",
+    "weights",  # ARS's flat copy of its policy's parameters (a pickled tensor; the policy's state dict holds them)
 })
 
 

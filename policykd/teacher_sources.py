@@ -25,7 +25,8 @@ ON_POLICY = ("ppo", "a2c", "trpo")
 SQUASHED = ("sac", "tqc", "crossq")
 DETERMINISTIC = ("td3", "ddpg")
 Q_BASED = ("dqn", "qrdqn")
-ALGOS = ON_POLICY + SQUASHED + DETERMINISTIC + Q_BASED
+SEARCH_BASED = ("ars",)  # a policy found by random search: no value function, no action distribution
+ALGOS = ON_POLICY + SQUASHED + DETERMINISTIC + Q_BASED + SEARCH_BASED
 ALGO_NAMES = {"crossq": "CrossQ", "qrdqn": "QR-DQN"}  # as the libraries spell them; the rest in capitals
 MODEL_CARD = "model_card.json"
 
@@ -33,7 +34,7 @@ MODEL_CARD = "model_card.json"
 _SAME_CHECKPOINT = ({"td3", "ddpg"},)
 # Policy modules that name the algorithm outright (on-policy algorithms share stable_baselines3.common.policies).
 _POLICY_MODULE_ALGO = (
-    ("sb3_contrib.qrdqn", "qrdqn"), ("sb3_contrib.tqc", "tqc"), ("sb3_contrib.crossq", "crossq"), ("stable_baselines3.sac", "sac"),
+    ("sb3_contrib.qrdqn", "qrdqn"), ("sb3_contrib.tqc", "tqc"), ("sb3_contrib.crossq", "crossq"), ("sb3_contrib.ars", "ars"), ("stable_baselines3.sac", "sac"),
     ("stable_baselines3.td3", "td3"), ("stable_baselines3.ddpg", "td3"), ("stable_baselines3.dqn", "dqn"),
 )
 
@@ -46,6 +47,7 @@ def algo_class(algo: str) -> type:
     classes = {
         "ppo": sb3.PPO, "a2c": sb3.A2C, "sac": sb3.SAC, "td3": sb3.TD3, "ddpg": sb3.DDPG, "dqn": sb3.DQN,
         "trpo": sb3_contrib.TRPO, "tqc": sb3_contrib.TQC, "crossq": sb3_contrib.CrossQ, "qrdqn": sb3_contrib.QRDQN,
+        "ars": sb3_contrib.ARS,
     }
     if not isinstance(algo, str) or algo not in classes:
         raise PolicyKDError(f"unknown algorithm {algo!r}; policykd loads {', '.join(ALGOS)}")
@@ -99,8 +101,6 @@ _UNSUPPORTED_POLICY_MODULES = (
                                      "across steps, which policykd's teachers do not have yet"),
     ("sb3_contrib.ppo_recurrent", "a RecurrentPPO (LSTM) checkpoint: its action depends on a hidden state carried "
                                   "across steps, which policykd's teachers do not have yet"),
-    ("sb3_contrib.ars", "an ARS checkpoint: ARS learns no value function for value matching, and no action "
-                        "probabilities for discrete actions"),
 )
 
 
@@ -125,6 +125,8 @@ def infer_algo_from_data(data: dict[str, Any]) -> str | None:
         return "qrdqn"
     if "tqc" in policy_module or "top_quantiles_to_drop_per_net" in keys:
         return "tqc"
+    if "n_delta" in keys and "delta_std" in keys:
+        return "ars"
     if "exploration_rate" in keys or "exploration_final_eps" in keys:
         return "dqn"
     if "target_entropy" in keys or "ent_coef_optimizer" in keys:

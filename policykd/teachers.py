@@ -5,10 +5,12 @@ A Teacher offers, for a batch of *raw* env observations obs [B, obs_dim] (normal
 - ``features(obs)``: named hidden activations of the actor, each [B, H];
 - ``act(obs)``: env-scaled actions, and ``make_env()``: the env exactly as trained.
 
-Distributions: Gaussian for PPO/A2C/TRPO, squashed (tanh) Gaussian for SAC/TQC and for on-policy teachers with
-squash_output=True; with gSDE (use_sde=True) the std at a state is the one gSDE's noise has there (gsde_log_std).
+Distributions: Gaussian for PPO/A2C/TRPO, squashed (tanh) Gaussian for SAC/TQC/CrossQ and for on-policy teachers
+with squash_output=True; with gSDE (use_sde=True) the std at a state is the one gSDE's noise has there
+(gsde_log_std); one action per state for TD3/DDPG and ARS (Box); logits for DQN/QR-DQN (Q-values) and ARS (Discrete).
 Values: V(s) for actor-critic (PPO/A2C/TRPO); min over critics of Q(s, mu(s)) for SAC/TD3/TQC
-(TQC: mean over quantiles first); max_a Q(s, a) for DQN/QR-DQN (QR-DQN: mean over quantiles).
+(TQC: mean over quantiles first); max_a Q(s, a) for DQN/QR-DQN (QR-DQN: mean over quantiles); none for ARS
+(has_value False: zeros, and distillation turns value matching off).
 
 Where the checkpoint comes from (agents/ folder, rl-zoo run, bare zip) is policykd.teacher_sources; its pickled
 parts are read in safe mode unless trust_pickle=True (policykd.safe_pickle). The teacher's observation and
@@ -41,6 +43,7 @@ from policykd.teacher_sources import (  # noqa: F401 - re-exported: `from policy
     MODEL_CARD,
     ON_POLICY,
     Q_BASED,
+    SEARCH_BASED,
     SQUASHED,
     TeacherSource,
     algo_class,
@@ -61,6 +64,7 @@ _ACTOR_PREFIXES = {
     **{a: ("actor.mu",) for a in DETERMINISTIC},
     "dqn": ("q_net.q_net",),
     "qrdqn": ("quantile_net.quantile_net",),
+    "ars": ("action_net",),
 }
 
 # Parameter name prefixes of the nets that compute the action (target nets and critics excluded).
@@ -69,6 +73,7 @@ _ACTOR_PARAMETERS = {
     **{a: ("actor.",) for a in SQUASHED + DETERMINISTIC},
     "dqn": ("q_net.",),
     "qrdqn": ("quantile_net.",),
+    "ars": ("action_net.",),
 }
 # Box bounds of the teacher and the env count as equal within this tolerance (float32 pickles vs float64 envs).
 _BOUNDS_RTOL, _BOUNDS_ATOL = 1e-5, 1e-6
@@ -139,6 +144,11 @@ class Teacher(TeacherActions):
         prefixes = _ACTOR_PARAMETERS[self.algo]
         return sum(p.numel() for n, p in self.policy.named_parameters() if n.startswith(prefixes))
 
+    @property
+    def has_value(self) -> bool:
+        """Whether the teacher has a value to match (ARS learns none: its value() is zeros and value matching is off)."""
+        return self.algo not in SEARCH_BASED
+
     def identity(self) -> dict[str, Any]:
         return {
             "path": str(self.source.path),
@@ -195,6 +205,8 @@ class Teacher(TeacherActions):
             return DistParams("squashed_gaussian", {"mean": mean, "log_std": log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)})
         if algo in DETERMINISTIC:
             return DistParams("deterministic", {"action": policy.actor(x)})
+        if algo in SEARCH_BASED:
+            return self._search_based_dist(policy.action_net(policy.extract_features(x, policy.features_extractor)))
         q_values = policy.quantile_net(x).mean(dim=1) if algo == "qrdqn" else policy.q_net(x)
         return DistParams("categorical", {"logits": q_values})
 
@@ -208,7 +220,20 @@ class Teacher(TeacherActions):
             return q.min(dim=-1).values
         if algo in DETERMINISTIC:
             return torch.cat(policy.critic(x, dist["action"]), dim=-1).min(dim=-1).values
+        if algo in SEARCH_BASED:
+            return torch.zeros(len(x))
         return dist["logits"].max(dim=-1).values
+
+    def _search_based_dist(self, out: torch.Tensor) -> DistParams:
+        """ARS: the action net's output [B, out] as logits (Discrete: SB3 acts on their argmax) or as one action per
+        state in [-1, 1], the deterministic family's policy space: a squashed policy's tanh output as SB3 unscales it
+        to the bounds, a linear one's output clipped to the bounds (as SB3 acts) and mapped onto [-1, 1]."""
+        if self.strategy.discrete:
+            return DistParams("categorical", {"logits": out})
+        if self.policy.squash_output:
+            return DistParams("deterministic", {"action": out.clamp(-1.0, 1.0)})
+        low, high = self._low.to(out.dtype), self._high.to(out.dtype)
+        return DistParams("deterministic", {"action": 2 * (out.minimum(high).maximum(low) - low) / (high - low) - 1})
 
     @torch.no_grad()
     def features(self, obs: np.ndarray) -> dict[str, torch.Tensor]:
@@ -242,7 +267,7 @@ class Teacher(TeacherActions):
             raise PolicyKDError(f"action space {self.action_space} is not supported; policykd handles Box and Discrete")
         if self.algo in SQUASHED or (self.algo in ON_POLICY and self.policy.squash_output):  # and squashed gSDE PPO & co.
             return "squashed_gaussian"
-        if self.algo in DETERMINISTIC:
+        if self.algo in DETERMINISTIC or self.algo in SEARCH_BASED:
             return "deterministic"
         if self.algo in Q_BASED:
             raise PolicyKDError(f"{self.algo} needs a Discrete action space, the env has {self.action_space}")

@@ -40,7 +40,8 @@ def zoo_run(algo: str, env_id: str) -> Path:
 def tiny_teachers(tmp_path_factory) -> dict[str, Path]:
     """SAC, TD3, TQC, CrossQ (Pendulum-v1) and QR-DQN, DQN (CartPole-v1) checkpoints, trained for a few hundred steps; and
     gSDE teachers as rl-zoo trains its Bullet ones: SAC and TQC with use_sde (log_std_init -3), PPO with use_sde and
-    squash_output (keys sac_sde, tqc_sde, ppo_squashed); A2C with SB2's RMSprop as rl-zoo's Atari recipes use it."""
+    squash_output (keys sac_sde, tqc_sde, ppo_squashed); A2C with SB2's RMSprop as rl-zoo's Atari recipes use it; ARS
+    with a linear policy (ars: unsquashed, clipped; ars_discrete) and an MLP one (ars_mlp: tanh-squashed)."""
     import sb3_contrib
     import stable_baselines3 as sb3
     from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
@@ -59,13 +60,16 @@ def tiny_teachers(tmp_path_factory) -> dict[str, Path]:
         "tqc_sde": (sb3_contrib.TQC, "Pendulum-v1", {**off_policy, **gsde}),
         "ppo_squashed": (sb3.PPO, "Pendulum-v1", {"n_steps": 100, "batch_size": 50, "use_sde": True,
                                                  "policy_kwargs": {"net_arch": [32, 32], "squash_output": True}}),
+        "ars": (sb3_contrib.ARS, "Pendulum-v1", {"policy": "LinearPolicy", "n_delta": 2}),
+        "ars_mlp": (sb3_contrib.ARS, "Pendulum-v1", {"n_delta": 2, "policy_kwargs": {"net_arch": [16]}}),
+        "ars_discrete": (sb3_contrib.ARS, "CartPole-v1", {"policy": "LinearPolicy", "n_delta": 2}),
         "a2c_tf_rmsprop": (sb3.A2C, "Pendulum-v1", {"policy_kwargs": {"net_arch": [32, 32], "optimizer_class": RMSpropTFLike,
                                                                     "optimizer_kwargs": {"eps": 1e-5}}}),
     }
     paths = {}
     for algo, (cls, env_id, kwargs) in specs.items():
-        kwargs = {"policy_kwargs": {"net_arch": [32, 32]}, **kwargs}
-        model = cls("MlpPolicy", env_id, seed=0, device="cpu", **kwargs)
+        kwargs = {"policy": "MlpPolicy", **({} if cls is sb3_contrib.ARS else {"policy_kwargs": {"net_arch": [32, 32]}}), **kwargs}
+        model = cls(env=env_id, seed=0, device="cpu", **kwargs)
         model.learn(300)
         paths[algo] = root / f"{algo}.zip"
         model.save(paths[algo])

@@ -191,7 +191,7 @@ def test_default_recipe_decides_epochs_per_round_and_batch_from_the_data_and_rec
     assert record["config"]["epochs_per_round"] is None and record["config"]["batch_size"] is None
     # 600 steps in 3 rounds at batch 64: 4, 7 and 10 minibatches a round
     assert record["decided"] == {"epochs_per_round": [200, 200, 200], "batch_size": 64,
-                                 "decided_from_budget": ["epochs_per_round", "batch_size"]}
+                                 "decided_from_budget": ["epochs_per_round", "batch_size"], "value_matching": True}
     assert result.student.card["decided"] == record["decided"]
     assert [m.epochs for m in result.history] == [200, 200, 200]
 

@@ -127,7 +127,8 @@ def test_teacher_folders_exist_or_skip():
     assert len(ZOO_RUNS) >= 1
 
 
-@pytest.mark.parametrize("name", ["sac", "td3", "tqc", "crossq", "dqn", "qrdqn", "sac_sde", "tqc_sde", "ppo_squashed", "a2c_tf_rmsprop"])
+@pytest.mark.parametrize("name", ["sac", "td3", "tqc", "crossq", "dqn", "qrdqn", "sac_sde", "tqc_sde", "ppo_squashed", "a2c_tf_rmsprop",
+                                  "ars", "ars_discrete"])
 def test_tiny_teachers_load_in_safe_mode(monkeypatch, tiny_teachers, name):
     teacher = _check_loads_safely(monkeypatch, tiny_teachers[name], env_id=tiny_teachers[f"{name}_env"])
     assert teacher.algo == name.split("_")[0]

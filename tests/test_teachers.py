@@ -114,24 +114,54 @@ def test_gsde_teachers_give_sb3s_state_dependent_distribution_and_actions(tiny_t
     assert value.shape == (8,) and torch.isfinite(value).all()
 
 
-@pytest.mark.parametrize("kind", ["recurrent_ppo", "ars"])
-def test_checkpoints_policykd_cannot_distil_are_refused_in_one_line_whatever_algo_says(tmp_path, kind):
-    """A RecurrentPPO zip looks like PPO's (and loaded as one, LSTM ignored); ARS has no distribution to distil."""
+def test_a_recurrent_ppo_checkpoint_is_refused_in_one_line_whatever_algo_says(tmp_path):
+    """A RecurrentPPO zip looks like PPO's (and loaded as one, its LSTM ignored, before this was checked)."""
     import sb3_contrib
 
-    if kind == "recurrent_ppo":
-        model = sb3_contrib.RecurrentPPO("MlpLstmPolicy", "Pendulum-v1", n_steps=32, batch_size=32, device="cpu",
-                                         policy_kwargs={"net_arch": [8], "lstm_hidden_size": 8})
-        why = "RecurrentPPO \\(LSTM\\) checkpoint"
-    else:
-        model = sb3_contrib.ARS("LinearPolicy", "Pendulum-v1", n_delta=2, device="cpu")
-        why = "ARS checkpoint"
-    path = tmp_path / f"{kind}.zip"
-    model.save(path)
+    path = tmp_path / "recurrent_ppo.zip"
+    sb3_contrib.RecurrentPPO("MlpLstmPolicy", "Pendulum-v1", n_steps=32, batch_size=32, device="cpu",
+                             policy_kwargs={"net_arch": [8], "lstm_hidden_size": 8}).save(path)
     for algo in (None, "ppo"):
-        with pytest.raises(PolicyKDError, match=f"{why}.*policykd distils PPO") as info:
+        with pytest.raises(PolicyKDError, match="RecurrentPPO \\(LSTM\\) checkpoint.*policykd distils PPO") as info:
             load_teacher(path, env_id="Pendulum-v1", algo=algo)
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["ars", "ars_mlp", "ars_discrete"])
+def test_ars_teachers_act_as_sb3_predicts_and_have_no_value(tiny_teachers, name):
+    """rl-zoo's Bullet ARS teachers are linear policies whose output SB3 clips to the bounds; ARS MLPs end in a tanh
+    that SB3 scales to the bounds; on Discrete actions SB3 takes the argmax of the output."""
+    teacher = load_teacher(tiny_teachers[name], env_id=tiny_teachers[f"{name}_env"])
+    assert teacher.algo == "ars" and not teacher.has_value
+    assert teacher.family == ("categorical" if name == "ars_discrete" else "deterministic")
+    env = teacher.make_env()
+    obs = np.stack([env.reset(seed=s)[0] for s in range(8)])
+    env.close()
+    if name == "ars":  # a linear policy's outputs beyond the bounds (torque +-2): clipped as SB3 does
+        with torch.no_grad():
+            teacher.policy.action_net[0].weight.fill_(5.0)
+    np.testing.assert_allclose(teacher.act(obs), teacher.model.predict(obs, deterministic=True)[0], atol=1e-5)
+    dist, value = teacher.dist_and_value(obs)
+    assert torch.equal(value, torch.zeros(8))
+    if name == "ars":
+        assert (dist["action"].abs() == 1).any() and dist["action"].abs().max() <= 1
+
+
+def test_a_student_of_an_ars_teacher_matches_its_actions_without_value_matching(tiny_teachers, tmp_path):
+    from policykd.config import DistillConfig
+    from policykd.distill import distill
+    from policykd.tracking import Tracker
+
+    teacher = load_teacher(tiny_teachers["ars"], env_id="Pendulum-v1")
+    config = DistillConfig(teacher=str(tiny_teachers["ars"]), env_id="Pendulum-v1", labelled_steps=1000, rounds=2,
+                           hidden=[32, 32], out_dir=str(tmp_path), run_name="ars", seed=0)
+    result = distill(config, teacher=teacher, tracker=Tracker(None, quiet=True))
+    assert result.student.card["decided"]["value_matching"] is False
+    env = teacher.make_env()
+    obs = np.stack([env.reset(seed=100 + s)[0] for s in range(64)])
+    env.close()
+    error = np.abs(result.student.act(obs) - teacher.act(obs)).mean()
+    assert error < 0.05 * np.abs(teacher.act(obs)).mean() + 0.01, error
 
 
 def test_bad_teacher_inputs_give_one_line_errors(tmp_path, tiny_teachers):
