@@ -224,6 +224,8 @@ def resolve_source(path: str | Path, *, algo: str | None = None, env_id: str | N
         raise PolicyKDError(f"teacher path {path} does not exist; pass an SB3 .zip, an rl-zoo run folder or an agents/ folder")
     if path.is_dir() and (path / MODEL_CARD).exists():
         card, env, normalizer = read_model_card(path / MODEL_CARD, trusted=trust_pickle)
+        if env_id is not None and env_id != env.env_id:  # as for rl-zoo runs: another env, the card's kwargs and wrappers
+            env = EnvSpec(env_id, env.env_kwargs, env.wrappers, env.trusted)
         env.check_wrappers()
         model_zip = path / card["model_file"]
         if algo is not None:

@@ -321,3 +321,12 @@ def test_a_student_distilled_from_a_gsde_sac_teacher_learns_its_state_dependent_
     best_constant_error = (theirs["log_std"] - theirs["log_std"].median(dim=0).values).abs().mean()  # 0.15
     assert (ours["log_std"] - theirs["log_std"]).abs().mean() < 0.3 * best_constant_error  # 0.016 measured
     np.testing.assert_allclose(student.act(obs), teacher.act(obs), atol=0.1)  # 0.03 measured (torque range +-2)
+
+
+def test_env_given_for_an_agents_folder_is_used_not_ignored():
+    agent = Path(__file__).resolve().parents[1] / "agents" / "sac-Pendulum-v1"
+    if not agent.exists():
+        pytest.skip("agents/sac-Pendulum-v1 is absent")
+    with pytest.raises(PolicyKDError, match="expects observations of shape \\(3,\\) but CartPole-v1 gives \\(4,\\).*--env Pendulum-v1"):
+        load_teacher(agent, env_id="CartPole-v1")
+    assert load_teacher(agent, env_id="Pendulum-v1").env_spec.env_id == "Pendulum-v1"
