@@ -36,8 +36,12 @@ TRUST_PICKLE_HELP = ("Unpickle teacher files (SB3 zip, vecnormalize.pkl) without
 TEACHER_HELP = "An SB3 .zip (with --env), an rl-zoo run folder (e.g. $POLICYKD_TEACHERS/rl-zoo/ppo/HopperBulletEnv-v0_1), or an agents/ folder (e.g. agents/sac-Pendulum-v1)."
 
 
+def _fail_line(message: str) -> None:
+    make_console(stderr=True).print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True)
+
+
 def _fail(error: Exception) -> None:
-    make_console(stderr=True).print(Text.assemble(("error:", "bold red"), f" {error}"), highlight=False, soft_wrap=True)
+    _fail_line(str(error))
     raise typer.Exit(code=2)
 
 
@@ -647,5 +651,31 @@ def embedded(
     _run(go)
 
 
+# Click's exceptions as the installed typer raises them (typer >= 0.26 vendors click; older ones use click itself).
+_CLICK_EXCEPTIONS = sys.modules[typer.BadParameter.__module__]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `policykd` command: the app, with usage errors (a flag value of the wrong type, an unknown option, a
+    missing argument) as one `error:` line and exit code 2, like every other bad input, instead of click's box."""
+    errors = _CLICK_EXCEPTIONS
+    try:
+        code = app(args=argv, prog_name="policykd", standalone_mode=False)
+    except getattr(errors, "NoArgsIsHelpError", ()) as e:  # click >= 8.2: a bare command shows its help
+        e.show()
+        sys.exit(e.exit_code)
+    except errors.UsageError as e:
+        where = e.ctx.command_path if e.ctx is not None else "policykd"
+        _fail_line(f"{e.format_message().rstrip('.')}; see `{where} --help`")
+        sys.exit(2)
+    except errors.ClickException as e:  # click's other input errors (e.g. an unreadable file argument)
+        _fail_line(e.format_message())
+        sys.exit(e.exit_code)
+    except errors.Abort:  # Ctrl-C outside a command's own handling (while starting up)
+        make_console(stderr=True).print(Text.assemble(("interrupted", "bold yellow")), highlight=False)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    main()

@@ -1,10 +1,11 @@
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
 
 from policykd.buffer import Buffer
-from policykd.cli import app
+from policykd.cli import app, main
 from tests.conftest import zoo_run
 
 runner = CliRunner()
@@ -19,6 +20,31 @@ def test_help_is_available(command):
     result = _invoke(*command, "--help")
     assert result.exit_code == 0
     assert "Usage" in result.output
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["distill", "agents/sac-Pendulum-v1", "--steps", "10abc"], r"Invalid value for '--steps'.*see `policykd distill --help`"),
+    (["distill", "--bogus"], r"No such option: --bogus.*see `policykd distill --help`"),
+    (["teacher", "eval", "x.zip", "--episodes", "0"], r"'--episodes'.*greater than or equal to 1.*`policykd teacher eval --help`"),
+    (["export"], r"Missing argument 'student'; see `policykd export --help`"),
+    (["distil"], r"No such command 'distil'"),
+])
+def test_usage_errors_of_the_command_are_one_line_and_exit_2(argv, message, capsys):
+    """The console script (policykd.cli:main) reports what click would box as one `error:` line."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err and err.startswith("error: "), err
+    assert re.search(message, err), err
+
+
+def test_the_command_without_arguments_shows_its_help_and_help_exits_0(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and "distill" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2 and "Usage" in "".join(capsys.readouterr())
 
 
 @pytest.mark.parametrize("command", [["collect"], ["distill"], ["sweep"]])
