@@ -105,12 +105,20 @@ _UNSUPPORTED_POLICY_MODULES = (
 
 
 def check_supported_policy(data: dict[str, Any], model_zip: Path) -> None:
-    """Fail in one line for checkpoints of algorithms policykd cannot distil (whatever --algo says)."""
+    """Fail in one line for checkpoints policykd cannot distil (whatever --algo says): algorithms it does not load,
+    and observations that are not one flat Box (goal-conditioned HER teachers, MultiInputPolicy), read from the type
+    SB3 writes beside the pickled space, so nothing is unpickled to refuse them."""
     entry = data.get("policy_class")
     policy_module = str(entry.get("__module__", "")) if isinstance(entry, dict) else ""
     for prefix, why in _UNSUPPORTED_POLICY_MODULES:
         if policy_module.startswith(prefix):
             raise PolicyKDError(f"{model_zip} is {why}; policykd distils {', '.join(ALGO_NAMES.get(a, a.upper()) for a in ALGOS)} teachers")
+    space = data.get("observation_space")
+    space_type = str(space.get(":type:", "")) if isinstance(space, dict) else ""
+    match = re.search(r"spaces\.\w+\.(Dict|Tuple|Graph|Sequence|Text)'", space_type)
+    if match:
+        raise PolicyKDError(f"{model_zip} observes a {match.group(1)} space (a goal-conditioned HER or MultiInputPolicy "
+                            "teacher); policykd distils teachers of one flat Box observation")
 
 
 def infer_algo_from_data(data: dict[str, Any]) -> str | None:

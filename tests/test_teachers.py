@@ -127,6 +127,21 @@ def test_a_recurrent_ppo_checkpoint_is_refused_in_one_line_whatever_algo_says(tm
         assert "\n" not in str(info.value)
 
 
+def test_a_goal_conditioned_her_teacher_is_refused_in_one_line_before_anything_is_unpickled(tmp_path, monkeypatch):
+    """HER teachers observe a Dict (observation, achieved and desired goal); their zips held HER kwargs that made
+    SB3's load fail with a message about a replay buffer."""
+    from stable_baselines3 import DQN, HerReplayBuffer
+    from stable_baselines3.common.envs import BitFlippingEnv
+
+    path = tmp_path / "her.zip"
+    DQN("MultiInputPolicy", BitFlippingEnv(n_bits=4, max_steps=4), replay_buffer_class=HerReplayBuffer,
+        replay_buffer_kwargs={"n_sampled_goal": 2}, learning_starts=10, buffer_size=100, device="cpu").save(path)
+    monkeypatch.setattr("policykd.safe_pickle.safe_load", lambda *a, **k: pytest.fail("unpickled"))
+    for algo in (None, "dqn"):
+        with pytest.raises(PolicyKDError, match="observes a Dict space.*one flat Box observation"):
+            load_teacher(path, env_id="CartPole-v1", algo=algo)
+
+
 @pytest.mark.parametrize("name", ["ars", "ars_mlp", "ars_discrete"])
 def test_ars_teachers_act_as_sb3_predicts_and_have_no_value(tiny_teachers, name):
     """rl-zoo's Bullet ARS teachers are linear policies whose output SB3 clips to the bounds; ARS MLPs end in a tanh
