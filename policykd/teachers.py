@@ -8,7 +8,7 @@ A Teacher offers, for a batch of *raw* env observations obs [B, obs_dim] (normal
 Distributions: Gaussian for PPO/A2C/TRPO, squashed (tanh) Gaussian for SAC/TQC/CrossQ and for on-policy teachers
 with squash_output=True; with gSDE (use_sde=True) the std at a state is the one gSDE's noise has there
 (gsde_log_std); one action per state for TD3/DDPG and ARS (Box); logits for DQN/QR-DQN (Q-values) and ARS (Discrete).
-Values: V(s) for actor-critic (PPO/A2C/TRPO); min over critics of Q(s, mu(s)) for SAC/TD3/TQC
+Values: V(s) for actor-critic (PPO/A2C/TRPO); min over critics of Q(s, mu(s)) for SAC/CrossQ/TD3/TQC
 (TQC: mean over quantiles first); max_a Q(s, a) for DQN/QR-DQN (QR-DQN: mean over quantiles); none for ARS
 (has_value False: zeros, and distillation turns value matching off).
 
