@@ -44,7 +44,7 @@ def test_the_command_without_arguments_shows_its_help_and_help_exits_0(capsys):
     assert exit_info.value.code == 0 and "distill" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exit_info:
         main([])
-    assert exit_info.value.code == 2 and "Usage" in "".join(capsys.readouterr())
+    assert exit_info.value.code in (0, 2) and "Usage" in "".join(capsys.readouterr())  # 2 since click 8.2
 
 
 @pytest.mark.parametrize("command", [["collect"], ["distill"], ["sweep"]])
