@@ -97,10 +97,9 @@ def policy_class_name(data: dict[str, Any]) -> str:
 
 # Policy modules of checkpoints policykd cannot distil, with why: a one-line refusal instead of a wrong teacher.
 _UNSUPPORTED_POLICY_MODULES = (
-    ("sb3_contrib.common.recurrent", "a RecurrentPPO (LSTM) checkpoint: its action depends on a hidden state carried "
-                                     "across steps, which policykd's teachers do not have yet"),
-    ("sb3_contrib.ppo_recurrent", "a RecurrentPPO (LSTM) checkpoint: its action depends on a hidden state carried "
-                                  "across steps, which policykd's teachers do not have yet"),
+    (("sb3_contrib.common.recurrent", "sb3_contrib.ppo_recurrent"),
+     "a RecurrentPPO (LSTM) checkpoint: its action depends on a hidden state carried across steps, which policykd's "
+     "teachers do not have yet"),
 )
 
 
