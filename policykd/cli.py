@@ -1,14 +1,17 @@
 """The `policykd` command line: teacher train|eval, collect, distill, eval.
 
-Every command prints one line, not a traceback, for a problem with its input (PolicyKDError).
+Every command prints one line, not a traceback, for a problem with its input (PolicyKDError), and one line naming
+an unexpected error as a bug (the traceback with POLICYKD_TRACEBACK=1).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
@@ -651,6 +654,7 @@ def embedded(
     _run(go)
 
 
+TRACEBACK_ENV = "POLICYKD_TRACEBACK"  # set to 1 to see the traceback of an unexpected error
 # Click's exceptions as the installed typer raises them (typer >= 0.26 vendors click; older ones use click itself).
 _CLICK_EXCEPTIONS = sys.modules[typer.BadParameter.__module__]
 
@@ -671,9 +675,16 @@ def main(argv: list[str] | None = None) -> None:
     except errors.ClickException as e:  # click's other input errors (e.g. an unreadable file argument)
         _fail_line(e.format_message())
         sys.exit(e.exit_code)
-    except errors.Abort:  # Ctrl-C outside a command's own handling (while starting up)
+    except typer.Abort:  # Ctrl-C outside a command's own handling (while starting up); typer 0.29's vendored click has no Abort
         make_console(stderr=True).print(Text.assemble(("interrupted", "bold yellow")), highlight=False)
         sys.exit(130)
+    except Exception as e:  # a case no check foresaw: one line that says so, the traceback on request
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        _fail_line(f"unexpected {type(e).__name__}: {str(e).strip() or repr(e)} (at {Path(frame.filename).name}:{frame.lineno}); "
+                   f"this is a policykd bug: rerun with {TRACEBACK_ENV}=1 and report the traceback")
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

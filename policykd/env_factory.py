@@ -146,10 +146,17 @@ class EnvSpec:
                 env = gym.make(self.env_id, max_episode_steps=max_episode_steps, **kwargs)
         except TypeError as e:
             raise PolicyKDError(f"env {self.env_id!r} rejected its kwargs {kwargs}: {e}") from e
+        except (gym.error.DependencyNotInstalled, ImportError) as e:  # e.g. LunarLander without Box2D, Ant without MuJoCo
+            raise PolicyKDError(f"env {self.env_id!r} needs a package that is not installed: {str(e).rstrip('.')}; "
+                                "install it into this environment and run again") from e
         if "pybullet" in str(gym.spec(self.env_id).entry_point):
             env = QuietReset(env)
         for wrapper in self.wrappers:
-            env = wrapper_class(wrapper.path, trusted=self.trusted)(env, **wrapper.kwargs)
+            try:
+                env = wrapper_class(wrapper.path, trusted=self.trusted)(env, **wrapper.kwargs)
+            except TypeError as e:
+                raise PolicyKDError(f"wrapper {wrapper.path} rejected its kwargs {wrapper.kwargs}: {e}; fix env_wrapper "
+                                    "in the teacher's config") from e
         return env
 
     def with_view(self, view: str) -> EnvSpec:

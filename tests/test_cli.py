@@ -38,6 +38,41 @@ def test_usage_errors_of_the_command_are_one_line_and_exit_2(argv, message, caps
     assert re.search(message, err), err
 
 
+def test_an_env_whose_package_is_missing_is_one_line_naming_it(tiny_teachers, capsys):
+    """A registered env whose module cannot be imported (as LunarLander without Box2D, Ant without MuJoCo)."""
+    import gymnasium as gym
+
+    env_id = "PolicyKDTestMissingPackage-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point="policykd_test_package_that_is_not_installed:Env")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["teacher", "eval", str(tiny_teachers["dqn"]), "--env", env_id, "--episodes", "1"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err, err
+    assert re.search(rf"env '{env_id}' needs a package that is not installed: .*policykd_test_package_that_is_not_installed", err), err
+
+
+def test_an_unexpected_error_is_one_line_calling_itself_a_bug_and_the_traceback_is_on_request(tiny_teachers, capsys,
+                                                                                               monkeypatch):
+    from policykd.env_factory import EnvSpec
+
+    def broken_make(self, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(EnvSpec, "make", broken_make)
+    argv = ["teacher", "eval", str(tiny_teachers["dqn"]), "--env", "CartPole-v1", "--episodes", "1"]
+    monkeypatch.delenv("POLICYKD_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 1 and "\n" not in err and "Traceback" not in err, err
+    assert re.search(r"^error: unexpected RuntimeError: boom \(at test_cli\.py:\d+\); this is a policykd bug: rerun with "
+                     r"POLICYKD_TRACEBACK=1", err), err
+    monkeypatch.setenv("POLICYKD_TRACEBACK", "1")
+    with pytest.raises(RuntimeError, match="boom"):
+        main(argv)
+
+
 def test_the_command_without_arguments_shows_its_help_and_help_exits_0(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
