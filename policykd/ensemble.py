@@ -224,13 +224,13 @@ def reward_scale(teacher) -> float:
     """sqrt(ret_rms.var + eps) of an rl-zoo teacher trained with VecNormalize(norm_reward=True): its critic
     predicts returns divided by this, so value * scale is in env reward units. 1 for every other teacher."""
     from policykd.safe_pickle import load_vecnormalize_pickle
-    from policykd.zoo import find_zoo_run
+    from policykd.zoo import find_zoo_run, is_zoo_run_model
 
     path = Path(teacher.source.path)
-    if not path.is_dir() or (path / "model_card.json").exists():
+    if not (path.is_dir() or is_zoo_run_model(path)) or (path / "model_card.json").exists():
         return 1.0
     try:
-        vecnormalize = find_zoo_run(path).vecnormalize
+        vecnormalize = (find_zoo_run(path) if path.is_dir() else find_zoo_run(path.parent, model_zip=path)).vecnormalize
         if not vecnormalize:
             return 1.0
         stats = load_vecnormalize_pickle(vecnormalize)

@@ -19,7 +19,7 @@ from typing import Any
 from policykd.env_factory import EnvSpec, parse_wrappers
 from policykd.errors import PolicyKDError
 from policykd.normalization import ObsNormalizer
-from policykd.zoo import find_zoo_run, load_vecnormalize_stats
+from policykd.zoo import ZooRun, find_zoo_run, is_zoo_run_model, load_vecnormalize_stats
 
 ON_POLICY = ("ppo", "a2c", "trpo")
 SQUASHED = ("sac", "tqc", "crossq")
@@ -220,9 +220,25 @@ class TeacherSource:
     trust_pickle: bool = False
 
 
+def _zoo_source(path: Path, run: ZooRun, *, algo: str | None, env_id: str | None, trust_pickle: bool) -> TeacherSource:
+    """The teacher of an rl-zoo run: its model, the env its args.yml / config.yml name, its VecNormalize statistics."""
+    if algo is not None:
+        check_algo(run.model_zip, algo)
+    try:
+        env = _checked_env(EnvSpec(env_id or run.env_id, run.env_kwargs, parse_wrappers(run.env_wrapper), trust_pickle))
+    except (TypeError, ValueError, AttributeError) as e:
+        raise PolicyKDError(f"{path}: env_kwargs (args.yml) or env_wrapper (config.yml) is malformed ({_first_line(e)}); "
+                            f"restore them from the rl-zoo run") from e
+    env.check_wrappers()
+    normalizer = load_vecnormalize_stats(run.vecnormalize, trust_pickle=trust_pickle) if run.vecnormalize else None
+    recorded = run.algo if run.algo in ALGOS else infer_algo(run.model_zip)  # no args.yml, a folder not named after it
+    return TeacherSource(path, run.model_zip, algo or recorded, env, normalizer, {"config": run.config}, trust_pickle)
+
+
 def resolve_source(path: str | Path, *, algo: str | None = None, env_id: str | None = None,
                    trust_pickle: bool = False) -> TeacherSource:
-    """Recognise a policykd agent folder, an rl-zoo run folder, or a bare SB3 zip.
+    """Recognise a policykd agent folder, an rl-zoo run folder (or one of its models: best_model.zip, a checkpoint),
+    or a bare SB3 zip.
 
     trust_pickle: read vecnormalize.pkl with plain pickle (runs any code it names) instead of the allowlist, and let
     the env name wrappers from any module (env_factory.wrapper_class)."""
@@ -239,17 +255,9 @@ def resolve_source(path: str | Path, *, algo: str | None = None, env_id: str | N
             check_algo(model_zip, algo, recorded=card["algo"], recorded_where=str(path / MODEL_CARD))
         return TeacherSource(path, model_zip, card["algo"], env, normalizer, card, trust_pickle)
     if path.is_dir():
-        run = find_zoo_run(path)
-        if algo is not None:
-            check_algo(run.model_zip, algo)
-        try:
-            env = _checked_env(EnvSpec(env_id or run.env_id, run.env_kwargs, parse_wrappers(run.env_wrapper), trust_pickle))
-        except (TypeError, ValueError, AttributeError) as e:
-            raise PolicyKDError(f"{path}: env_kwargs (args.yml) or env_wrapper (config.yml) is malformed ({_first_line(e)}); "
-                                f"restore them from the rl-zoo run") from e
-        env.check_wrappers()
-        normalizer = load_vecnormalize_stats(run.vecnormalize, trust_pickle=trust_pickle) if run.vecnormalize else None
-        return TeacherSource(path, run.model_zip, algo or run.algo, env, normalizer, {"config": run.config}, trust_pickle)
+        return _zoo_source(path, find_zoo_run(path), algo=algo, env_id=env_id, trust_pickle=trust_pickle)
+    if is_zoo_run_model(path):  # best_model.zip or a checkpoint, read with its run's env and statistics
+        return _zoo_source(path, find_zoo_run(path.parent, model_zip=path), algo=algo, env_id=env_id, trust_pickle=trust_pickle)
     if path.suffix != ".zip":
         raise PolicyKDError(f"{path} is neither a .zip checkpoint nor a folder; pass an SB3 .zip or an rl-zoo run folder")
     if env_id is None:

@@ -6,6 +6,11 @@ An rl-zoo run folder looks like::
     <algo>/<env_id>_1/<env_id>/config.yml          hyperparameters (normalize, env_wrapper, ...)
     <algo>/<env_id>_1/<env_id>/vecnormalize.pkl    VecNormalize statistics, when normalize is true
     <algo>/<env_id>_1/<env_id>/args.yml            the training command's arguments
+    <algo>/<env_id>_1/best_model.zip               with evaluation during training (rl-zoo's --load-best)
+    <algo>/<env_id>_1/rl_model_<N>_steps.zip       with --save-freq, and rl_model_vecnormalize_<N>_steps.pkl
+
+A Hugging Face Hub snapshot of an sb3/<algo>-<env_id> repository is read as it is: <algo>-<env_id>.zip beside
+config.yml, args.yml and vec_normalize.pkl in one folder.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import contextlib
 import importlib
 import os
 import pickle
+import re
 import sys
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,24 +103,74 @@ class ZooRun:
         return dict(self.args.get("env_kwargs") or {})
 
 
-def find_zoo_run(folder: Path) -> ZooRun:
-    """Recognise `folder` as an rl-zoo run folder (`<algo>/<env_id>_<n>/`)."""
+def settings_folder(folder: Path) -> Path | None:
+    """Where the run's args.yml / config.yml are: the sub folder rl-zoo names after the env (with several, the one a
+    model in `folder` is named after), or `folder` itself for a Hugging Face snapshot (sb3/<algo>-<env>, flat); None
+    when there are none."""
+    if (folder / "args.yml").is_file() or (folder / "config.yml").is_file():
+        return folder
+    subs = [p for p in sorted(folder.iterdir()) if p.is_dir() and ((p / "args.yml").is_file() or (p / "config.yml").is_file())]
+    named = [p for p in subs if (folder / f"{p.name}.zip").is_file()]
+    return (named or subs)[0] if len(named) == 1 or len(subs) == 1 else None
+
+
+def is_zoo_run_model(path: Path) -> bool:
+    """`path` is a model inside an rl-zoo run folder (its final model, best_model.zip or a checkpoint)."""
+    return path.suffix == ".zip" and path.is_file() and settings_folder(path.parent) is not None
+
+
+def _is_sb3_model(path: Path) -> bool:
+    """An SB3 save (a zip with a `data` member), not another archive (the Hub's train_eval_metrics.zip)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "data" in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _final_model(folder: Path, sub: Path | None) -> Path:
+    """The model rl-zoo saved at the end of training, `<env_id>.zip`; else the folder's only SB3 model."""
     zips = sorted(folder.glob("*.zip"))
     if not zips:
         raise PolicyKDError(f"{folder} holds no .zip model; pass an SB3 .zip or an rl-zoo run folder")
-    model_zip = zips[0]
-    env_id = model_zip.stem
-    sub = folder / env_id
+    if sub is not None and (folder / f"{sub.name}.zip").is_file():
+        return folder / f"{sub.name}.zip"
+    if len(zips) == 1:
+        return zips[0]
+    models = [z for z in zips if _is_sb3_model(z)]
+    if len(models) == 1:
+        return models[0]
+    names = ", ".join(z.name for z in (models or zips)[:5]) + (", ..." if len(models or zips) > 5 else "")
+    raise PolicyKDError(f"{folder} holds {len(models or zips)} models ({names}) and none is the run's final one; pass the one "
+                        f"to distil, e.g. {folder / (models or zips)[0].name}")
+
+
+def _checkpoint_vecnormalize(model_zip: Path) -> Path | None:
+    """SB3's CheckpointCallback saves `<prefix>_vecnormalize_<N>_steps.pkl` beside `<prefix>_<N>_steps.zip`."""
+    match = re.fullmatch(r"(.*)_(\d+)_steps", model_zip.stem)
+    if match is None:
+        return None
+    path = model_zip.with_name(f"{match.group(1)}_vecnormalize_{match.group(2)}_steps.pkl")
+    return path if path.is_file() else None
+
+
+def find_zoo_run(folder: Path, model_zip: Path | None = None) -> ZooRun:
+    """Recognise `folder` as an rl-zoo run folder (`<algo>/<env_id>_<n>/`). model_zip: one of its models (best_model.zip,
+    a checkpoint) instead of the final one; a checkpoint's own VecNormalize statistics are used where SB3 saved them."""
+    sub = settings_folder(folder)
+    model_zip = model_zip if model_zip is not None else _final_model(folder, sub)
+    sub = sub if sub is not None else folder / model_zip.stem
     config = read_zoo_yaml(sub / "config.yml") if (sub / "config.yml").exists() else {}
     args = read_zoo_yaml(sub / "args.yml") if (sub / "args.yml").exists() else {}
     algo = str(args.get("algo") or folder.parent.name).lower()
-    vecnorm = sub / "vecnormalize.pkl"
+    vecnorm = _checkpoint_vecnormalize(model_zip) or next(
+        (sub / name for name in ("vecnormalize.pkl", "vec_normalize.pkl") if (sub / name).exists()), sub / "vecnormalize.pkl")
     if config.get("normalize") and not vecnorm.exists():
         raise PolicyKDError(f"{sub} says normalize: true but vecnormalize.pkl is missing; copy it from the rl-zoo run")
     return ZooRun(
         root=folder,
         algo=algo,
-        env_id=str(args.get("env") or env_id),
+        env_id=str(args.get("env") or (model_zip.stem if sub == folder else sub.name)),
         model_zip=model_zip,
         config=config,
         args=args,

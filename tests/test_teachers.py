@@ -345,3 +345,71 @@ def test_env_given_for_an_agents_folder_is_used_not_ignored():
     with pytest.raises(PolicyKDError, match="expects observations of shape \\(3,\\) but CartPole-v1 gives \\(4,\\).*--env Pendulum-v1"):
         load_teacher(agent, env_id="CartPole-v1")
     assert load_teacher(agent, env_id="Pendulum-v1").env_spec.env_id == "Pendulum-v1"
+
+
+def _zoo_run_with_extra_models(tmp_path: Path, tiny_teachers, *, final: bool = True) -> Path:
+    """An rl-zoo SAC run folder as training leaves it: the final model, best_model.zip (a gSDE SAC here, to tell them
+    apart) and a checkpoint with its own VecNormalize statistics (observation mean 0.5), beside Pendulum-v1/*.yml."""
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    run = tmp_path / "sac" / "Pendulum-v1_1"
+    (run / "Pendulum-v1").mkdir(parents=True)
+    (run / "Pendulum-v1" / "args.yml").write_text("!!python/object/apply:collections.OrderedDict\n- - - algo\n    - sac\n  - - env\n    - Pendulum-v1\n")
+    (run / "Pendulum-v1" / "config.yml").write_text("normalize: false\n")
+    if final:
+        shutil.copy(tiny_teachers["sac"], run / "Pendulum-v1.zip")
+    shutil.copy(tiny_teachers["sac_sde"], run / "best_model.zip")
+    shutil.copy(tiny_teachers["sac"], run / "rl_model_300_steps.zip")
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("Pendulum-v1")]))
+    venv.obs_rms.mean[:] = 0.5
+    venv.save(run / "rl_model_vecnormalize_300_steps.pkl")
+    return run
+
+
+def test_an_rl_zoo_run_with_best_model_and_checkpoints_loads_its_final_model(tmp_path, tiny_teachers):
+    """`sorted(*.zip)[0]` would pick best_model.zip and read "best_model" as the env id."""
+    teacher = load_teacher(_zoo_run_with_extra_models(tmp_path, tiny_teachers))
+    assert (teacher.algo, teacher.env_spec.env_id, teacher.source.model_zip.name) == ("sac", "Pendulum-v1", "Pendulum-v1.zip")
+    assert np.all(teacher.normalizer.mean == 0.0)
+
+
+@pytest.mark.parametrize(("model", "obs_mean"), [("best_model.zip", 0.0), ("rl_model_300_steps.zip", 0.5)])
+def test_a_model_inside_an_rl_zoo_run_loads_with_its_runs_env_and_statistics(tmp_path, tiny_teachers, model, obs_mean):
+    """rl-zoo's --load-best / --load-checkpoint: no --env needed; a checkpoint uses the statistics saved with it."""
+    run = _zoo_run_with_extra_models(tmp_path, tiny_teachers)
+    teacher = load_teacher(run / model)
+    assert (teacher.env_spec.env_id, teacher.source.model_zip, teacher.algo) == ("Pendulum-v1", run / model, "sac")
+    assert teacher.model.use_sde == (model == "best_model.zip")
+    np.testing.assert_allclose(teacher.normalizer.mean, obs_mean)
+    obs = np.zeros((1, 3), dtype=np.float32)
+    np.testing.assert_allclose(teacher.act(obs), teacher.sb3_predict(obs), atol=1e-5)
+
+
+def test_an_rl_zoo_run_without_its_final_model_names_the_models_it_has(tmp_path, tiny_teachers):
+    run = _zoo_run_with_extra_models(tmp_path, tiny_teachers, final=False)
+    with pytest.raises(PolicyKDError, match=r"holds 2 models \(best_model\.zip, rl_model_300_steps\.zip\) and none is the "
+                                            r"run's final one; pass the one to distil, e\.g\. .*best_model\.zip$"):
+        load_teacher(run)
+
+
+def test_a_hugging_face_snapshot_of_an_sb3_repository_loads_as_it_is(tmp_path, tiny_teachers):
+    """huggingface_hub.snapshot_download("sb3/sac-Pendulum-v1"): the model, the yml files, vec_normalize.pkl and the
+    training metrics (another zip) in one flat folder."""
+    import gymnasium as gym
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    snapshot = tmp_path / "models--sb3--sac-Pendulum-v1"
+    snapshot.mkdir()
+    shutil.copy(tiny_teachers["sac"], snapshot / "sac-Pendulum-v1.zip")
+    (snapshot / "args.yml").write_text("!!python/object/apply:collections.OrderedDict\n- - - algo\n    - sac\n  - - env\n    - Pendulum-v1\n")
+    (snapshot / "config.yml").write_text("normalize: true\n")
+    (snapshot / "env_kwargs.yml").write_text("{}\n")
+    with zipfile.ZipFile(snapshot / "train_eval_metrics.zip", "w") as metrics:
+        metrics.writestr("evaluations.npz", b"")
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("Pendulum-v1")]))
+    venv.obs_rms.mean[:] = 0.25
+    venv.save(snapshot / "vec_normalize.pkl")
+    teacher = load_teacher(snapshot)
+    assert (teacher.algo, teacher.env_spec.env_id, teacher.source.model_zip.name) == ("sac", "Pendulum-v1", "sac-Pendulum-v1.zip")
+    np.testing.assert_allclose(teacher.normalizer.mean, 0.25)
