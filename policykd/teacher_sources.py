@@ -29,6 +29,7 @@ SEARCH_BASED = ("ars",)  # a policy found by random search: no value function, n
 ALGOS = ON_POLICY + SQUASHED + DETERMINISTIC + Q_BASED + SEARCH_BASED
 ALGO_NAMES = {"crossq": "CrossQ", "qrdqn": "QR-DQN"}  # as the libraries spell them; the rest in capitals
 MODEL_CARD = "model_card.json"
+UNSUPPORTED_ZOO_SETTINGS = ("frame_stack", "vec_env_wrapper")  # rl-zoo's VecEnv-level observation changes
 
 # Algorithms whose checkpoints are interchangeable (DDPG is TD3 with policy_delay=1 and one critic).
 _SAME_CHECKPOINT = ({"td3", "ddpg"},)
@@ -222,6 +223,10 @@ class TeacherSource:
 
 def _zoo_source(path: Path, run: ZooRun, *, algo: str | None, env_id: str | None, trust_pickle: bool) -> TeacherSource:
     """The teacher of an rl-zoo run: its model, the env its args.yml / config.yml name, its VecNormalize statistics."""
+    for key in UNSUPPORTED_ZOO_SETTINGS:
+        if run.config.get(key):
+            raise PolicyKDError(f"{path}: config.yml sets {key}: {run.config[key]}, which policykd does not apply to the "
+                                f"teacher's env (its observations would differ from training); use a run trained without {key}")
     if algo is not None:
         check_algo(run.model_zip, algo)
     try:

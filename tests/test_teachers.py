@@ -413,3 +413,13 @@ def test_a_hugging_face_snapshot_of_an_sb3_repository_loads_as_it_is(tmp_path, t
     teacher = load_teacher(snapshot)
     assert (teacher.algo, teacher.env_spec.env_id, teacher.source.model_zip.name) == ("sac", "Pendulum-v1", "sac-Pendulum-v1.zip")
     np.testing.assert_allclose(teacher.normalizer.mean, 0.25)
+
+
+@pytest.mark.parametrize("setting", ["frame_stack: 4", "vec_env_wrapper: stable_baselines3.common.vec_env.VecFrameStack"])
+def test_an_rl_zoo_run_that_changes_observations_at_the_vec_env_level_is_refused_in_one_line(tmp_path, tiny_teachers, setting):
+    """rl-zoo applies these to the VecEnv at test time; without them the teacher would see other observations."""
+    run = _zoo_run_with_extra_models(tmp_path, tiny_teachers)
+    (run / "Pendulum-v1" / "config.yml").write_text(f"normalize: false\n{setting}\n")
+    key = setting.split(":")[0]
+    with pytest.raises(PolicyKDError, match=rf"config\.yml sets {key}: .*which policykd does not apply.*trained without {key}$"):
+        load_teacher(run)
