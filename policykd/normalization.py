@@ -22,6 +22,12 @@ class ObsNormalizer:
         var = np.asarray(self.var, dtype=np.float64).reshape(-1)
         if mean.shape != var.shape:
             raise ValueError(f"normaliser mean {mean.shape} and var {var.shape} differ in shape")
+        if not (np.isfinite(mean).all() and np.isfinite(var).all() and np.isfinite(self.epsilon) and self.epsilon >= 0
+                and (var + self.epsilon > 0).all()):
+            raise ValueError("normaliser mean, var and epsilon must be finite with var + epsilon > 0 (other statistics "
+                             "make NaN or infinite observations)")
+        if self.clip is not None and not self.clip > 0:  # NaN fails too; inf clips nothing
+            raise ValueError(f"normaliser clip must be > 0, got {self.clip}")
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "var", var)
 
