@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from policykd.errors import PolicyKDError
+from policykd.yaml_files import read_yaml_mapping
 
 DATA_MODES = ("teacher", "dagger")
 KL_DIRECTIONS = ("forward", "reverse")
@@ -155,15 +154,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> DistillCo
     """Defaults <- YAML file <- overrides (None values in overrides are ignored)."""
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise PolicyKDError(f"config {path} does not exist; see configs/distill/ for examples")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except (yaml.YAMLError, ValueError, RecursionError) as e:  # ValueError: not UTF-8, an int of > 4300 digits
-            raise PolicyKDError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from e
-        if not isinstance(values, dict):
-            raise PolicyKDError(f"config {path} must be a mapping of option: value")
+        values = read_yaml_mapping(path, what="config", examples="configs/distill/")
     values.update({k: v for k, v in overrides.items() if v is not None})
     return build_config(values, source=str(path) if path is not None else "the flags")
 

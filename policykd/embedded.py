@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from policykd.cortex_m_cycles import count_trace
 from policykd.errors import PolicyKDError
 from policykd.export import export_student
 from policykd.tools import run_tool
+from policykd.yaml_files import read_yaml_mapping
 
 TARGETS = resources.files("policykd") / "targets"  # the built-in targets, package data (policykd/targets/*.yaml)
 
@@ -92,20 +92,45 @@ def target_names() -> list[str]:
     return sorted(entry.name.removesuffix(".yaml") for entry in TARGETS.iterdir() if entry.name.endswith(".yaml"))
 
 
+_TARGET_KINDS = ("mcu", "linux")  # bare metal with semihosting (cycle counts), or a Linux user-mode binary
+_TARGET_NUMBERS = ("clock_hz", "ram_bytes", "flash_bytes", "cpi")  # > 0; flash_bytes optional, cpi needed by an mcu
+_TARGET_STRINGS = ("name", "description", "compiler", "size_tool")
+_TARGET_LISTS = ("cflags", "ldflags", "emulator", "apt_packages")  # of strings; ldflags and apt_packages optional
+
+
+def check_target(target: dict[str, Any], where: str) -> dict[str, Any]:
+    """The target, or a one-line PolicyKDError naming its first missing or mistyped key."""
+    required = [*_TARGET_STRINGS, "kind", "clock_hz", "ram_bytes", "cflags", "emulator", *(["cpi"] if target.get("kind") == "mcu" else [])]
+    missing = [key for key in required if key not in target]
+    if missing:
+        raise PolicyKDError(f"target {where} lacks {', '.join(missing)}; see policykd/targets/cortex-m4.yaml for the keys")
+    if target["kind"] not in _TARGET_KINDS:
+        raise PolicyKDError(f"target {where}: kind must be one of {', '.join(_TARGET_KINDS)}, got {target['kind']!r}")
+    for key in _TARGET_STRINGS:
+        if not isinstance(target[key], str) or not target[key]:
+            raise PolicyKDError(f"target {where}: {key} must be a non-empty string, got {target[key]!r}")
+    for key in _TARGET_NUMBERS:
+        value = target.get(key)
+        if key in target and (isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf")):
+            raise PolicyKDError(f"target {where}: {key} must be a number > 0, got {value!r}")
+    for key in _TARGET_LISTS:
+        value = target.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or (key == "emulator" and not value):
+            raise PolicyKDError(f"target {where}: {key} must be a list of strings, got {value!r}")
+    return target
+
+
 def load_target(name_or_path: str | Path) -> dict[str, Any]:
-    """A target by name (built-in, policykd/targets/NAME.yaml) or by the path of a YAML file."""
+    """A target by name (built-in, policykd/targets/NAME.yaml) or by the path of a YAML file, checked."""
     path = Path(name_or_path)
-    if path.is_file():
-        text = path.read_text()
-    else:
-        resource = TARGETS / f"{name_or_path}.yaml"
+    if not path.is_file():
         if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
             raise PolicyKDError(f"target file {path} not found")
-        if not resource.is_file():
+        path = TARGETS / f"{name_or_path}.yaml"
+        if not path.is_file():
             raise PolicyKDError(f"unknown target {str(name_or_path)!r}; known targets: {', '.join(target_names())} "
                                 "(or pass a YAML path)")
-        text = resource.read_text()
-    return yaml.safe_load(text)
+    return check_target(read_yaml_mapping(path, what="target", examples="policykd/targets/"), str(name_or_path))
 
 
 def missing_tools(target: dict[str, Any]) -> list[str]:

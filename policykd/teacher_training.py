@@ -10,15 +10,15 @@ Agent folder::
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_versions, sha256_file
 from policykd.env_factory import EnvSpec, parse_wrappers
@@ -27,6 +27,7 @@ from policykd.evaluate import ReturnStats
 from policykd.normalization import ObsNormalizer
 from policykd.rollout import run_episodes
 from policykd.teachers import ALGOS, MODEL_CARD, algo_class, load_teacher
+from policykd.yaml_files import read_yaml_mapping
 
 
 @dataclass
@@ -47,26 +48,70 @@ class TeacherTrainConfig:
     eval_seed: int = 1_000_000
 
 
+# field -> (type, minimum or None); a bool is not an int here
+_FIELD_RULES: dict[str, tuple[type, int | None]] = {
+    "algo": (str, None), "env_id": (str, None), "n_timesteps": (int, 1), "name": (str, None), "seed": (int, 0),
+    "n_envs": (int, 1), "normalize": (bool, None), "env_kwargs": (dict, None), "policy": (str, None),
+    "policy_kwargs": (dict, None), "hyperparams": (dict, None), "eval_episodes": (int, 1), "eval_seed": (int, 0),
+}
+ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU}
+_SET_BY_POLICYKD = {"self", "policy", "env", "seed", "device", "verbose", "policy_kwargs", "_init_setup_model"}
+
+
+def _check_fields(values: dict[str, Any], path: Path) -> None:
+    """Unknown, missing or mistyped keys of a teacher recipe, as one line naming the key."""
+    known = [f.name for f in fields(TeacherTrainConfig)]
+    unknown = sorted(set(values) - set(known), key=str)
+    if unknown:
+        raise PolicyKDError(f"unknown keys {unknown} in teacher config {path}; valid keys: {', '.join(known)}")
+    missing = [name for name in ("algo", "env_id", "n_timesteps") if name not in values]
+    if missing:
+        raise PolicyKDError(f"teacher config {path} lacks {', '.join(missing)}; see configs/teachers/ for examples")
+    for name, value in values.items():
+        if name not in _FIELD_RULES:
+            continue  # env_wrapper: checked by parse_wrappers
+        kind, minimum = _FIELD_RULES[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise PolicyKDError(f"key {name} in teacher config {path} must be a {kind.__name__}, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise PolicyKDError(f"key {name} in teacher config {path} must be >= {minimum}, got {value}")
+
+
+def _check_hyperparams(config: TeacherTrainConfig, path: Path) -> None:
+    """hyperparams must be keyword arguments of the algorithm's constructor that policykd does not set itself."""
+    accepted = set(inspect.signature(algo_class(config.algo).__init__).parameters) - _SET_BY_POLICYKD
+    if "policy_kwargs" in config.hyperparams:
+        raise PolicyKDError(f"teacher config {path}: move policy_kwargs from hyperparams to the top level")
+    unknown = sorted(set(config.hyperparams) - accepted, key=str)
+    if unknown:
+        raise PolicyKDError(f"hyperparams {unknown} in teacher config {path} are not {config.algo.upper()} arguments; "
+                            f"valid: {', '.join(sorted(accepted))}")
+    activation = config.policy_kwargs.get("activation_fn")
+    if isinstance(activation, str) and activation.lower() not in ACTIVATIONS:
+        raise PolicyKDError(f"policy_kwargs activation_fn in teacher config {path} must be one of {', '.join(ACTIVATIONS)}, "
+                            f"got {activation!r}")
+
+
 def load_train_config(path: str | Path, overrides: dict[str, Any]) -> TeacherTrainConfig:
+    """A checked teacher recipe: the YAML file's keys, then the flags (None values ignored)."""
     path = Path(path)
-    if not path.exists():
-        raise PolicyKDError(f"teacher config {path} does not exist; see configs/teachers/ for examples")
-    values = yaml.safe_load(path.read_text()) or {}
+    values = read_yaml_mapping(path, what="teacher config", examples="configs/teachers/")
     values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        config = TeacherTrainConfig(**values)
-    except TypeError as e:
-        raise PolicyKDError(f"teacher config {path}: {e}") from e
+    _check_fields(values, path)
+    config = TeacherTrainConfig(**values)
     if config.algo not in ALGOS:
         raise PolicyKDError(f"unknown algorithm {config.algo!r} in {path}; policykd trains {', '.join(ALGOS)}")
+    _check_hyperparams(config, path)
     config.name = config.name or f"{config.algo}-{config.env_id.replace('/', '-')}"
+    if config.name in (".", "..") or any(c in config.name for c in "/\\\0") or config.name.startswith("."):
+        raise PolicyKDError(f"name {config.name!r} in teacher config {path} must be a plain folder name (no '/', no '..')")
     return config
 
 
 def _policy_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
     kwargs = dict(raw)
     if isinstance(kwargs.get("activation_fn"), str):
-        kwargs["activation_fn"] = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU}[kwargs["activation_fn"].lower()]
+        kwargs["activation_fn"] = ACTIVATIONS[kwargs["activation_fn"].lower()]
     return kwargs
 
 
@@ -84,8 +129,14 @@ def train_teacher(config: TeacherTrainConfig, out_dir: str | Path, *, progress_b
     venv = make_vec_env(lambda: spec.make(), n_envs=config.n_envs, seed=config.seed)
     if config.normalize:
         venv = VecNormalize(venv, gamma=config.hyperparams.get("gamma", 0.99))
-    model = algo_class(config.algo)(config.policy, venv, seed=config.seed, device="cpu", verbose=0,
-                                    policy_kwargs=_policy_kwargs(config.policy_kwargs), **config.hyperparams)
+    try:
+        model = algo_class(config.algo)(config.policy, venv, seed=config.seed, device="cpu", verbose=0,
+                                        policy_kwargs=_policy_kwargs(config.policy_kwargs), **config.hyperparams)
+    except (TypeError, ValueError, KeyError, AssertionError) as e:  # SB3 checks values with asserts too
+        venv.close()
+        detail = " ".join(str(e).split())[:200] or type(e).__name__
+        raise PolicyKDError(f"{config.algo.upper()} rejected the teacher config's policy, policy_kwargs or hyperparams: "
+                            f"{detail}") from e
     start = time.perf_counter()
     model.learn(total_timesteps=config.n_timesteps, progress_bar=progress_bar)
     wall_s = time.perf_counter() - start

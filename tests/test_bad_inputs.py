@@ -119,6 +119,13 @@ def _config_case(text: str, message: str) -> Callable[[Path, dict], Case]:
     return case
 
 
+def _teacher_recipe_case(text: str, message: str) -> Callable[[Path, dict], Case]:
+    def case(tmp_path: Path, assets: dict) -> Case:
+        recipe = _write(tmp_path / "teacher.yaml", f"algo: ppo\nenv_id: Pendulum-v1\n{text}\n")
+        return Case(["teacher", "train", recipe, "--out", tmp_path / "agent"], message, absent=[tmp_path / "agent"])
+    return case
+
+
 # -- the catalogue ---------------------------------------------------------------------------------------------------
 
 CASES: dict[str, Callable[[Path, dict], Case]] = {
@@ -267,7 +274,26 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "student-weights-truncated": lambda tmp_path, assets: _student_case(
         tmp_path, assets, lambda d: _truncate(d / "student.safetensors"), r"student\.safetensors"),
     "student-weights-nan": lambda tmp_path, assets: _student_case(tmp_path, assets, _nan_weights, r"(NaN|non-finite)"),
+    "recipe-key-given-twice": _config_case("lr: 0.001\nlr: 0.01", r"not valid YAML: .*key 'lr' is given twice"),
+    # teacher recipes (policykd teacher train): checked before any env is built or folder written
+    "teacher-recipe-invalid-yaml": _teacher_recipe_case("n_timesteps: [1", r"teacher config .* is not valid YAML"),
+    "teacher-recipe-not-a-mapping": lambda tmp_path, assets: Case(
+        ["teacher", "train", _write(tmp_path / "t.yaml", "- 1\n"), "--out", tmp_path / "agent"], r"must be a mapping",
+        absent=[tmp_path / "agent"]),
+    "teacher-recipe-timesteps-not-a-number": _teacher_recipe_case("n_timesteps: abc", r"key n_timesteps .* must be a int, got 'abc'"),
+    "teacher-recipe-timesteps-negative": _teacher_recipe_case("n_timesteps: -5", r"key n_timesteps .* must be >= 1, got -5"),
+    "teacher-recipe-unknown-key": _teacher_recipe_case("n_timesteps: 100\nlearning_rate: 0.1", r"unknown keys \['learning_rate'\].*valid keys"),
+    "teacher-recipe-unknown-hyperparam": _teacher_recipe_case(
+        "n_timesteps: 100\nhyperparams:\n  n_stepz: 64", r"hyperparams \['n_stepz'\] .* are not PPO arguments; valid: .*n_steps"),
+    "teacher-recipe-policy-kwargs-in-hyperparams": _teacher_recipe_case(
+        "n_timesteps: 100\nhyperparams:\n  policy_kwargs: {}", r"move policy_kwargs from hyperparams to the top level"),
+    "teacher-recipe-unknown-activation": _teacher_recipe_case(
+        "n_timesteps: 100\npolicy_kwargs:\n  activation_fn: swish", r"activation_fn .* must be one of relu, tanh, elu, got 'swish'"),
+    "teacher-recipe-name-escapes": _teacher_recipe_case("n_timesteps: 100\nname: ../../x", r"name '\.\./\.\./x' .* plain folder name"),
+    "teacher-recipe-rejected-by-sb3": _teacher_recipe_case(
+        "n_timesteps: 100\nhyperparams:\n  n_steps: 1\n  batch_size: 64", r"PPO rejected the teacher config's .*hyperparams"),
 }
+
 
 
 def _write(path: Path, text: str) -> Path:

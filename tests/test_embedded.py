@@ -58,11 +58,31 @@ def test_targets_ship_in_the_package_and_load_by_name_or_path(tmp_path):
     assert (resources.files("policykd") / "targets" / "cortex-m4.yaml").is_file()
     assert load_target("cortex-m4")["kind"] == "mcu" and load_target("aarch64")["kind"] == "linux"
     custom = tmp_path / "board.yaml"
-    custom.write_text("name: board\nkind: linux\n")
-    assert load_target(custom) == {"name": "board", "kind": "linux"}
-    assert load_target(str(custom))["name"] == "board"
+    custom.write_text(BOARD)
+    assert load_target(custom)["name"] == "board" and load_target(str(custom))["emulator"] == ["qemu-aarch64"]
     with pytest.raises(PolicyKDError, match="target file .*missing.yaml not found"):
         load_target(tmp_path / "missing.yaml")
+
+
+BOARD = ("name: board\nkind: linux\ndescription: a board\nclock_hz: 1.0e+9\nram_bytes: 1048576\ncompiler: gcc\n"
+         "size_tool: size\ncflags: [-O2]\nemulator: [qemu-aarch64]\n")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name: board\nkind: linux\n", r"target .*board\.yaml lacks description, compiler, size_tool, clock_hz, ram_bytes, cflags, emulator"),
+    (BOARD.replace("kind: linux", "kind: mcu"), r"lacks cpi"),
+    (BOARD.replace("kind: linux", "kind: fpga"), r"kind must be one of mcu, linux, got 'fpga'"),
+    (BOARD.replace("clock_hz: 1.0e+9", "clock_hz: fast"), r"clock_hz must be a number > 0, got 'fast'"),
+    (BOARD.replace("ram_bytes: 1048576", "ram_bytes: 0"), r"ram_bytes must be a number > 0, got 0"),
+    (BOARD.replace("emulator: [qemu-aarch64]", "emulator: qemu-aarch64"), r"emulator must be a list of strings"),
+    (BOARD + "cflags: [-O3]\n", r"not valid YAML: .*key 'cflags' is given twice"),
+    ("- a\n- b\n", r"must be a mapping of option: value"),
+])
+def test_a_malformed_target_file_is_one_line_naming_its_key(tmp_path, text, message):
+    custom = tmp_path / "board.yaml"
+    custom.write_text(text)
+    with pytest.raises(PolicyKDError, match=message):
+        load_target(custom)
 
 
 

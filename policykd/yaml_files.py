@@ -1,0 +1,43 @@
+"""Reading a user's YAML file (a recipe, a teacher recipe, a target): a mapping, or one line saying what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from policykd.errors import PolicyKDError
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one, silently)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, str | int | float | bool) and key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+        seen.add(key) if isinstance(key, str | int | float | bool) else None
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def read_yaml_mapping(path: str | Path, *, what: str, examples: str) -> dict[str, Any]:
+    """The mapping in the YAML file `path` (empty file: {}); PolicyKDError naming `what` it is and where `examples` are
+    when it is missing, not YAML, not a mapping, or gives a key twice."""
+    path = Path(path)
+    if not path.is_file():
+        raise PolicyKDError(f"{what} {path} does not exist; see {examples} for examples")
+    try:
+        values = yaml.load(path.read_text(), Loader=_StrictLoader) or {}  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, ValueError, RecursionError) as e:  # ValueError: not UTF-8, an int of > 4300 digits
+        detail = " ".join(str(e).split())[:200]
+        raise PolicyKDError(f"{what} {path} is not valid YAML: {detail}") from e
+    if not isinstance(values, dict):
+        raise PolicyKDError(f"{what} {path} must be a mapping of option: value; see {examples} for examples")
+    return values
