@@ -6,7 +6,8 @@ action scaling inside) and is written with an `export-FORMAT.json` record (forma
 versions, parity). After writing, every format whose runtime is available here (numpy runtime, onnxruntime,
 TorchScript, a C compiler `cc`) is run on PARITY_OBSERVATIONS observations drawn around the normaliser
 (mean + std * N(0, 1)) and compared with the torch student; the result is the record's "parity", and a
-failure removes the artefacts and raises PolicyKDError.
+failure raises PolicyKDError with nothing written (the artefacts are staged, checked, then moved in). A file already
+in the export folder is replaced only when one of policykd's export records there vouches for it (its sha256).
 
 onnx-int8 is built here from the student's weights, not by onnxruntime.quantization (whose heuristics change
 between versions): each weight matrix is quantised symmetrically per output row to int8 (+-127, one float scale
@@ -17,6 +18,8 @@ weight rounding only (at most half a step of each row's scale per weight), the s
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -309,10 +312,12 @@ def describe_parity(parity: dict[str, Any]) -> str:
 
 def export_with_parity(student_dir: str | Path, out_dir: str | Path, fmt: str, *,
                        observations: int = PARITY_OBSERVATIONS) -> tuple[list[Path], dict[str, Any]]:
-    """Write `fmt` artefacts of the student in student_dir into out_dir, check them against the torch student.
+    """Write `fmt` artefacts of the student in student_dir into out_dir, checked against the torch student.
 
-    Returns (files written, parity record, also in out_dir/export-FORMAT.json). Raises PolicyKDError (and removes
-    the artefacts) when the parity check fails.
+    The artefacts are written and checked in a staging folder inside out_dir, then moved in: a failed check
+    (PolicyKDError) leaves out_dir as it was, and a file already there is replaced only when an export record in
+    out_dir says policykd wrote it (same sha256). Returns (files written, parity record, also in
+    out_dir/export-FORMAT.json); records of other formats whose files this export replaced are removed.
     """
     if fmt not in FORMATS:
         raise PolicyKDError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -323,37 +328,82 @@ def export_with_parity(student_dir: str | Path, out_dir: str | Path, fmt: str, *
         raise PolicyKDError(f"{student_dir} is {kind} student and {fmt} export supports MLP students only; export it with "
                             f"--format c (float C), onnx or torchscript")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if fmt == "safetensors":
-        files = [out_dir / WEIGHTS_FILE, out_dir / CARD_FILE]
-        for f in files:
-            shutil.copyfile(student_dir / f.name, f)
-    elif fmt == "onnx":
-        files = [out_dir / "student.onnx"]
-        _export_onnx(student, files[0])
-    elif fmt == "onnx-int8":
-        files = [out_dir / "student.int8.onnx"]
-        model = _int8_onnx_model(student.card, load_file(str(student_dir / WEIGHTS_FILE)))
-        atomic_write_bytes(files[0], model.SerializeToString())
-    elif fmt == "torchscript":
-        files = [out_dir / "student.torchscript.pt"]
-        traced = torch.jit.trace(*_traceable(student))
-        traced.save(str(files[0]))
-    else:
-        arithmetic = {"c": "float", "c-int16": "int16", "c-int8": "int8"}[fmt]
-        header, source = generate_c(student.card, load_file(str(student_dir / WEIGHTS_FILE)), arithmetic=arithmetic)
-        files = [out_dir / "policykd_student.h", out_dir / "policykd_student.c"]
-        atomic_write_bytes(files[0], header.encode())
-        atomic_write_bytes(files[1], source.encode())
-    parity = check_parity(student, fmt, files, out_dir, observations=observations)
-    if parity["passed"] is False:
-        for f in files:
-            f.unlink(missing_ok=True)
-        raise PolicyKDError(f"{fmt} export of {student_dir} failed its {describe_parity(parity)}; removed it, do not deploy it")
+    with tempfile.TemporaryDirectory(prefix=f".export-{fmt}-", dir=out_dir) as staging:
+        staged = _write_artefacts(student, student_dir, Path(staging), fmt)
+        parity = check_parity(student, fmt, staged, Path(staging), observations=observations)
+        if parity["passed"] is False:
+            raise PolicyKDError(f"{fmt} export of {student_dir} failed its {describe_parity(parity)}; nothing was written to "
+                                f"{out_dir}, do not deploy it")
+        _check_replaceable(out_dir, [f.name for f in staged])
+        files = [out_dir / f.name for f in staged]
+        for source, destination in zip(staged, files, strict=True):
+            os.replace(source, destination)
+    _drop_stale_records(out_dir, keep=fmt)
     atomic_write_json(out_dir / f"export-{fmt}.json", {
         "format": fmt, "student": str(student_dir), "student_sha256": sha256_file(student_dir / WEIGHTS_FILE),
         "files": {f.name: sha256_file(f) for f in files}, "versions": package_versions(), "parity": parity,
     })
     return files, parity
+
+
+def _write_artefacts(student: Student, student_dir: Path, folder: Path, fmt: str) -> list[Path]:
+    """The files of one export format, written into `folder`."""
+    if fmt == "safetensors":
+        files = [folder / WEIGHTS_FILE, folder / CARD_FILE]
+        for f in files:
+            shutil.copyfile(student_dir / f.name, f)
+    elif fmt == "onnx":
+        files = [folder / "student.onnx"]
+        _export_onnx(student, files[0])
+    elif fmt == "onnx-int8":
+        files = [folder / "student.int8.onnx"]
+        model = _int8_onnx_model(student.card, load_file(str(student_dir / WEIGHTS_FILE)))
+        atomic_write_bytes(files[0], model.SerializeToString())
+    elif fmt == "torchscript":
+        files = [folder / "student.torchscript.pt"]
+        traced = torch.jit.trace(*_traceable(student))
+        traced.save(str(files[0]))
+    else:
+        arithmetic = {"c": "float", "c-int16": "int16", "c-int8": "int8"}[fmt]
+        header, source = generate_c(student.card, load_file(str(student_dir / WEIGHTS_FILE)), arithmetic=arithmetic)
+        files = [folder / "policykd_student.h", folder / "policykd_student.c"]
+        atomic_write_bytes(files[0], header.encode())
+        atomic_write_bytes(files[1], source.encode())
+    return files
+
+
+def _export_records(out_dir: Path) -> dict[Path, dict[str, Any]]:
+    """The export-FORMAT.json records in out_dir that parse as ours ({"format", "files": {name: sha256}})."""
+    records = {}
+    for path in sorted(out_dir.glob("export-*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("files"), dict) and "format" in record:
+            records[path] = record
+    return records
+
+
+def _check_replaceable(out_dir: Path, names: list[str]) -> None:
+    """Refuse to replace a file in out_dir that no export record there vouches for (a user's file, or an export
+    edited since it was written)."""
+    ours = {(name, digest) for record in _export_records(out_dir).values() for name, digest in record["files"].items()}
+    for name in names:
+        path = out_dir / name
+        if path.exists() and (name, sha256_file(path) if path.is_file() else None) not in ours:
+            raise PolicyKDError(f"{path} exists and was not written by `policykd export` (or was changed since); move it "
+                                f"away or pass another --out")
+
+
+def _drop_stale_records(out_dir: Path, *, keep: str) -> None:
+    """Remove the records of other formats whose files are no longer the ones they describe (replaced by this export)."""
+    for path, record in _export_records(out_dir).items():
+        if record["format"] == keep:
+            continue
+        files = [(out_dir / str(name), digest) for name, digest in record["files"].items()]
+        if any(not f.is_file() or sha256_file(f) != digest for f, digest in files):
+            path.unlink()
 
 
 def export_student(student_dir: str | Path, out_dir: str | Path, fmt: str) -> list[Path]:

@@ -96,18 +96,55 @@ def test_onnx_int8_export_within_documented_tolerance(student_case, tmp_path):
     assert path.stat().st_size < 0.5 * fp32.stat().st_size
 
 
+def _wrong_sign_3_levels(weight):  # in place of _quantise_rows: far outside the int8 tolerance
+    scale = np.abs(weight).max(axis=1).astype(np.float32)
+    scale[scale == 0] = 1.0
+    return -np.rint(weight / scale[:, None]).astype(np.int8), scale
+
+
 def test_onnx_int8_parity_check_can_fail(student_case, tmp_path, monkeypatch):
     directory, _, _, family = student_case
 
-    def coarse(weight):  # 3-level weights of the wrong sign: far outside the int8 tolerance
-        scale = np.abs(weight).max(axis=1).astype(np.float32)
-        scale[scale == 0] = 1.0
-        return -np.rint(weight / scale[:, None]).astype(np.int8), scale
-
-    monkeypatch.setattr(policykd.export, "_quantise_rows", coarse)
+    monkeypatch.setattr(policykd.export, "_quantise_rows", _wrong_sign_3_levels)
     with pytest.raises(PolicyKDError, match="failed its parity"):
         export_student(directory, tmp_path, "onnx-int8")
     assert not (tmp_path / "student.int8.onnx").exists() and not (tmp_path / "export-onnx-int8.json").exists()
+
+
+def test_a_failed_export_leaves_an_earlier_export_in_the_folder_as_it_was(student_case, tmp_path, monkeypatch):
+    """Re-exporting into a folder: a failed parity check must not remove the good export already there."""
+    directory = student_case[0]
+    (good,) = export_student(directory, tmp_path, "onnx-int8")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    monkeypatch.setattr(policykd.export, "_quantise_rows", _wrong_sign_3_levels)
+    with pytest.raises(PolicyKDError, match="failed its parity.*nothing was written to"):
+        export_student(directory, tmp_path, "onnx-int8")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_export_replaces_only_files_its_records_vouch_for(student_case, tmp_path):
+    directory = student_case[0]
+    (tmp_path / "student.onnx").write_text("the user's own file")
+    (tmp_path / "notes.md").write_text("mine")
+    with pytest.raises(PolicyKDError, match=r"student\.onnx exists and was not written by `policykd export`.*another --out"):
+        export_student(directory, tmp_path, "onnx")
+    assert (tmp_path / "student.onnx").read_text() == "the user's own file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.md", "student.onnx"]  # no staging folder left behind
+    (tmp_path / "student.onnx").unlink()
+    export_student(directory, tmp_path, "onnx")
+    export_student(directory, tmp_path, "onnx")  # its own earlier export: replaced
+    with pytest.raises(PolicyKDError, match=r"student\.safetensors exists and was not written"):
+        export_student(directory, directory, "safetensors")  # onto the student itself
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on PATH")
+def test_a_c_export_over_another_c_format_removes_the_record_it_made_stale(student_case, tmp_path):
+    directory = student_case[0]
+    export_student(directory, tmp_path, "c")
+    export_student(directory, tmp_path, "c-int16")
+    assert not (tmp_path / "export-c.json").exists() and (tmp_path / "export-c-int16.json").exists()
+    record = json.loads((tmp_path / "export-c-int16.json").read_text())
+    assert record["files"]["policykd_student.c"] == policykd.export.sha256_file(tmp_path / "policykd_student.c")
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "onnx", "onnx-int8", "torchscript"])
