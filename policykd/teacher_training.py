@@ -27,6 +27,7 @@ from policykd.evaluate import ReturnStats
 from policykd.normalization import ObsNormalizer
 from policykd.rollout import run_episodes
 from policykd.teachers import ALGOS, MODEL_CARD, algo_class, load_teacher
+from policykd.tracking import Tracker
 from policykd.yaml_files import read_yaml_mapping
 
 
@@ -115,10 +116,23 @@ def _policy_kwargs(raw: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def train_teacher(config: TeacherTrainConfig, out_dir: str | Path, *, progress_bar: bool = True) -> Path:
-    """Train, evaluate on seeded episodes, and write the agent folder atomically (rename at the end)."""
+def train_teacher(config: TeacherTrainConfig, out_dir: str | Path, *, tracker: Tracker | None = None) -> Path:
+    """Train, evaluate on seeded episodes, and write the agent folder atomically (rename at the end). Training
+    progress goes to `tracker` (a bar on a terminal, a plain line every few seconds otherwise; default: the console)."""
+    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
+
+    class AdvanceProgress(BaseCallback):
+        """Advances the progress by the env steps of each vectorised step."""
+
+        def __init__(self, advance) -> None:
+            super().__init__()
+            self.advance = advance
+
+        def _on_step(self) -> bool:
+            self.advance(self.training_env.num_envs)
+            return True
 
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -138,7 +152,9 @@ def train_teacher(config: TeacherTrainConfig, out_dir: str | Path, *, progress_b
         raise PolicyKDError(f"{config.algo.upper()} rejected the teacher config's policy, policy_kwargs or hyperparams: "
                             f"{detail}") from e
     start = time.perf_counter()
-    model.learn(total_timesteps=config.n_timesteps, progress_bar=progress_bar)
+    with (tracker or Tracker()).progress(f"training {config.algo.upper()} on {config.env_id}", config.n_timesteps,
+                                         unit="env steps") as advance:
+        model.learn(total_timesteps=config.n_timesteps, callback=AdvanceProgress(advance))
     wall_s = time.perf_counter() - start
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")

@@ -19,6 +19,7 @@ def test_teacher_train_writes_a_loadable_agent_with_its_card(tmp_path):
     out = tmp_path / "agent"
     result = CliRunner().invoke(app, ["teacher", "train", str(recipe), "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    assert "training SAC on PolicyKD/KukaReach-v0: 300/300 env steps (100%)" in result.output  # plain progress: not a tty
     card = json.loads((out / "model_card.json").read_text())
     assert card["algo"] == "sac" and card["env"]["env_id"] == "PolicyKD/KukaReach-v0"
     assert card["training"]["seed"] == 3 and card["training"]["n_timesteps"] == 300 and card["training"]["wall_s"] > 0
