@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import policykd.runtime
+from policykd.errors import PolicyKDError
 
 
 def main() -> None:
@@ -63,4 +64,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except PolicyKDError as e:  # a folder that is not a student, an observation it cannot take: one line
+        raise SystemExit(f"error: {e}") from None
