@@ -105,13 +105,15 @@ class ZooRun:
 
 def settings_folder(folder: Path) -> Path | None:
     """Where the run's args.yml / config.yml are: the sub folder rl-zoo names after the env (with several, the one a
-    model in `folder` is named after), or `folder` itself for a Hugging Face snapshot (sb3/<algo>-<env>, flat); None
-    when there are none."""
-    if (folder / "args.yml").is_file() or (folder / "config.yml").is_file():
+    model in `folder` is named after), or `folder` itself when it holds args.yml (a flat Hugging Face snapshot of
+    sb3/<algo>-<env>); None when there are none."""
+    if (folder / "args.yml").is_file():  # args.yml, not a config.yml alone: many tools write one of those
         return folder
     subs = [p for p in sorted(folder.iterdir()) if p.is_dir() and ((p / "args.yml").is_file() or (p / "config.yml").is_file())]
     named = [p for p in subs if (folder / f"{p.name}.zip").is_file()]
-    return (named or subs)[0] if len(named) == 1 or len(subs) == 1 else None
+    if len(named) == 1:
+        return named[0]
+    return subs[0] if len(subs) == 1 else None
 
 
 def is_zoo_run_model(path: Path) -> bool:

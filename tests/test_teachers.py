@@ -423,3 +423,11 @@ def test_an_rl_zoo_run_that_changes_observations_at_the_vec_env_level_is_refused
     key = setting.split(":")[0]
     with pytest.raises(PolicyKDError, match=rf"config\.yml sets {key}: .*which policykd does not apply.*trained without {key}$"):
         load_teacher(run)
+
+
+def test_a_bare_zip_beside_another_tools_config_yml_is_still_a_bare_zip(tmp_path, tiny_teachers):
+    """Only args.yml (rl-zoo's, or a Hub snapshot's) makes a folder a run: a project's own config.yml does not."""
+    shutil.copy(tiny_teachers["sac"], tmp_path / "model.zip")
+    (tmp_path / "config.yml").write_text("- another tool's list\n")
+    teacher = load_teacher(tmp_path / "model.zip", env_id="Pendulum-v1")
+    assert (teacher.algo, teacher.env_spec.env_id, teacher.source.card) == ("sac", "Pendulum-v1", {})
