@@ -232,9 +232,14 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
     raise AssertionError(f"no validation for {name}: {annotation}")  # a new field needs a rule here
 
 
+def is_plain_folder_name(name: str) -> bool:
+    """A name that stays one folder inside its parent: no separators, no '..', not absolute, not hidden."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0") and not name.startswith(".")
+
+
 def check_run_name(name: str) -> None:
-    """A run name is a folder name inside out_dir: no separators, no '..', not absolute, not hidden."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
+    """A run name is a folder name inside out_dir."""
+    if not is_plain_folder_name(name):
         raise PolicyKDError(f"run_name {name!r} must be a plain folder name (no '/', no '..', not absolute); "
                             "choose where runs go with --out-dir")
 

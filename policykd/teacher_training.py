@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_versions, sha256_file
+from policykd.config import is_plain_folder_name
 from policykd.env_factory import EnvSpec, parse_wrappers
 from policykd.errors import PolicyKDError
 from policykd.evaluate import ReturnStats
@@ -104,7 +105,7 @@ def load_train_config(path: str | Path, overrides: dict[str, Any]) -> TeacherTra
         raise PolicyKDError(f"unknown algorithm {config.algo!r} in {path}; policykd trains {', '.join(ALGOS)}")
     _check_hyperparams(config, path)
     config.name = config.name or f"{config.algo}-{config.env_id.replace('/', '-')}"
-    if config.name in (".", "..") or any(c in config.name for c in "/\\\0") or config.name.startswith("."):
+    if not is_plain_folder_name(config.name):
         raise PolicyKDError(f"name {config.name!r} in teacher config {path} must be a plain folder name (no '/', no '..')")
     return config
 
