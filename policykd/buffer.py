@@ -41,6 +41,7 @@ import numpy as np
 from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_versions, sha256_bytes, sha256_file
 from policykd.distributions import PARAM_NAMES
 from policykd.errors import PolicyKDError
+from policykd.run_dir import LOCK_FILE
 
 FORMAT = "policykd-buffer"
 FORMAT_VERSION = 1
@@ -95,6 +96,14 @@ class Buffer:
     def fields(self) -> tuple[str, ...]:
         return tuple(self.metadata["fields"])
 
+    @staticmethod
+    def check_creatable(root: Path) -> None:
+        """A new buffer may go in `root`: absent, or a folder holding nothing but chunk files and our lock file."""
+        if (root / "metadata.json").exists():
+            raise PolicyKDError(f"{root} already holds a buffer; continue it with --resume or choose a new --out")
+        if root.exists() and (not root.is_dir() or any(p.suffix != ".npz" and p.name != LOCK_FILE for p in root.iterdir())):
+            raise PolicyKDError(f"{root} exists and is not an empty folder; choose a new --out for the buffer")
+
     @classmethod
     def create(cls, root: str | Path, *, observation_space: gym.Space, action_space: gym.Space, family: str,
                teacher: dict[str, Any], normalizer: dict[str, Any] | None, config: dict[str, Any] | None = None,
@@ -102,10 +111,7 @@ class Buffer:
         """A new, empty buffer in `root` (an absent or empty folder). transitions: also store TRANSITION_FIELDS;
         student_view (with its space): also store what the student saw (`student_obs`)."""
         root = Path(root)
-        if (root / "metadata.json").exists():
-            raise PolicyKDError(f"{root} already holds a buffer; continue it with --resume or choose a new --out")
-        if root.exists() and (not root.is_dir() or any(p.suffix != ".npz" for p in root.iterdir())):
-            raise PolicyKDError(f"{root} exists and is not an empty folder; choose a new --out for the buffer")
+        cls.check_creatable(root)
         root.mkdir(parents=True, exist_ok=True)
         metadata = {
             "format": FORMAT,

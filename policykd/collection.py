@@ -16,6 +16,7 @@ import numpy as np
 
 from policykd.buffer import Buffer
 from policykd.errors import PolicyKDError
+from policykd.run_dir import RunLock
 from policykd.student_format import view_name
 from policykd.students import Student
 from policykd.teachers import Teacher
@@ -51,6 +52,18 @@ def collect_to_buffer(teacher: Teacher, out_dir: Path, settings: dict[str, Any],
     if student is not None and check_student_fits(student, teacher):
         raise PolicyKDError("--student sees a student view of the env (policykd.views); `policykd collect` collects "
                             "with the teacher's observation only: distil sensor-only students with `policykd distill`")
+    if resume:
+        Buffer.open(out_dir)  # checked before the lock file goes in: a folder that is not a buffer stays as it was
+    else:
+        Buffer.check_creatable(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(out_dir):  # one process per buffer: two appending at once would write the same chunk
+        return _collect_locked(teacher, out_dir, settings, student=student, chunk_steps=chunk_steps, resume=resume,
+                               progress=progress, collector=collector)
+
+
+def _collect_locked(teacher: Teacher, out_dir: Path, settings: dict[str, Any], *, student: Student | None,
+                    chunk_steps: int, resume: bool, progress, collector) -> Buffer:
     identity = teacher.identity()
     if resume:
         buffer = Buffer.open(out_dir)

@@ -212,6 +212,7 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
         tmp_path, assets, ["--resume", "--seed", "7"], r"other settings.*seed"),
     "collect-resume-other-teacher": lambda tmp_path, assets: _buffer_case(
         tmp_path, assets, ["--resume"], r"another teacher file", teacher="qrdqn"),
+    "collect-resume-locked-buffer": lambda tmp_path, assets: _locked_buffer_case(tmp_path, assets),
     "collect-resume-not-a-buffer": lambda tmp_path, assets: Case(
         ["collect", assets["teacher"], "--env", "CartPole-v1", "--out", tmp_path / "nothing", "--resume"], r"not a policykd buffer"),
     "collect-student-wrong-shape": lambda tmp_path, assets: Case(
@@ -343,15 +344,29 @@ def _replaced_teacher_case(tmp_path: Path, assets: dict) -> Case:
 
 def _locked_case(tmp_path: Path, assets: dict) -> Case:
     run = _copy_run(assets, tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"),
-        str(run / ".lock")], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    _HOLDERS.append(holder)
+    _hold_lock(run / ".lock")
     return Case(_distill(assets, tmp_path, "--run-name", "done", "--resume"), r"another policykd process is working in", victims=[run])
 
 
 _HOLDERS: list[subprocess.Popen] = []
+
+
+def _hold_lock(lock: Path) -> None:
+    """Another process holding `lock` (fcntl.flock) for a minute, as a second policykd process would."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)"),
+        str(lock)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    _HOLDERS.append(holder)
+
+
+def _locked_buffer_case(tmp_path: Path, assets: dict) -> Case:
+    """Two `policykd collect --resume` on one buffer would append the same chunk: the second is refused."""
+    buffer = tmp_path / "buffer"
+    shutil.copytree(assets["buffer"], buffer)
+    _hold_lock(buffer / ".lock")
+    argv = ["collect", assets["teacher"], "--env", "CartPole-v1", "--out", buffer, "--steps", "200", "--resume"]
+    return Case(argv, r"another policykd process is working in", victims=[buffer])
 
 
 def _buffer_case(tmp_path: Path, assets: dict, extra: list, message: str, *, teacher: str = "teacher") -> Case:
