@@ -276,6 +276,11 @@ class Teacher(TeacherActions):
     def _check_spaces(self) -> None:
         if not isinstance(self.observation_space, gym.spaces.Box):
             raise PolicyKDError(f"observation space {self.observation_space} is not supported; policykd handles flat Box observations")
+        if any(isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d) for m in self.policy.modules()):
+            raise PolicyKDError(f"{self.source.model_zip} is an image policy (convolutions, as SB3's CnnPolicy; observations "
+                                f"{describe_space(self.model.observation_space)}): policykd reads SB3 teachers with flat "
+                                "observations only (for a camera student, distil a state-based teacher through a student view: README, "
+                                "\"My teacher cheats; my robot can't\")")
         env_label = self.env_spec.env_id
         if self.env_spec.wrappers:
             env_label += f" (wrappers {[w.path for w in self.env_spec.wrappers]})"

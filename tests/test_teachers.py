@@ -4,6 +4,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -431,3 +432,29 @@ def test_a_bare_zip_beside_another_tools_config_yml_is_still_a_bare_zip(tmp_path
     (tmp_path / "config.yml").write_text("- another tool's list\n")
     teacher = load_teacher(tmp_path / "model.zip", env_id="Pendulum-v1")
     assert (teacher.algo, teacher.env_spec.env_id, teacher.source.card) == ("sac", "Pendulum-v1", {})
+
+
+class _ImageEnv(gym.Env):
+    """Random 40x40 RGB frames, three actions: an env SB3 trains a CnnPolicy on (transposed to channels first)."""
+
+    observation_space = gym.spaces.Box(0, 255, (40, 40, 3), np.uint8)
+    action_space = gym.spaces.Discrete(3)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, True, {}
+
+
+def test_an_image_policy_is_refused_in_one_line_naming_what_it_is(tmp_path):
+    """A CnnPolicy would get flat observations (and SB3's channels-first transpose differs from the env's space)."""
+    import stable_baselines3 as sb3
+
+    if "PolicyKDTest/Image-v0" not in gym.registry:
+        gym.register("PolicyKDTest/Image-v0", entry_point=_ImageEnv, max_episode_steps=5)
+    sb3.PPO("CnnPolicy", "PolicyKDTest/Image-v0", n_steps=16, batch_size=16, seed=0, device="cpu").save(tmp_path / "cnn.zip")
+    with pytest.raises(PolicyKDError, match=r"cnn\.zip is an image policy \(convolutions, as SB3's CnnPolicy; observations "
+                                            r"Box\(0, 255, \(3, 40, 40\)\)\): policykd reads SB3 teachers with flat observations only"):
+        load_teacher(tmp_path / "cnn.zip", env_id="PolicyKDTest/Image-v0")
