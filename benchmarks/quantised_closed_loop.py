@@ -4,7 +4,8 @@ For each teacher and distillation seed, two students from the default recipe at 
 quantisation-aware (`quantise_aware_rounds: 1`, the last round trained through c-int8's arithmetic). Each is run as
 the float torch student and through its c-int16, onnx-int8 and c-int8 exports (policykd.backends.closed_loop), on the
 same seeds as the teacher; reported as return ratio against the teacher and against the float student, with the
-failures (falls) per backend. The plain student is the benchmarks/one_recipe.py run of the same recipe, budget, seed
+failures (falls) per backend. An export that fails its parity check (policykd refuses to write it) is recorded as
+refused, with the check's line, and not run. The plain student is the benchmarks/one_recipe.py run of the same recipe, budget, seed
 and evaluation when that script kept it (runs/one_recipe/students/), so only its exports run here. Appends to benchmarks/results/quantised_closed_loop.json after every run and skips
 records already there, so an interrupted benchmark resumes.
 
@@ -26,6 +27,7 @@ from one_recipe import EVAL_SEED, ROOT, discover_teachers, same_recipe, teacher_
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.backends import closed_loop
 from policykd.config import load_config
+from policykd.errors import PolicyKDError
 from policykd.pipeline import distill_and_evaluate
 from policykd.teachers import load_teacher
 from policykd.zoo import default_teachers_dir
@@ -79,8 +81,14 @@ def main() -> None:
                                     "failures": report.student.failures}
                     teacher_failures = report.teacher.failures
                 seeds = [EVAL_SEED + i for i in range(args.episodes)]
-                backends = closed_loop(teacher.env_spec, student_dir, BACKENDS, seeds, n_envs=2, float_returns=float_returns,
-                                       teacher_mean=teacher_mean, work_dir=out / run_name / "exports")
+                backends = {}
+                for backend in BACKENDS:  # one at a time: an export that fails its parity check is recorded, not run
+                    try:
+                        backends.update(closed_loop(teacher.env_spec, student_dir, [backend], seeds, n_envs=2,
+                                                    float_returns=float_returns, teacher_mean=teacher_mean,
+                                                    work_dir=out / run_name / "exports"))
+                    except PolicyKDError as e:
+                        backends[backend] = {"export_refused": str(e)}
                 record = {
                     "teacher": name, "env": teacher.env_spec.env_id, "variant": variant, "overrides": overrides,
                     "labelled_steps": args.budget, "seed": seed, "episodes": args.episodes,
@@ -90,8 +98,9 @@ def main() -> None:
                 }
                 records.append(record)
                 atomic_write_json(args.results, records)
-                vs_teacher = ", ".join(f"{b} {r['ratio_vs_teacher']:.3f}" for b, r in backends.items())
-                vs_float = ", ".join(f"{b} {r['ratio_vs_float_student']:.3f}" for b, r in backends.items())
+                vs_teacher = ", ".join(f"{b} {r['ratio_vs_teacher']:.3f}" if "export_refused" not in r else f"{b} refused"
+                                       for b, r in backends.items())
+                vs_float = ", ".join(f"{b} {r['ratio_vs_float_student']:.3f}" for b, r in backends.items() if "export_refused" not in r)
                 print(f"{name} {variant} seed {seed}: float {float_result['ratio_vs_teacher']:.3f}, {vs_teacher} "
                       f"(vs float: {vs_float})", flush=True)
                 shutil.rmtree(out / run_name, ignore_errors=True)
