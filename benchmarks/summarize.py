@@ -62,13 +62,7 @@ def default_vs_bc_table(name: str = "one_recipe.json", resamples: int = 4000) ->
     """Per teacher and budget where the default recipe and hard-label BC both have the same distillation seeds: the
     difference of their mean ratios with a 95% interval from a bootstrap that resamples distillation seeds and then
     evaluation episodes, both paired (the same seed, the same evaluation episode), and their failures in total."""
-    path = RESULTS / name
-    if not path.exists():
-        return ""
-    results = json.loads(path.read_text())
-    runs: dict[tuple, dict[int, dict]] = defaultdict(dict)
-    for r in results["runs"]:
-        runs[(r["teacher"], r["labelled_steps"], r["loss"])][r["seed"]] = r
+    runs = _runs_by_seed(name)
     rng = np.random.default_rng(0)
     lines = ["| teacher | labelled steps | seeds | default - BC, mean ratio [95% CI] | failures default / BC (teacher) | reading |",
              "|---|---:|---:|---:|---:|---|"]
@@ -92,6 +86,15 @@ def default_vs_bc_table(name: str = "one_recipe.json", resamples: int = 4000) ->
             "resolved*: the interval holds 0, so 3 seeds cannot tell the two apart.\n\n" + "\n".join(lines))
 
 
+def _runs_by_seed(name: str) -> dict[tuple, dict[int, dict]]:
+    """The runs of benchmarks/results/NAME as {(teacher, labelled steps, loss): {seed: run}}; empty when absent."""
+    path = RESULTS / name
+    runs: dict[tuple, dict[int, dict]] = defaultdict(dict)
+    for r in json.loads(path.read_text())["runs"] if path.exists() else []:
+        runs[(r["teacher"], r["labelled_steps"], r["loss"])][r["seed"]] = r
+    return runs
+
+
 def _ratio_differences(a: dict[int, dict], b: dict[int, dict], seeds: list[int]) -> np.ndarray:
     """[seeds, episodes]: run a's return minus run b's on the same evaluation episode, over the teacher's mean return."""
     teacher_mean = a[seeds[0]]["teacher_return"]
@@ -110,18 +113,11 @@ def _paired_interval(diff: np.ndarray, rng: np.random.Generator, resamples: int)
 def more_data_table(name: str = "one_recipe.json", resamples: int = 4000, tolerance: float = 0.01) -> str:
     """Per teacher with the default recipe at 10k and 50k on the same distillation seeds: the 50k mean ratio minus the
     10k one, with a bootstrap 95% interval (seeds, then evaluation episodes; the same seed and episode for both)."""
-    path = RESULTS / name
-    if not path.exists():
-        return ""
-    results = json.loads(path.read_text())
-    runs: dict[tuple, dict[int, dict]] = defaultdict(dict)
-    for r in results["runs"]:
-        if r["loss"] == "kl":
-            runs[(r["teacher"], r["labelled_steps"])][r["seed"]] = r
+    runs = _runs_by_seed(name)
     rng = np.random.default_rng(0)
     lines = ["| teacher | seeds | 10k mean ratio | 50k mean ratio | 50k - 10k [95% CI] | reading |", "|---|---:|---:|---:|---:|---|"]
-    for teacher in sorted({t for t, _ in runs}):
-        small, large = runs.get((teacher, 10_000), {}), runs.get((teacher, 50_000), {})
+    for teacher in sorted({t for t, _, loss in runs if loss == "kl"}):
+        small, large = runs.get((teacher, 10_000, "kl"), {}), runs.get((teacher, 50_000, "kl"), {})
         seeds = sorted(set(small) & set(large))
         if len(seeds) < 2:
             continue
