@@ -7,6 +7,7 @@ an unexpected error as a bug (the traceback with POLICYKD_TRACEBACK=1).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import signal
@@ -20,7 +21,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from policykd.config import DistillConfig
+from policykd.config import MAX_ENVS, DistillConfig
 from policykd.errors import PolicyKDError
 from policykd.evaluate import Comparison, ReturnStats
 from policykd.tracking import make_console
@@ -72,6 +73,25 @@ def _run(fn, *, on_interrupt: str | Callable[[], str] = "nothing was lost: every
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
+
+
+def _positive_hz(value: float) -> float:
+    """A control rate option: a positive, finite number of Hz."""
+    if not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a positive number of Hz, e.g. 1000, got {value:g}")
+    return value
+
+
+def check_output_files(*paths: Path | None) -> None:
+    """Refuse, before any long work, an output file (--json, --plot) that cannot be one: a folder, or under a file."""
+    for path in paths:
+        if path is None:
+            continue
+        if path.is_dir():
+            raise PolicyKDError(f"{path} is a folder; give a file path for the output, e.g. {path / 'result.json'}")
+        blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+        if blocking is not None:
+            raise PolicyKDError(f"cannot write {path}: {blocking} is a file, not a folder; choose another location")
 
 
 def _returns_table(title: str, rows: list[tuple[str, ReturnStats]]) -> Table:
@@ -197,7 +217,7 @@ def teacher_train(
     config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/teachers/sac_pendulum.yaml."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Agent folder to write (default agents/NAME)."),
     timesteps: Optional[int] = typer.Option(None, help="Override n_timesteps."),
-    seed: Optional[int] = typer.Option(None, help="Override the seed."),
+    seed: Optional[int] = typer.Option(None, min=0, help="Override the seed."),
 ) -> None:
     """Train a large SB3 teacher from a YAML recipe; writes model.zip + model card into agents/."""
     from policykd.teacher_training import load_train_config, train_teacher
@@ -217,10 +237,10 @@ def teacher_train(
 def teacher_eval(
     teacher: Path = typer.Argument(..., help=TEACHER_HELP),
     episodes: int = typer.Option(10, min=1, help="Episodes, on seeds seed..seed+episodes-1."),
-    seed: int = typer.Option(1_000_000, help="First evaluation seed."),
+    seed: int = typer.Option(1_000_000, min=0, help="First evaluation seed."),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
-    n_envs: int = typer.Option(2, min=1, help="Worker processes."),
+    n_envs: int = typer.Option(2, min=1, max=MAX_ENVS, help="Worker processes."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON here."),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
@@ -231,6 +251,7 @@ def teacher_eval(
     from policykd.tracking import Tracker
 
     def go():
+        check_output_files(json_out)
         t = load_teacher(teacher, algo=algo, env_id=env, trust_pickle=trust_pickle)
         seeds = [seed + i for i in range(episodes)]
         with Tracker().progress(f"evaluating {t.env_spec.env_id}", episodes) as advance:
@@ -251,7 +272,7 @@ def collect(
     beta: float = typer.Option(1.0, min=0.0, max=1.0, help="Probability the teacher acts at each step (else the student)."),
     student: Optional[Path] = typer.Option(None, help="Student folder; needed when beta < 1."),
     seed: int = typer.Option(0, min=0, help="Seed of the envs and of the acting policy's sampling."),
-    n_envs: int = typer.Option(2, min=1, help="Worker processes."),
+    n_envs: int = typer.Option(2, min=1, max=MAX_ENVS, help="Worker processes."),
     deterministic: bool = typer.Option(False, help="Acting policy takes its mode instead of sampling."),
     chunk_steps: int = typer.Option(5_000, min=1, help="Rows per chunk: each is committed to disk as soon as it fills."),
     resume: bool = typer.Option(False, help="Continue an interrupted collection in --out (same teacher and settings)."),
@@ -460,14 +481,14 @@ def eval_command(
     teacher: Path = typer.Argument(..., help=TEACHER_HELP),
     student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors)."),
     episodes: int = typer.Option(20, min=1),
-    seed: int = typer.Option(1_000_000, help="First evaluation seed; episode i uses seed + i for both policies."),
-    n_envs: int = typer.Option(2, min=1),
+    seed: int = typer.Option(1_000_000, min=0, help="First evaluation seed; episode i uses seed + i for both policies."),
+    n_envs: int = typer.Option(2, min=1, max=MAX_ENVS, help="Worker processes."),
     latency_calls: int = typer.Option(2_000, min=10, help="Timed batch-1 calls per latency path."),
     noise_floor: bool = typer.Option(False, "--noise-floor", help="Also run the teacher twice more on the same seeds: "
                                      "one env at a time, and with the student's action error added. A student ratio "
                                      "within that spread is at the teacher's own noise floor (chaotic envs: Hopper)."),
     latency: bool = typer.Option(False, "--latency", help="Also time every backend (torch, numpy, onnx, C) and the embedded targets."),
-    rate: float = typer.Option(1000.0, help="With --latency: control rate in Hz the student must fit on each target."),
+    rate: float = typer.Option(1000.0, callback=_positive_hz, help="With --latency: control rate in Hz the student must fit on each target."),
     target: list[str] = typer.Option(["cortex-m4", "aarch64"], help="With --latency: embedded targets (repeatable)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
@@ -487,8 +508,13 @@ def eval_command(
 
     def go():
         from policykd.backends import check_backends, closed_loop
+        from policykd.embedded import load_target
 
+        check_output_files(json_out)
         check_backends(backend or [])
+        if latency:
+            for name in target:
+                load_target(name)  # an unknown or malformed target is refused before the evaluation, not after it
         s = load_student(student)
         t = load_teacher(teacher, algo=algo, env_id=env, trust_pickle=trust_pickle)
         view = check_student_fits(s, t, where=str(student))
@@ -522,7 +548,7 @@ def sweep(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Base YAML recipe; every combination overrides it."),
     grid: list[str] = typer.Option(..., "--grid", help="KEY=V1|V2 (values in YAML), repeatable; the sweep is their product."),
     out_dir: Path = typer.Option(Path("runs/sweep"), "--out", help="Sweep folder (results.json, results.md, pareto.png, runs/)."),
-    seed: Optional[int] = typer.Option(None, help="Seed of every combination [default: the recipe's, else 0]."),
+    seed: Optional[int] = typer.Option(None, min=0, help="Seed of every combination [default: the recipe's, else 0]."),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
     wandb_sweep: bool = typer.Option(False, "--wandb-sweep", help="Run the grid as a W&B sweep (needs `wandb login` and network)."),
@@ -608,6 +634,10 @@ def bench(
     from policykd.teachers import load_teacher
 
     def go():
+        check_output_files(json_out, plot)
+        chosen = tuple(b.strip() for b in backends.split(",") if b.strip())
+        if not chosen:
+            raise PolicyKDError(f"--backends {backends!r} names no backend; give some of torch, numpy, onnx, c, c-ctypes")
         card = load_student(student).card
         record = card.get("teacher") or {}
         t = None
@@ -620,7 +650,7 @@ def bench(
             t = load_teacher(record["path"], algo=record.get("algo"), env_id=(record.get("env") or {}).get("env_id"),
                              trust_pickle=trust_pickle)
         samples: dict = {}
-        results = backend_latencies(student, tuple(b.strip() for b in backends.split(",") if b.strip()), teacher=t,
+        results = backend_latencies(student, chosen, teacher=t,
                                     calls=calls, samples=samples)
         print_latency(results, calls)
         if plot:
@@ -638,7 +668,7 @@ def bench(
 def embedded(
     student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors)."),
     target: list[str] = typer.Option(["cortex-m4", "aarch64"], help="Built-in target (policykd/targets/: cortex-m4, aarch64) or a YAML path (repeatable)."),
-    rate: float = typer.Option(1000.0, help="Control rate in Hz to check the student against."),
+    rate: float = typer.Option(1000.0, callback=_positive_hz, help="Control rate in Hz to check the student against."),
     observations: int = typer.Option(32, min=1, help="Random test observations compared with the host build."),
     fmt: Optional[str] = typer.Option(None, "--format", help="c (float), c-int16 or c-int8 (fixed point); default: the target's."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
@@ -647,6 +677,7 @@ def embedded(
     from policykd.artifacts import atomic_write_json, package_versions
 
     def go():
+        check_output_files(json_out)
         results = embedded_report(student, target, rate=rate, observations=observations, export_format=fmt)
         if json_out:
             atomic_write_json(json_out, {"student": str(student), "results": results, "versions": package_versions()})

@@ -18,8 +18,10 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,6 +34,7 @@ from policykd.students import Student
 from policykd.teachers import Teacher
 
 PROGRESS_INTERVAL_S = 0.25  # how often the parent reads the workers' row counts during a round
+PARENT_CHECK_INTERVAL_S = 1.0  # how often a worker checks that its parent is alive
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
@@ -115,7 +118,8 @@ def _worker_processes(teacher: Teacher, jobs: list[dict[str, int]], options: dic
     try:
         for w, job in enumerate(jobs):
             receiver, sender = context.Pipe(duplex=False)
-            process = context.Process(target=_collect_share, args=(sender, counts, w, teacher, job, options), daemon=True)
+            process = context.Process(target=_collect_share, args=(sender, counts, w, teacher, job, options, os.getpid()),
+                                      daemon=True)
             with _stop_signals_deferred():
                 process.start()
                 processes.append(process)
@@ -153,12 +157,13 @@ def _stop_signals_deferred() -> Iterator[None]:
 
 
 def _collect_share(sender: multiprocessing.connection.Connection, counts: Any, w: int, teacher: Teacher,
-                   job: dict[str, int], options: dict[str, Any]) -> None:
+                   job: dict[str, int], options: dict[str, Any], parent_pid: int) -> None:
     """A worker process: collect one share and send ("rows", fields) or ("error", one line) to the parent. Ctrl-C
     is left to the parent, which stops the workers with SIGTERM (silent, the default action)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by the parent around the fork
+    _exit_with_parent(parent_pid)
 
     def counted(n: int) -> None:
         counts[w] += n
@@ -169,6 +174,17 @@ def _collect_share(sender: multiprocessing.connection.Connection, counts: Any, w
         message = ("error", f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}")
     sender.send(message)
     sender.close()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker as soon as its parent is gone. A parent killed outright (SIGKILL, the OOM killer, a job
+    timeout) cannot terminate its workers, and a worker with a large share would collect on, unseen, for hours."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_INTERVAL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit with parent", daemon=True).start()
 
 
 def _receive(conn: multiprocessing.connection.Connection, w: int, round_index: int) -> dict[str, np.ndarray]:

@@ -159,6 +159,8 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> DistillCo
     return build_config(values, source=str(path) if path is not None else "the flags")
 
 
+MAX_ENVS = 256  # n_envs: each env is a worker process; thousands would exhaust the machine before the first step
+
 # -- validation: every key checked when the config is built, before any teacher is loaded or folder created --------
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -174,7 +176,7 @@ _MINIMUM: dict[str, tuple[float, bool]] = {
     "beta0": (0.0, True), "beta_decay": (0.0, True), "validation_fraction": (0.0, True), "early_stopping_patience": (0, True),
     "quantise_aware_rounds": (0, True), "hint_weight": (0.0, True), "gru": (0, True), "tbptt_steps": (1, True), "attention_weight": (0.0, True),
 }
-_MAXIMUM = {"beta0": 1.0, "beta_decay": 1.0, "validation_fraction": 0.5}
+_MAXIMUM = {"beta0": 1.0, "beta_decay": 1.0, "validation_fraction": 0.5, "n_envs": MAX_ENVS}
 _HINTS = {"hidden": "a list of positive layer widths, e.g. [64, 64]",
           "ensemble": "a list of teacher paths (rl-zoo run folders, agents/ folders or SB3 zips), e.g. [teachers/a2c/ENV_1]", "labelled_steps": "a whole number of env steps, e.g. 20000"}
 
@@ -233,8 +235,10 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
 
 
 def is_plain_folder_name(name: str) -> bool:
-    """A name that stays one folder inside its parent: no separators, no '..', not absolute, not hidden."""
-    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0") and not name.startswith(".")
+    """A name that stays one folder inside its parent: no separators, no '..', not absolute, not hidden, no control
+    characters (a newline or tab in a folder name breaks every log and shell command that names it)."""
+    return (bool(name) and name not in (".", "..") and not any(c in name for c in "/\\") and not name.startswith(".")
+            and name.isprintable())
 
 
 def check_run_name(name: str) -> None:
@@ -263,6 +267,13 @@ def validate(config: DistillConfig) -> None:
             raise PolicyKDError(f"config key {name} must be <= {_MAXIMUM[name]:g}, got {value!r}")
     if config.run_name is not None:
         check_run_name(config.run_name)
+    if not config.out_dir.strip():
+        raise PolicyKDError("config key out_dir is empty; name the folder runs go in (default: runs)")
+    if config.loss != "kl":
+        for key, neutral in (("kl_direction", "forward"), ("tau", 1.0)):
+            if getattr(config, key) != neutral:
+                raise PolicyKDError(f"{key} {getattr(config, key)!r} shapes the KL to the teacher's distribution, which loss "
+                                    f"{config.loss!r} does not use; use loss: kl or leave {key} at {neutral!r}")
     if not -len(config.hidden) <= config.hint_student_layer < len(config.hidden):
         raise PolicyKDError(f"hint_student_layer must index the student's {len(config.hidden)} hidden layers "
                             f"(-{len(config.hidden)} to {len(config.hidden) - 1}), got {config.hint_student_layer}")
@@ -281,6 +292,9 @@ def validate(config: DistillConfig) -> None:
                             "which hints and attention transfer compare layer by layer; set hint_weight and attention_weight to 0")
     if config.image_shape is not None and len(config.image_shape) != 3:
         raise PolicyKDError(f"config key image_shape must be [height, width, channels], got {config.image_shape}")
+    if config.image_shape is not None and not config.conv:
+        raise PolicyKDError("image_shape tells a CNN student where its image is, but conv is empty (an MLP student); "
+                            "set conv, e.g. [[8, 5, 2], [16, 3, 2]], or drop image_shape")
     if config.conv and (config.quantise_aware_rounds > 0 or config.hint_weight > 0):
         raise PolicyKDError("a CNN student (conv) cannot yet train quantisation-aware or with hints; set quantise_aware_rounds "
                             "and hint_weight to 0 (attention_weight works: spatial attention maps from a CNN teacher)")

@@ -184,6 +184,7 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
     each batch of n_envs episodes: every env of a batch starts its episode together."""
     returns, lengths, states, successes, ended, view_states = [], [], [], [], [], []
     reports_success = False
+    n_envs = max(1, min(n_envs, len(seeds)))  # no worker without an episode to run
     envs = make_vector_env(spec.with_view(view), n_envs)
     try:
         for start in range(0, len(seeds), n_envs):

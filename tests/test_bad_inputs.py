@@ -8,6 +8,7 @@ Every case is a function of (tmp_path, assets) returning a Case; `assets` holds 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -96,6 +97,13 @@ def assets(tiny_teachers, tmp_path_factory) -> dict:
             "sac": tiny_teachers["sac"], "td3": tiny_teachers["td3"], "qrdqn": tiny_teachers["qrdqn"], "student": root / "runs" / "done" / "student"}
 
 
+def _folder_victim_case(tmp_path: Path, argv: list, message: str) -> Case:
+    """argv + a folder holding a user's file, given where an output file belongs: refused, the file untouched."""
+    folder = tmp_path / "results"
+    _write(folder / "mine.txt", "mine\n")
+    return Case([*argv, folder], message, victims=[folder / "mine.txt"])
+
+
 def _copy_run(assets: dict, tmp_path: Path) -> Path:
     runs = tmp_path / "runs"
     shutil.copytree(assets["run"], runs / "done")
@@ -170,6 +178,13 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
         tmp_path, _distill(assets, tmp_path, "--run-name", str(tmp_path / "victim"), "--resume"), r"plain folder name"),
     "run-name-nested": lambda tmp_path, assets: Case(_distill(assets, tmp_path, "--run-name", "a/b"), r"plain folder name",
                                                      absent=[tmp_path / "runs"]),
+    "run-name-control-character": lambda tmp_path, assets: Case(_distill(assets, tmp_path, "--run-name", "a\nb"),
+                                                                r"plain folder name", absent=[tmp_path / "runs"]),
+    "out-dir-empty": lambda tmp_path, assets: Case(["distill", "-c", _recipe(tmp_path, ""), "--out-dir", ""], r"out_dir is empty"),
+    "n-envs-thousands": _config_case("n_envs: 100000", r"n_envs must be <= 256"),
+    "image-shape-without-conv": _config_case("image_shape: [3, 1, 1]", r"image_shape.*conv is empty.*drop image_shape"),
+    "tau-with-hard-labels": _config_case("loss: bc\ntau: 2.0", r"tau 2\.0 shapes the KL.*loss 'bc' does not use"),
+    "kl-direction-with-mse": _config_case("loss: mse\nkl_direction: reverse", r"kl_direction 'reverse'.*loss 'mse' does not use"),
     "resume-foreign-folder": lambda tmp_path, assets: _victim_case(
         tmp_path, ["distill", assets["teacher"], "--env", "CartPole-v1", "-c", assets["recipe"], "--out-dir", tmp_path,
                    "--run-name", "victim", "--resume"], r"not a policykd run.*nothing was changed"),
@@ -227,6 +242,16 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
         ["eval", assets["teacher"], _tiny_student(tmp_path / "s", obs_dim=3, action_dim=1, family="gaussian", env_id="Pendulum-v1"),
          "--env", "CartPole-v1", "--episodes", "1"], r"takes 3 observations"),
     "report-corrupt-eval": lambda tmp_path, assets: _corrupt_eval_case(tmp_path, assets),
+    "eval-unknown-target-before-evaluating": lambda tmp_path, assets: Case(
+        ["eval", assets["teacher"], assets["student"], "--env", "CartPole-v1", "--latency", "--target", "cortex-m99"],
+        r"cortex-m99"),
+    "eval-json-is-a-folder": lambda tmp_path, assets: _folder_victim_case(
+        tmp_path, ["eval", assets["teacher"], assets["student"], "--env", "CartPole-v1", "--json"], r"is a folder; give a file path"),
+    "teacher-eval-json-under-a-file": lambda tmp_path, assets: Case(
+        ["teacher", "eval", assets["teacher"], "--env", "CartPole-v1", "--json", _write(tmp_path / "f.txt", "mine\n") / "r.json"],
+        r"f\.txt is a file, not a folder", victims=[tmp_path / "f.txt"]),
+    "bench-no-backends": lambda tmp_path, assets: Case(["bench", assets["student"], "--backends", ",", "--teacher", "none"],
+                                                       r"names no backend"),
     "bench-card-teacher-replaced": lambda tmp_path, assets: _bench_replaced_case(tmp_path, assets),
     # sweeps: every combination validated before any work
     "sweep-unknown-key": lambda tmp_path, assets: Case(
@@ -569,3 +594,44 @@ def test_interrupted_distill_says_how_to_resume(tmp_path, assets) -> None:
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert "--run-name r" in result.stderr and "--resume" in result.stderr
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of `pid` (Linux /proc)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from Linux /proc")
+def test_collection_workers_end_when_their_parent_is_killed(tmp_path, assets) -> None:
+    """SIGKILL (the OOM killer, a job timeout) gives the parent no chance to stop its workers: they stop themselves."""
+    argv = ["distill", str(assets["teacher"]), "--env", "CartPole-v1", "--steps", "400000", "--rounds", "1", "--out-dir",
+            str(tmp_path / "runs"), "--run-name", "r", "--no-eval"]
+    process = subprocess.Popen([sys.executable, "-m", "policykd.cli", *argv], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, "WANDB_MODE": "offline"})
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.2)
+            workers = _children(process.pid)
+        assert len(workers) >= 2, "the collection workers never started"
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 15
+        while any(Path(f"/proc/{w}").exists() and "Z" not in _state(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        alive = [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in _state(w)]
+        assert not alive, f"workers {alive} outlived their killed parent"
+    finally:
+        for w in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w, signal.SIGKILL)
+
+
+def _state(pid: int) -> str:
+    """The process state letter from /proc/PID/stat ('' once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return ""

@@ -28,6 +28,11 @@ def test_help_is_available(command):
     (["teacher", "eval", "x.zip", "--episodes", "0"], r"'--episodes'.*greater than or equal to 1.*`policykd teacher eval --help`"),
     (["export"], r"Missing argument 'student'; see `policykd export --help`"),
     (["distil"], r"No such command 'distil'"),
+    (["eval", "t.zip", "s", "--seed", "-1"], r"'--seed'.*greater than or equal to 0"),
+    (["teacher", "eval", "t.zip", "--seed", "-3"], r"'--seed'.*greater than or equal to 0"),
+    (["teacher", "eval", "t.zip", "--n-envs", "100000"], r"'--n-envs'.*less than or equal to 256"),
+    (["eval", "t.zip", "s", "--latency", "--rate", "-5"], r"'--rate'.*positive number of Hz"),
+    (["embedded", "s", "--rate", "nan"], r"'--rate'.*positive number of Hz"),
 ])
 def test_usage_errors_of_the_command_are_one_line_and_exit_2(argv, message, capsys):
     """The console script (policykd.cli:main) reports what click would box as one `error:` line."""
