@@ -19,6 +19,7 @@ This module must not import torch (a test checks it).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from policykd import student_format as fmt
+from policykd.artifacts import sha256_file
 from policykd.distributions import family_strategy
 from policykd.errors import InvalidObservation, PolicyKDError
 
@@ -260,9 +262,27 @@ def compile_c_export(export_dir: str | Path, *, compiler: str = "cc") -> Path:
     return library
 
 
+def _check_exported_from(student_dir: Path, export_dir: Path, header: Path) -> None:
+    """Refuse an export whose record (export-FORMAT.json, written by `policykd export`) says it was made from other
+    weights than student_dir's: same dimensions, another policy. An export without a record is taken on trust."""
+    header_digest = sha256_file(header)
+    for record_path in sorted(export_dir.glob("export-*.json")):
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict) or (record.get("files") or {}).get(header.name) != header_digest:
+            continue
+        if record.get("student_sha256") != sha256_file(student_dir / fmt.WEIGHTS_FILE):
+            raise PolicyKDError(f"{export_dir} was exported from {record.get('student')}, not from the student in {student_dir} "
+                                f"(other weights, per {record_path.name}); re-export: policykd export {student_dir} --format "
+                                f"{record.get('format', 'c')} --out {export_dir}")
+        return
+
+
 def load_c(student_dir: str | Path, export_dir: str | Path) -> CPolicy:
     """The compiled C export of the student in student_dir (compiled on first use); the export's dimensions are
-    checked against the student's card."""
+    checked against the student's card, and its export record (when there is one) against the student's weights."""
     export_dir = Path(export_dir)
     spec = fmt.read_card(student_dir)["spec"]
     header, source = export_dir / "policykd_student.h", export_dir / "policykd_student.c"
@@ -273,6 +293,7 @@ def load_c(student_dir: str | Path, export_dir: str | Path) -> CPolicy:
     expected = {"POLICYKD_OBS_DIM": spec["obs_dim"], "POLICYKD_ACTION_DIM": 1 if family_strategy(spec["family"]).discrete else spec["action_dim"]}
     if dims != expected:
         raise PolicyKDError(f"{header} has {dims}, but the student in {student_dir} needs {expected}; re-export it")
+    _check_exported_from(Path(student_dir), export_dir, header)
     library = export_dir / "libpolicykd_student.so"
     if not library.exists() or library.stat().st_mtime < source.stat().st_mtime:
         library = compile_c_export(export_dir)

@@ -343,6 +343,21 @@ def test_load_c_refuses_the_export_of_another_student(tmp_path):
         policykd.runtime.load_c(tmp_path / "other", tmp_path / "c")
 
 
+@needs_cc
+def test_load_c_refuses_an_export_recorded_for_other_weights_of_the_same_shape(tmp_path):
+    """Two students of one env: `policykd export` of the first, loaded with the second, would act as the first."""
+    from policykd.export import export_with_parity
+
+    _student("gaussian", seed=0).save(tmp_path / "first")
+    _student("gaussian", seed=1).save(tmp_path / "second")
+    export_with_parity(tmp_path / "first", tmp_path / "c", "c")
+    with pytest.raises(PolicyKDError, match=r"was exported from .*first, not from the student in .*second.*re-export"):
+        policykd.runtime.load_c(tmp_path / "second", tmp_path / "c")
+    obs = np.random.default_rng(0).normal(size=5).astype(np.float32)
+    np.testing.assert_allclose(policykd.runtime.load_c(tmp_path / "first", tmp_path / "c")(obs),
+                               load_student(tmp_path / "first").act(obs[None])[0], atol=1e-5)
+
+
 def _int8_reference(card, weights, obs: np.ndarray) -> np.ndarray:
     """numpy emulation of the c-int8 scheme (c_codegen's docstring): int8 rows with one scale each, each layer input
     rounded to int8 on its largest magnitude, exact integer sums. obs [N, obs_dim] -> last layer's outputs [N, out]."""
