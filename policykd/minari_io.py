@@ -17,6 +17,7 @@ Minari is an optional dependency: `pip install "policykd[minari]"`.
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,27 @@ def _minari():
     except ImportError:
         raise PolicyKDError('Minari datasets need the minari package: pip install "policykd[minari]"') from None
     return minari
+
+
+def _local_datasets(minari) -> dict[str, Any]:
+    """minari.list_local_datasets(), or a one-line PolicyKDError when a folder there is not a dataset Minari can read."""
+    from minari.storage import get_dataset_path
+
+    try:
+        return minari.list_local_datasets()
+    except (ValueError, TypeError, OSError) as e:
+        raise PolicyKDError(f"the Minari datasets folder {get_dataset_path()} holds a folder Minari cannot read "
+                            f"({(str(e).splitlines() or [''])[0][:200]}); move it out of there") from None
+
+
+def _check_dataset_id(dataset_id: str) -> None:
+    """A Minari id, (namespace/)name-vVERSION, that names a folder inside the datasets folder."""
+    from minari.dataset.minari_dataset import DATASET_ID_RE
+
+    match = DATASET_ID_RE.fullmatch(dataset_id)
+    if match is None or match.group("version") is None:
+        raise PolicyKDError(f"--dataset-id {dataset_id!r} is not a Minari dataset id: (namespace/)name-vVERSION of letters, "
+                            "digits, '-' and '_', e.g. policykd/hopper/dagger-v0")
 
 
 def _episodes(data: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -62,7 +84,8 @@ def export_minari(buffer_dir: str | Path, dataset_id: str, *, author: str | None
     if buffer.metadata.get("config", {}).get("label_every", 1) > 1:
         raise PolicyKDError(f"{buffer_dir} labels every {buffer.metadata['config']['label_every']}-th state only, so its rows "
                             "are not consecutive transitions; export a buffer collected with label_every 1")
-    if dataset_id in minari.list_local_datasets():
+    _check_dataset_id(dataset_id)
+    if dataset_id in _local_datasets(minari):
         raise PolicyKDError(f"Minari dataset {dataset_id} already exists; choose another --dataset-id (nothing was changed)")
     meta = buffer.metadata
     family = meta["family"]
@@ -85,12 +108,19 @@ def export_minari(buffer_dir: str | Path, dataset_id: str, *, author: str | None
     description = (f"Teacher-labelled states collected by policykd from {teacher_name}: per-step infos hold the "
                    f"teacher's action distribution (teacher_*), its value, who acted and the DAgger round.\n"
                    f"{MARKER}{json.dumps(record, sort_keys=True)}")
-    with warnings.catch_warnings():  # minari warns that no env spec or eval env is given: the record above has the env
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"minari\.")
-        return minari.create_dataset_from_buffers(
-            dataset_id, episodes, observation_space=observation_space, action_space=action_space,
-            algorithm_name="policykd teacher-labelled collection", author=author or "policykd", author_email="n/a",
-            code_permalink="https://github.com/policykd/policykd", description=description, data_format="hdf5")
+    from minari.storage import get_dataset_path
+
+    folder = Path(get_dataset_path()) / dataset_id
+    try:
+        with warnings.catch_warnings():  # minari warns that no env spec or eval env is given: the record above has the env
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"minari\.")
+            return minari.create_dataset_from_buffers(
+                dataset_id, episodes, observation_space=observation_space, action_space=action_space,
+                algorithm_name="policykd teacher-labelled collection", author=author or "policykd", author_email="n/a",
+                code_permalink="https://github.com/policykd/policykd", description=description, data_format="hdf5")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # new (the id was not a local dataset): a half-written one would break
+        raise                                     # every later Minari call on this folder
 
 
 def _space(record: dict[str, Any]):
@@ -105,7 +135,7 @@ def _space(record: dict[str, Any]):
 def load_dataset(dataset: str):
     """A MinariDataset by id (as minari.load_dataset), or one-line PolicyKDError naming the local ids."""
     minari = _minari()
-    local = minari.list_local_datasets()
+    local = _local_datasets(minari)
     if dataset not in local:
         raise PolicyKDError(f"no local Minari dataset {dataset!r} (in $MINARI_DATASETS_PATH or ~/.minari/datasets); "
                             f"local ones: {', '.join(sorted(local)) or 'none'}")

@@ -78,6 +78,38 @@ def test_bad_minari_input_is_one_line(tiny_teachers, tmp_path, datasets):
     assert not (tmp_path / "y").exists()  # nothing written for a refused dataset
 
 
+@pytest.mark.parametrize("dataset_id", ["bad id", "noversion", "", "../outside-v0", "a/b.c-v0"])
+def test_a_malformed_dataset_id_is_refused_before_anything_is_written(tiny_teachers, tmp_path, datasets, dataset_id):
+    _buffer(load_teacher(tiny_teachers["sac"], env_id="Pendulum-v1"), tmp_path / "buffer")
+    with pytest.raises(PolicyKDError, match="is not a Minari dataset id: .*e.g. policykd/hopper/dagger-v0"):
+        export_minari(tmp_path / "buffer", dataset_id)
+    assert not datasets.exists() or not any(datasets.iterdir())
+
+
+def test_a_failed_export_leaves_no_half_dataset_behind(tiny_teachers, tmp_path, datasets, monkeypatch):
+    """A half-written dataset folder makes every later Minari call on the folder fail."""
+    _buffer(load_teacher(tiny_teachers["sac"], env_id="Pendulum-v1"), tmp_path / "buffer")
+    export_minari(tmp_path / "buffer", "policykd/pendulum/kept-v0")
+    real = minari.create_dataset_from_buffers
+
+    def fails_halfway(dataset_id, *args, **kwargs):
+        (datasets / dataset_id / "data").mkdir(parents=True)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", fails_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        export_minari(tmp_path / "buffer", "policykd/pendulum/half-v0")
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", real)
+    assert not (datasets / "policykd/pendulum/half-v0").exists()
+    assert set(minari.list_local_datasets()) == {"policykd/pendulum/kept-v0"}
+
+
+def test_an_unreadable_folder_among_the_datasets_is_one_line(tiny_teachers, tmp_path, datasets):
+    (datasets / "not a dataset" / "data").mkdir(parents=True)
+    with pytest.raises(PolicyKDError, match=r"Minari datasets folder .* holds a folder Minari cannot read .*move it out"):
+        buffer_from_minari("policykd/x-v0", tmp_path / "x", load_teacher(tiny_teachers["sac"], env_id="Pendulum-v1"))
+
+
 def test_cli_export_and_collect_from_minari(tiny_teachers, tmp_path, datasets):
     from typer.testing import CliRunner
 
