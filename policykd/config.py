@@ -295,9 +295,9 @@ def validate(config: DistillConfig) -> None:
     if config.image_shape is not None and not config.conv:
         raise PolicyKDError("image_shape tells a CNN student where its image is, but conv is empty (an MLP student); "
                             "set conv, e.g. [[8, 5, 2], [16, 3, 2]], or drop image_shape")
-    if config.conv and (config.quantise_aware_rounds > 0 or config.hint_weight > 0):
-        raise PolicyKDError("a CNN student (conv) cannot yet train quantisation-aware or with hints; set quantise_aware_rounds "
-                            "and hint_weight to 0 (attention_weight works: spatial attention maps from a CNN teacher)")
+    if config.conv and config.quantise_aware_rounds > 0:
+        raise PolicyKDError("a CNN student (conv) cannot yet train quantisation-aware; set quantise_aware_rounds to 0 "
+                            "(its int8 exports are refused too: deploy it as c, onnx or torchscript)")
     if config.gru and config.label_every != 1:
         raise PolicyKDError(f"a recurrent student (gru: {config.gru}) trains on whole episodes, every step labelled; set label_every: 1")
     if config.gru and (config.quantise_aware_rounds > 0 or config.hint_weight > 0 or config.attention_weight > 0 or config.ensemble):

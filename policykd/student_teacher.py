@@ -121,8 +121,10 @@ class StudentTeacher(TeacherActions):
 
     @torch.no_grad()
     def features(self, obs: np.ndarray) -> dict[str, torch.Tensor]:
-        """raw obs [B, obs_dim] -> {"trunk.{2i+1}": [B, hidden[i]]}, the activations of the student's hidden layers."""
-        x, features = self.student.encode(self.obs_tensor(obs)), {}
+        """raw obs [B, obs_dim] -> {"encoder.{2i+1}": [B, c_i * h_i * w_i]} for a CNN's convolutions (flattened), then
+        {"trunk.{2i+1}": [B, hidden[i]]}, the activations of the student's hidden layers."""
+        features = {f"encoder.{2 * i + 1}": m.flatten(1) for i, m in enumerate(self.conv_maps(obs))}
+        x = self.student.encode(self.obs_tensor(obs))
         for index, module in enumerate(self.student.trunk):
             x = module(x)
             if index % 2 == 1:

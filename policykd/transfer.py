@@ -1,7 +1,8 @@
 """Feature and attention transfer: distillation terms that match how the teacher computes, not only what it outputs.
 
 - Hints (FitNets, Romero et al. 2015): a learned linear regressor maps a student hidden layer [B, h_s] to a named
-  teacher layer [B, h_t] (`Teacher.features`); the term is their mean squared error divided by the teacher
+  teacher layer [B, h_t] (`Teacher.features`: an SB3 actor's activations; a CNN teacher's convolutions, flattened,
+  then its hidden layers); the term is their mean squared error divided by the teacher
   features' mean square, so `hint_weight` means the same on every teacher. The regressor is trained with the
   student (its own Adam) and saved in the checkpoint, never in the student.
 - Attention for vector observations (after Zagoruyko & Komodakis 2017, with input-gradient attention): the
@@ -35,8 +36,9 @@ TRANSFER_FILE = "transfer.safetensors"
 
 
 def student_hidden(student: nn.Module, obs: torch.Tensor) -> list[torch.Tensor]:
-    """raw obs [B, obs_dim] -> the student's hidden activations, one [B, hidden[i]] per layer."""
-    x, outputs = student.normalize(obs), []
+    """raw obs [B, obs_dim] -> the student's hidden activations, one [B, hidden[i]] per layer (a CNN student's
+    after its convolutions, so a hint trains them too)."""
+    x, outputs = student.encode(obs), []
     for module in student.trunk:
         x = module(x)
         if not isinstance(module, nn.Linear):

@@ -137,7 +137,7 @@ def test_recipe_conv_keys_are_checked_before_anything_runs():
         DistillConfig(teacher="x", conv=[[8, 5]])
     with pytest.raises(PolicyKDError, match="image_shape must be \\[height, width, channels\\]"):
         DistillConfig(teacher="x", conv=[[8, 5, 2]], image_shape=[48, 64])
-    with pytest.raises(PolicyKDError, match="a CNN student \\(conv\\) cannot yet train quantisation-aware or with hints"):
+    with pytest.raises(PolicyKDError, match="a CNN student \\(conv\\) cannot yet train quantisation-aware"):
         DistillConfig(teacher="x", conv=[[8, 5, 2]], quantise_aware_rounds=1)
 
 
@@ -180,10 +180,14 @@ def test_a_camera_student_teaches_a_smaller_camera_student(tmp_path):
     camera_teacher = load_teacher(first.run_dir / "student")
     assert camera_teacher.algo == "policykd-student" and camera_teacher.obs_dim == 48 * 64 * 3 + 1
     assert camera_teacher.image_shape == (48, 64, 3)
+    features = camera_teacher.features(np.zeros((2, camera_teacher.obs_dim), dtype=np.float32))
+    assert {name: tuple(f.shape) for name, f in features.items()} == {"encoder.1": (2, 4 * 22 * 30), "encoder.3": (2, 8 * 10 * 14),
+                                                                       "trunk.1": (2, 32)}
     second = distill(DistillConfig(teacher=str(first.run_dir / "student"), conv=[[2, 5, 4]], hidden=[8], labelled_steps=120,
-                                   rounds=2, epochs_per_round=2, label_every=1, attention_weight=1.0, out_dir=str(tmp_path),
-                                   run_name="tiny"))
+                                   rounds=2, epochs_per_round=2, label_every=1, attention_weight=1.0, hint_weight=1.0,
+                                   hint_teacher_layer="encoder.3", out_dir=str(tmp_path), run_name="tiny"))
     assert all(0.0 < r.attention_loss < 2.0 for r in second.history)  # spatial attention maps of both CNNs compared
+    assert all(0.0 < r.hint_loss < 10.0 for r in second.history)  # its convolutions' features through the regressor
     card = json.loads((second.run_dir / "student" / "student.json").read_text())
     assert card["spec"]["conv"]["image_shape"] == [48, 64, 3] and card["teacher"]["algo"] == "policykd-student"
     assert second.student.parameter_count() < first.student.parameter_count() / 5
