@@ -101,6 +101,9 @@ _UNSUPPORTED_POLICY_MODULES = (
     (("sb3_contrib.common.recurrent", "sb3_contrib.ppo_recurrent"),
      "a RecurrentPPO (LSTM) checkpoint: its action depends on a hidden state carried across steps, which policykd's "
      "teachers do not have yet"),
+    (("sb3_contrib.common.maskable", "sb3_contrib.ppo_mask"),
+     "a MaskablePPO checkpoint: its actions are chosen under per-state action masks from the env, which a student "
+     "without the masks would not respect"),
 )
 
 

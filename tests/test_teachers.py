@@ -128,6 +128,19 @@ def test_a_recurrent_ppo_checkpoint_is_refused_in_one_line_whatever_algo_says(tm
         assert "\n" not in str(info.value)
 
 
+def test_a_maskable_ppo_checkpoint_is_refused_in_one_line_whatever_algo_says(tmp_path):
+    """MaskablePPO acts under the env's action masks; loaded as PPO it failed inside SB3 with a constructor error."""
+    import sb3_contrib
+
+    path = tmp_path / "maskable_ppo.zip"
+    sb3_contrib.MaskablePPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, device="cpu",
+                            policy_kwargs={"net_arch": [8]}).save(path)
+    for algo in (None, "ppo"):
+        with pytest.raises(PolicyKDError, match="MaskablePPO checkpoint: .*action masks.*policykd distils PPO") as info:
+            load_teacher(path, env_id="CartPole-v1", algo=algo)
+        assert "\n" not in str(info.value)
+
+
 def test_a_goal_conditioned_her_teacher_is_refused_in_one_line_before_anything_is_unpickled(tmp_path, monkeypatch):
     """HER teachers observe a Dict (observation, achieved and desired goal); their zips held HER kwargs that made
     SB3's load fail with a message about a replay buffer."""
