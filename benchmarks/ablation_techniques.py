@@ -8,6 +8,7 @@ Variants (recipe keys over the default recipe; see docs/techniques.md):
     attention       input-saliency matching, weight 0.1
     teacher-data    teacher-driven data instead of DAgger
     ensemble        product of the PPO and A2C HalfCheetah teachers, value-weighted (HalfCheetah only)
+    ensemble-agreement, ensemble-mixture   the same two teachers: product weighted by agreement; uniform mixture
     label_every=1   label every state (the default labels every third: three times the episodes per labelled step)
 Each at two budgets and three distillation seeds, on the same 100 evaluation seeds as the teacher, with the teacher's
 noise floor (the teacher stepped one env at a time). `base` and `bc` with a 2x64 student are the runs of
@@ -44,7 +45,9 @@ VARIANTS: dict[str, dict] = {
     "kl-mean-per-dim": {"kl_mean_scale": "dimension"}, "kl-mean-teacher": {"kl_mean_scale": "teacher"}, "no-sampling": {"sample_actions": False},
     "kl-shared-std": {"kl_student_std": "shared"}, "std-head-detached": {"std_head_detached": True}, "tau=2": {"tau": 2.0},
     "hints": {"hint_weight": 1.0}, "attention": {"attention_weight": 0.1}, "teacher-data": {"data_mode": "teacher"},
-    "ensemble": {"ensemble_mode": "product", "ensemble_weighting": "value"}, "label_every=1": {"label_every": 1},
+    "ensemble": {"ensemble_mode": "product", "ensemble_weighting": "value"},
+    "ensemble-agreement": {"ensemble_mode": "product", "ensemble_weighting": "agreement"},
+    "ensemble-mixture": {"ensemble_mode": "mixture", "ensemble_weighting": "uniform"}, "label_every=1": {"label_every": 1},
 }
 ENSEMBLE_PARTNERS = {"ppo/HalfCheetahBulletEnv-v0_1": "a2c/HalfCheetahBulletEnv-v0_1"}
 ONE_RECIPE_LOSS = {"base": "kl", "bc": "bc"}  # variants that are benchmarks/one_recipe.py runs
@@ -70,7 +73,7 @@ def main() -> None:
         teacher, reference = None, None
         for budget in args.budgets:
             for variant in args.variants:
-                if variant == "ensemble" and name not in ENSEMBLE_PARTNERS:
+                if variant.startswith("ensemble") and name not in ENSEMBLE_PARTNERS:
                     continue
                 for seed in args.seeds:
                     if (name, variant, budget, seed, tuple(args.hidden)) in done:
@@ -90,7 +93,7 @@ def main() -> None:
                         results["teachers"][name] = teacher_record(name, teacher, reference)
                         results_file.set_teacher(args.results, name, results["teachers"][name])
                     overrides = dict(VARIANTS[variant])
-                    if variant == "ensemble":
+                    if variant.startswith("ensemble"):
                         overrides["ensemble"] = [str(teachers[ENSEMBLE_PARTNERS[name]])]
                     record = run_one(args, name, teachers[name], teacher, reference, variant, overrides, budget, seed)
                     results_file.append_run(args.results, record)

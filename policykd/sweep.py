@@ -18,6 +18,7 @@ from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_ve
 from policykd.config import DistillConfig, build_config, load_config  # noqa: E402
 from policykd.errors import PolicyKDError  # noqa: E402
 from policykd.plots import pareto_chart  # noqa: E402
+from policykd.run_dir import RunLock  # noqa: E402
 
 SWEPT_COLUMNS = ("ratio", "student_return", "teacher_return", "student_params", "numpy_p50_us", "kl", "wall_s")
 
@@ -147,15 +148,16 @@ def run_sweep(base_config: Path | None, overrides: dict[str, Any], grid: dict[st
     """Distil and evaluate every grid combination; results.json is rewritten after each (resumable: done ones are kept)."""
     validate_grid(load_config(base_config, overrides), grid, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = _load_results(out_dir)
-    context = SweepContext(base_config, overrides, out_dir)
-    for index, combo in enumerate(combinations(grid)):
-        name = run_name(index, combo)
-        if any(r["name"] == name for r in results):
-            continue
-        results.append(context.run(name, combo, latency_calls=latency_calls))
-        context.save(results, grid)
-    write_outputs(out_dir, results, env_id=context.teacher.env_spec.env_id)
+    with RunLock(out_dir):  # a second sweep here would rewrite results.json without the first one's rows
+        results = _load_results(out_dir)
+        context = SweepContext(base_config, overrides, out_dir)
+        for index, combo in enumerate(combinations(grid)):
+            name = run_name(index, combo)
+            if any(r["name"] == name for r in results):
+                continue
+            results.append(context.run(name, combo, latency_calls=latency_calls))
+            context.save(results, grid)
+        write_outputs(out_dir, results, env_id=context.teacher.env_spec.env_id)
     return results
 
 

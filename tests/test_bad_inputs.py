@@ -254,6 +254,7 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
                                                        r"names no backend"),
     "bench-card-teacher-replaced": lambda tmp_path, assets: _bench_replaced_case(tmp_path, assets),
     # sweeps: every combination validated before any work
+    "sweep-locked": lambda tmp_path, assets: _locked_sweep_case(tmp_path, assets),
     "sweep-unknown-key": lambda tmp_path, assets: Case(
         ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "nokey=1|2", "--out", tmp_path / "sw"],
         r"unknown config keys \['nokey'\]", absent=[tmp_path / "sw"]),
@@ -383,6 +384,15 @@ def _hold_lock(lock: Path) -> None:
         str(lock)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     _HOLDERS.append(holder)
+
+
+def _locked_sweep_case(tmp_path: Path, assets: dict) -> Case:
+    """Two sweeps in one folder: the second would rewrite results.json without the first one's rows."""
+    sweep = tmp_path / "sw"
+    _write(sweep / "results.json", json.dumps({"runs": []}))
+    _hold_lock(sweep / ".lock")
+    argv = ["sweep", assets["teacher"], "--env", "CartPole-v1", "-c", assets["recipe"], "--grid", "hidden=[8]|[16]", "--out", sweep]
+    return Case(argv, r"another policykd process is working in", victims=[sweep / "results.json"], absent=[sweep / "runs"])
 
 
 def _locked_buffer_case(tmp_path: Path, assets: dict) -> Case:
