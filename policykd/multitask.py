@@ -179,6 +179,11 @@ def distill_multitask(teachers, config: DistillConfig, run_dir: Path, *, progres
     saves it to run_dir/student. progress(message) is called once per round."""
     if len(teachers) < 2:
         raise PolicyKDError("a multi-task student needs at least two teachers; use `policykd distill` for one")
+    envs = [t.env_spec.env_id for t in teachers]
+    repeated = sorted({env for env in envs if envs.count(env) > 1})
+    if repeated:
+        raise PolicyKDError(f"a multi-task student takes one teacher per env, and {', '.join(repeated)} has more than one; "
+                            "several teachers of one env go into one student with the recipe's `ensemble` key")
     if config.student_view:
         raise PolicyKDError("student_view is for single-task students; distil each view with `policykd distill`")
     if config.conv or config.gru:

@@ -40,6 +40,9 @@ def test_multitask_distillation_acts_per_task_saves_and_is_smaller(two_teachers,
 def test_multitask_refuses_one_teacher_and_damaged_folders(two_teachers, tmp_path):
     with pytest.raises(PolicyKDError, match="needs at least two teachers"):
         distill_multitask(two_teachers[:1], DistillConfig(teacher="x"), tmp_path)
+    with pytest.raises(PolicyKDError, match="one teacher per env, and Pendulum-v1 has more than one.*`ensemble` key"):
+        distill_multitask([two_teachers[0], two_teachers[1], two_teachers[0]], DistillConfig(teacher="x"), tmp_path / "twice")
+    assert not (tmp_path / "twice").exists()
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "multitask.json").write_text("{}")
     with pytest.raises(PolicyKDError, match="is not a loadable multi-task student"):
