@@ -32,7 +32,8 @@ def read_yaml_mapping(path: str | Path, *, what: str, examples: str) -> dict[str
     when it is missing, not YAML, not a mapping, or gives a key twice."""
     path = Path(path)
     if not path.is_file():
-        raise PolicyKDError(f"{what} {path} does not exist; see {examples} for examples")
+        found = "is a folder, not a YAML file" if path.is_dir() else "is not a file" if path.exists() else "does not exist"
+        raise PolicyKDError(f"{what} {path} {found}; see {examples} for examples")
     try:
         values = yaml.load(path.read_text(), Loader=_StrictLoader) or {}  # noqa: S506 - a SafeLoader subclass
     except (yaml.YAMLError, ValueError, RecursionError) as e:  # ValueError: not UTF-8, an int of > 4300 digits

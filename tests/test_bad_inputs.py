@@ -167,6 +167,7 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
         ["distill", "-c", _write(tmp_path / "bad.yaml", "a: [1, 2\n"), "--out-dir", tmp_path / "runs"], r"not valid YAML",
         absent=[tmp_path / "runs"]),
     "recipe-missing": lambda tmp_path, assets: Case(["distill", "-c", tmp_path / "nope.yaml"], r"does not exist"),
+    "recipe-is-a-folder": lambda tmp_path, assets: Case(["distill", "-c", tmp_path], r"is a folder, not a YAML file"),
     "no-teacher": lambda tmp_path, assets: Case(["distill", "--out-dir", tmp_path / "runs"], r"no teacher given",
                                                 absent=[tmp_path / "runs"]),
     "hidden-flag-not-numbers": lambda tmp_path, assets: Case(
