@@ -111,6 +111,7 @@ def export_minari(buffer_dir: str | Path, dataset_id: str, *, author: str | None
     from minari.storage import get_dataset_path
 
     folder = Path(get_dataset_path()) / dataset_id
+    existed = folder.exists()  # a folder Minari does not list as a dataset: not ours to remove on failure
     try:
         with warnings.catch_warnings():  # minari warns that no env spec or eval env is given: the record above has the env
             warnings.filterwarnings("ignore", category=UserWarning, module=r"minari\.")
@@ -119,8 +120,9 @@ def export_minari(buffer_dir: str | Path, dataset_id: str, *, author: str | None
                 algorithm_name="policykd teacher-labelled collection", author=author or "policykd", author_email="n/a",
                 code_permalink="https://github.com/policykd/policykd", description=description, data_format="hdf5")
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)  # new (the id was not a local dataset): a half-written one would break
-        raise                                     # every later Minari call on this folder
+        if not existed:  # a half-written dataset would break every later Minari call on this folder
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def _space(record: dict[str, Any]):
