@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -75,6 +77,48 @@ def _metadata_problem(metadata: dict[str, Any]) -> str | None:
     if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields) or not set(needed) <= set(fields):
         return f"fields must list {', '.join(needed)}"
     return None
+
+
+def _floats(space: gym.Space | None) -> int:
+    """Values per row a field of `space` takes (an index for Discrete), 0 for no space."""
+    if space is None:
+        return 0
+    return 1 if isinstance(space, gym.spaces.Discrete) else int(np.prod(space.shape or (1,)))
+
+
+def row_bytes(observation_space: gym.Space, action_space: gym.Space, family: str, *, transitions: bool,
+              student_observation_space: gym.Space | None = None) -> int:
+    """Bytes one buffer row takes on disk and in memory (chunks are uncompressed npz), from the spaces and family."""
+    scalars = sum(np.dtype(t).itemsize for f, t in FIELD_DTYPES.items() if f != "obs")  # obs is counted with the floats
+    action_values = int(action_space.n) if isinstance(action_space, gym.spaces.Discrete) else _floats(action_space)
+    floats = (_floats(observation_space) + len(PARAM_NAMES[family]) * action_values + _floats(student_observation_space)
+              + (_floats(action_space) + _floats(observation_space) if transitions else 0))
+    return scalars + 4 * floats
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if n_bytes < 1000 or unit == "TB":
+            return f"{n_bytes:,.0f} {unit}" if unit == "bytes" else f"{n_bytes:,.1f} {unit}"
+        n_bytes /= 1000
+    raise AssertionError("unreachable")
+
+
+def check_room(folder: Path, rows: int, bytes_per_row: int, *, held_in_memory: bool, what: str) -> None:
+    """Refuse, before anything is collected, `rows` buffer rows that cannot fit: on the disk holding `folder`, or
+    (held_in_memory: distillation trains on the whole buffer at once, about twice its size with the train/validation
+    split) in this machine's memory. `what` names the setting to lower."""
+    need = rows * bytes_per_row
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if need > free:
+        raise PolicyKDError(f"{what} {rows:,} needs about {_size(need)} of buffer on disk, more than the {_size(free)} free "
+                            f"under {existing}; lower it, or write to a larger disk")
+    if held_in_memory and hasattr(os, "sysconf"):
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if 2 * need > memory:
+            raise PolicyKDError(f"{what} {rows:,} needs about {_size(2 * need)} of memory to train on (the whole buffer is "
+                                f"held in memory), more than this machine's {_size(memory)}; lower it")
 
 
 class Buffer:

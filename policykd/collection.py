@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from policykd.buffer import Buffer
+from policykd.buffer import Buffer, check_room, row_bytes
 from policykd.errors import PolicyKDError
 from policykd.run_dir import RunLock
 from policykd.student_format import view_name
@@ -52,10 +52,14 @@ def collect_to_buffer(teacher: Teacher, out_dir: Path, settings: dict[str, Any],
     if student is not None and check_student_fits(student, teacher):
         raise PolicyKDError("--student sees a student view of the env (policykd.views); `policykd collect` collects "
                             "with the teacher's observation only: distil sensor-only students with `policykd distill`")
-    if resume:
-        Buffer.open(out_dir)  # checked before the lock file goes in: a folder that is not a buffer stays as it was
+    if resume:  # checked before the lock file goes in: a folder that is not a buffer stays as it was
+        collected = Buffer.open(out_dir).rows
     else:
         Buffer.check_creatable(out_dir)
+        collected = 0
+    check_room(out_dir, settings["steps"] - collected,
+               row_bytes(teacher.observation_space, teacher.action_space, teacher.family, transitions=True),
+               held_in_memory=False, what="--steps")
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(out_dir):  # one process per buffer: two appending at once would write the same chunk
         return _collect_locked(teacher, out_dir, settings, student=student, chunk_steps=chunk_steps, resume=resume,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from policykd.artifacts import atomic_write_json, package_versions
-from policykd.buffer import Buffer, space_to_json
+from policykd.buffer import Buffer, check_room, row_bytes, space_to_json
 from policykd.checkpoint import load_checkpoint, save_checkpoint
 from policykd.collectors import round_collector
 from policykd.config import DistillConfig
@@ -241,6 +241,11 @@ def prepare_run_dir(config: DistillConfig, teacher: Teacher, *, resume: bool) ->
         _check_resume_config(run_dir, record, config)
     elif run_dir.exists() and (not run_dir.is_dir() or any(p.name != LOCK_FILE for p in run_dir.iterdir())):
         raise PolicyKDError(f"run dir {run_dir} already exists; pass --resume to continue it or choose another --run-name")
+    else:
+        view_space = student_observation_space(teacher.env_spec, config.student_view) if config.student_view else None
+        check_room(run_dir, config.labelled_steps, row_bytes(teacher.observation_space, teacher.action_space, teacher.family,
+                                                             transitions=True, student_observation_space=view_space),
+                   held_in_memory=True, what="labelled_steps")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -181,6 +181,9 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
                                                      absent=[tmp_path / "runs"]),
     "run-name-control-character": lambda tmp_path, assets: Case(_distill(assets, tmp_path, "--run-name", "a\nb"),
                                                                 r"plain folder name", absent=[tmp_path / "runs"]),
+    "steps-beyond-the-disk": lambda tmp_path, assets: Case(
+        _distill(assets, tmp_path, "--steps", str(10**15)), r"labelled_steps 1,000,000,000,000,000 needs about .* on disk.*lower it",
+        absent=[tmp_path / "runs"]),
     "out-dir-empty": lambda tmp_path, assets: Case(["distill", "-c", _recipe(tmp_path, ""), "--out-dir", ""], r"out_dir is empty"),
     "n-envs-thousands": _config_case("n_envs: 100000", r"n_envs must be <= 256"),
     "image-shape-without-conv": _config_case("image_shape: [3, 1, 1]", r"image_shape.*conv is empty.*drop image_shape"),
@@ -235,6 +238,10 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
         ["collect", assets["teacher"], "--env", "CartPole-v1", "--out", tmp_path / "buf", "--beta", "0.5", "--student",
          _tiny_student(tmp_path / "s", obs_dim=3, action_dim=1, family="gaussian", env_id="Pendulum-v1")],
         r"takes 3 observations.*pass a student distilled from this teacher", absent=[tmp_path / "buf"]),
+    "collect-beyond-the-disk": lambda tmp_path, assets: Case(
+        ["collect", assets["teacher"], "--env", "CartPole-v1", "--out", tmp_path / "buf", "--steps", str(10**15)],
+        r"--steps 1,000,000,000,000,000 needs about .* of buffer on disk, more than the .* free under .*lower it",
+        absent=[tmp_path / "buf"]),
     "collect-beta-without-student": lambda tmp_path, assets: Case(
         ["collect", assets["teacher"], "--env", "CartPole-v1", "--out", tmp_path / "buf", "--beta", "0.5"],
         r"pass --student", absent=[tmp_path / "buf"]),

@@ -5,7 +5,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from policykd.buffer import Buffer
+from policykd.buffer import Buffer, check_room, row_bytes
 from policykd.errors import PolicyKDError
 
 
@@ -104,3 +104,24 @@ def test_a_buffer_is_not_created_inside_a_foreign_folder(tmp_path):
     with pytest.raises(PolicyKDError, match="not an empty folder"):
         _create(tmp_path / "mine")
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+
+
+def test_row_bytes_is_what_a_chunk_holds(tmp_path):
+    """The estimate the disk and memory checks use is the bytes a written row really takes (uncompressed npz)."""
+    buf = _create(tmp_path / "b")
+    buf.append(_rows(10_000))
+    chunk = tmp_path / "b" / buf.metadata["chunks"][0]["file"]
+    per_row = row_bytes(gym.spaces.Box(-1, 1, (3,)), gym.spaces.Box(-1, 1, (2,)), "gaussian", transitions=False)
+    assert per_row == 23 + 4 * (3 + 2 * 2)
+    assert per_row <= chunk.stat().st_size / 10_000 < per_row + 1  # npz headers: a few hundred bytes a chunk
+    assert row_bytes(gym.spaces.Box(-1, 1, (3,)), gym.spaces.Discrete(4), "categorical", transitions=True) == 23 + 4 * (3 + 4 + 1 + 3)
+
+
+def test_check_room_refuses_what_memory_cannot_hold(tmp_path, monkeypatch):
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 1000}  # a 4 MB machine
+    monkeypatch.setattr("os.sysconf", lambda name: pages[name])
+    check_room(tmp_path / "new" / "run", 10_000, 100, held_in_memory=True, what="labelled_steps")  # 2 MB in memory: fits
+    with pytest.raises(PolicyKDError, match=r"labelled_steps 30,000 needs about 6\.0 MB of memory .* 4\.1 MB; lower it"):
+        check_room(tmp_path / "new" / "run", 30_000, 100, held_in_memory=True, what="labelled_steps")
+    check_room(tmp_path, 30_000, 100, held_in_memory=False, what="--steps")  # collection alone keeps nothing in memory
+    assert not (tmp_path / "new").exists()
