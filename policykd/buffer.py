@@ -79,6 +79,35 @@ def _metadata_problem(metadata: dict[str, Any]) -> str | None:
     return None
 
 
+# Float fields in the order a NaN spreads (a bad observation makes bad labels), each with what it is and what to check.
+_FINITE_FIELDS = {
+    "obs": ("an observation the env returned", "check the env and its wrappers"),
+    "next_obs": ("an observation the env returned", "check the env and its wrappers"),
+    "student_obs": ("an observation of the student view", "check the view and the env"),
+    "reward": ("a reward the env returned", "check the env"),
+    "action": ("an action the acting policy took", "check the student or teacher that acted"),
+    "value": ("the teacher's value of a finite observation", "check the teacher's weights and observation normaliser"),
+}
+
+
+def _check_finite(arrays: dict[str, np.ndarray], fields: tuple[str, ...], env_id: str | None) -> None:
+    """One-line PolicyKDError for the first float field of a chunk holding NaN or inf (obs [n, ...] ... dist_* [n, ...]):
+    a buffer holds only finite rows, so no student trains on NaN. env_id names the env in the message."""
+    for name in [*_FINITE_FIELDS, *(f for f in fields if f.startswith("dist_"))]:
+        if name not in fields:
+            continue
+        values = np.asarray(arrays[name], dtype=np.float64).reshape(len(arrays[name]), -1)
+        bad = ~np.isfinite(values).all(axis=1)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            what, fix = _FINITE_FIELDS.get(name, ("the teacher's action distribution on a finite observation",
+                                                  "check the teacher's weights and observation normaliser"))
+            episode = f", episode {int(arrays['episode_id'][row])}" if "episode_id" in arrays else ""
+            where = f" on {env_id}" if env_id else ""
+            raise PolicyKDError(f"{what}{where} is NaN or inf ({name}, row {row}{episode}, {int(bad.sum())} rows in all); {fix}; "
+                                "nothing of it was written to the buffer")
+
+
 def _floats(space: gym.Space | None) -> int:
     """Values per row a field of `space` takes (an index for Discrete), 0 for no space."""
     if space is None:
@@ -214,6 +243,7 @@ class Buffer:
         (n,) = rows
         if n == 0:
             return
+        _check_finite(arrays, self.fields, ((self.metadata.get("teacher") or {}).get("env") or {}).get("env_id"))
         payload = io.BytesIO()
         np.savez(payload, **{f: np.ascontiguousarray(arrays[f], dtype=FIELD_DTYPES.get(f, np.float32)) for f in self.fields})
         data = payload.getvalue()

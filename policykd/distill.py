@@ -193,6 +193,9 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
             for k in sums:
                 sums[k] += terms[k].item()
             batches += 1
+        if not np.isfinite(sums["loss"]):
+            raise PolicyKDError(f"training diverged in round {round_index + 1}, epoch {epoch}: the loss became NaN or inf (its "
+                                f"labels are finite, policykd.buffer checks them); lower lr (now {config.lr:g}) and start a new run")
         if on_progress is not None:
             on_progress(1)
         if validation is not None:

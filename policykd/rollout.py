@@ -94,7 +94,13 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
         next_episode = episode_offset + n_envs
         recorded = 0
         while recorded < steps:
+            _check_finite_rows(obs, "an observation the env returned", teacher.env_spec.env_id, episode_ids, episode_step,
+                               "check the env and its wrappers")
             dist, value = teacher.dist_and_value(obs)
+            _check_finite_rows(np.concatenate([value.numpy().reshape(n_envs, -1)] + [dist[n].numpy().reshape(n_envs, -1) for n in params],
+                                              axis=1),
+                               "the teacher's output (action distribution or value) on a finite observation", teacher.env_spec.env_id,
+                               episode_ids, episode_step, "check the teacher's weights and observation normaliser")
             action = dist.sample(generator, noise_scale=noise_scale) if sample_actions else dist.mode()
             by_teacher = rng.random(n_envs) < beta
             seen = info[INFO_KEY] if student_view else obs  # what the student sees
@@ -151,6 +157,16 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
     return out
 
 
+def _check_finite_rows(values: np.ndarray, what: str, env_id: str, episode_ids: np.ndarray, episode_step: np.ndarray,
+                       fix: str) -> None:
+    """One-line PolicyKDError naming the first env whose row of values [n_envs, ...] holds NaN or inf."""
+    bad = ~np.isfinite(np.asarray(values, dtype=np.float64).reshape(len(values), -1)).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise PolicyKDError(f"{what} is NaN or inf on {env_id} (episode {int(episode_ids[i])}, step {int(episode_step[i])}); "
+                            f"{fix}")
+
+
 ActFn = Callable[[np.ndarray], np.ndarray]  # raw obs [B, obs_dim] -> env actions [B, A] (or [B] ints)
 
 
@@ -203,6 +219,10 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
                 states.append(obs[running].astype(np.float32))
                 if view:
                     view_states.append(info[INFO_KEY][running].astype(np.float32))
+                if not np.isfinite(obs[running]).all():
+                    bad = batch_seeds[int(np.flatnonzero(running & ~np.isfinite(obs.reshape(n_envs, -1)).all(axis=1))[0])]
+                    raise PolicyKDError(f"evaluation stopped: {spec.env_id} returned a NaN or inf observation on seed {bad}; "
+                                        "check the env and its wrappers")
                 obs, reward, terminated, truncated, info = envs.step(act(info[INFO_KEY] if view and act_on_view else obs))
                 if not np.isfinite(reward[running]).all():
                     bad = batch_seeds[int(np.flatnonzero(running & ~np.isfinite(reward))[0])]

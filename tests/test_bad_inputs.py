@@ -26,6 +26,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file, save_file
 from typer.testing import CliRunner
 
@@ -69,6 +70,26 @@ class TwoActionPendulum(gym.Env):
 
 
 gym.register("PolicyKDTest/TwoActionPendulum-v0", entry_point=TwoActionPendulum, max_episode_steps=10)
+
+
+class NanCartPole(gym.Wrapper):
+    """CartPole whose observations turn NaN from the fifth step: a broken env whose rows must never reach a buffer."""
+
+    def __init__(self):
+        super().__init__(gym.make("CartPole-v1").unwrapped)
+        self.steps = 0
+
+    def reset(self, **kwargs):
+        self.steps = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        return (obs * np.nan if self.steps >= 5 else obs), reward, terminated, truncated, info
+
+
+gym.register("PolicyKDTest/NanCartPole-v0", entry_point=NanCartPole, max_episode_steps=100)
 
 
 def _tiny_student(directory: Path, *, obs_dim: int = 4, action_dim: int = 2, family: str = "categorical",
@@ -242,6 +263,24 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
         ["collect", assets["teacher"], "--env", "CartPole-v1", "--out", tmp_path / "buf", "--steps", str(10**15)],
         r"--steps 1,000,000,000,000,000 needs about .* of buffer on disk, more than the .* free under .*lower it",
         absent=[tmp_path / "buf"]),
+    "collect-env-returns-nan": lambda tmp_path, assets: Case(
+        ["collect", assets["teacher"], "--env", "PolicyKDTest/NanCartPole-v0", "--out", tmp_path / "buf", "--steps", "50"],
+        r"an observation the env returned is NaN or inf on PolicyKDTest/NanCartPole-v0 \(episode \d+, step 5\); check the env"),
+    "distill-env-returns-nan": lambda tmp_path, assets: Case(
+        ["distill", assets["teacher"], "--env", "PolicyKDTest/NanCartPole-v0", "-c", assets["recipe"], "--out-dir", tmp_path / "runs"],
+        r"an observation the env returned is NaN or inf on PolicyKDTest/NanCartPole-v0 \(episode \d+, step 5\); check the env"),
+    "eval-env-returns-nan": lambda tmp_path, assets: Case(
+        ["eval", assets["teacher"], assets["student"], "--env", "PolicyKDTest/NanCartPole-v0", "--episodes", "2"],
+        r"evaluation stopped: PolicyKDTest/NanCartPole-v0 returned a NaN or inf observation on seed \d+; check the env"),
+    "distill-teacher-weights-nan": lambda tmp_path, assets: Case(
+        ["distill", _nan_teacher(assets["teacher"], tmp_path / "nan.zip"), "--env", "CartPole-v1", "-c", assets["recipe"],
+         "--out-dir", tmp_path / "runs"],
+        r"the teacher's output \(action distribution or value\) on a finite observation is NaN or inf on CartPole-v1 "
+        r"\(episode \d+, step 0\); check the teacher's weights"),
+    "training-diverges": lambda tmp_path, assets: Case(
+        ["distill", assets["teacher"], "--env", "CartPole-v1", "-c",
+         _write(tmp_path / "lr.yaml", assets["recipe"].read_text() + "lr: 1.0e+30\n"), "--out-dir", tmp_path / "runs"],
+        r"training diverged in round 1, epoch 1: the loss became NaN or inf.*lower lr \(now 1e\+30\)"),
     "collect-beta-without-student": lambda tmp_path, assets: Case(
         ["collect", assets["teacher"], "--env", "CartPole-v1", "--out", tmp_path / "buf", "--beta", "0.5"],
         r"pass --student", absent=[tmp_path / "buf"]),
@@ -329,6 +368,17 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
         "n_timesteps: 100\nhyperparams:\n  n_steps: 1\n  batch_size: 64", r"PPO rejected the teacher config's .*hyperparams"),
 }
 
+
+
+def _nan_teacher(teacher: Path, out: Path) -> Path:
+    """A copy of the DQN teacher with NaN in its Q-network's last layer."""
+    from stable_baselines3 import DQN
+
+    model = DQN.load(teacher, device="cpu")
+    with torch.no_grad():
+        list(model.q_net.parameters())[-1].fill_(float("nan"))
+    model.save(out)
+    return out
 
 
 def _write(path: Path, text: str) -> Path:

@@ -125,3 +125,22 @@ def test_check_room_refuses_what_memory_cannot_hold(tmp_path, monkeypatch):
         check_room(tmp_path / "new" / "run", 30_000, 100, held_in_memory=True, what="labelled_steps")
     check_room(tmp_path, 30_000, 100, held_in_memory=False, what="--steps")  # collection alone keeps nothing in memory
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("field, message", [
+    ("obs", r"an observation the env returned is NaN or inf \(obs, row 3, episode 3, 2 rows in all\); check the env"),
+    ("dist_log_std", r"the teacher's action distribution on a finite observation is NaN or inf \(dist_log_std, row 3"),
+    ("value", r"the teacher's value of a finite observation is NaN or inf \(value, row 3"),
+])
+def test_a_chunk_with_nan_or_inf_is_refused_and_nothing_written(tmp_path, field, message):
+    buf = _create(tmp_path / "b")
+    buf.append(_rows(5))
+    rows = _rows(6, start=5)
+    rows["episode_id"] = np.arange(6)
+    rows[field] = np.asarray(rows[field], dtype=np.float32)
+    rows[field][3] = np.nan
+    rows[field][5] = np.inf
+    with pytest.raises(PolicyKDError, match=message):
+        buf.append(rows)
+    assert Buffer.open(tmp_path / "b").rows == 5
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["chunk_000000.npz", "metadata.json"]
