@@ -10,9 +10,12 @@ Agent folder::
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -158,9 +161,29 @@ def train_teacher(config: TeacherTrainConfig, out_dir: str | Path, *, tracker: T
         model.learn(total_timesteps=config.n_timesteps, callback=AdvanceProgress(advance))
     wall_s = time.perf_counter() - start
 
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))  # ours alone
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the agent from other users
+    try:
+        _write_agent_folder(model, venv, config, spec, tmp, wall_s)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        venv.close()
+    if not out_dir.exists():
+        with contextlib.suppress(OSError):
+            tmp.rename(out_dir)
+    if tmp.exists():  # out_dir appeared while training: keep the trained teacher, replace nothing
+        raise PolicyKDError(f"{out_dir} appeared while the teacher trained; the trained teacher is kept in {tmp}: rename it "
+                            "to the folder you want")
+    return out_dir
+
+
+def _write_agent_folder(model, venv, config: TeacherTrainConfig, spec: EnvSpec, tmp: Path, wall_s: float) -> None:
+    """model.zip (weights only), model card with the seeded evaluation, README.md, into the empty folder tmp."""
     _drop_optimizer_state(model)
     model.save(tmp / "model.zip")
     normalizer = None
@@ -183,9 +206,6 @@ def train_teacher(config: TeacherTrainConfig, out_dir: str | Path, *, tracker: T
     card["actor_params"] = teacher.actor_parameter_count()
     atomic_write_json(tmp / MODEL_CARD, card)
     atomic_write_bytes(tmp / "README.md", model_card_markdown(card).encode())
-    venv.close()
-    tmp.rename(out_dir)
-    return out_dir
 
 
 def _drop_optimizer_state(model) -> None:

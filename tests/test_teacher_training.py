@@ -37,3 +37,49 @@ def test_teacher_train_writes_a_loadable_agent_with_its_card(tmp_path):
     assert "tiny-kuka" in (out / "README.md").read_text()
     again = CliRunner().invoke(app, ["teacher", "train", str(recipe), "--out", str(out)])
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+def _recipe(tmp_path):
+    recipe = tmp_path / "ppo_pendulum.yaml"
+    recipe.write_text("algo: ppo\nenv_id: Pendulum-v1\nn_timesteps: 64\npolicy_kwargs:\n  net_arch: [8]\n"
+                      "hyperparams:\n  n_steps: 32\n  batch_size: 32\neval_episodes: 1\n")
+    return recipe
+
+
+def test_teacher_train_touches_no_folder_it_did_not_create(tmp_path):
+    """A user's `.agent.tmp` beside --out survives, no staging folder is left behind, the agent follows the umask."""
+    mine = tmp_path / ".agent.tmp"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(app, ["teacher", "train", str(_recipe(tmp_path)), "--out", str(tmp_path / "agent")])
+    assert result.exit_code == 0, result.output
+    assert (mine / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".agent.tmp", "agent", "ppo_pendulum.yaml"]
+    assert (tmp_path / "agent").stat().st_mode & 0o777 == 0o777 & ~_umask()
+
+
+def test_an_out_folder_that_appears_while_training_is_not_replaced(tmp_path, monkeypatch):
+    import policykd.teacher_training as training
+
+    out = tmp_path / "agent"
+    write = training._write_agent_folder
+
+    def write_then_another_process_takes_out(*args, **kwargs):
+        write(*args, **kwargs)
+        out.mkdir()
+        (out / "theirs.txt").write_text("theirs")
+
+    monkeypatch.setattr(training, "_write_agent_folder", write_then_another_process_takes_out)
+    result = CliRunner().invoke(app, ["teacher", "train", str(_recipe(tmp_path)), "--out", str(out)])
+    assert result.exit_code == 2 and "appeared while the teacher trained; the trained teacher is kept in" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["theirs.txt"]
+    (kept,) = tmp_path.glob(".agent.*.tmp")
+    assert load_teacher(kept).algo == "ppo"
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
