@@ -82,8 +82,18 @@ class WandbSink:
         import wandb
 
         mode = "offline" if os.environ.get("WANDB_MODE") == "offline" or not wandb_has_api_key() else "online"
-        self.run = wandb.init(project=project, name=name, config=config, dir=str(run_dir), mode=mode,
-                              settings=wandb.Settings(silent=True))
+        try:
+            self.run = wandb.init(project=project, name=name, config=config, dir=str(run_dir), mode=mode,
+                                  settings=wandb.Settings(silent=True))
+        except (wandb.errors.CommError, wandb.errors.AuthenticationError) as e:  # no network, or the key was refused
+            if mode != "online":
+                raise
+            reason = (str(e).splitlines() or [type(e).__name__])[0][:160]
+            console.print(f"W&B could not be reached or refused the API key ({reason}); logging this run offline instead",
+                          highlight=False)
+            mode = "offline"
+            self.run = wandb.init(project=project, name=name, config=config, dir=str(run_dir), mode=mode,
+                                  settings=wandb.Settings(silent=True))
         self.offline = mode == "offline"
         if self.offline:
             console.print(f"W&B run saved offline in {Path(self.run.dir).parent}; upload it with: "

@@ -287,3 +287,28 @@ def test_piped_tables_are_not_cropped_and_keep_their_layout():
     lines = piped.getvalue().splitlines()
     assert any(path in line for line in lines)  # whole, not cropped to "../shared/teachers/r…"
     assert lines[0].startswith(" ") and lines[0].strip() == "ppo teacher on HalfCheetahBulletEnv-v0"  # centred title
+
+
+def test_an_unreachable_wandb_logs_offline_instead_of_failing_the_run(tmp_path, monkeypatch, capsys):
+    """An API key but no network (a robot lab, a firewall): wandb.init fails after its timeout; the run goes on offline."""
+    import wandb
+
+    from policykd.tracking import WandbSink
+
+    real_init, modes = wandb.init, []
+
+    def init(**kwargs):
+        modes.append(kwargs["mode"])
+        if kwargs["mode"] == "online":
+            raise wandb.errors.CommError("Timed out while retrying: dial tcp: no such host")
+        return real_init(**kwargs)
+
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setattr(wandb, "init", init)
+    sink = WandbSink(tmp_path, project="policykd-test", name="offline-fallback", config={"seed": 0})
+    sink.log({"distill/loss": 1.0}, step=1)
+    sink.run.finish()
+    assert modes == ["online", "offline"] and sink.offline
+    assert "W&B could not be reached or refused the API key (Timed out while retrying" in capsys.readouterr().err
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
