@@ -583,7 +583,8 @@ def sweep(
         out.print((out_dir / "results.md").read_text())
         out.print(f"{len(results)} runs; table {out_dir / 'results.md'}, plot {out_dir / 'pareto.png'}")
 
-    _run(go)
+    _run(go, on_interrupt=f"finished combinations are kept in {out_dir / 'results.json'}, the interrupted one's finished "
+                          "rounds in its run folder; continue with the same command")
 
 
 @app.command()

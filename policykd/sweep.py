@@ -18,7 +18,7 @@ from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_ve
 from policykd.config import DistillConfig, build_config, load_config  # noqa: E402
 from policykd.errors import PolicyKDError  # noqa: E402
 from policykd.plots import pareto_chart  # noqa: E402
-from policykd.run_dir import RunLock  # noqa: E402
+from policykd.run_dir import CONFIG_FILE, RunLock  # noqa: E402
 
 SWEPT_COLUMNS = ("ratio", "student_return", "teacher_return", "student_params", "numpy_p50_us", "kl", "wall_s")
 
@@ -104,7 +104,9 @@ class SweepContext:
 
         config = combination_config(self.base, {"latency_calls": 100, **combo}, self.out_dir, name)
         teacher, teacher_episodes = self.teacher_for(config)
-        result = distill_and_evaluate(config, teacher=teacher, teacher_episodes=teacher_episodes, quiet=True, on_round=on_round)
+        started = (Path(config.out_dir) / name / CONFIG_FILE).exists()  # an interrupted sweep's run: continue it
+        result = distill_and_evaluate(config, teacher=teacher, teacher_episodes=teacher_episodes, quiet=True, on_round=on_round,
+                                      resume=started)
         report = result.report
         policy = runtime.load(result.student_dir)
         probe = self.teacher_episodes.states[0]

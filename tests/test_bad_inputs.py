@@ -703,3 +703,31 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, IndexError):
         return ""
+
+
+def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path, assets, monkeypatch) -> None:
+    """Rerunning an interrupted sweep continues its interrupted combination from its checkpoint (before: 'run dir ...
+    already exists; pass --resume', an option sweep does not have) and ends with every combination."""
+    import policykd.pipeline as pipeline
+
+    compare, calls = pipeline.compare, []
+
+    def interrupted_once(*args, **kwargs):  # Ctrl-C while the first combination's student is evaluated
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return compare(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "compare", interrupted_once)
+    recipe = _write(tmp_path / "sweep.yaml", "labelled_steps: 200\nrounds: 2\nepochs_per_round: 1\nhidden: [8]\n"
+                                             "eval_episodes: 1\nlatency_calls: 10\n")
+    argv = ["sweep", str(assets["teacher"]), "--env", "CartPole-v1", "-c", str(recipe), "--grid", "lr=0.001|0.003",
+            "--out", str(tmp_path / "sw")]
+    result = runner.invoke(app, [str(a) for a in argv])
+    assert result.exit_code == 130 and "continue with the same command" in result.output, result.output
+    again = runner.invoke(app, [str(a) for a in argv])
+    assert again.exit_code == 0, again.output
+    rows = json.loads((tmp_path / "sw" / "results.json").read_text())["runs"]
+    assert [r["name"] for r in rows] == ["sweep000__lr=0.001", "sweep001__lr=0.003"]
+    history = (tmp_path / "sw" / "runs" / "sweep000__lr=0.001" / "history.jsonl").read_text().splitlines()
+    assert any("resume/round" in json.loads(line) for line in history)  # continued from its checkpoint, not started over
