@@ -518,6 +518,9 @@ def eval_command(
         s = load_student(student)
         t = load_teacher(teacher, algo=algo, env_id=env, trust_pickle=trust_pickle)
         view = check_student_fits(s, t, where=str(student))
+        distilled_on = (((s.card or {}).get("teacher") or {}).get("env") or {}).get("env_id")
+        if distilled_on and distilled_on != t.env_spec.env_id:  # same shapes, another task: legal, but say so
+            out.print(f"note: {student} was distilled on {distilled_on}; evaluating it on {t.env_spec.env_id}", highlight=False)
         if view and [b for b in backend or [] if b != "torch"]:
             raise PolicyKDError(f"--backend runs exports on the teacher's observation; {student} sees the {view!r} view")
         report = compare(t, s, episodes=episodes, eval_seed=seed, n_envs=n_envs, latency_calls=latency_calls,

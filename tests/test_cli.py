@@ -143,6 +143,10 @@ def test_collect_distill_eval_end_to_end(tmp_path, tiny_teachers):
     floor = again["teacher_noise_floor"]
     assert "teacher's noise floor" in result.output and floor["other_batch"]["n_envs"] == 1
     assert floor["student_error"]["error"] == pytest.approx(1 - again["agreement"]["accuracy"])
+    assert "note:" not in result.output
+    result = _invoke("eval", teacher, tmp_path / "r" / "student", "--env", "CartPole-v0", "--episodes", 1, "--latency-calls", 10)
+    assert result.exit_code == 0, result.output  # same spaces, another task: evaluated, and said
+    assert f"note: {tmp_path / 'r' / 'student'} was distilled on CartPole-v1; evaluating it on CartPole-v0" in result.output
 
     result = _invoke("collect", teacher, "--env", "CartPole-v1", "--out", tmp_path / "buf2", "--beta", 0.5)
     assert result.exit_code == 2 and "--student" in result.output
