@@ -230,7 +230,7 @@ def teacher_train(
         out.print(f"wrote {path}: return {ev['mean']:.1f} +- {ev['std']:.1f} over {ev['episodes']} seeded episodes, "
                   f"{card['training']['wall_s']:.0f} s of training")
 
-    _run(go)
+    _run(go, on_interrupt="no agent folder was written (teacher training does not resume: run it again to start over)")
 
 
 @teacher_app.command("eval")
@@ -473,7 +473,8 @@ def distill_multi(
         atomic_write_json(run_dir / "eval.json", {"tasks": rows, "parameters": total, "single_task_parameters": singles,
                                                   "wall_s": result.wall_s})
 
-    _run(go)
+    _run(go, on_interrupt="distill-multi does not resume: what it wrote stays in its run folder; run it again with "
+                          "another --run-name")
 
 
 @app.command("eval")
