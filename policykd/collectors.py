@@ -85,7 +85,7 @@ class LocalCollector:
                       ) -> tuple[dict[str, np.ndarray], int]:
         """The round's rows, worker by worker, as buffer fields; and 0 (workers are not replaced here: a failed
         round is an error, and `distill --resume` collects it again). on_progress(n): newly labelled rows."""
-        workers = self.config.n_envs
+        workers = min(self.config.n_envs, max(steps, 1))  # no worker without a row to collect
         jobs = share_jobs(steps=steps, seed=seed, workers=workers, episode_offset=episode_offset,
                           label_every=self.config.label_every, envs_per_worker=1)
         options = dict(collect_options(self.config), beta=beta, round_index=round_index, student=student, n_envs=1)

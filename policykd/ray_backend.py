@@ -136,7 +136,7 @@ class RayCollector:
         """All workers' rows of one round, in worker order, as one dict of buffer fields; and the replacements made.
         on_progress(n) is called with newly labelled rows while the workers run (n summing to `steps`)."""
         ray = self.ray
-        n = len(self.workers)
+        n = min(len(self.workers), max(steps, 1))  # as the local backend: no worker without a row to collect
         payload = ray.put(student_payload(student)) if student is not None and beta < 1.0 else None
         jobs = [dict(job, beta=beta, round_index=round_index, share=w) for w, job in enumerate(share_jobs(
             steps=steps, seed=seed, workers=n, episode_offset=episode_offset, label_every=self.config.label_every,

@@ -49,3 +49,20 @@ def test_a_student_must_fit_the_teacher(tiny_teachers):
     with pytest.raises(PolicyKDError, match="gives 3 categorical actions.*teacher's env has 4 and 2"):
         check_student_fits(wrong, teacher)
     assert np.all(np.isfinite(fits.act(np.zeros((2, 4), dtype=np.float32))))
+
+
+def test_a_round_smaller_than_n_envs_starts_a_worker_per_row_only(tiny_teachers, monkeypatch):
+    """--n-envs 16 with a 3-row round forked 16 workers, 13 of them with nothing to collect."""
+    import policykd.collectors as collectors
+
+    teacher = load_teacher(tiny_teachers["dqn"], env_id="CartPole-v1")
+    started, worker_processes = [], collectors._worker_processes
+
+    def counted(teacher, jobs, options):
+        started.append(len(jobs))
+        return worker_processes(teacher, jobs, options)
+
+    monkeypatch.setattr(collectors, "_worker_processes", counted)
+    rows, _ = LocalCollector(teacher, DistillConfig(n_envs=16, label_every=1)).collect_round(
+        steps=3, beta=1.0, seed=0, round_index=0, episode_offset=0, student=None)
+    assert started == [3] and len(rows["obs"]) == 3
