@@ -34,6 +34,23 @@ buffer_app = typer.Typer(help="Work with teacher-labelled buffers (export to Min
 app.add_typer(buffer_app, name="buffer")
 out = make_console()
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from policykd import __version__
+        from policykd.artifacts import package_versions
+
+        versions = package_versions()
+        out.print(f"policykd {__version__} ({', '.join(f'{name} {v}' for name, v in versions.items() if name != 'policykd')})",
+                  highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                               help="Print policykd's version and those of the packages it runs on.")) -> None:
+    """Distil large stable-baselines3 teachers into compact, verified student policies."""
+
 ALGO_HELP = "Algorithm of the checkpoint (ppo, a2c, trpo, sac, tqc, crossq, td3, ddpg, dqn, qrdqn, ars); inferred when absent."
 TRUST_PICKLE_HELP = ("Unpickle teacher files (SB3 zip, vecnormalize.pkl) without the allowlist. Can run code from the file: "
                      "only for files you trust.")

@@ -202,3 +202,13 @@ def test_shipped_default_recipe_names_a_shipped_teacher():
     teacher = load_teacher(root / config.teacher)
     assert teacher.env_spec.env_id == "PolicyKD/RacecarTrack-v0"
     assert config.rollout_steps > 0 and config.hidden == [64, 64]
+
+
+def test_version_names_policykd_and_the_packages_it_runs_on():
+    import torch
+
+    import policykd
+
+    result = _invoke("--version")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"policykd {policykd.__version__} (python ") and f"torch {torch.__version__}" in result.output
