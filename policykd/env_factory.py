@@ -159,6 +159,11 @@ class EnvSpec:
                                     "in the teacher's config") from e
         return env
 
+    def time_limit(self) -> int | None:
+        """The registered max_episode_steps (or the env_kwargs' one); None for an env whose episodes may never end."""
+        ensure_registered(self.env_id)
+        return self.env_kwargs.get("max_episode_steps") or gym.spec(self.env_id).max_episode_steps
+
     def with_view(self, view: str) -> EnvSpec:
         """This env with a student view (policykd.views): info["student_obs"] after every reset and step."""
         if not view:

@@ -167,6 +167,24 @@ def _check_finite_rows(values: np.ndarray, what: str, env_id: str, episode_ids: 
                             f"{fix}")
 
 
+UNLIMITED_EPISODE_CAP = 10_000  # evaluation steps per episode of an env registered without a time limit
+_capped_envs: set[str] = set()
+
+
+def evaluation_time_limit(spec: EnvSpec) -> int | None:
+    """None (the env's own time limit) when the env has one; else UNLIMITED_EPISODE_CAP, said once per env id: an
+    env registered without max_episode_steps can run an episode of a good policy for ever (evaluation hung at 0/N)."""
+    if spec.time_limit() is not None:
+        return None
+    if spec.env_id not in _capped_envs:
+        _capped_envs.add(spec.env_id)
+        from policykd.tracking import console
+
+        console.print(f"note: {spec.env_id} has no time limit (max_episode_steps); evaluation episodes stop after "
+                      f"{UNLIMITED_EPISODE_CAP:,} steps (register the env with max_episode_steps to choose)", highlight=False)
+    return UNLIMITED_EPISODE_CAP
+
+
 ActFn = Callable[[np.ndarray], np.ndarray]  # raw obs [B, obs_dim] -> env actions [B, A] (or [B] ints)
 
 
@@ -201,7 +219,7 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
     returns, lengths, states, successes, ended, view_states = [], [], [], [], [], []
     reports_success = False
     n_envs = max(1, min(n_envs, len(seeds)))  # no worker without an episode to run
-    envs = make_vector_env(spec.with_view(view), n_envs)
+    envs = make_vector_env(spec.with_view(view), n_envs, max_episode_steps=evaluation_time_limit(spec))
     try:
         for start in range(0, len(seeds), n_envs):
             batch = seeds[start : start + n_envs]

@@ -1,3 +1,4 @@
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -103,3 +104,31 @@ def test_a_student_without_a_trained_std_explores_around_its_means_with_the_teac
     assert saturated["own"] > 0.5 and saturated["borrowed"] < 0.2, saturated
     pre_tanh = np.arctanh(np.clip(borrowed["action"] / 2.0, -0.999, 0.999))
     assert abs(pre_tanh.mean() + 1.5) < 0.4  # around the student's mean, not the teacher's
+
+
+class _Forever(gym.Env):
+    """An env registered without a time limit whose episodes never end by themselves."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, dtype=np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, dtype=np.float32), 1.0, False, False, {}
+
+
+def test_an_env_without_a_time_limit_is_evaluated_to_a_cap_and_said(capsys):
+    """Before, evaluation on such an env waited at 0/N episodes for ever."""
+    from policykd.env_factory import EnvSpec
+    from policykd.rollout import UNLIMITED_EPISODE_CAP, run_episodes
+
+    gym.register("PolicyKDTest/Forever-v0", entry_point=_Forever)
+    episodes = run_episodes(lambda obs: np.zeros((len(obs), 1), dtype=np.float32), EnvSpec("PolicyKDTest/Forever-v0"), [0, 1],
+                            n_envs=1)
+    assert list(episodes.lengths) == [UNLIMITED_EPISODE_CAP] * 2 and list(episodes.returns) == [UNLIMITED_EPISODE_CAP] * 2
+    assert "note: PolicyKDTest/Forever-v0 has no time limit (max_episode_steps); evaluation episodes stop after 10,000" in \
+        capsys.readouterr().err
+    assert run_episodes(lambda obs: np.zeros(len(obs), dtype=np.int64), EnvSpec("CartPole-v1"), [0]).lengths[0] < 500
