@@ -46,11 +46,29 @@ def _make_in_worker(spec: EnvSpec, max_episode_steps: int | None) -> gym.Env:
 
 
 def close_vector_env(envs: gym.vector.VectorEnv, *, failed: bool) -> None:
-    """Close `envs`; after a failure or an interrupt, terminate the workers instead of waiting for them."""
-    if failed and isinstance(envs, gym.vector.AsyncVectorEnv):
-        envs.close(terminate=True)
-    else:
+    """Close `envs`; after a failure or an interrupt, terminate the workers (SIGTERM, silent) instead of waiting for
+    them. Not gymnasium's close(terminate=True): it first waits on a pending step, which raises again (with
+    tracebacks from __del__ and the other workers) when a worker has died."""
+    if not (failed and isinstance(envs, gym.vector.AsyncVectorEnv)):
         envs.close()
+        return
+    for process in envs.processes:
+        if process.is_alive():
+            process.terminate()
+    for process in envs.processes:
+        process.join(timeout=5)
+    for pipe in envs.parent_pipes:
+        if pipe is not None:
+            pipe.close()
+    envs.closed = True
+
+
+_WORKER_GONE = (EOFError, BrokenPipeError, ConnectionResetError)  # a vector env's pipe to a worker that died
+
+
+def _worker_died(env_id: str) -> PolicyKDError:
+    return PolicyKDError(f"an env worker process of {env_id} died (killed, out of memory, or the simulator crashed); "
+                         "run again, with a smaller --n-envs if memory is short")
 
 
 def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int = 2, student: Student | None = None,
@@ -147,6 +165,9 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
                 offset[restarted] = rng.integers(label_every, size=len(restarted))
             after_done = terminated | truncated
             obs = next_obs
+    except _WORKER_GONE as e:
+        close_vector_env(envs, failed=True)
+        raise _worker_died(teacher.env_spec.env_id) from e
     except BaseException:
         close_vector_env(envs, failed=True)
         raise
@@ -260,6 +281,9 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
             ended.extend(ep_terminated[: len(batch)])
             if progress is not None:
                 progress(len(batch))
+    except _WORKER_GONE as e:
+        close_vector_env(envs, failed=True)
+        raise _worker_died(spec.env_id) from e
     except BaseException:
         close_vector_env(envs, failed=True)
         raise

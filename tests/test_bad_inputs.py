@@ -731,3 +731,26 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path, assets, monke
     assert [r["name"] for r in rows] == ["sweep000__lr=0.001", "sweep001__lr=0.003"]
     history = (tmp_path / "sw" / "runs" / "sweep000__lr=0.001" / "history.jsonl").read_text().splitlines()
     assert any("resume/round" in json.loads(line) for line in history)  # continued from its checkpoint, not started over
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from Linux /proc")
+def test_an_evaluation_worker_that_dies_is_one_line(tmp_path, assets) -> None:
+    """An env worker killed mid-evaluation (the OOM killer, a simulator crash) looked like a Ctrl-C ('interrupted',
+    exit 130: click reads the EOFError as an abort) with tracebacks from gymnasium and the other worker."""
+    argv = [sys.executable, "-m", "policykd.cli", "teacher", "eval", str(assets["teacher"]), "--env", "CartPole-v1",
+            "--episodes", "200000", "--n-envs", "2"]
+    process = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(_children(process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        os.kill(_children(process.pid)[0], signal.SIGKILL)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 2, err
+    assert "error: an env worker process of CartPole-v1 died (killed, out of memory, or the simulator crashed)" in err
+    assert "Traceback" not in err + out and "interrupted" not in err
