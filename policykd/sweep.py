@@ -12,13 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml  # noqa: E402
-
 from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_versions  # noqa: E402
 from policykd.config import DistillConfig, build_config, load_config  # noqa: E402
 from policykd.errors import PolicyKDError  # noqa: E402
 from policykd.plots import pareto_chart  # noqa: E402
 from policykd.run_dir import CONFIG_FILE, RunLock  # noqa: E402
+from policykd.yaml_files import parse_yaml_value  # noqa: E402
 
 SWEPT_COLUMNS = ("ratio", "student_return", "teacher_return", "student_params", "numpy_p50_us", "kl", "wall_s")
 
@@ -30,7 +29,7 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
         key, sep, values = item.partition("=")
         if not sep or not values:
             raise PolicyKDError(f"--grid {item!r} must look like KEY=V1|V2 (values in YAML, e.g. hidden=[32,32]|[64,64])")
-        grid[key.strip()] = [yaml.safe_load(v) for v in values.split("|")]
+        grid[key.strip()] = [parse_yaml_value(v, where=f"--grid {item!r}") for v in values.split("|")]
     return grid
 
 

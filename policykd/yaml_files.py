@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,18 @@ def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, d
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+# YAML 1.1 (PyYAML) reads `lr: 3e-4` and `labelled_steps: 1e5` as strings (a float needs a dot there); YAML 1.2 and
+# every ML recipe mean numbers. Read them as floats: an integer key takes a whole-valued float (config.py).
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                                    list("-+0123456789"))
+
+
+def parse_yaml_value(text: str, *, where: str) -> Any:
+    """One YAML value (a --grid value), read as a recipe file reads it; PolicyKDError naming `where` it came from."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, ValueError, RecursionError) as e:
+        raise PolicyKDError(f"{where}: {text!r} is not a YAML value ({' '.join(str(e).split())[:120]})") from e
 
 
 def read_yaml_mapping(path: str | Path, *, what: str, examples: str) -> dict[str, Any]:

@@ -78,3 +78,20 @@ def test_run_names_are_plain_folder_names(name):
 
 def test_config_activations_are_the_ones_every_runtime_implements():
     assert set(ACTIVATION_NAMES) == set(RUNTIME_ACTIVATIONS)
+
+
+def test_numbers_in_scientific_notation_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads `lr: 3e-4` as the string '3e-4': refused as 'must be a finite number, got '3e-4''."""
+    from policykd.config import load_config
+    from policykd.sweep import parse_grid
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("lr: 3e-4\nlabelled_steps: 1e5\nrounds: 5\nlambda_v: -0\n")
+    config = load_config(recipe, {})
+    assert config.lr == 3e-4 and config.labelled_steps == 100_000 and isinstance(config.labelled_steps, int)
+    assert parse_grid(["lr=3e-4|1E-3", "labelled_steps=2e4"]) == {"lr": [3e-4, 1e-3], "labelled_steps": [20_000.0]}
+    recipe.write_text("seed: 1e-3\n")
+    with pytest.raises(PolicyKDError, match=r"seed must be a whole number, got 0\.001"):
+        load_config(recipe, {})
+    with pytest.raises(PolicyKDError, match=r"--grid 'hidden=\[32': '\[32' is not a YAML value"):
+        parse_grid(["hidden=[32"])
