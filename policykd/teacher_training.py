@@ -63,8 +63,14 @@ ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU
 _SET_BY_POLICYKD = {"self", "policy", "env", "seed", "device", "verbose", "policy_kwargs", "_init_setup_model"}
 
 
+def _whole(value: Any) -> Any:
+    """1e6 (read as a float) -> 1000000: what `n_timesteps: 1e6` means."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _check_fields(values: dict[str, Any], path: Path) -> None:
-    """Unknown, missing or mistyped keys of a teacher recipe, as one line naming the key."""
+    """Unknown, missing or mistyped keys of a teacher recipe, as one line naming the key (whole-valued floats of
+    integer keys are made ints in `values`)."""
     known = [f.name for f in fields(TeacherTrainConfig)]
     unknown = sorted(set(values) - set(known), key=str)
     if unknown:
@@ -76,6 +82,8 @@ def _check_fields(values: dict[str, Any], path: Path) -> None:
         if name not in _FIELD_RULES:
             continue  # env_wrapper: checked by parse_wrappers
         kind, minimum = _FIELD_RULES[name]
+        if kind is int:
+            value = values[name] = _whole(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise PolicyKDError(f"key {name} in teacher config {path} must be a {kind.__name__}, got {value!r}")
         if minimum is not None and value < minimum:
@@ -83,7 +91,8 @@ def _check_fields(values: dict[str, Any], path: Path) -> None:
 
 
 def _check_hyperparams(config: TeacherTrainConfig, path: Path) -> None:
-    """hyperparams must be keyword arguments of the algorithm's constructor that policykd does not set itself."""
+    """hyperparams must be keyword arguments of the algorithm's constructor that policykd does not set itself; a
+    whole-valued float given for an integer argument (buffer_size: 1e6) is made an int."""
     accepted = set(inspect.signature(algo_class(config.algo).__init__).parameters) - _SET_BY_POLICYKD
     if "policy_kwargs" in config.hyperparams:
         raise PolicyKDError(f"teacher config {path}: move policy_kwargs from hyperparams to the top level")
@@ -91,6 +100,10 @@ def _check_hyperparams(config: TeacherTrainConfig, path: Path) -> None:
     if unknown:
         raise PolicyKDError(f"hyperparams {unknown} in teacher config {path} are not {config.algo.upper()} arguments; "
                             f"valid: {', '.join(sorted(accepted))}")
+    defaults = {name: p.default for name, p in inspect.signature(algo_class(config.algo).__init__).parameters.items()}
+    for name, value in config.hyperparams.items():  # buffer_size: 1e6 is an int argument
+        if isinstance(defaults.get(name), int) and not isinstance(defaults[name], bool):
+            config.hyperparams[name] = _whole(value)
     activation = config.policy_kwargs.get("activation_fn")
     if isinstance(activation, str) and activation.lower() not in ACTIVATIONS:
         raise PolicyKDError(f"policy_kwargs activation_fn in teacher config {path} must be one of {', '.join(ACTIVATIONS)}, "

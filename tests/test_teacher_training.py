@@ -83,3 +83,15 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_teacher_recipe_in_scientific_notation_gives_int_arguments(tmp_path):
+    from policykd.teacher_training import load_train_config
+
+    recipe = tmp_path / "sac.yaml"
+    recipe.write_text("algo: sac\nenv_id: Pendulum-v1\nn_timesteps: 1e6\nhyperparams:\n  learning_rate: 3e-4\n"
+                      "  buffer_size: 1e6\n  tau: 5e-3\n")
+    config = load_train_config(recipe, {})
+    assert config.n_timesteps == 1_000_000 and isinstance(config.n_timesteps, int)
+    assert config.hyperparams == {"learning_rate": 3e-4, "buffer_size": 1_000_000, "tau": 5e-3}
+    assert isinstance(config.hyperparams["buffer_size"], int) and isinstance(config.hyperparams["tau"], float)
