@@ -89,7 +89,7 @@ def test_numbers_in_scientific_notation_are_numbers(tmp_path):
     recipe.write_text("lr: 3e-4\nlabelled_steps: 1e5\nrounds: 5\nlambda_v: -0\n")
     config = load_config(recipe, {})
     assert config.lr == 3e-4 and config.labelled_steps == 100_000 and isinstance(config.labelled_steps, int)
-    assert parse_grid(["lr=3e-4|1E-3", "labelled_steps=2e4"]) == {"lr": [3e-4, 1e-3], "labelled_steps": [20_000.0]}
+    assert parse_grid(["lr=3e-4|1E-3|2.5e-4", "labelled_steps=2e4"]) == {"lr": [3e-4, 1e-3, 2.5e-4], "labelled_steps": [20_000.0]}
     recipe.write_text("seed: 1e-3\n")
     with pytest.raises(PolicyKDError, match=r"seed must be a whole number, got 0\.001"):
         load_config(recipe, {})
