@@ -21,7 +21,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from policykd.config import MAX_ENVS, DistillConfig
+from policykd.config import MAX_ENVS, MAX_SEED, DistillConfig
 from policykd.errors import PolicyKDError
 from policykd.evaluate import Comparison, ReturnStats
 from policykd.tracking import make_console
@@ -234,7 +234,7 @@ def teacher_train(
     config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/teachers/sac_pendulum.yaml."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Agent folder to write (default agents/NAME)."),
     timesteps: Optional[int] = typer.Option(None, help="Override n_timesteps."),
-    seed: Optional[int] = typer.Option(None, min=0, help="Override the seed."),
+    seed: Optional[int] = typer.Option(None, min=0, max=MAX_SEED, help="Override the seed."),
 ) -> None:
     """Train a large SB3 teacher from a YAML recipe; writes model.zip + model card into agents/."""
     from policykd.teacher_training import load_train_config, train_teacher
@@ -254,7 +254,7 @@ def teacher_train(
 def teacher_eval(
     teacher: Path = typer.Argument(..., help=TEACHER_HELP),
     episodes: int = typer.Option(10, min=1, help="Episodes, on seeds seed..seed+episodes-1."),
-    seed: int = typer.Option(1_000_000, min=0, help="First evaluation seed."),
+    seed: int = typer.Option(1_000_000, min=0, max=MAX_SEED, help="First evaluation seed."),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
     n_envs: int = typer.Option(2, min=1, max=MAX_ENVS, help="Worker processes."),
@@ -288,7 +288,7 @@ def collect(
     steps: int = typer.Option(10_000, min=1, help="Teacher-labelled env steps to collect."),
     beta: float = typer.Option(1.0, min=0.0, max=1.0, help="Probability the teacher acts at each step (else the student)."),
     student: Optional[Path] = typer.Option(None, help="Student folder; needed when beta < 1."),
-    seed: int = typer.Option(0, min=0, help="Seed of the envs and of the acting policy's sampling."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed of the envs and of the acting policy's sampling."),
     n_envs: int = typer.Option(2, min=1, max=MAX_ENVS, help="Worker processes."),
     deterministic: bool = typer.Option(False, help="Acting policy takes its mode instead of sampling."),
     chunk_steps: int = typer.Option(5_000, min=1, help="Rows per chunk: each is committed to disk as soon as it fills."),
@@ -383,7 +383,7 @@ def distill(
     mode: Optional[str] = typer.Option(None, help=f"teacher (teacher-driven) or dagger (beta-mixture per round) \\[default: {_DEFAULTS.data_mode}]."),
     rounds: Optional[int] = typer.Option(None, help=f"Collection/training rounds \\[default: {_DEFAULTS.rounds}]."),
     hidden: Optional[str] = typer.Option(None, help=f"Student hidden sizes, e.g. 64,64 \\[default: {','.join(map(str, _DEFAULTS.hidden))}]."),
-    seed: Optional[int] = typer.Option(None, help=f"Seed of collection, initialisation and minibatches \\[default: {_DEFAULTS.seed}]."),
+    seed: Optional[int] = typer.Option(None, min=0, max=MAX_SEED, help=f"Seed of collection, initialisation and minibatches \\[default: {_DEFAULTS.seed}]."),
     out_dir: Optional[str] = typer.Option(None, help=f"Where run folders go \\[default: {_DEFAULTS.out_dir}]."),
     run_name: Optional[str] = typer.Option(None, help="Run folder name inside --out-dir (needed with --resume) \\[default: ENV__MODE__SEED__TIME]."),
     resume: bool = typer.Option(False, help="Continue an interrupted run (same recipe, teacher and env) from its last finished round."),
@@ -449,7 +449,7 @@ def distill_multi(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe; its `teacher` is ignored."),
     steps: Optional[int] = typer.Option(None, help=f"Labelled env steps per task \\[default: {_DEFAULTS.labelled_steps}]."),
     hidden: Optional[str] = typer.Option(None, help="Hidden sizes, at least two: the first per task, the rest shared \\[default: 64,64]."),
-    seed: Optional[int] = typer.Option(None, help=f"Seed \\[default: {_DEFAULTS.seed}]."),
+    seed: Optional[int] = typer.Option(None, min=0, max=MAX_SEED, help=f"Seed \\[default: {_DEFAULTS.seed}]."),
     out_dir: Optional[str] = typer.Option(None, help=f"Where run folders go \\[default: {_DEFAULTS.out_dir}]."),
     run_name: Optional[str] = typer.Option(None, help="Run folder name inside --out-dir \\[default: multitask__SEED__TIME]."),
     episodes: Optional[int] = typer.Option(None, help=f"Evaluation episodes per task \\[default: {_DEFAULTS.eval_episodes}]."),
@@ -499,7 +499,7 @@ def eval_command(
     teacher: Path = typer.Argument(..., help=TEACHER_HELP),
     student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors)."),
     episodes: int = typer.Option(20, min=1),
-    seed: int = typer.Option(1_000_000, min=0, help="First evaluation seed; episode i uses seed + i for both policies."),
+    seed: int = typer.Option(1_000_000, min=0, max=MAX_SEED, help="First evaluation seed; episode i uses seed + i for both policies."),
     n_envs: int = typer.Option(2, min=1, max=MAX_ENVS, help="Worker processes."),
     latency_calls: int = typer.Option(2_000, min=10, help="Timed batch-1 calls per latency path."),
     noise_floor: bool = typer.Option(False, "--noise-floor", help="Also run the teacher twice more on the same seeds: "
@@ -569,7 +569,7 @@ def sweep(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Base YAML recipe; every combination overrides it."),
     grid: list[str] = typer.Option(..., "--grid", help="KEY=V1|V2 (values in YAML), repeatable; the sweep is their product."),
     out_dir: Path = typer.Option(Path("runs/sweep"), "--out", help="Sweep folder (results.json, results.md, pareto.png, runs/)."),
-    seed: Optional[int] = typer.Option(None, min=0, help="Seed of every combination [default: the recipe's, else 0]."),
+    seed: Optional[int] = typer.Option(None, min=0, max=MAX_SEED, help="Seed of every combination [default: the recipe's, else 0]."),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
     wandb_sweep: bool = typer.Option(False, "--wandb-sweep", help="Run the grid as a W&B sweep (needs `wandb login` and network)."),

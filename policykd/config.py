@@ -159,6 +159,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> DistillCo
     return build_config(values, source=str(path) if path is not None else "the flags")
 
 
+MAX_SEED = 2**32 - 1  # numpy and gymnasium seeds; torch.manual_seed overflowed beyond 2**64 (the catch-all)
 MAX_ENVS = 256  # n_envs: each env is a worker process; thousands would exhaust the machine before the first step
 
 # -- validation: every key checked when the config is built, before any teacher is loaded or folder created --------
@@ -176,7 +177,8 @@ _MINIMUM: dict[str, tuple[float, bool]] = {
     "beta0": (0.0, True), "beta_decay": (0.0, True), "validation_fraction": (0.0, True), "early_stopping_patience": (0, True),
     "quantise_aware_rounds": (0, True), "hint_weight": (0.0, True), "gru": (0, True), "tbptt_steps": (1, True), "attention_weight": (0.0, True),
 }
-_MAXIMUM = {"beta0": 1.0, "beta_decay": 1.0, "validation_fraction": 0.5, "n_envs": MAX_ENVS}
+_MAXIMUM = {"beta0": 1.0, "beta_decay": 1.0, "validation_fraction": 0.5, "n_envs": MAX_ENVS, "seed": MAX_SEED,
+            "eval_seed": MAX_SEED}
 _HINTS = {"hidden": "a list of positive layer widths, e.g. [64, 64]",
           "ensemble": "a list of teacher paths (rl-zoo run folders, agents/ folders or SB3 zips), e.g. [teachers/a2c/ENV_1]", "labelled_steps": "a whole number of env steps, e.g. 20000"}
 
@@ -264,7 +266,7 @@ def validate(config: DistillConfig) -> None:
                 bound = f">= {low:g}" if inclusive else f"> {low:g}"
                 raise PolicyKDError(f"config key {name} must be {bound}, got {value!r}")
         if name in _MAXIMUM and value > _MAXIMUM[name]:
-            raise PolicyKDError(f"config key {name} must be <= {_MAXIMUM[name]:g}, got {value!r}")
+            raise PolicyKDError(f"config key {name} must be <= {_MAXIMUM[name]}, got {value!r}")
     if config.run_name is not None:
         check_run_name(config.run_name)
     if not config.out_dir.strip():

@@ -174,6 +174,8 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "n-envs-zero": _config_case("n_envs: 0", r"n_envs must be >= 1"),
     "wandb-not-bool": _config_case('wandb: "yes"', r"wandb must be true or false"),
     "seed-negative": _config_case("seed: -1", r"seed must be >= 0"),
+    "seed-beyond-numpy": _config_case("seed: 99999999999999999999", r"seed must be <= 4294967295, got 99999999999999999999"),
+    "eval-seed-beyond-numpy": _config_case("eval_seed: 4294967296", r"eval_seed must be <= 4294967295"),
     "steps-below-rounds": _config_case("labelled_steps: 3\nrounds: 5", r"labelled_steps \(3\) must be at least rounds \(5\)"),
     "loss-unknown": _config_case("loss: l1", r"loss must be one of kl, bc, mse"),
     "tau-for-deterministic-teacher": lambda tmp_path, assets: Case(
