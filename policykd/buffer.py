@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import time
 import warnings
@@ -46,6 +47,7 @@ from policykd.errors import PolicyKDError
 from policykd.run_dir import LOCK_FILE
 
 FORMAT = "policykd-buffer"
+_CHUNK_NAME = re.compile(r"chunk_[0-9]{6,}\.npz")
 FORMAT_VERSION = 1
 BASE_FIELDS = ("obs", "value", "reward", "terminated", "truncated", "episode_id", "actor", "round")
 TRANSITION_FIELDS = ("action", "next_obs")  # full transitions, so a buffer exports as a dataset (policykd.minari_io)
@@ -171,10 +173,11 @@ class Buffer:
 
     @staticmethod
     def check_creatable(root: Path) -> None:
-        """A new buffer may go in `root`: absent, or a folder holding nothing but chunk files and our lock file."""
+        """A new buffer may go in `root`: absent, or a folder holding nothing but chunk files (chunk_NNNNNN.npz, an
+        interrupted collection's) and our lock file; a user's own .npz files make it a foreign folder."""
         if (root / "metadata.json").exists():
             raise PolicyKDError(f"{root} already holds a buffer; continue it with --resume or choose a new --out")
-        if root.exists() and (not root.is_dir() or any(p.suffix != ".npz" and p.name != LOCK_FILE for p in root.iterdir())):
+        if root.exists() and (not root.is_dir() or any(not (_CHUNK_NAME.fullmatch(p.name) or p.name == LOCK_FILE) for p in root.iterdir())):
             raise PolicyKDError(f"{root} exists and is not an empty folder; choose a new --out for the buffer")
 
     @classmethod

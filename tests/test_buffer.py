@@ -104,6 +104,11 @@ def test_a_buffer_is_not_created_inside_a_foreign_folder(tmp_path):
     with pytest.raises(PolicyKDError, match="not an empty folder"):
         _create(tmp_path / "mine")
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data" / "mine.npz", x=np.zeros(3))  # a user's own arrays: a foreign folder too
+    with pytest.raises(PolicyKDError, match="not an empty folder"):
+        _create(tmp_path / "data")
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["mine.npz"]
 
 
 def test_row_bytes_is_what_a_chunk_holds(tmp_path):
