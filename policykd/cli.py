@@ -24,7 +24,7 @@ from rich.text import Text
 from policykd.config import MAX_ENVS, MAX_SEED, DistillConfig
 from policykd.errors import PolicyKDError
 from policykd.evaluate import Comparison, ReturnStats
-from policykd.tracking import make_console
+from policykd.tracking import Tracker, make_console
 
 app = typer.Typer(help="Distil large stable-baselines3 teachers into compact, verified student policies.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -213,9 +213,13 @@ def embedded_report(student: Path, targets: list[str], *, rate: float, observati
     table = Table(title=f"{student} on embedded targets")
     for col in ("target", "export", "flash", "RAM", "instr/inference", "est. time", f"fits {rate:g} Hz", "output = host"):
         table.add_column(col, justify="right" if col != "target" else "left")
-    for name in targets:
-        with tempfile.TemporaryDirectory() as work:
-            r = run_on_target(student, load_target(name), obs, work, export_format=export_format)
+    runs = []
+    with Tracker().progress("cross-compiling and emulating the student", len(targets), unit="targets") as advance:
+        for name in targets:
+            with tempfile.TemporaryDirectory() as work:
+                runs.append(run_on_target(student, load_target(name), obs, work, export_format=export_format))
+            advance(1)
+    for r in runs:
         us = r.get("us_per_inference")
         r["control_rate_hz"] = rate
         r["budget_fraction"] = None if us is None else us * 1e-6 * rate
