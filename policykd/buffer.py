@@ -137,19 +137,27 @@ def _size(n_bytes: float) -> str:
 
 def check_room(folder: Path, rows: int, bytes_per_row: int, *, held_in_memory: bool, what: str) -> None:
     """Refuse, before anything is collected, `rows` buffer rows that cannot fit: on the disk holding `folder`, or
-    (held_in_memory: distillation trains on the whole buffer at once, about twice its size with the train/validation
-    split) in this machine's memory. `what` names the setting to lower."""
+    (held_in_memory: distillation trains on the whole buffer at once) in this machine's memory (check_memory). `what`
+    names the setting to lower."""
     need = rows * bytes_per_row
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     free = shutil.disk_usage(existing).free
     if need > free:
         raise PolicyKDError(f"{what} {rows:,} needs about {_size(need)} of buffer on disk, more than the {_size(free)} free "
                             f"under {existing}; lower it, or write to a larger disk")
-    if held_in_memory and hasattr(os, "sysconf"):
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        if 2 * need > memory:
-            raise PolicyKDError(f"{what} {rows:,} needs about {_size(2 * need)} of memory to train on (the whole buffer is "
-                                f"held in memory), more than this machine's {_size(memory)}; lower it")
+    if held_in_memory:
+        check_memory(need, rows=rows, what=what)
+
+
+def check_memory(data_bytes: int, *, rows: int, what: str) -> None:
+    """Refuse training data of data_bytes that this machine's memory cannot hold about twice over (the data and its
+    train/validation split)."""
+    if not hasattr(os, "sysconf"):
+        return
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if 2 * data_bytes > memory:
+        raise PolicyKDError(f"{what} {rows:,} needs about {_size(2 * data_bytes)} of memory to train on (the whole buffer is "
+                            f"held in memory), more than this machine's {_size(memory)}; lower it")
 
 
 class Buffer:

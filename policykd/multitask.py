@@ -33,6 +33,7 @@ from torch import nn
 
 from policykd import student_format as fmt
 from policykd.artifacts import atomic_write_json, package_versions
+from policykd.buffer import check_memory, row_bytes
 from policykd.collectors import LocalCollector
 from policykd.config import DistillConfig
 from policykd.distill import _round_seed, held_out_episodes, learning_rate, total_gradient_steps, validation_loss
@@ -189,6 +190,8 @@ def distill_multitask(teachers, config: DistillConfig, run_dir: Path, *, progres
     if config.conv or config.gru:
         raise PolicyKDError("a multi-task student is an MLP: conv and gru are for single-task students (`policykd distill`); "
                             "remove them from the recipe")
+    check_memory(sum(config.labelled_steps * row_bytes(t.observation_space, t.action_space, t.family, transitions=True)
+                     for t in teachers), rows=config.labelled_steps, what="labelled_steps (per task)")
     torch.set_num_threads(config.torch_threads)
     torch.manual_seed(config.seed)
     specs = [student_spec_for(t, hidden=tuple(config.hidden), activation=config.activation) for t in teachers]

@@ -74,3 +74,11 @@ def test_a_bc_multitask_student_is_selected_by_its_bc_loss_and_reports_kl(two_te
     # 3 epochs judged by the bc loss on each task's held-out rows, then the selected student's KL for the record
     assert tasks_held_out >= 1 and calls == ["bc"] * 3 * tasks_held_out + ["kl"] * tasks_held_out
     assert np.isfinite(result.history[-1]["val_kl"])
+
+
+def test_multitask_data_that_memory_cannot_hold_is_refused_before_collection(two_teachers, tmp_path, monkeypatch):
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 1000}  # a 4 MB machine
+    monkeypatch.setattr("os.sysconf", lambda name: pages[name])
+    with pytest.raises(PolicyKDError, match=r"labelled_steps \(per task\) 100,000 needs about .* of memory .* 4\.1 MB; lower it"):
+        distill_multitask(two_teachers, DistillConfig(teacher="x", labelled_steps=100_000), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
