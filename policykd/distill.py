@@ -135,6 +135,14 @@ def validation_loss(student: Student, data: dict[str, np.ndarray], family: str, 
     return total / max(len(obs), 1)
 
 
+def check_loss_finite(loss: float, *, round_index: int, epoch: int, lr: float) -> None:
+    """Stop training at the first epoch whose mean loss is NaN or inf (the labels are finite: policykd.rollout and
+    policykd.buffer check them), before a NaN student can be saved."""
+    if not np.isfinite(loss):
+        raise PolicyKDError(f"training diverged in round {round_index + 1}, epoch {epoch}: the loss became NaN or inf (its "
+                            f"labels are finite, policykd.buffer checks them); lower lr (now {lr:g}) and start a new run")
+
+
 def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[str, np.ndarray], family: str,
                 config: DistillConfig, round_index: int, seed: int, first_step: int, on_progress=None,
                 validation: dict[str, np.ndarray] | None = None, transfer: Transfer | None = None,
@@ -193,9 +201,7 @@ def train_round(student: Student, optimizer: torch.optim.Optimizer, data: dict[s
             for k in sums:
                 sums[k] += terms[k].item()
             batches += 1
-        if not np.isfinite(sums["loss"]):
-            raise PolicyKDError(f"training diverged in round {round_index + 1}, epoch {epoch}: the loss became NaN or inf (its "
-                                f"labels are finite, policykd.buffer checks them); lower lr (now {config.lr:g}) and start a new run")
+        check_loss_finite(sums["loss"], round_index=round_index, epoch=epoch, lr=config.lr)
         if on_progress is not None:
             on_progress(1)
         if validation is not None:

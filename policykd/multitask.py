@@ -36,7 +36,7 @@ from policykd.artifacts import atomic_write_json, package_versions
 from policykd.buffer import check_memory, row_bytes
 from policykd.collectors import LocalCollector
 from policykd.config import DistillConfig
-from policykd.distill import _round_seed, held_out_episodes, learning_rate, total_gradient_steps, validation_loss
+from policykd.distill import _round_seed, check_loss_finite, held_out_episodes, learning_rate, total_gradient_steps, validation_loss
 from policykd.distributions import LOG_STD_MAX, LOG_STD_MIN, DistParams, family_strategy
 from policykd.errors import PolicyKDError
 from policykd.losses import LossConfig, distillation_loss
@@ -263,6 +263,7 @@ def _train_round(student, views, teachers, splits, optimizer, loss_config, confi
             optimizer.step()
             totals["loss"] += terms["loss"].item() / len(order)
             totals["kl"] += terms["kl"].item() / len(order)
+        check_loss_finite(totals["loss"], round_index=round_index, epoch=epoch, lr=config.lr)
         losses = totals
         held = [(view, validation) for view, (_, validation) in zip(views, splits) if validation is not None]
         if held:

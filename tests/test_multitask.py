@@ -82,3 +82,10 @@ def test_multitask_data_that_memory_cannot_hold_is_refused_before_collection(two
     with pytest.raises(PolicyKDError, match=r"labelled_steps \(per task\) 100,000 needs about .* of memory .* 4\.1 MB; lower it"):
         distill_multitask(two_teachers, DistillConfig(teacher="x", labelled_steps=100_000), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_diverging_multitask_training_stops_before_a_student_is_saved(two_teachers, tmp_path):
+    config = DistillConfig(teacher="x", labelled_steps=200, rounds=1, epochs_per_round=2, hidden=[8, 8], lr=1e30)
+    with pytest.raises(PolicyKDError, match=r"training diverged in round 1, epoch 1: the loss became NaN or inf"):
+        distill_multitask(two_teachers, config, tmp_path / "run")
+    assert not (tmp_path / "run" / "student").exists()
