@@ -115,10 +115,9 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
             _check_finite_rows(obs, "an observation the env returned", teacher.env_spec.env_id, episode_ids, episode_step,
                                "check the env and its wrappers")
             dist, value = teacher.dist_and_value(obs)
-            _check_finite_rows(np.concatenate([value.numpy().reshape(n_envs, -1)] + [dist[n].numpy().reshape(n_envs, -1) for n in params],
-                                              axis=1),
-                               "the teacher's output (action distribution or value) on a finite observation", teacher.env_spec.env_id,
-                               episode_ids, episode_step, "check the teacher's weights and observation normaliser")
+            outputs = np.concatenate([value.numpy().reshape(n_envs, -1), *(dist[n].numpy().reshape(n_envs, -1) for n in params)], axis=1)
+            _check_finite_rows(outputs, "the teacher's output (action distribution or value) on a finite observation",
+                               teacher.env_spec.env_id, episode_ids, episode_step, "check the teacher's weights and observation normaliser")
             action = dist.sample(generator, noise_scale=noise_scale) if sample_actions else dist.mode()
             by_teacher = rng.random(n_envs) < beta
             seen = info[INFO_KEY] if student_view else obs  # what the student sees
