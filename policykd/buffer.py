@@ -141,8 +141,9 @@ def check_room(folder: Path, rows: int, bytes_per_row: int, *, held_in_memory: b
     names the setting to lower."""
     need = rows * bytes_per_row
     existing = next(p for p in (folder, *folder.parents) if p.exists())
-    free = shutil.disk_usage(existing).free
-    if need > free:
+    usage = shutil.disk_usage(existing)
+    free = usage.free
+    if usage.total > 0 and need > free:  # total 0: a pseudo filesystem (/proc) that reports no sizes; mkdir will say
         raise PolicyKDError(f"{what} {rows:,} needs about {_size(need)} of buffer on disk, more than the {_size(free)} free "
                             f"under {existing}; lower it, or write to a larger disk")
     if held_in_memory:
