@@ -8,7 +8,8 @@ Variants (recipe keys over the default recipe; see docs/techniques.md):
     attention       input-saliency matching, weight 0.1
     teacher-data    teacher-driven data instead of DAgger
     ensemble        product of the PPO and A2C HalfCheetah teachers, value-weighted (HalfCheetah only)
-    ensemble-agreement, ensemble-mixture   the same two teachers: product weighted by agreement; uniform mixture
+    ensemble-agreement, ensemble-mixture, ensemble-return   the same two teachers: product weighted by agreement;
+                    uniform mixture; product weighted by each teacher's measured return
     label_every=1   label every state (the default labels every third: three times the episodes per labelled step)
 Each at two budgets and three distillation seeds, on the same 100 evaluation seeds as the teacher, with the teacher's
 noise floor (the teacher stepped one env at a time). `base` and `bc` with a 2x64 student are the runs of
@@ -47,7 +48,8 @@ VARIANTS: dict[str, dict] = {
     "hints": {"hint_weight": 1.0}, "attention": {"attention_weight": 0.1}, "teacher-data": {"data_mode": "teacher"},
     "ensemble": {"ensemble_mode": "product", "ensemble_weighting": "value"},
     "ensemble-agreement": {"ensemble_mode": "product", "ensemble_weighting": "agreement"},
-    "ensemble-mixture": {"ensemble_mode": "mixture", "ensemble_weighting": "uniform"}, "label_every=1": {"label_every": 1},
+    "ensemble-mixture": {"ensemble_mode": "mixture", "ensemble_weighting": "uniform"},
+    "ensemble-return": {"ensemble_mode": "product", "ensemble_weighting": "return"}, "label_every=1": {"label_every": 1},
 }
 ENSEMBLE_PARTNERS = {"ppo/HalfCheetahBulletEnv-v0_1": "a2c/HalfCheetahBulletEnv-v0_1"}
 ONE_RECIPE_LOSS = {"base": "kl", "bc": "bc"}  # variants that are benchmarks/one_recipe.py runs

@@ -19,7 +19,7 @@ ACTION_LOSSES = ("kl", "bc", "mse")
 LR_SCHEDULES = ("constant", "cosine")
 ACTIVATION_NAMES = ("relu", "tanh", "elu")  # the student activations every runtime and export implements
 ENSEMBLE_MODES = ("mixture", "product")  # policykd.ensemble: how the teachers' distributions are combined per state
-ENSEMBLE_WEIGHTINGS = ("uniform", "agreement", "value")
+ENSEMBLE_WEIGHTINGS = ("uniform", "agreement", "value", "return")
 BACKENDS = ("local", "ray")
 GRADIENT_STEPS_PER_ROUND = 6_000  # the default recipe's target of minibatch updates per round (decided_epochs_per_round)
 DECIDED_EPOCHS_RANGE = (10, 200)  # ... within this many epochs per round
@@ -33,7 +33,7 @@ class DistillConfig:
     ensemble: list[str] = field(default_factory=list)  # more teachers of the same env (paths): distil all of them into
                                         # one student (policykd.ensemble); empty: the teacher alone
     ensemble_mode: str = "mixture"      # mixture (moment-matched) or product (weighted product of experts)
-    ensemble_weighting: str = "uniform"  # per-state member weights: uniform, agreement or value
+    ensemble_weighting: str = "uniform"  # member weights: uniform, agreement, value (per state) or return (measured)
     seed: int = 0
     out_dir: str = "runs"
     run_name: str | None = None         # default: {env}__{data_mode}__{seed}__{time}

@@ -28,6 +28,11 @@ weighting (w_i(s)):
         members' mean |V| gets e times the weight of the other. Standardising each member by its own scale would
         remove exactly the difference that matters. Needs comparable values: same discount, same reward scale
         (VecNormalize reward normalisation is undone by rl-zoo's critics only approximately: check it).
+    ``return``: one weight per member for every state, w_i = softmax_i((R_i - max_j R_j) / (RETURN_TEMPERATURE *
+        mean_j |R_j|)), R_i the member's mean return over RETURN_EPISODES deterministic episodes on seeds from
+        RETURN_SEED (measured once when the ensemble is loaded, recorded in identity()). Members within a few percent
+        of each other share the weight; a member 10% behind gets e^-5 of the best one's: a measured choice of the
+        stronger teacher, where per-state estimates (value, agreement) pick the weaker one at some states.
 
 Values are compared and combined in env reward units: an rl-zoo member trained with VecNormalize(norm_reward=True)
 predicts returns divided by its return std (PPO and A2C HalfCheetah: 108 and 64), so its value is multiplied
@@ -50,16 +55,27 @@ from policykd.distributions import LOG_STD_MAX, LOG_STD_MIN, DistParams, family_
 from policykd.errors import PolicyKDError
 
 VALUE_TEMPERATURE = 0.1  # value weighting: a 10% higher expected return (relative to mean |V|) = e times the weight
+RETURN_TEMPERATURE = 0.02  # return weighting: 2% more measured return (relative to mean |R|) = e times the weight
+RETURN_EPISODES = 4  # return weighting: deterministic episodes per member
+RETURN_SEED = 3_000_000  # ... on seeds RETURN_SEED, RETURN_SEED + 1, ...: apart from evaluation's (from 1,000,000)
 _EPS = 1e-8
 
 
 # -- combination math on DistParams (pure functions, tested on hand-made distributions) -----------------------------
 
-def ensemble_weights(dists: list[DistParams], values: torch.Tensor | None, weighting: str) -> torch.Tensor:
-    """Per-state weights [B, n] (rows sum to 1) of n member distributions; values [n, B] for weighting='value'."""
+def ensemble_weights(dists: list[DistParams], values: torch.Tensor | None, weighting: str,
+                     returns: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-state weights [B, n] (rows sum to 1) of n member distributions; values [n, B] for weighting='value',
+    the members' measured mean returns [n] for weighting='return'."""
     n, batch = len(dists), _batch(dists[0])
     if weighting == "uniform":
         return torch.full((batch, n), 1.0 / n)
+    if weighting == "return":
+        if returns is None:
+            raise ValueError("return weighting needs the members' measured returns")
+        returns = returns.double()
+        scale = RETURN_TEMPERATURE * returns.abs().mean().clamp_min(_EPS)
+        return torch.softmax((returns - returns.max()) / scale, dim=-1).float().expand(batch, n).clone()
     if weighting == "agreement":
         strategy = dists[0].strategy
         divergence = torch.zeros(batch, n)
@@ -121,7 +137,9 @@ def _batch(dist: DistParams) -> int:
 class EnsembleTeacher:
     """2+ Teachers of one env behind the Teacher contract; see the module docstring."""
 
-    def __init__(self, members: list, *, mode: str = "mixture", weighting: str = "uniform") -> None:
+    def __init__(self, members: list, *, mode: str = "mixture", weighting: str = "uniform",
+                 member_returns: list[float] | None = None) -> None:
+        """member_returns: each member's mean return for weighting='return'; measured here when not given."""
         if len(members) < 2:
             raise PolicyKDError(f"an ensemble needs at least 2 teachers, got {len(members)}; list more in `ensemble`")
         if mode not in ENSEMBLE_MODES:
@@ -145,6 +163,9 @@ class EnsembleTeacher:
         self.last_weights: torch.Tensor | None = None  # [B, n] of the last call, for logging and tests
         # each member's value in env reward units = its value * its VecNormalize return std (1 without reward norm)
         self.value_scales = torch.tensor([reward_scale(m) for m in self.members], dtype=torch.float64)
+        self.member_returns: list[float] | None = None  # [n] mean returns, weighting='return' only
+        if weighting == "return":
+            self.member_returns = list(member_returns) if member_returns is not None else measure_returns(self.members)
 
     @property
     def obs_dim(self) -> int:
@@ -165,9 +186,12 @@ class EnsembleTeacher:
     def identity(self) -> dict[str, Any]:
         members = [m.identity() for m in self.members]
         combined = hashlib.sha256("".join(m["sha256"] for m in members).encode()).hexdigest()
-        return {"path": [m["path"] for m in members], "algo": self.algo, "env": members[0]["env"], "sha256": combined,
-                "family": self.family, "actor_params": self.actor_parameter_count(), "members": members,
-                "ensemble": self.mode, "weighting": self.weighting}
+        identity = {"path": [m["path"] for m in members], "algo": self.algo, "env": members[0]["env"], "sha256": combined,
+                    "family": self.family, "actor_params": self.actor_parameter_count(), "members": members,
+                    "ensemble": self.mode, "weighting": self.weighting}
+        if self.member_returns is not None:
+            identity["member_returns"] = self.member_returns
+        return identity
 
     def make_env(self, *, render_mode: str | None = None):
         return self.members[0].make_env(render_mode=render_mode)
@@ -185,16 +209,19 @@ class EnsembleTeacher:
     @torch.no_grad()
     def weights(self, obs: np.ndarray) -> torch.Tensor:
         dists, values = self.members_dist_and_value(obs)
-        return ensemble_weights(dists, values, self.weighting)
+        return ensemble_weights(dists, values, self.weighting, self._returns())
 
     @torch.no_grad()
     def dist_and_value(self, obs: np.ndarray) -> tuple[DistParams, torch.Tensor]:
         """raw obs [B, obs_dim] -> (combined distribution, weighted value [B])."""
         dists, values = self.members_dist_and_value(obs)
-        w = ensemble_weights(dists, values, self.weighting)
+        w = ensemble_weights(dists, values, self.weighting, self._returns())
         self.last_weights = w
         value = (w.T.double() * values).sum(0) / self.value_scales[0]  # in the first member's value units
         return combine(dists, w, self.mode), value.float()
+
+    def _returns(self) -> torch.Tensor | None:
+        return None if self.member_returns is None else torch.tensor(self.member_returns, dtype=torch.float64)
 
     @torch.no_grad()
     def action_dist(self, obs: np.ndarray) -> DistParams:
@@ -218,6 +245,27 @@ class EnsembleTeacher:
     def sb3_predict(self, obs: np.ndarray) -> np.ndarray:
         """The first member's SB3 path (a baseline for latency; the ensemble itself has none)."""
         return self.members[0].sb3_predict(obs)
+
+
+_measured_returns: dict[tuple[str, ...], list[float]] = {}  # member sha256s -> mean returns, once per process
+
+
+def measure_returns(members: list) -> list[float]:
+    """Each member's mean return over RETURN_EPISODES deterministic episodes on seeds from RETURN_SEED (the same for
+    every member and run: the weights are a property of the teachers), said in one line per member."""
+    from policykd.rollout import run_episodes
+    from policykd.tracking import console
+
+    key = tuple(m.identity()["sha256"] for m in members)
+    if key not in _measured_returns:
+        seeds = list(range(RETURN_SEED, RETURN_SEED + RETURN_EPISODES))
+        console.print(f"return weighting: measuring each of {len(members)} teachers over {RETURN_EPISODES} episodes", highlight=False)
+        returns = []
+        for m in members:
+            returns.append(float(np.mean(run_episodes(m.act, m.env_spec, seeds).returns)))
+            console.print(f"  {m.algo} {m.source.path}: mean return {returns[-1]:.4g}", highlight=False)
+        _measured_returns[key] = returns
+    return list(_measured_returns[key])
 
 
 def reward_scale(teacher) -> float:

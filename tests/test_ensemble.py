@@ -13,6 +13,7 @@ from policykd.distill import distill
 from policykd.distributions import DistParams
 from policykd.ensemble import EnsembleTeacher, combine, ensemble_weights, load_teacher_for, reward_scale
 from policykd.errors import PolicyKDError
+from policykd.rollout import run_episodes
 from policykd.teachers import load_teacher
 from policykd.tracking import Tracker
 from tests.conftest import zoo_run
@@ -82,10 +83,10 @@ def test_deterministic_members_give_the_weighted_mean_action():
         torch.testing.assert_close(combine([a, b], torch.tensor([[0.25, 0.75]]), mode)["action"], torch.tensor([[0.25, -0.75]]))
 
 
-@pytest.mark.parametrize("weighting", ["uniform", "agreement", "value"])
+@pytest.mark.parametrize("weighting", ["uniform", "agreement", "value", "return"])
 def test_weights_sum_to_one(weighting):
     dists = [DistParams("gaussian", {"mean": torch.randn(5, 3), "log_std": torch.randn(5, 3) * 0.3}) for _ in range(3)]
-    w = ensemble_weights(dists, torch.randn(3, 5) * 10, weighting)
+    w = ensemble_weights(dists, torch.randn(3, 5) * 10, weighting, torch.tensor([-150.0, -160.0, -400.0]))
     assert w.shape == (5, 3)
     torch.testing.assert_close(w.sum(-1), torch.ones(5))
     assert (w >= 0).all()
@@ -105,6 +106,18 @@ def test_value_weighting_favours_the_member_expecting_more_return():
     assert w[0] / w[1] == pytest.approx(math.exp(10 / (0.1 * 105)), rel=1e-4)  # VALUE_TEMPERATURE 0.1, mean |V| 105
     # one common per-state scale: multiplying every value by the same factor changes nothing
     torch.testing.assert_close(ensemble_weights(dists, torch.tensor([[1100.0], [1000.0]]), "value")[0], w)
+
+
+def test_return_weighting_is_one_weight_per_member_from_measured_returns():
+    dists = [_gauss([0.0], [1.0]), _gauss([1.0], [1.0])]
+    w = ensemble_weights([_gauss([0.0, 0.0], [1.0, 1.0])] * 2, None, "return", torch.tensor([102.0, 100.0]))
+    assert w.shape == (1, 2)
+    assert w[0, 0] / w[0, 1] == pytest.approx(math.exp(2 / (0.02 * 101)), rel=1e-4)  # RETURN_TEMPERATURE 0.02, mean |R| 101
+    # negative returns (Pendulum): the higher (less negative) one still leads; 10% behind is nearly nothing
+    w = ensemble_weights(dists, None, "return", torch.tensor([-200.0, -180.0]))[0]
+    assert w[1] > 0.99
+    with pytest.raises(ValueError, match="measured returns"):
+        ensemble_weights(dists, None, "return")
 
 
 # -- EnsembleTeacher on the tiny teachers ---------------------------------------------------------------------------
@@ -130,6 +143,29 @@ def test_ensemble_teacher_labels_are_the_combined_distribution(tiny_teachers, mo
     assert identity["path"] == [str(tiny_teachers["sac"]), str(tiny_teachers["tqc"])]
     assert identity["sha256"] not in {m["sha256"] for m in identity["members"]}
     assert ensemble.actor_parameter_count() == sac.actor_parameter_count() + tqc.actor_parameter_count()
+
+
+def test_return_weighted_ensemble_measures_each_member_once_and_records_it(tiny_teachers, monkeypatch):
+    from policykd import ensemble as ensemble_module
+
+    sac, tqc = _pendulum(tiny_teachers, "sac"), _pendulum(tiny_teachers, "tqc")
+    monkeypatch.setattr(ensemble_module, "RETURN_EPISODES", 2)
+    monkeypatch.setattr(ensemble_module, "_measured_returns", {})
+    ensemble = EnsembleTeacher([sac, tqc], mode="product", weighting="return")
+    seeds = list(range(ensemble_module.RETURN_SEED, ensemble_module.RETURN_SEED + 2))
+    expected = [float(np.mean(run_episodes(m.act, m.env_spec, seeds).returns)) for m in (sac, tqc)]
+    assert ensemble.member_returns == pytest.approx(expected)
+    assert ensemble.identity()["member_returns"] == ensemble.member_returns
+    obs = np.random.default_rng(0).uniform(-1, 1, size=(4, 3))
+    ensemble.dist_and_value(obs)
+    w = ensemble.last_weights
+    torch.testing.assert_close(w, ensemble_weights([sac.action_dist(obs)] * 2, None, "return", torch.tensor(expected)))
+    assert torch.equal(w[0], w[-1])  # the same weights at every state
+    # a second ensemble of the same teachers in this process does not measure again
+    import policykd.rollout
+
+    monkeypatch.setattr(policykd.rollout, "run_episodes", None)
+    assert EnsembleTeacher([sac, tqc], weighting="return").member_returns == ensemble.member_returns
 
 
 def test_mismatched_teachers_are_refused_in_one_line(tiny_teachers):
