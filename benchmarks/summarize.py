@@ -397,7 +397,7 @@ def ablation_techniques_table() -> str:
     teachers, groups = _ablation_groups()
     if not groups:
         return ""
-    variant_order = ["base", "bc", "mse", "no-value", "kl-mean-per-dim", "kl-mean-teacher", "kl-shared-std", "std-head-detached", "no-sampling", "tau=2", "hints", "attention", "teacher-data", "label_every=1", "ensemble", "ensemble-agreement", "ensemble-mixture"]
+    variant_order = ["base", "bc", "mse", "no-value", "kl-mean-per-dim", "kl-mean-teacher", "kl-shared-std", "std-head-detached", "no-sampling", "tau=2", "hints", "attention", "teacher-data", "label_every=1", "ensemble", "ensemble-agreement", "ensemble-mixture", "ensemble-return"]
     lines = ["| teacher (noise floor) | labelled steps | student | variant | ratio per seed | mean ratio (vs base) | worst seed | "
              "failures / 100 per seed (teacher) | held-out KL | wall s |",
              "|---|---:|---|---|---|---:|---:|---|---:|---:|"]

@@ -92,6 +92,13 @@ def _run(fn, *, on_interrupt: str | Callable[[], str] = "nothing was lost: every
         signal.signal(signal.SIGINT, previous_int)
 
 
+def _path(value: str) -> Path:
+    """A path argument or option: refused when empty (pathlib reads "" as ".", the current folder)."""
+    if not value.strip():
+        raise typer.BadParameter("is an empty path; give a file or folder name")
+    return Path(value)
+
+
 def _positive_hz(value: float) -> float:
     """A control rate option: a positive, finite number of Hz."""
     if not (math.isfinite(value) and value > 0):
@@ -235,8 +242,8 @@ def embedded_report(student: Path, targets: list[str], *, rate: float, observati
 
 @teacher_app.command("train")
 def teacher_train(
-    config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/teachers/sac_pendulum.yaml."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Agent folder to write (default agents/NAME)."),
+    config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/teachers/sac_pendulum.yaml.", parser=_path),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Agent folder to write (default agents/NAME).", parser=_path),
     timesteps: Optional[int] = typer.Option(None, help="Override n_timesteps."),
     seed: Optional[int] = typer.Option(None, min=0, max=MAX_SEED, help="Override the seed."),
 ) -> None:
@@ -256,13 +263,13 @@ def teacher_train(
 
 @teacher_app.command("eval")
 def teacher_eval(
-    teacher: Path = typer.Argument(..., help=TEACHER_HELP),
+    teacher: Path = typer.Argument(..., help=TEACHER_HELP, parser=_path),
     episodes: int = typer.Option(10, min=1, help="Episodes, on seeds seed..seed+episodes-1."),
     seed: int = typer.Option(1_000_000, min=0, max=MAX_SEED, help="First evaluation seed."),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
     n_envs: int = typer.Option(2, min=1, max=MAX_ENVS, help="Worker processes."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON here.", parser=_path),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
     """Run a teacher deterministically on seeded episodes and report its return."""
@@ -287,11 +294,11 @@ def teacher_eval(
 
 @app.command()
 def collect(
-    teacher: Path = typer.Argument(..., help=TEACHER_HELP),
-    out_dir: Path = typer.Option(..., "--out", help="Buffer directory to create (or to continue, with --resume)."),
+    teacher: Path = typer.Argument(..., help=TEACHER_HELP, parser=_path),
+    out_dir: Path = typer.Option(..., "--out", help="Buffer directory to create (or to continue, with --resume).", parser=_path),
     steps: int = typer.Option(10_000, min=1, help="Teacher-labelled env steps to collect."),
     beta: float = typer.Option(1.0, min=0.0, max=1.0, help="Probability the teacher acts at each step (else the student)."),
-    student: Optional[Path] = typer.Option(None, help="Student folder; needed when beta < 1."),
+    student: Optional[Path] = typer.Option(None, help="Student folder; needed when beta < 1.", parser=_path),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed of the envs and of the acting policy's sampling."),
     n_envs: int = typer.Option(2, min=1, max=MAX_ENVS, help="Worker processes."),
     deterministic: bool = typer.Option(False, help="Acting policy takes its mode instead of sampling."),
@@ -348,7 +355,7 @@ def collect(
 
 @buffer_app.command("export")
 def buffer_export(
-    buffer: Path = typer.Argument(..., help="A buffer folder (policykd collect --out, or runs/NAME/buffer)."),
+    buffer: Path = typer.Argument(..., help="A buffer folder (policykd collect --out, or runs/NAME/buffer).", parser=_path),
     fmt: str = typer.Option("minari", "--format", help="minari (the only format so far)."),
     dataset_id: str = typer.Option(..., "--dataset-id", help="Minari dataset id, e.g. policykd/hopper/dagger-v0; written under "
                                    "$MINARI_DATASETS_PATH (default ~/.minari/datasets)."),
@@ -382,7 +389,7 @@ def _resume_hint(run_dir: Path | None) -> str:
 @app.command()
 def distill(
     teacher: Optional[str] = typer.Argument(None, help=TEACHER_HELP + " Overrides the config's `teacher`."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe (configs/distill/*.yaml); flags override it."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe (configs/distill/*.yaml); flags override it.", parser=_path),
     steps: Optional[int] = typer.Option(None, help=f"Budget of teacher-labelled env steps \\[default: {_DEFAULTS.labelled_steps}]."),
     mode: Optional[str] = typer.Option(None, help=f"teacher (teacher-driven) or dagger (beta-mixture per round) \\[default: {_DEFAULTS.data_mode}]."),
     rounds: Optional[int] = typer.Option(None, help=f"Collection/training rounds \\[default: {_DEFAULTS.rounds}]."),
@@ -450,7 +457,7 @@ def _parse_hidden(hidden: str | None) -> list[int] | None:
 @app.command("distill-multi")
 def distill_multi(
     teachers: list[str] = typer.Argument(..., help="Two or more teachers (as for distill), one per task; their envs may differ."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe; its `teacher` is ignored."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe; its `teacher` is ignored.", parser=_path),
     steps: Optional[int] = typer.Option(None, help=f"Labelled env steps per task \\[default: {_DEFAULTS.labelled_steps}]."),
     hidden: Optional[str] = typer.Option(None, help="Hidden sizes, at least two: the first per task, the rest shared \\[default: 64,64]."),
     seed: Optional[int] = typer.Option(None, min=0, max=MAX_SEED, help=f"Seed \\[default: {_DEFAULTS.seed}]."),
@@ -500,8 +507,8 @@ def distill_multi(
 
 @app.command("eval")
 def eval_command(
-    teacher: Path = typer.Argument(..., help=TEACHER_HELP),
-    student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors)."),
+    teacher: Path = typer.Argument(..., help=TEACHER_HELP, parser=_path),
+    student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors).", parser=_path),
     episodes: int = typer.Option(20, min=1),
     seed: int = typer.Option(1_000_000, min=0, max=MAX_SEED, help="First evaluation seed; episode i uses seed + i for both policies."),
     n_envs: int = typer.Option(2, min=1, max=MAX_ENVS, help="Worker processes."),
@@ -512,7 +519,7 @@ def eval_command(
     latency: bool = typer.Option(False, "--latency", help="Also time every backend (torch, numpy, onnx, C) and the embedded targets."),
     rate: float = typer.Option(1000.0, callback=_positive_hz, help="With --latency: control rate in Hz the student must fit on each target."),
     target: list[str] = typer.Option(["cortex-m4", "aarch64"], help="With --latency: embedded targets (repeatable)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here.", parser=_path),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
@@ -570,9 +577,9 @@ def eval_command(
 @app.command()
 def sweep(
     teacher: Optional[str] = typer.Argument(None, help=TEACHER_HELP + " Overrides the config's `teacher`."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Base YAML recipe; every combination overrides it."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Base YAML recipe; every combination overrides it.", parser=_path),
     grid: list[str] = typer.Option(..., "--grid", help="KEY=V1|V2 (values in YAML), repeatable; the sweep is their product."),
-    out_dir: Path = typer.Option(Path("runs/sweep"), "--out", help="Sweep folder (results.json, results.md, pareto.png, runs/)."),
+    out_dir: Path = typer.Option(Path("runs/sweep"), "--out", help="Sweep folder (results.json, results.md, pareto.png, runs/).", parser=_path),
     seed: Optional[int] = typer.Option(None, min=0, max=MAX_SEED, help="Seed of every combination [default: the recipe's, else 0]."),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
@@ -613,7 +620,7 @@ def sweep(
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A run folder written by `policykd distill` (runs/NAME).")) -> None:
+def report(run_dir: Path = typer.Argument(..., help="A run folder written by `policykd distill` (runs/NAME).", parser=_path)) -> None:
     """Write RUN_DIR/report.md: teacher vs student, latency, per-round metrics, plots, config and versions."""
     from policykd.report import write_report
 
@@ -622,9 +629,9 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder written by `po
 
 @app.command()
 def export(
-    student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors)."),
+    student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors).", parser=_path),
     fmt: str = typer.Option("onnx", "--format", "-f", help="safetensors, onnx, onnx-int8, torchscript, c, c-int16 or c-int8 (fixed point, for microcontrollers)."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default STUDENT/../export-FORMAT)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Output folder (default STUDENT/../export-FORMAT).", parser=_path),
 ) -> None:
     """Export a student, with normalisation and action scaling inside, checked against the torch student.
 
@@ -642,13 +649,13 @@ def export(
 
 @app.command()
 def bench(
-    student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors)."),
+    student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors).", parser=_path),
     backends: str = typer.Option("torch,numpy,onnx,c", help="Comma-separated: torch, numpy, onnx, c (a compiled C timer), "
                                  "c-ctypes (the C export called from Python through ctypes)."),
-    teacher: Optional[Path] = typer.Option(None, help="Teacher to time beside (default: the one in the student card; 'none' to skip)."),
+    teacher: Optional[Path] = typer.Option(None, help="Teacher to time beside (default: the one in the student card; 'none' to skip).", parser=_path),
     calls: int = typer.Option(10_000, min=100, help="Timed batch-1 calls per backend (after a warm-up)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the table as JSON here."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write latency histograms per backend to this PNG."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the table as JSON here.", parser=_path),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write latency histograms per backend to this PNG.", parser=_path),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
     """Batch-1, one-thread, pinned latency of the student per backend, the teacher and SB3 predict() beside it.
@@ -692,12 +699,12 @@ def bench(
 
 @app.command()
 def embedded(
-    student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors)."),
+    student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors).", parser=_path),
     target: list[str] = typer.Option(["cortex-m4", "aarch64"], help="Built-in target (policykd/targets/: cortex-m4, aarch64) or a YAML path (repeatable)."),
     rate: float = typer.Option(1000.0, callback=_positive_hz, help="Control rate in Hz to check the student against."),
     observations: int = typer.Option(32, min=1, help="Random test observations compared with the host build."),
     fmt: Optional[str] = typer.Option(None, "--format", help="c (float), c-int16 or c-int8 (fixed point); default: the target's."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here.", parser=_path),
 ) -> None:
     """Cross-compile the C export, run it under qemu, report flash/RAM, instructions, time and output parity."""
     from policykd.artifacts import atomic_write_json, package_versions

@@ -147,6 +147,13 @@ class EnsembleTeacher:
         if weighting not in ENSEMBLE_WEIGHTINGS:
             raise PolicyKDError(f"ensemble_weighting must be one of {', '.join(ENSEMBLE_WEIGHTINGS)}, got {weighting!r}")
         first = members[0]
+        seen: dict[str, str] = {}
+        for m in members:
+            digest = m.identity()["sha256"]
+            if digest in seen:
+                raise PolicyKDError(f"ensemble teacher {m.source.path} is the same file as {seen[digest]} (sha256 "
+                                    f"{digest[:12]}...); list each teacher once")
+            seen[digest] = str(m.source.path)
         for m in members[1:]:
             problem = _mismatch(first, m)
             if problem:

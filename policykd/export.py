@@ -392,6 +392,9 @@ def _check_replaceable(out_dir: Path, names: list[str]) -> None:
     for name in names:
         path = out_dir / name
         if path.exists() and (name, sha256_file(path) if path.is_file() else None) not in ours:
+            if (out_dir / "student.json").is_file():
+                raise PolicyKDError(f"--out {out_dir} is a student folder and the export would replace its {name}; "
+                                    "pass another --out (default: beside the student)")
             raise PolicyKDError(f"{path} exists and was not written by `policykd export` (or was changed since); move it "
                                 f"away or pass another --out")
 

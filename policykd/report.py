@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def write_report(run_dir: str | Path) -> Path:
     card = read_json(run_dir / "student" / "student.json", fix="pass a run folder written by `policykd distill`")
     eval_path = run_dir / "eval.json"
     report = read_json(eval_path, fix="evaluate the run again with `policykd eval`") if eval_path.exists() else None
+    check_replaceable(run_dir / "report.md")
     plots = make_plots(run_dir)
     config, teacher = card["config"], card["teacher"]
     lines = [f"# Distillation report: {run_dir.name}", "",
@@ -65,5 +67,19 @@ def write_report(run_dir: str | Path) -> Path:
               "## Config", "", "```json", json.dumps(config, indent=2), "```", "",
               "## Versions", "", ", ".join(f"{k} {v}" for k, v in card["versions"].items()), ""]
     path = run_dir / "report.md"
-    atomic_write_bytes(path, "\n".join(lines).encode())
+    body = "\n".join(lines).encode()
+    atomic_write_bytes(path, _MARK.format(sha256=hashlib.sha256(body).hexdigest()).encode() + b"\n" + body)
     return path
+
+
+_MARK = "<!-- written by policykd report, sha256 of what follows {sha256}: rewritten by the next report unless edited -->"
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse to replace a report.md that `policykd report` did not write, or that was edited since (its first line
+    holds the sha256 of the rest)."""
+    if not path.exists():
+        return
+    first, _, body = path.read_bytes().partition(b"\n")
+    if first.decode(errors="replace") != _MARK.format(sha256=hashlib.sha256(body).hexdigest()):
+        raise PolicyKDError(f"{path} was not written by `policykd report` or was edited since; move it away to write a new report")

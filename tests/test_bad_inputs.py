@@ -243,6 +243,7 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "export-out-is-a-file": lambda tmp_path, assets: Case(
         ["export", assets["student"], "--format", "safetensors", "--out", _write(tmp_path / "file", "keep")],
         r"file", victims=[tmp_path / "file"]),
+    "export-into-the-student-folder": lambda tmp_path, assets: _export_into_student_case(tmp_path, assets),
     "export-unknown-format": lambda tmp_path, assets: Case(["export", assets["student"], "--format", "tflite", "--out", tmp_path / "x"],
                                                            r"unknown export format 'tflite'; choose one of", absent=[tmp_path / "x"]),
     # collect
@@ -291,6 +292,7 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
         ["eval", assets["teacher"], _tiny_student(tmp_path / "s", obs_dim=3, action_dim=1, family="gaussian", env_id="Pendulum-v1"),
          "--env", "CartPole-v1", "--episodes", "1"], r"takes 3 observations"),
     "report-corrupt-eval": lambda tmp_path, assets: _corrupt_eval_case(tmp_path, assets),
+    "report-over-users-notes": lambda tmp_path, assets: _users_report_case(tmp_path, assets),
     "eval-unknown-target-before-evaluating": lambda tmp_path, assets: Case(
         ["eval", assets["teacher"], assets["student"], "--env", "CartPole-v1", "--latency", "--target", "cortex-m99"],
         r"cortex-m99"),
@@ -475,6 +477,20 @@ def _corrupt_eval_case(tmp_path: Path, assets: dict) -> Case:
     run = _copy_run(assets, tmp_path)
     _write(run / "eval.json", '{"teacher": ')
     return Case(["report", run], r"eval\.json is corrupt", victims=[run], absent=[run / "report.md"])
+
+
+def _export_into_student_case(tmp_path: Path, assets: dict) -> Case:
+    student = tmp_path / "student"
+    shutil.copytree(assets["student"], student)
+    return Case(["export", student, "--format", "safetensors", "--out", student],
+                r"--out .*student is a student folder and the export would replace its student\.safetensors; pass another --out",
+                victims=[student])
+
+
+def _users_report_case(tmp_path: Path, assets: dict) -> Case:
+    run = _copy_run(assets, tmp_path)
+    _write(run / "report.md", "# my notes on this run\n")
+    return Case(["report", run], r"report\.md was not written by `policykd report`.*move it away", victims=[run])
 
 
 def _bench_replaced_case(tmp_path: Path, assets: dict) -> Case:

@@ -33,6 +33,9 @@ def test_help_is_available(command):
     (["teacher", "eval", "t.zip", "--n-envs", "100000"], r"'--n-envs'.*less than or equal to 256"),
     (["eval", "t.zip", "s", "--latency", "--rate", "-5"], r"'--rate'.*positive number of Hz"),
     (["embedded", "s", "--rate", "nan"], r"'--rate'.*positive number of Hz"),
+    (["export", "s", "--out", ""], r"Invalid value for '--out': is an empty path; give a file or folder name"),
+    (["collect", "t.zip", "--out", " "], r"Invalid value for '--out': is an empty path"),
+    (["report", ""], r"Invalid value for 'run_dir': is an empty path"),
 ])
 def test_usage_errors_of_the_command_are_one_line_and_exit_2(argv, message, capsys):
     """The console script (policykd.cli:main) reports what click would box as one `error:` line."""

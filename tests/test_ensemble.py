@@ -179,6 +179,9 @@ def test_mismatched_teachers_are_refused_in_one_line(tiny_teachers):
     assert "\n" not in str(e.value)
     with pytest.raises(PolicyKDError, match="at least 2"):
         EnsembleTeacher([sac])
+    with pytest.raises(PolicyKDError, match=r"is the same file as .*list each teacher once") as e:
+        EnsembleTeacher([sac, _pendulum(tiny_teachers, "tqc"), _pendulum(tiny_teachers, "sac")])
+    assert "\n" not in str(e.value)
 
 
 def test_ensemble_config_keys_are_validated():
@@ -217,7 +220,7 @@ def test_short_ensemble_distill_end_to_end_and_resume_checks(tiny_teachers, tmp_
     card = result.student.card if hasattr(result.student, "card") else None
     assert card is None or card["teacher"]["ensemble"] == "product"
     # resuming with another set of teachers is refused by the run's teacher identity
-    other = _config(tiny_teachers, tmp_path, ensemble=[str(tiny_teachers["sac"])])
+    other = _config(tiny_teachers, tmp_path, teacher=str(tiny_teachers["tqc"]), ensemble=[str(tiny_teachers["sac"])])
     with pytest.raises(PolicyKDError, match="is not the file") as e:
         distill(other, resume=True, tracker=Tracker(None, quiet=True))
     assert "\n" not in str(e.value)

@@ -62,6 +62,20 @@ def test_report_has_tables_plots_config_and_versions(tracked_run):
         assert (run_dir / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_replaces_its_own_report_but_never_a_users(tracked_run):
+    run_dir, _ = tracked_run
+    path = run_dir / "report.md"
+    assert CliRunner().invoke(app, ["report", str(run_dir)]).exit_code == 0
+    first = path.read_bytes()
+    assert CliRunner().invoke(app, ["report", str(run_dir)]).exit_code == 0  # its own, unedited: rewritten
+    assert path.read_bytes() == first
+    path.write_bytes(first + b"\nmy notes on this run\n")  # edited by the user: kept
+    result = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 2 and "was not written by `policykd report` or was edited" in result.output
+    assert path.read_bytes().endswith(b"my notes on this run\n")
+    path.unlink()
+
+
 def test_report_on_a_non_run_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "not a finished distillation run" in result.output
