@@ -292,8 +292,13 @@ def teacher_eval(
     _run(go)
 
 
+ROLLOUT_OPTIONS = ("steps", "beta", "student", "seed", "n_envs", "deterministic", "chunk_steps", "resume", "backend",
+                   "num_workers", "address")  # collect's options that --from-minari does not use
+
+
 @app.command()
 def collect(
+    ctx: typer.Context,
     teacher: Path = typer.Argument(..., help=TEACHER_HELP, parser=_path),
     out_dir: Path = typer.Option(..., "--out", help="Buffer directory to create (or to continue, with --resume).", parser=_path),
     steps: int = typer.Option(10_000, min=1, help="Teacher-labelled env steps to collect."),
@@ -326,6 +331,13 @@ def collect(
     from policykd.tracking import Tracker
 
     def go():
+        if from_minari is not None:
+            rollout = [f"--{name.replace('_', '-')}" for name in ROLLOUT_OPTIONS
+                       if ctx.get_parameter_source(name) is not _CLICK_CORE.ParameterSource.DEFAULT]
+            if rollout:
+                raise PolicyKDError(f"--from-minari builds the buffer from the dataset's rows: {', '.join(rollout)} "
+                                    f"(rollout option{'s' if len(rollout) > 1 else ''}) would be ignored; drop "
+                                    f"{'them' if len(rollout) > 1 else 'it'} or collect without --from-minari")
         if beta < 1.0 and student is None:
             raise PolicyKDError("--beta below 1 lets the student act; pass --student STUDENT_DIR")
         t = load_teacher(teacher, algo=algo, env_id=env, trust_pickle=trust_pickle)
@@ -471,7 +483,7 @@ def distill_multi(
 
     from policykd.artifacts import atomic_write_json
     from policykd.config import check_run_name, load_config
-    from policykd.multitask import distill_multitask, evaluate_multitask, single_task_parameter_counts
+    from policykd.multitask import check_multitask_keys, distill_multitask, evaluate_multitask, single_task_parameter_counts
     from policykd.teachers import load_teacher
 
     def go():
@@ -482,6 +494,7 @@ def distill_multi(
             raise PolicyKDError("distill-multi needs at least two teachers; use `policykd distill` for one")
         if len(cfg.hidden) < 2:
             raise PolicyKDError(f"--hidden needs at least two layers for a multi-task student (the first is per task), got {cfg.hidden}")
+        check_multitask_keys(cfg)
         loaded = [load_teacher(t, trust_pickle=cfg.trust_pickle) for t in teachers]
         name = cfg.run_name or f"multitask__{cfg.seed}__{int(time_module.time())}"
         check_run_name(name)
@@ -721,6 +734,7 @@ def embedded(
 TRACEBACK_ENV = "POLICYKD_TRACEBACK"  # set to 1 to see the traceback of an unexpected error
 # Click's exceptions as the installed typer raises them (typer >= 0.26 vendors click; older ones use click itself).
 _CLICK_EXCEPTIONS = sys.modules[typer.BadParameter.__module__]
+_CLICK_CORE = sys.modules[typer.Context.__mro__[1].__module__]  # click.core (ParameterSource), vendored or not
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -175,6 +175,27 @@ class MultiTaskResult:
     wall_s: float
 
 
+# recipe keys of single-task distillation that a multi-task run does not use: set to anything but their default, refused
+SINGLE_TASK_KEYS = ("ensemble", "ensemble_mode", "ensemble_weighting", "backend", "num_workers", "ray_address",
+                    "early_stopping_patience", "hint_weight", "hint_teacher_layer", "hint_student_layer", "attention_weight",
+                    "quantise_aware_rounds", "wandb", "wandb_project", "tensorboard", "eval_every_round", "latency_calls",
+                    "rollout_steps", "tbptt_steps", "image_shape")
+
+
+def check_multitask_keys(config: DistillConfig) -> None:
+    """One line naming every recipe key set that `policykd distill-multi` would otherwise ignore."""
+    default = DistillConfig()
+    if config.student_view:
+        raise PolicyKDError("student_view is for single-task students; distil each view with `policykd distill`")
+    if config.conv or config.gru:
+        raise PolicyKDError("a multi-task student is an MLP: conv and gru are for single-task students (`policykd distill`); "
+                            "remove them from the recipe")
+    ignored = [key for key in SINGLE_TASK_KEYS if getattr(config, key) != getattr(default, key)]
+    if ignored:
+        raise PolicyKDError(f"distill-multi does not use recipe key{'s' if len(ignored) > 1 else ''} {', '.join(ignored)} "
+                            "(single-task distillation only); remove them from the recipe")
+
+
 def distill_multitask(teachers, config: DistillConfig, run_dir: Path, *, progress=None) -> MultiTaskResult:
     """Distil `teachers` (one per task) into one MultiTaskStudent with config's recipe (labelled_steps per task);
     saves it to run_dir/student. progress(message) is called once per round."""
@@ -185,11 +206,7 @@ def distill_multitask(teachers, config: DistillConfig, run_dir: Path, *, progres
     if repeated:
         raise PolicyKDError(f"a multi-task student takes one teacher per env, and {', '.join(repeated)} has more than one; "
                             "several teachers of one env go into one student with the recipe's `ensemble` key")
-    if config.student_view:
-        raise PolicyKDError("student_view is for single-task students; distil each view with `policykd distill`")
-    if config.conv or config.gru:
-        raise PolicyKDError("a multi-task student is an MLP: conv and gru are for single-task students (`policykd distill`); "
-                            "remove them from the recipe")
+    check_multitask_keys(config)
     check_memory(sum(config.labelled_steps * row_bytes(t.observation_space, t.action_space, t.family, transitions=True)
                      for t in teachers), rows=config.labelled_steps, what="labelled_steps (per task)")
     torch.set_num_threads(config.torch_threads)

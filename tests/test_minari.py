@@ -127,3 +127,18 @@ def test_cli_export_and_collect_from_minari(tiny_teachers, tmp_path, datasets):
     assert "500 labelled states (dataset labels)" in result.output
     result = runner.invoke(app, ["buffer", "export", str(tmp_path / "buffer"), "--dataset-id", "x/y-v0", "--format", "d4rl"])
     assert result.exit_code == 2 and "unknown buffer export format 'd4rl'; choose minari" in result.output
+
+
+@pytest.mark.parametrize("options,named", [(["--steps", "50"], "--steps"), (["--beta", "0.5", "--student", "s"], "--beta, --student"),
+                                           (["--resume"], "--resume")])
+def test_rollout_options_with_from_minari_are_refused_naming_them(tiny_teachers, tmp_path, options, named):
+    from typer.testing import CliRunner
+
+    from policykd.cli import app
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["collect", str(tiny_teachers["sac"]), "--env", "Pendulum-v1", "--out", str(out),
+                                      "--from-minari", "policykd/pendulum/x-v0", *options])
+    assert result.exit_code == 2, result.output
+    assert f"--from-minari builds the buffer from the dataset's rows: {named} (rollout option" in result.output
+    assert not out.exists()

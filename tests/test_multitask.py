@@ -57,6 +57,17 @@ def test_a_multitask_recipe_with_a_cnn_or_a_gru_is_refused_in_one_line(two_teach
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
+@pytest.mark.parametrize("keys,named", [({"ensemble": ["x.zip"]}, "ensemble"), ({"backend": "ray"}, "backend"),
+                                        ({"quantise_aware_rounds": 1, "hint_weight": 0.5}, "hint_weight, quantise_aware_rounds"),
+                                        ({"wandb": True}, "wandb")])
+def test_a_multitask_recipe_with_single_task_keys_is_refused_naming_them(two_teachers, tmp_path, keys, named):
+    config = DistillConfig(teacher="unused", labelled_steps=600, rounds=2, hidden=[32, 32], **keys)
+    with pytest.raises(PolicyKDError, match=rf"distill-multi does not use recipe keys? {named} \(single-task") as e:
+        distill_multitask(two_teachers, config, tmp_path)
+    assert "\n" not in str(e.value)
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_bc_multitask_student_is_selected_by_its_bc_loss_and_reports_kl(two_teachers, tmp_path, monkeypatch):
     import policykd.multitask as multitask
 
