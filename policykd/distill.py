@@ -255,6 +255,10 @@ def prepare_run_dir(config: DistillConfig, teacher: Teacher, *, resume: bool) ->
         check_room(run_dir, config.labelled_steps, row_bytes(teacher.observation_space, teacher.action_space, teacher.family,
                                                              transitions=True, student_observation_space=view_space),
                    held_in_memory=True, what="labelled_steps")
+    if config.backend == "ray":
+        from policykd.ray_backend import check_ray_target
+
+        check_ray_target(config)  # a worker count or address Ray cannot serve: refused before the folder exists
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

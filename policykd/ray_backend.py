@@ -33,6 +33,8 @@ from policykd.config import DistillConfig
 from policykd.errors import PolicyKDError
 
 MAX_RETRIES = 3  # replacements per share and round before the round fails
+LOCAL_WORKERS_PER_CPU = 4  # a local Ray instance runs at most this many rollout actors per CPU core
+CONNECT_TIMEOUT_S = 5.0  # how long the address check waits for the Ray head to answer
 PROGRESS_INTERVAL_S = 0.5  # how often a worker reports its rows, and the driver polls them, during a round
 
 
@@ -110,11 +112,37 @@ class RolloutWorker:
                        **collect_options(self.config))
 
 
+def check_ray_target(config: DistillConfig) -> None:
+    """Before any work: a local Ray instance gets at most LOCAL_WORKERS_PER_CPU actors per core (ray.init would start
+    one with num_workers CPU slots and wait on that many processes), and a host:port address must answer within
+    CONNECT_TIMEOUT_S (ray.init retries an unreachable one for minutes). Nothing to check once Ray is running here."""
+    import socket
+
+    if _ray().is_initialized():
+        return
+    address = config.ray_address
+    if not address:
+        cpus = os.cpu_count() or 1
+        if config.num_workers > LOCAL_WORKERS_PER_CPU * cpus:
+            raise PolicyKDError(f"--num-workers {config.num_workers} is more than a local Ray instance runs on {cpus} CPU cores "
+                                f"(at most {LOCAL_WORKERS_PER_CPU * cpus}); lower --num-workers or join a cluster with --address")
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return  # "auto" (a cluster started on this machine) and other forms: Ray itself says what is wrong
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        raise PolicyKDError(f"cannot reach Ray at {address}: {e.strerror or e}; check the address (`ray start --head` "
+                            "prints it) and that the cluster is up, or drop --address for a local instance") from None
+
+
 class RayCollector:
     """num_workers RolloutWorker actors on the Ray cluster at `address` (None: a local one, started if needed)."""
 
     def __init__(self, config: DistillConfig, *, worker_class: type = RolloutWorker) -> None:
         ray = _ray()
+        check_ray_target(config)
         if not ray.is_initialized():
             try:
                 ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False,

@@ -141,3 +141,22 @@ def test_collect_on_ray_is_the_local_buffer_and_reproducible(tiny_teachers, tmp_
         np.testing.assert_array_equal(b.load()[key], values, err_msg=key)
     chunks = np.split(a.load()["episode_id"], np.cumsum([c["rows"] for c in a.metadata["chunks"]])[:-1])
     assert all(later.min() > earlier.max() for earlier, later in zip(chunks, chunks[1:]))  # each chunk: new episodes
+
+
+def test_a_local_worker_count_or_an_address_ray_cannot_serve_is_refused_before_the_run_folder(tiny_teachers, tmp_path, monkeypatch):
+    """ray.init would start a local instance with 100,000 CPU slots and wait on its actors, or retry an unreachable
+    address for minutes; both are one line before anything is written."""
+    import socket
+
+    from policykd.errors import PolicyKDError
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    with pytest.raises(PolicyKDError, match=r"--num-workers 100000 is more than a local Ray instance runs on 2 CPU cores \(at most 8\)"):
+        distill(_config(tiny_teachers, tmp_path, backend="ray", num_workers=100_000), tracker=Tracker(None, quiet=True))
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with pytest.raises(PolicyKDError, match=rf"cannot reach Ray at 127\.0\.0\.1:{port}: .*drop --address for a local instance"):
+        distill(_config(tiny_teachers, tmp_path, backend="ray", ray_address=f"127.0.0.1:{port}"), tracker=Tracker(None, quiet=True))
+    assert not (tmp_path / "run").exists()
