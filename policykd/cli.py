@@ -675,20 +675,28 @@ def bench(
 
     The teacher named in the student card is loaded only if its file still has the card's sha256."""
     from policykd.artifacts import atomic_write_json, package_versions
+    from policykd.collection import check_student_fits
     from policykd.latency_backends import backend_latencies
     from policykd.students import load_student
     from policykd.teachers import load_teacher
 
     def go():
         check_output_files(json_out, plot)
+        if plot is not None:
+            from policykd.plots import check_image_path
+
+            check_image_path(plot)
         chosen = tuple(b.strip() for b in backends.split(",") if b.strip())
         if not chosen:
             raise PolicyKDError(f"--backends {backends!r} names no backend; give some of torch, numpy, onnx, c, c-ctypes")
-        card = load_student(student).card
+        loaded_student = load_student(student)
+        card = loaded_student.card
         record = card.get("teacher") or {}
         t = None
-        if teacher is not None and str(teacher) != "none":
-            t = load_teacher(teacher, algo=record.get("algo"), env_id=(record.get("env") or {}).get("env_id"), trust_pickle=trust_pickle)
+        if teacher is not None and str(teacher) != "none":  # its own algo and env; a bare SB3 zip records no env
+            bare_zip = teacher.suffix == ".zip" and teacher.is_file() and not (teacher.parent / "config.yml").exists()
+            t = load_teacher(teacher, env_id=(record.get("env") or {}).get("env_id") if bare_zip else None, trust_pickle=trust_pickle)
+            check_student_fits(loaded_student, t, where=str(student))
         elif teacher is None and record.get("path"):
             if record.get("members"):
                 raise PolicyKDError(f"{student} was distilled from an ensemble of teachers; pass --teacher PATH (one of them) or --teacher none")

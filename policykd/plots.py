@@ -22,6 +22,8 @@ from matplotlib.axis import Axis  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from policykd.errors import PolicyKDError  # noqa: E402
+
 DPI = 110
 STEPS_LABEL = "teacher-labelled env steps"
 
@@ -292,8 +294,19 @@ def pareto_chart(results: list[dict[str, Any]], path: Path, *, fronts: Sequence[
     return save(pareto_figure(results, fronts, varied, env_id=env_id), path)
 
 
+def check_image_path(path: Path) -> None:
+    """Refuse, before any work, an image path whose suffix matplotlib cannot write (e.g. --plot out.txt)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise PolicyKDError(f"cannot draw a plot into {path}: the name must end in an image format such as .png, .svg or .pdf "
+                            f"(one of {', '.join(sorted(formats))})")
+
+
 def save(fig: Figure, path: Path) -> Path:
-    """Write fig as a PNG at policykd's resolution."""
+    """Write fig (format from the suffix, PNG for policykd's own names) at policykd's resolution, making its folder."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     return path

@@ -303,6 +303,12 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
         r"f\.txt is a file, not a folder", victims=[tmp_path / "f.txt"]),
     "bench-no-backends": lambda tmp_path, assets: Case(["bench", assets["student"], "--backends", ",", "--teacher", "none"],
                                                        r"names no backend"),
+    "bench-plot-not-an-image": lambda tmp_path, assets: Case(
+        ["bench", assets["student"], "--plot", tmp_path / "latency.txt", "--teacher", "none"],
+        r"cannot draw a plot into .*latency\.txt: the name must end in an image format such as \.png", absent=[tmp_path / "latency.txt"]),
+    "bench-teacher-of-another-env": lambda tmp_path, assets: Case(
+        ["bench", assets["student"], "--teacher", REPO / "agents" / "sac-Pendulum-v1", "--backends", "numpy", "--calls", "100"],
+        r"student takes 4 observations and gives 2 categorical actions, but the teacher's env has 3 and 1 squashed_gaussian"),
     "bench-card-teacher-replaced": lambda tmp_path, assets: _bench_replaced_case(tmp_path, assets),
     # sweeps: every combination validated before any work
     "sweep-locked": lambda tmp_path, assets: _locked_sweep_case(tmp_path, assets),
