@@ -732,6 +732,10 @@ def embedded(
 
     def go():
         check_output_files(json_out)
+        if fmt is not None:
+            from policykd.embedded import check_embedded_format
+
+            check_embedded_format(fmt)
         results = embedded_report(student, target, rate=rate, observations=observations, export_format=fmt)
         if json_out:
             atomic_write_json(json_out, {"student": str(student), "results": results, "versions": package_versions()})

@@ -163,6 +163,15 @@ def _build(compiler: str, cflags: list[str], ldflags: list[str], work: Path, out
     return work / output
 
 
+EMBEDDED_FORMATS = ("c", "c-int16", "c-int8")  # the C exports: what a target cross-compiles
+
+
+def check_embedded_format(export_format: str, where: str = "--format") -> None:
+    if export_format not in EMBEDDED_FORMATS:
+        raise PolicyKDError(f"{where}: export format {export_format!r} does not run on embedded targets, which "
+                            f"cross-compile the C exports; use one of {', '.join(EMBEDDED_FORMATS)}")
+
+
 def run_on_target(student_dir: str | Path, target: dict[str, Any], test_obs: np.ndarray, work_dir: str | Path,
                   *, n_infer: int = 20, export_format: str | None = None) -> dict[str, Any]:
     """Build, run and measure the student on `target`; test_obs [n, obs_dim] are compared with the host build.
@@ -170,6 +179,7 @@ def run_on_target(student_dir: str | Path, target: dict[str, Any], test_obs: np.
     export_format: "c" (float), "c-int16" or "c-int8" (fixed point); default: the target's `export_format`, else "c".
     """
     export_format = export_format or target.get("export_format", "c")
+    check_embedded_format(export_format, f"target {target['name']}")
     missing = missing_tools(target)
     if missing:
         raise PolicyKDError(f"target {target['name']} needs {', '.join(missing)}; run scripts/install-toolchains.sh (as root)")

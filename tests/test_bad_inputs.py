@@ -309,6 +309,9 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "bench-teacher-of-another-env": lambda tmp_path, assets: Case(
         ["bench", assets["student"], "--teacher", REPO / "agents" / "sac-Pendulum-v1", "--backends", "numpy", "--calls", "100"],
         r"student takes 4 observations and gives 2 categorical actions, but the teacher's env has 3 and 1 squashed_gaussian"),
+    "embedded-format-not-c": lambda tmp_path, assets: Case(
+        ["embedded", assets["student"], "--format", "onnx", "--target", "cortex-m4"],
+        r"--format: export format 'onnx' does not run on embedded targets.*use one of c, c-int16, c-int8"),
     "bench-card-teacher-replaced": lambda tmp_path, assets: _bench_replaced_case(tmp_path, assets),
     # sweeps: every combination validated before any work
     "sweep-locked": lambda tmp_path, assets: _locked_sweep_case(tmp_path, assets),
