@@ -71,9 +71,12 @@ def import_object(path: str) -> Any:
     """`package.module.Name` or `package.module:Name` -> the object."""
     module_name, _, attr = path.replace(":", ".").rpartition(".")
     try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as e:
+        module = importlib.import_module(module_name)
+    except (ImportError, ValueError) as e:
         raise PolicyKDError(f"cannot import {path!r} ({e}); install the package that provides it") from e
+    if not hasattr(module, attr):
+        raise PolicyKDError(f"cannot import {path!r}: module {module_name} has no {attr!r}; check the name")
+    return getattr(module, attr)
 
 
 # Modules whose wrappers a file (rl-zoo's config.yml, a model card, a student card) may name without the user's

@@ -70,7 +70,7 @@ class StudentViewWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.view_name = view
         name, self.frames = parse_view(view)
         self.view = resolve_view(env, name)
-        one = self.view.space(env.unwrapped)
+        one = self._call("space", env.unwrapped)
         self._frame_shape = one.shape
         self.student_observation_space = one if self.frames == 1 else gym.spaces.Box(
             np.tile(one.low.reshape(-1), self.frames), np.tile(one.high.reshape(-1), self.frames), dtype=np.float32)
@@ -90,11 +90,23 @@ class StudentViewWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._history = [*self._history[1:], self._observe(obs)]
         return obs, reward, terminated, truncated, {**info, INFO_KEY: self._seen()}
 
+    def _call(self, method: str, *args):
+        """The view's space() or observe(): an error inside it (a view written for another env reads attributes
+        this one lacks) is one line naming the view and the env."""
+        try:
+            return getattr(self.view, method)(*args)
+        except PolicyKDError:
+            raise
+        except Exception as e:
+            env_id = self.env.spec.id if self.env.spec is not None else type(self.env.unwrapped).__name__
+            raise PolicyKDError(f"student view {self.view_name!r} failed in its {method}() on {env_id} "
+                                f"({type(e).__name__}: {e}); use a view written for this env, or fix the view") from e
+
     def _seen(self) -> np.ndarray:
         return self._history[0] if self.frames == 1 else np.concatenate([f.reshape(-1) for f in self._history])
 
     def _observe(self, obs: np.ndarray) -> np.ndarray:
-        seen = np.asarray(self.view.observe(self.env.unwrapped, obs, self._last_action), dtype=np.float32)
+        seen = np.asarray(self._call("observe", self.env.unwrapped, obs, self._last_action), dtype=np.float32)
         if seen.shape != self._frame_shape:
             raise PolicyKDError(f"student view {self.view_name!r} returned shape {seen.shape}, but its space has "
                                 f"{self._frame_shape}; fix the view's observe() or space()")

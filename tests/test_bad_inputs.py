@@ -312,6 +312,15 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "embedded-format-not-c": lambda tmp_path, assets: Case(
         ["embedded", assets["student"], "--format", "onnx", "--target", "cortex-m4"],
         r"--format: export format 'onnx' does not run on embedded targets.*use one of c, c-int16, c-int8"),
+    "student-view-of-another-env": lambda tmp_path, assets: Case(
+        ["distill", REPO / "agents" / "sac-Pendulum-v1", "--student-view", "policykd_envs.racecar:RaysView", "--steps", "300",
+         "--out-dir", tmp_path / "runs"],
+        r"student view 'policykd_envs\.racecar:RaysView' failed in its space\(\) on Pendulum-v1 \(AttributeError: .*use a view "
+        r"written for this env", absent=[tmp_path / "runs"]),
+    "student-view-name-missing": lambda tmp_path, assets: Case(
+        ["distill", REPO / "agents" / "sac-Pendulum-v1", "--student-view", "policykd.views:nosuch", "--steps", "300",
+         "--out-dir", tmp_path / "runs"],
+        r"cannot import 'policykd\.views:nosuch': module policykd\.views has no 'nosuch'; check the name", absent=[tmp_path / "runs"]),
     "bench-card-teacher-replaced": lambda tmp_path, assets: _bench_replaced_case(tmp_path, assets),
     # sweeps: every combination validated before any work
     "sweep-locked": lambda tmp_path, assets: _locked_sweep_case(tmp_path, assets),
