@@ -244,7 +244,7 @@ def embedded_report(student: Path, targets: list[str], *, rate: float, observati
 def teacher_train(
     config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/teachers/sac_pendulum.yaml.", parser=_path),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Agent folder to write (default agents/NAME).", parser=_path),
-    timesteps: Optional[int] = typer.Option(None, help="Override n_timesteps."),
+    timesteps: Optional[int] = typer.Option(None, min=1, help="Override n_timesteps."),
     seed: Optional[int] = typer.Option(None, min=0, max=MAX_SEED, help="Override the seed."),
 ) -> None:
     """Train a large SB3 teacher from a YAML recipe; writes model.zip + model card into agents/."""
@@ -402,7 +402,7 @@ def _resume_hint(run_dir: Path | None) -> str:
 def distill(
     teacher: Optional[str] = typer.Argument(None, help=TEACHER_HELP + " Overrides the config's `teacher`."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe (configs/distill/*.yaml); flags override it.", parser=_path),
-    steps: Optional[int] = typer.Option(None, help=f"Budget of teacher-labelled env steps \\[default: {_DEFAULTS.labelled_steps}]."),
+    steps: Optional[int] = typer.Option(None, min=1, help=f"Budget of teacher-labelled env steps \\[default: {_DEFAULTS.labelled_steps}]."),
     mode: Optional[str] = typer.Option(None, help=f"teacher (teacher-driven) or dagger (beta-mixture per round) \\[default: {_DEFAULTS.data_mode}]."),
     rounds: Optional[int] = typer.Option(None, help=f"Collection/training rounds \\[default: {_DEFAULTS.rounds}]."),
     hidden: Optional[str] = typer.Option(None, help=f"Student hidden sizes, e.g. 64,64 \\[default: {','.join(map(str, _DEFAULTS.hidden))}]."),
@@ -470,7 +470,7 @@ def _parse_hidden(hidden: str | None) -> list[int] | None:
 def distill_multi(
     teachers: list[str] = typer.Argument(..., help="Two or more teachers (as for distill), one per task; their envs may differ."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML recipe; its `teacher` is ignored.", parser=_path),
-    steps: Optional[int] = typer.Option(None, help=f"Labelled env steps per task \\[default: {_DEFAULTS.labelled_steps}]."),
+    steps: Optional[int] = typer.Option(None, min=1, help=f"Labelled env steps per task \\[default: {_DEFAULTS.labelled_steps}]."),
     hidden: Optional[str] = typer.Option(None, help="Hidden sizes, at least two: the first per task, the rest shared \\[default: 64,64]."),
     seed: Optional[int] = typer.Option(None, min=0, max=MAX_SEED, help=f"Seed \\[default: {_DEFAULTS.seed}]."),
     out_dir: Optional[str] = typer.Option(None, help=f"Where run folders go \\[default: {_DEFAULTS.out_dir}]."),

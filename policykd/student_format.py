@@ -352,12 +352,20 @@ def validate_weights(spec: Mapping[str, Any], weights: Mapping[str, Any], *, wei
             raise PolicyKDError(f"{weights_name}: obs_std must be positive, it has {int((array <= 0).sum())} entries <= 0")
 
 
+def not_a_student_folder(path: Path) -> PolicyKDError:
+    """The error for a folder without a student's card and weights; a multi-task student (policykd.multitask) is named as one."""
+    if (path / "multitask.json").is_file():
+        return PolicyKDError(f"{path} is a multi-task student (`policykd distill-multi`), and this takes a single-task student "
+                             "folder; load it in Python with policykd.multitask.load_multitask, or distil one task with `policykd distill`")
+    return PolicyKDError(f"{path} is not a student folder (needs {CARD_FILE} and {WEIGHTS_FILE}); pass a folder written by `policykd distill`")
+
+
 def read_card(path: str | Path) -> dict[str, Any]:
     """The checked card of a student folder (or the card file itself)."""
     path = Path(path)
     card_path = path / CARD_FILE if path.is_dir() else path
     if not card_path.exists():
-        raise PolicyKDError(f"{path} is not a student folder (needs {CARD_FILE} and {WEIGHTS_FILE}); pass a folder written by `policykd distill`")
+        raise not_a_student_folder(path)
     try:
         card = json.loads(card_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -377,7 +385,7 @@ def read_student(directory: str | Path) -> tuple[dict[str, Any], dict[str, np.nd
     directory = Path(directory)
     card_path, weights_path = directory / CARD_FILE, directory / WEIGHTS_FILE
     if not card_path.is_file() or not weights_path.is_file():
-        raise PolicyKDError(f"{directory} is not a student folder (needs {CARD_FILE} and {WEIGHTS_FILE}); pass a folder written by `policykd distill`")
+        raise not_a_student_folder(directory)
     card = read_card(card_path)
     try:
         weights = load_file(str(weights_path))

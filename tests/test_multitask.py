@@ -35,6 +35,10 @@ def test_multitask_distillation_acts_per_task_saves_and_is_smaller(two_teachers,
         torch.testing.assert_close(v, again.student.state_dict()[k], rtol=0, atol=0)
     rows = evaluate_multitask(student, two_teachers, episodes=2, n_envs=1)
     assert [r["env"] for r in rows] == ["Pendulum-v1", "CartPole-v1"] and all(np.isfinite(r["ratio"]) for r in rows)
+    from policykd.students import load_student  # single-task commands name a multi-task student as one
+
+    with pytest.raises(PolicyKDError, match="is a multi-task student .*load_multitask"):
+        load_student(tmp_path / "student")
 
 
 def test_multitask_refuses_one_teacher_and_damaged_folders(two_teachers, tmp_path):
