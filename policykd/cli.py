@@ -92,8 +92,10 @@ def _run(fn, *, on_interrupt: str | Callable[[], str] = "nothing was lost: every
         signal.signal(signal.SIGINT, previous_int)
 
 
-def _path(value: str) -> Path:
-    """A path argument or option: refused when empty (pathlib reads "" as ".", the current folder)."""
+def _path(value: str | Path) -> Path:
+    """A path argument or option: refused when empty (pathlib reads "" as ".", the current folder). Defaults come as Paths."""
+    if isinstance(value, Path):
+        return value
     if not value.strip():
         raise typer.BadParameter("is an empty path; give a file or folder name")
     return Path(value)

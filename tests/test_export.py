@@ -133,7 +133,7 @@ def test_export_replaces_only_files_its_records_vouch_for(student_case, tmp_path
     (tmp_path / "student.onnx").unlink()
     export_student(directory, tmp_path, "onnx")
     export_student(directory, tmp_path, "onnx")  # its own earlier export: replaced
-    with pytest.raises(PolicyKDError, match=r"student\.safetensors exists and was not written"):
+    with pytest.raises(PolicyKDError, match=r"is a student folder and the export would replace its student\.safetensors; pass another --out"):
         export_student(directory, directory, "safetensors")  # onto the student itself
 
 
