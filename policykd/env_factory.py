@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
+import importlib.machinery
+import importlib.util
 import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -28,6 +31,8 @@ def ensure_registered(env_id: str) -> None:
     namespace = env_id.split("/")[0] if "/" in env_id else None
     candidates = ((_NAMESPACE_PACKAGES.get(namespace, namespace.lower()),) if namespace else ()) + _REGISTERING_PACKAGES
     for package in candidates:
+        if not _installed_outside_cwd(package):
+            continue
         try:
             with native_stdout_silenced((1, 2)):
                 importlib.import_module(package)
@@ -38,6 +43,22 @@ def ensure_registered(env_id: str) -> None:
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
     hint = f" (close matches: {', '.join(close)})" if close else ""
     raise PolicyKDError(f"unknown env id {env_id!r}{hint}; check the spelling or install the package that registers it")
+
+
+def _installed_outside_cwd(package: str) -> bool:
+    """Whether `package` is imported from elsewhere than the current folder. An env id comes from files (a student
+    card, a teacher's config): its namespace must not import a module that happens to lie in the folder policykd
+    runs in (`Pwn/X-v0` -> ./pwn.py, on sys.path as '' in Python sessions), which nobody vouched for. Import such
+    a package yourself to use its envs."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    cwd = Path.cwd().resolve()
+    here = importlib.machinery.PathFinder.find_spec(package, [str(cwd)])  # the copy the current folder holds, if any
+    return here is None or (here.origin, here.submodule_search_locations) != (spec.origin, spec.submodule_search_locations)
 
 
 @contextlib.contextmanager

@@ -60,3 +60,19 @@ def test_bullet_envs_are_wrapped_to_keep_native_banners_quiet(capfd):
     env.close()
     assert "argv[0]" not in capfd.readouterr().out
     assert not isinstance(EnvSpec("CartPole-v1").make(), QuietReset)
+
+
+def test_an_env_namespace_never_imports_a_module_from_the_current_folder(tmp_path, monkeypatch):
+    """An env id comes from files (a student card): `Pwnmod/X-v0` must not run ./pwnmod.py, which nobody vouched for."""
+    import sys
+
+    from policykd.env_factory import ensure_registered
+    from policykd.errors import PolicyKDError
+
+    (tmp_path / "pwnmod.py").write_text("open('PWNED', 'w').write('ran')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend("")
+    with pytest.raises(PolicyKDError, match="unknown env id 'Pwnmod/X-v0'"):
+        ensure_registered("Pwnmod/X-v0")
+    assert not (tmp_path / "PWNED").exists() and "pwnmod" not in sys.modules
+    ensure_registered("PolicyKD/RacecarTrack-v0")  # an installed namespace package still registers its envs
