@@ -591,6 +591,7 @@ def eval_command(
 
 @app.command()
 def sweep(
+    ctx: typer.Context,
     teacher: Optional[str] = typer.Argument(None, help=TEACHER_HELP + " Overrides the config's `teacher`."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Base YAML recipe; every combination overrides it.", parser=_path),
     grid: list[str] = typer.Option(..., "--grid", help="KEY=V1|V2 (values in YAML), repeatable; the sweep is their product."),
@@ -618,12 +619,23 @@ def sweep(
         overrides = {"teacher": teacher, "seed": seed, "env_id": env, "algo": algo, "trust_pickle": trust_pickle}
         if backend not in ("local", "ray"):
             raise PolicyKDError(f"--backend must be local or ray, got {backend!r}")
+        given = [f"--{name.replace('_', '-')}" for name in ("search", "num_samples", "asha", "wandb", "address")
+                 if ctx.get_parameter_source(name) is not _CLICK_CORE.ParameterSource.DEFAULT]
+        if given and backend != "ray":
+            raise PolicyKDError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for Ray Tune sweeps; add --backend ray "
+                                f"or drop {'it' if len(given) == 1 else 'them'}")
         if wandb_sweep:
             results = run_wandb_sweep(config, overrides, parse_grid(grid), out_dir, project=project)
         elif backend == "ray":
+            from policykd.config import DistillConfig
+            from policykd.ray_backend import check_ray_target
             from policykd.tune_sweep import run_tune_sweep
 
-            results = run_tune_sweep(config, overrides, parse_grid(grid), out_dir, search=search, num_samples=num_samples,
+            check_ray_target(DistillConfig(ray_address=address))
+            if teacher and Path(teacher).exists():
+                overrides["teacher"] = str(Path(teacher).resolve())
+            # trials run in folders of Ray's: the recipe's path must not depend on this one
+            results = run_tune_sweep(config.resolve() if config else None, overrides, parse_grid(grid), out_dir, search=search, num_samples=num_samples,
                                      asha=asha, wandb=wandb, address=address)
         else:
             results = run_sweep(config, overrides, parse_grid(grid), out_dir)

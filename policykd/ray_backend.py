@@ -127,9 +127,12 @@ def check_ray_target(config: DistillConfig) -> None:
             raise PolicyKDError(f"--num-workers {config.num_workers} is more than a local Ray instance runs on {cpus} CPU cores "
                                 f"(at most {LOCAL_WORKERS_PER_CPU * cpus}); lower --num-workers or join a cluster with --address")
         return
+    if address in ("auto", "local"):
+        return  # a cluster started on this machine (`ray start --head`), or a new local one
     host, _, port = address.removeprefix("ray://").rpartition(":")
-    if address == "auto" or not host or not port.isdigit():
-        return  # "auto" (a cluster started on this machine) and other forms: Ray itself says what is wrong
+    if not host or not port.isdigit():
+        raise PolicyKDError(f"--address {address} is not a Ray address; give host:port (e.g. 10.0.0.5:6379, what "
+                            "`ray start --head` prints), ray://host:port or auto")
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as e:

@@ -321,6 +321,12 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
         ["distill", REPO / "agents" / "sac-Pendulum-v1", "--student-view", "policykd.views:nosuch", "--steps", "300",
          "--out-dir", tmp_path / "runs"],
         r"cannot import 'policykd\.views:nosuch': module policykd\.views has no 'nosuch'; check the name", absent=[tmp_path / "runs"]),
+    "sweep-ray-options-without-ray": lambda tmp_path, assets: Case(
+        ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "hidden=[8]", "--out", tmp_path / "sw", "--asha", "--num-samples", "3"],
+        r"--num-samples, --asha are for Ray Tune sweeps; add --backend ray or drop them", absent=[tmp_path / "sw"]),
+    "sweep-ray-address-malformed": lambda tmp_path, assets: Case(
+        ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "hidden=[8]", "--out", tmp_path / "sw", "--backend", "ray",
+         "--address", "bogus"], r"--address bogus is not a Ray address; give host:port", absent=[tmp_path / "sw"]),
     "bench-card-teacher-replaced": lambda tmp_path, assets: _bench_replaced_case(tmp_path, assets),
     # sweeps: every combination validated before any work
     "sweep-locked": lambda tmp_path, assets: _locked_sweep_case(tmp_path, assets),
