@@ -138,6 +138,26 @@ def _load_results(out_dir: Path) -> list[dict[str, Any]]:
                             "or restore it") from e
 
 
+def check_same_sweep(out_dir: Path, context: SweepContext) -> None:
+    """Refuse to continue, in out_dir, a sweep of another teacher or base recipe: its finished rows would be
+    reported as this sweep's."""
+    path = out_dir / "results.json"
+    if not path.exists():
+        return
+    try:
+        recorded = json.loads(path.read_text())
+        teacher, base = recorded["teacher"]["sha256"], recorded["base_config"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise PolicyKDError(f"{path} is corrupt ({e.__class__.__name__}); move it away to start the sweep over, "
+                            "or restore it") from e
+    unrelated = ("out_dir", "run_name", "trust_pickle")
+    now = context.base.to_dict()
+    changed = sorted(k for k in set(base) | set(now) if k not in unrelated and base.get(k) != now.get(k))
+    if teacher != context.teacher.identity()["sha256"] or changed:
+        what = "another teacher" if teacher != context.teacher.identity()["sha256"] else f"another base recipe ({', '.join(changed)})"
+        raise PolicyKDError(f"{out_dir} holds a sweep of {what}; its results would be reported as this one's: choose another --out")
+
+
 def run_name(index: int, combo: dict[str, Any]) -> str:
     """sweep003__hidden=[32,32]__tau=0.5: a folder name (path separators in values become '-')."""
     name = f"sweep{index:03d}__" + "__".join(f"{k}={json.dumps(v, separators=(',', ''))}" for k, v in combo.items())
@@ -152,6 +172,7 @@ def run_sweep(base_config: Path | None, overrides: dict[str, Any], grid: dict[st
     with RunLock(out_dir):  # a second sweep here would rewrite results.json without the first one's rows
         results = _load_results(out_dir)
         context = SweepContext(base_config, overrides, out_dir)
+        check_same_sweep(out_dir, context)
         for index, combo in enumerate(combinations(grid)):
             name = run_name(index, combo)
             if any(r["name"] == name for r in results):
@@ -207,6 +228,7 @@ def run_wandb_sweep(base_config: Path | None, overrides: dict[str, Any], grid: d
     validate_grid(load_config(base_config, overrides), grid, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     context = SweepContext(base_config, overrides, out_dir)
+    check_same_sweep(out_dir, context)
     sweep_id = wandb.sweep(wandb_sweep_config(grid, name=out_dir.name), project=project)
     wandb.agent(sweep_id, function=lambda: wandb_sweep_run(context, grid, project=project), project=project,
                 count=len(combinations(grid)))

@@ -100,6 +100,12 @@ def test_sweep_runs_the_grid_and_marks_the_pareto_front(tmp_path, tiny_teachers)
     assert (tmp_path / "s" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     bad = CliRunner().invoke(app, ["sweep", str(tiny_teachers["dqn"]), "--env", "CartPole-v1", "--grid", "hidden"])
     assert bad.exit_code == 2 and "KEY=V1|V2" in bad.output
+    # the same folder with another base recipe: refused, not reported with the first sweep's rows
+    before = (tmp_path / "s" / "results.json").read_bytes()
+    other = CliRunner().invoke(app, ["sweep", str(tiny_teachers["dqn"]), "--env", "CartPole-v1", "-c", str(config), "--seed", "4",
+                                     "--grid", "hidden=[8]|[16,16]", "--out", str(tmp_path / "s")])
+    assert other.exit_code == 2 and "holds a sweep of another base recipe (seed)" in other.output
+    assert (tmp_path / "s" / "results.json").read_bytes() == before
 
 
 def test_wandb_sweep_definition_and_offline_refusal(tmp_path, tiny_teachers, monkeypatch):
