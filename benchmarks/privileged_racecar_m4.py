@@ -56,7 +56,8 @@ def main() -> None:
             result = run_on_target(ROOT / student_dir, target, real_observations(ROOT / student_dir), tmp,
                                    n_infer=1 if heavy else 20, export_format="c")
         record = {"student_dir": student_dir, "env": run["env"], "student": run.get("student", run["student_view"]),
-                  "params": card["parameters"], "export_format": "c", **{k: result[k] for k in KEYS}}
+                  "params": card["parameters"], "export_format": "c", "float_loop": "hand-scheduled (policykd/c_cortex_m.py)",
+                  **{k: result[k] for k in KEYS}}
         results["students"].append(record)
         results["versions"] = package_versions()
         atomic_write_json(out_path, results)

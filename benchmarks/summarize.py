@@ -187,14 +187,17 @@ def privileged_racecar_table() -> str:
         on_m4 = (f"{_cycles(target['cycles_per_inference'], target['us_per_inference'])}, flash "
                  f"{_kilobytes(target['flash_bytes'])}, RAM {_kilobytes(target['ram_bytes'])}"
                  + (", bit-identical to the host" if target["outputs_equal_host"] else ", DIFFERS from the host")
-                 if target else "")
+                 + ("" if target.get("float_loop") else " †") if target else "")
         lines.append(f"| {r['env']} | {what} | {r['student_params']:,} | {r['labelled_steps'] // 1000}k | {laps} | {ratio} | "
                      f"{r['wall_s']:.0f} | {r['numpy_latency_us']['p50']:.0f} µs | {on_m4} |")
     return ("Teacher and student on the same " f"{runs[0]['episodes'] if runs else 50}"
             " seeded tracks (from 1,000,000), one distillation seed; each student is the default recipe plus the keys "
             "in `STUDENTS` of `benchmarks/privileged_racecar.py` (its record's `config`); wall time is collection + "
             "training on the 2 cores, shared with another benchmark. *: run with the default recipe of before 2026-11-30, "
-            "which decided the epochs once from the last round's data (docs/techniques.md). Raw records: "
+            "which decided the epochs once from the last round's data (docs/techniques.md). †: Cortex-M4 figures measured "
+            "with GCC's float loop of before 2026-12-01 (one VLDR per weight); the hand-scheduled loop since "
+            "(policykd/c_cortex_m.py) takes a fifth off the HalfCheetah MLP's cycles (docs/deployment.md); "
+            "`python benchmarks/privileged_racecar_m4.py` re-measures a student whose record is removed. Raw records: "
             "`benchmarks/results/privileged_racecar.json`, `privileged_racecar_m4.json`.\n\n" + "\n".join(lines))
 
 

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from policykd import c_cortex_m
 from policykd import student_format as fmt
 from policykd.distributions import family_strategy
 
@@ -198,7 +199,12 @@ static void dense(const float *w, const float *b, int out, int in, const float *
     const float *wb = w + i * in;
     float s[8];
     for (r = 0; r < 8; ++r) s[r] = b[i + r];
-    for (j = 0; j < in; ++j) {
+    j = 0;
+#if PK_M4_FPU
+    j = in - in % 4;  /* the first multiple of 4 inputs by the Cortex-M kernel (policykd/c_cortex_m.py), the rest here */
+    if (j > 0) policykd_m4_mac8(wb, x, j, s);
+#endif
+    for (; j < in; ++j) {
       const float xj = x[j];
       for (r = 0; r < 8; ++r) s[r] += wb[8 * j + r] * xj;
     }
@@ -235,8 +241,9 @@ static float dense(const uint32_t *w, const float *ws, const float *b, int out, 
                    int activate)
 {
   uint32_t xq[WIDTH / 2];
+  int32_t sums[WIDTH];
   float sx, inv, ym = 0.0f;
-  int i, p, pairs = (in + 1) / 2;
+  int i, p, pairs = (in + 1) / 2, rows = 4 * ((out + 3) / 4);
   sx = m > 0.0f ? 8191.0f / m : 0.0f;
   inv = m / 8191.0f;
   for (p = 0; p < pairs; ++p) {
@@ -244,7 +251,7 @@ static float dense(const uint32_t *w, const float *ws, const float *b, int out, 
     int32_t high = (int32_t)(x[2 * p + 1] * sx);
     xq[p] = pack(low, high);
   }
-  for (i = 0; i < out; i += 4) {
+  for (i = 0; i < rows; i += 4) {
     const uint32_t *wb = w + i * pairs;
     int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     for (p = 0; p < pairs; ++p) {
@@ -254,14 +261,17 @@ static float dense(const uint32_t *w, const float *ws, const float *b, int out, 
       s2 = SMLAD(wb[4 * p + 2], xp, s2);
       s3 = SMLAD(wb[4 * p + 3], xp, s3);
     }
-    OUT(0, s0); OUT(1, s1); OUT(2, s2); OUT(3, s3);
+    sums[i] = s0; sums[i + 1] = s1; sums[i + 2] = s2; sums[i + 3] = s3;
   }
+  for (i = 0; i < rows; ++i) OUT(0, sums[i]);
   return ym;
 }
 """
 
 _DENSE_INT8 = _SIMD_INT + """
-#if defined(__ARM_FEATURE_DSP)
+#if PK_M4_DSP
+/* the Cortex-M kernel unpacks the weight words itself */
+#elif defined(__ARM_FEATURE_DSP)
 #define SXTB16(v) ((uint32_t)__sxtb16(v))
 /* bytes 1 and 3 sign-extended into the two lanes in one instruction (ACLE has no intrinsic for the rotation) */
 static uint32_t sxtb16_ror8(uint32_t v) { uint32_t r; __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v)); return r; }
@@ -287,8 +297,9 @@ static float dense(const uint32_t *w, const float *ws, const float *b, int out, 
                    int activate)
 {
   uint32_t xq[WIDTH / 2];  /* per 4 inputs: (x0, x2) then (x1, x3), int8 values in 16-bit lanes */
+  int32_t sums[WIDTH];
   float sx, inv, ym = 0.0f;
-  int i, g, quads = (in + 3) / 4;
+  int i, g, quads = (in + 3) / 4, rows = 4 * ((out + 3) / 4);
   sx = m > 0.0f ? 127.0f / m : 0.0f;
   inv = m / 127.0f;
   for (g = 0; g < quads; ++g) {
@@ -296,7 +307,10 @@ static float dense(const uint32_t *w, const float *ws, const float *b, int out, 
     xq[2 * g] = pack(q8(xg[0] * sx), q8(xg[2] * sx));
     xq[2 * g + 1] = pack(q8(xg[1] * sx), q8(xg[3] * sx));
   }
-  for (i = 0; i < out; i += 4) {
+#if PK_M4_DSP
+  policykd_m4_dense_s8(w, xq, quads, sums, rows / 4);  /* policykd/c_cortex_m.py */
+#else
+  for (i = 0; i < rows; i += 4) {
     const uint32_t *wb = w + i * quads;
     int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     for (g = 0; g < quads; ++g) {
@@ -306,8 +320,10 @@ static float dense(const uint32_t *w, const float *ws, const float *b, int out, 
       MAC4(s2, wb[4 * g + 2]);
       MAC4(s3, wb[4 * g + 3]);
     }
-    OUT(0, s0); OUT(1, s1); OUT(2, s2); OUT(3, s3);
+    sums[i] = s0; sums[i + 1] = s1; sums[i + 2] = s2; sums[i + 3] = s3;
   }
+#endif
+  for (i = 0; i < rows; ++i) OUT(0, sums[i]);
   return ym;
 }
 """
@@ -493,6 +509,8 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
     act, magnitude = C_ACTIVATIONS[activation]
     parts.append(_functions(activation, not strategy.discrete and not strategy.clips_to_bounds, bool(gru)))
     parts.append(f"\n#define ACT(v) {act}\n#define MAG(o) {magnitude}\n")
+    if arithmetic != "int16":  # GCC's own int16 loop is as fast (it keeps its accumulators in registers)
+        parts += [c_cortex_m.GUARDS, c_cortex_m.float_kernel() if arithmetic == "float" else c_cortex_m.int8_kernel()]
     parts.append({"float": _DENSE_FLOAT, "int16": _DENSE_INT16, "int8": _DENSE_INT8}[arithmetic])
     if conv:
         parts.append(_CONV_FLOAT)

@@ -43,6 +43,29 @@ def test_target_output_equals_host_and_fits(student_dir, tmp_path, name, export_
         assert result["us_per_inference"] == pytest.approx(result["cycles_per_inference"] / 168.0, rel=1e-9)
 
 
+@pytest.mark.parametrize("export_format, kernel", [("c", "policykd_m4_mac8"), ("c-int8", "policykd_m4_dense_s8")])
+def test_cortex_m_kernels_are_linked_and_match_the_portable_c_on_every_shape(tmp_path, export_format, kernel):
+    """The hand-written Cortex-M4 loops (policykd/c_cortex_m.py) against the host's portable C: float layer inputs
+    below, at and past a multiple of 4 (the kernel takes the first multiple of 4, C the rest), odd and even numbers
+    of int8 input groups (one group alone, pairs, pairs and one), one and several 4-row blocks."""
+    import subprocess
+
+    target = _target_or_skip("cortex-m4")
+    torch.manual_seed(0)
+    for obs_dim, hidden in ((3, (4,)), (5, (9, 16)), (12, (33, 8))):
+        spec = StudentSpec(obs_dim=obs_dim, action_dim=2, family="gaussian", hidden=hidden, action_low=(-1.0, -1.0),
+                           action_high=(1.0, 1.0))
+        directory = Student(spec).save(tmp_path / f"s{obs_dim}")
+        obs = np.random.default_rng(obs_dim).normal(size=(4, obs_dim)).astype(np.float32)
+        work = tmp_path / f"build{obs_dim}"
+        result = run_on_target(directory, target, obs, work, n_infer=1, export_format=export_format)
+        assert result["outputs_equal_host"], (obs_dim, result["max_abs_diff_vs_host"])
+        assert len({tuple(row) for row in result["host_outputs"]}) == 4  # the observations reach the actions
+        symbols = subprocess.run([target["compiler"].replace("gcc", "nm"), str(work / "firmware.elf")], capture_output=True,
+                                 text=True, check=True).stdout
+        assert kernel in symbols  # the firmware runs the hand-written loop, not the portable C
+
+
 def test_unknown_target_is_reported():
     with pytest.raises(PolicyKDError, match="unknown target 'esp32'.*cortex-m4"):
         load_target("esp32")
