@@ -6,11 +6,13 @@ timed on the numpy runtime, and tabulated with a Pareto plot (return ratio vs pa
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_versions  # noqa: E402
 from policykd.config import DistillConfig, build_config, load_config  # noqa: E402
@@ -19,6 +21,7 @@ from policykd.plots import pareto_chart  # noqa: E402
 from policykd.run_dir import CONFIG_FILE, RunLock  # noqa: E402
 from policykd.yaml_files import parse_yaml_value  # noqa: E402
 
+OUTPUTS = ("results.md", "pareto.png")  # rewritten at the end of every sweep; their sha256 are kept in results.json
 SWEPT_COLUMNS = ("ratio", "student_return", "teacher_return", "student_params", "numpy_p50_us", "kl", "wall_s")
 
 
@@ -72,6 +75,7 @@ class SweepContext:
         from policykd.rollout import run_episodes
 
         self.out_dir = out_dir
+        self.outputs = recorded_outputs(out_dir)
         self.base = load_config(base_config, overrides)
         if not self.base.teacher:
             raise PolicyKDError("no teacher given; pass TEACHER or a --config with a `teacher:` key")
@@ -121,10 +125,39 @@ class SweepContext:
     def save(self, results: list[dict[str, Any]], grid: dict[str, list[Any]]) -> None:
         atomic_write_json(self.out_dir / "results.json", {
             "teacher": self.teacher.identity(), "base_config": self.base.to_dict(), "grid": grid,
-            "eval_seeds": self.seeds, "runs": results, "versions": package_versions()})
+            "eval_seeds": self.seeds, "runs": results, "outputs": self.outputs, "versions": package_versions()})
+
+    def write_outputs(self, results: list[dict[str, Any]], grid: dict[str, list[Any]]) -> None:
+        """results.md and pareto.png, their sha256 recorded in results.json before they replace the last ones."""
+        def record(shas: dict[str, str]) -> None:
+            self.outputs = shas
+            self.save(results, grid)
+
+        write_outputs(self.out_dir, results, env_id=self.teacher.env_spec.env_id, record=record)
 
 
-def _load_results(out_dir: Path) -> list[dict[str, Any]]:
+def recorded_outputs(out_dir: Path) -> dict[str, str]:
+    """{file name: sha256} of the OUTPUTS a sweep last wrote in out_dir (from its results.json; {} if none)."""
+    try:
+        outputs = json.loads((out_dir / "results.json").read_text()).get("outputs") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in outputs.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(outputs, dict) else {}
+
+
+def check_outputs_replaceable(out_dir: Path) -> None:
+    """Refuse, before any work, a folder whose results.md or pareto.png a sweep did not write, or that was edited
+    since: the sweep rewrites both when it ends."""
+    recorded = recorded_outputs(out_dir)
+    for name in OUTPUTS:
+        path = out_dir / name
+        if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() != recorded.get(name):
+            raise PolicyKDError(f"{path} was not written by a sweep here or was edited since, and the sweep would "
+                                "replace it: move it away, or choose another --out")
+
+
+def load_results(out_dir: Path) -> list[dict[str, Any]]:
+    """The rows of the sweep in out_dir ([] when it has none yet); a corrupt results.json is one line."""
     path = out_dir / "results.json"
     if not path.exists():
         return []
@@ -168,9 +201,10 @@ def run_sweep(base_config: Path | None, overrides: dict[str, Any], grid: dict[st
               *, latency_calls: int = 2_000) -> list[dict[str, Any]]:
     """Distil and evaluate every grid combination; results.json is rewritten after each (resumable: done ones are kept)."""
     validate_grid(load_config(base_config, overrides), grid, out_dir)
+    check_outputs_replaceable(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(out_dir):  # a second sweep here would rewrite results.json without the first one's rows
-        results = _load_results(out_dir)
+        results = load_results(out_dir)
         context = SweepContext(base_config, overrides, out_dir)
         check_same_sweep(out_dir, context)
         for index, combo in enumerate(combinations(grid)):
@@ -179,7 +213,7 @@ def run_sweep(base_config: Path | None, overrides: dict[str, Any], grid: dict[st
                 continue
             results.append(context.run(name, combo, latency_calls=latency_calls))
             context.save(results, grid)
-        write_outputs(out_dir, results, env_id=context.teacher.env_spec.env_id)
+        context.write_outputs(results, grid)
     return results
 
 
@@ -205,7 +239,7 @@ def wandb_sweep_run(context: SweepContext, grid: dict[str, list[Any]], *, projec
     with wandb.init(project=project, config=defaults or {}, dir=str(context.out_dir), mode=mode,
                     settings=wandb.Settings(silent=True)) as run:
         combo = {key: run.config[key] for key in grid}
-        results = _load_results(context.out_dir)
+        results = load_results(context.out_dir)
         name = run_name(len(results), combo)
         row = context.run(name, combo)
         run.name = name
@@ -226,19 +260,22 @@ def run_wandb_sweep(base_config: Path | None, overrides: dict[str, Any], grid: d
         raise PolicyKDError("a W&B sweep needs the W&B server: run `wandb login` (or set WANDB_API_KEY) with network "
                             "access, or drop --wandb-sweep to run the same grid locally")
     validate_grid(load_config(base_config, overrides), grid, out_dir)
+    check_outputs_replaceable(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     context = SweepContext(base_config, overrides, out_dir)
     check_same_sweep(out_dir, context)
     sweep_id = wandb.sweep(wandb_sweep_config(grid, name=out_dir.name), project=project)
     wandb.agent(sweep_id, function=lambda: wandb_sweep_run(context, grid, project=project), project=project,
                 count=len(combinations(grid)))
-    results = _load_results(out_dir)
-    write_outputs(out_dir, results, env_id=context.teacher.env_spec.env_id)
+    results = load_results(out_dir)
+    context.write_outputs(results, grid)
     return results
 
 
-def write_outputs(out_dir: Path, results: list[dict[str, Any]], *, env_id: str) -> None:
-    """results.md (a table, Pareto-optimal rows marked) and pareto.png."""
+def write_outputs(out_dir: Path, results: list[dict[str, Any]], *, env_id: str,
+                  record: Callable[[dict[str, str]], None]) -> None:
+    """results.md (a table, Pareto-optimal rows marked) and pareto.png; record({name: sha256}) is called once both
+    are rendered and before either replaces the file there (so results.json vouches for what the folder holds)."""
     params_front = set(pareto_front([(r["student_params"], r["ratio"]) for r in results]))
     latency_front = set(pareto_front([(r["numpy_p50_us"], r["ratio"]) for r in results]))
     swept = sorted({k for r in results for k in r if k.startswith("param/")})
@@ -249,6 +286,10 @@ def write_outputs(out_dir: Path, results: list[dict[str, Any]], *, env_id: str) 
         marks = ("params " if i in params_front else "") + ("latency" if i in latency_front else "")
         cells = [json.dumps(r[k]) for k in swept] + [f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in SWEPT_COLUMNS]
         lines.append("| " + " | ".join(cells + [marks.strip() or "-"]) + " |")
-    atomic_write_bytes(out_dir / "results.md", ("\n".join(lines) + "\n").encode())
-
-    pareto_chart(results, out_dir / "pareto.png", fronts=(params_front, latency_front), varied=varied, env_id=env_id)
+    table = ("\n".join(lines) + "\n").encode()
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".pareto-") as tmp:
+        chart = pareto_chart(results, Path(tmp) / "pareto.png", fronts=(params_front, latency_front), varied=varied,
+                             env_id=env_id).read_bytes()
+    record({"results.md": hashlib.sha256(table).hexdigest(), "pareto.png": hashlib.sha256(chart).hexdigest()})
+    atomic_write_bytes(out_dir / "results.md", table)
+    atomic_write_bytes(out_dir / "pareto.png", chart)

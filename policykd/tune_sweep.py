@@ -24,7 +24,8 @@ from typing import Any
 
 from policykd.config import load_config
 from policykd.errors import PolicyKDError
-from policykd.sweep import SweepContext, combinations, run_name, validate_grid, write_outputs
+from policykd.sweep import (SweepContext, load_results, check_outputs_replaceable, check_same_sweep, combinations, run_name,
+                            validate_grid)
 
 EXPERIMENT = "tune"
 ASHA_EVAL_EPISODES = 5
@@ -63,8 +64,10 @@ def run_tune_sweep(base_config: Path | None, overrides: dict[str, Any], grid: di
         raise PolicyKDError(f"--search must be grid or random, got {search!r}")
     validate_grid(load_config(base_config, overrides), grid, out_dir)
     out_dir = out_dir.resolve()
+    check_outputs_replaceable(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     context = SweepContext(base_config, overrides, out_dir)
+    check_same_sweep(out_dir, context)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, **({} if address else {"num_cpus": os.cpu_count()}))
     trainable = tune.with_parameters(_trial, base_config=str(base_config) if base_config else None, overrides=overrides,
@@ -91,8 +94,9 @@ def run_tune_sweep(base_config: Path | None, overrides: dict[str, Any], grid: di
                            tune_config=tune.TuneConfig(num_samples=num_samples if search == "random" else 1, scheduler=scheduler),
                            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out_dir), callbacks=callbacks, verbose=0))
     results = tuner.fit()
-    rows = [json.loads(r.metrics["row"]) for r in results if r.metrics and "row" in r.metrics]
-    rows.sort(key=lambda row: row["name"])
-    context.save(rows, grid)
-    write_outputs(out_dir, rows, env_id=context.teacher.env_spec.env_id)
-    return rows
+    rows = {row["name"]: row for row in load_results(out_dir)}  # rows of earlier sweeps here are kept
+    rows.update((row["name"], row) for row in (json.loads(r.metrics["row"]) for r in results if r.metrics and "row" in r.metrics))
+    merged = sorted(rows.values(), key=lambda row: row["name"])
+    context.save(merged, grid)
+    context.write_outputs(merged, grid)
+    return merged

@@ -1,6 +1,7 @@
 """Every figure policykd writes is readable: no empty panel, at least 3 labelled ticks per numeric axis, tick labels
 that do not run into each other, point labels inside their axes. Checked on the matplotlib Figure objects."""
 
+import hashlib
 import itertools
 
 import numpy as np
@@ -187,6 +188,9 @@ def test_sweep_writes_its_pareto_plot_through_plots(tmp_path):
     rows = [dict(r, teacher_return=100.0, student_return=100.0 * r["ratio"], kl=0.1, wall_s=1.0)
             for r in _sweep_rows([58, 58, 354, 354, 3000, 3000], [0.5, 0.6, 2.0, 2.1, 40.0, 41.0],
                                  [0.91, 0.97, 0.88, 0.99, 1.001, 0.994])]
-    write_outputs(tmp_path, rows, env_id="CartPole-v1")
+    recorded = {}
+    write_outputs(tmp_path, rows, env_id="CartPole-v1", record=recorded.update)
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert recorded == {name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() for name in ("results.md", "pareto.png")}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pareto.png", "results.md"]  # no temporary files left
     assert (tmp_path / "results.md").read_text().count("\n") == 2 + len(rows)

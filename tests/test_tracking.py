@@ -106,6 +106,22 @@ def test_sweep_runs_the_grid_and_marks_the_pareto_front(tmp_path, tiny_teachers)
                                      "--grid", "hidden=[8]|[16,16]", "--out", str(tmp_path / "s")])
     assert other.exit_code == 2 and "holds a sweep of another base recipe (seed)" in other.output
     assert (tmp_path / "s" / "results.json").read_bytes() == before
+    # the sweep's own outputs are replaced on a rerun; a results.md or pareto.png it did not write, or that was edited, is not
+    again = CliRunner().invoke(app, ["sweep", str(tiny_teachers["dqn"]), "--env", "CartPole-v1", "-c", str(config),
+                                     "--grid", "hidden=[8]|[16,16]", "--grid", "data_mode=teacher|dagger", "--out", str(tmp_path / "s")])
+    assert again.exit_code == 0, again.output
+    (tmp_path / "s" / "results.md").write_text(table + "my notes on these runs\n")
+    edited = CliRunner().invoke(app, ["sweep", str(tiny_teachers["dqn"]), "--env", "CartPole-v1", "-c", str(config),
+                                      "--grid", "hidden=[8]|[16,16]", "--grid", "data_mode=teacher|dagger", "--out", str(tmp_path / "s")])
+    assert edited.exit_code == 2 and "results.md was not written by a sweep here or was edited since" in edited.output
+    assert (tmp_path / "s" / "results.md").read_text().endswith("my notes on these runs\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "pareto.png").write_bytes(b"my own figure")
+    foreign = CliRunner().invoke(app, ["sweep", str(tiny_teachers["dqn"]), "--env", "CartPole-v1", "-c", str(config),
+                                       "--grid", "hidden=[8]|[16,16]", "--out", str(mine)])
+    assert foreign.exit_code == 2 and "pareto.png was not written by a sweep here" in foreign.output
+    assert sorted(p.name for p in mine.iterdir()) == ["pareto.png"] and (mine / "pareto.png").read_bytes() == b"my own figure"
 
 
 def test_wandb_sweep_definition_and_offline_refusal(tmp_path, tiny_teachers, monkeypatch):
