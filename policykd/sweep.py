@@ -11,8 +11,9 @@ import itertools
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_versions  # noqa: E402
 from policykd.config import DistillConfig, build_config, load_config  # noqa: E402

@@ -24,8 +24,7 @@ from typing import Any
 
 from policykd.config import load_config
 from policykd.errors import PolicyKDError
-from policykd.sweep import (SweepContext, load_results, check_outputs_replaceable, check_same_sweep, combinations, run_name,
-                            validate_grid)
+from policykd.sweep import SweepContext, check_outputs_replaceable, check_same_sweep, combinations, load_results, run_name, validate_grid
 
 EXPERIMENT = "tune"
 ASHA_EVAL_EPISODES = 5
