@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from policykd import student_format as fmt
-from policykd.artifacts import sha256_file
+from policykd.artifacts import atomic_write_json, sha256_file
 from policykd.distributions import family_strategy
 from policykd.errors import InvalidObservation, PolicyKDError
 
@@ -228,7 +228,7 @@ class CPolicy:
         """obs [obs_dim] -> env action [A] (a copy), or the action index for discrete actions.
 
         Raises errors.InvalidObservation for any other shape (never broadcast), non-numbers and NaN/inf entries."""
-        if type(obs) is not np.ndarray or obs.shape != self._obs_shape:
+        if type(obs) is not np.ndarray or obs.shape != self._obs_shape or obs.dtype.kind not in "fiub":
             obs = fmt.check_observation(obs, self.obs_dim, batch_hint=" (one observation per call)", finite=False)
         try:
             self._obs[:] = obs
@@ -244,22 +244,63 @@ class CPolicy:
         return code if self.discrete else self._action.copy()
 
 
+BUILD_RECORD = "libpolicykd_student.build.json"
+
+
 def compile_c_export(export_dir: str | Path, *, compiler: str = "cc") -> Path:
-    """Build libpolicykd_student.so from policykd_student.c in export_dir (C99, -O2, warnings are errors)."""
+    """Build libpolicykd_student-SHA.so from policykd_student.c in export_dir (C99, -O2, warnings are errors; SHA:
+    the source's sha256, so a process that loaded an earlier build never gets it back for a new source, as dlopen
+    would for the same path) and record both sha256 in libpolicykd_student.build.json. The previous build recorded
+    there is removed."""
+    import os
     import subprocess
+    import tempfile
 
     export_dir = Path(export_dir)
-    source, library = export_dir / "policykd_student.c", export_dir / "libpolicykd_student.so"
+    source = export_dir / "policykd_student.c"
     if not source.exists():
         raise PolicyKDError(f"{export_dir} holds no policykd_student.c; run `policykd export STUDENT --format c` first")
-    command = [compiler, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o", str(library), str(source), "-lm"]
+    source_sha256 = sha256_file(source)
+    library = export_dir / f"libpolicykd_student-{source_sha256[:16]}.so"
+    previous = _build_record(export_dir).get("library")
+    fd, partial = tempfile.mkstemp(prefix=".libpolicykd_student-", suffix=".so", dir=export_dir)
+    os.close(fd)
+    command = [compiler, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o", partial, str(source), "-lm"]
     try:
-        result = subprocess.run(command, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise PolicyKDError(f"compiling {source} failed: `{compiler}` not found on PATH; install a C compiler as cc (gcc or clang)") from None
-    if result.returncode != 0:
-        raise PolicyKDError(f"compiling {source} failed: {result.stderr.strip().splitlines()[0] if result.stderr else result.returncode}")
+        try:
+            result = subprocess.run(command, capture_output=True, text=True)
+        except FileNotFoundError:
+            raise PolicyKDError(f"compiling {source} failed: `{compiler}` not found on PATH; install a C compiler as cc (gcc or clang)") from None
+        if result.returncode != 0:
+            raise PolicyKDError(f"compiling {source} failed: {result.stderr.strip().splitlines()[0] if result.stderr else result.returncode}")
+        os.replace(partial, library)  # a new file: a process that has the old one loaded keeps it intact
+    finally:
+        Path(partial).unlink(missing_ok=True)
+    atomic_write_json(export_dir / BUILD_RECORD, {"library": library.name, "source_sha256": source_sha256,
+                                                  "library_sha256": sha256_file(library), "compiler": compiler})
+    if isinstance(previous, str) and previous != library.name and previous.startswith("libpolicykd_student-"):
+        (export_dir / Path(previous).name).unlink(missing_ok=True)  # ours, named in our record
     return library
+
+
+def _build_record(export_dir: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((export_dir / BUILD_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _built_library(export_dir: Path) -> Path:
+    """export_dir's compiled library when its build record vouches for it and for today's policykd_student.c (same
+    sha256 as when it was built), else a fresh build: a library from another source is never called."""
+    record = _build_record(export_dir)
+    library = export_dir / Path(str(record.get("library", ""))).name
+    if (library.name.startswith("libpolicykd_student-") and library.is_file()
+            and record.get("source_sha256") == sha256_file(export_dir / "policykd_student.c")
+            and record.get("library_sha256") == sha256_file(library)):
+        return library
+    return compile_c_export(export_dir)
 
 
 def _check_exported_from(student_dir: Path, export_dir: Path, header: Path) -> None:
@@ -273,6 +314,11 @@ def _check_exported_from(student_dir: Path, export_dir: Path, header: Path) -> N
             continue
         if not isinstance(record, dict) or (record.get("files") or {}).get(header.name) != header_digest:
             continue
+        source = export_dir / "policykd_student.c"
+        if record["files"].get(source.name) not in (None, sha256_file(source)):
+            raise PolicyKDError(f"{source} is not the one `policykd export` wrote with {header.name} (its sha256 differs from "
+                                f"{record_path.name}: edited, or from another export); re-export: policykd export {student_dir} "
+                                f"--format {record.get('format', 'c')} --out {export_dir}")
         if record.get("student_sha256") != sha256_file(student_dir / fmt.WEIGHTS_FILE):
             raise PolicyKDError(f"{export_dir} was exported from {record.get('student')}, not from the student in {student_dir} "
                                 f"(other weights, per {record_path.name}); re-export: policykd export {student_dir} --format "
@@ -294,8 +340,5 @@ def load_c(student_dir: str | Path, export_dir: str | Path) -> CPolicy:
     if dims != expected:
         raise PolicyKDError(f"{header} has {dims}, but the student in {student_dir} needs {expected}; re-export it")
     _check_exported_from(Path(student_dir), export_dir, header)
-    library = export_dir / "libpolicykd_student.so"
-    if not library.exists() or library.stat().st_mtime < source.stat().st_mtime:
-        library = compile_c_export(export_dir)
-    return CPolicy(library, spec["obs_dim"], spec["action_dim"], spec["family"],
+    return CPolicy(_built_library(export_dir), spec["obs_dim"], spec["action_dim"], spec["family"],
                    checks_finite="POLICYKD_ERR_NON_FINITE_OBS" in text)

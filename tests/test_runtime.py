@@ -315,7 +315,8 @@ def test_c_export_returns_an_error_for_non_finite_observations(tmp_path, family,
     with pytest.raises(InvalidObservation, match="observation entry 4 is .*NaN/inf observations are refused"):
         policy(obs)
     # The C function itself: -1, and no plausible action (NAN) written.
-    library = ctypes.CDLL(str(tmp_path / "c" / "libpolicykd_student.so"))
+    built = json.loads((tmp_path / "c" / policykd.runtime.BUILD_RECORD).read_text())["library"]
+    library = ctypes.CDLL(str(tmp_path / "c" / built))
     action = np.zeros(1 if family == "categorical" else 3, dtype=np.float32)
     assert library.policykd_act(obs.ctypes.data_as(ctypes.c_void_p), action.ctypes.data_as(ctypes.c_void_p)) == -1
     assert np.isnan(action).all()
@@ -356,6 +357,37 @@ def test_load_c_refuses_an_export_recorded_for_other_weights_of_the_same_shape(t
     obs = np.random.default_rng(0).normal(size=5).astype(np.float32)
     np.testing.assert_allclose(policykd.runtime.load_c(tmp_path / "first", tmp_path / "c")(obs),
                                load_student(tmp_path / "first").act(obs[None])[0], atol=1e-5)
+
+
+@needs_cc
+def test_load_c_never_calls_a_library_built_from_another_source(tmp_path):
+    """Two exports of one shape: the first's compiled library copied over the second's (newer, so an mtime check
+    would keep it) is rebuilt from the second's source; a source swapped under an export record is refused; a
+    complex observation is refused, not cast to its real part."""
+    from policykd.export import export_with_parity
+
+    _student("gaussian", seed=0).save(tmp_path / "first")
+    _student("gaussian", seed=1).save(tmp_path / "second")
+    export_with_parity(tmp_path / "first", tmp_path / "c1", "c")
+    first_library = policykd.runtime.compile_c_export(tmp_path / "c1")
+    card, weights = _card_and_weights(tmp_path / "second")
+    header, source = generate_c(card, weights)
+    (tmp_path / "c2").mkdir()
+    (tmp_path / "c2" / "policykd_student.h").write_text(header)
+    (tmp_path / "c2" / "policykd_student.c").write_text(source)  # hand-made export, no export record
+    second_library = policykd.runtime.compile_c_export(tmp_path / "c2")
+    second_library.unlink()
+    shutil.copy(first_library, second_library)  # the other policy's build under this one's name
+    obs = np.random.default_rng(0).normal(size=5).astype(np.float32)
+    np.testing.assert_allclose(policykd.runtime.load_c(tmp_path / "second", tmp_path / "c2")(obs),
+                               load_student(tmp_path / "second").act(obs[None])[0], atol=1e-5)
+    shutil.copy(tmp_path / "c2" / "policykd_student.c", tmp_path / "c1" / "policykd_student.c")
+    with pytest.raises(PolicyKDError, match=r"policykd_student.c is not the one `policykd export` wrote .*export-c.json.*re-export"):
+        policykd.runtime.load_c(tmp_path / "first", tmp_path / "c1")
+    with pytest.raises(InvalidObservation, match="array of numbers, got dtype complex128"):
+        policykd.runtime.load_c(tmp_path / "second", tmp_path / "c2")(obs.astype(np.complex128) + 1j)
+    assert sorted(p.name for p in (tmp_path / "c2").iterdir()) == sorted(  # the rebuild replaced the bad one, no partial builds
+        ["policykd_student.h", "policykd_student.c", "libpolicykd_student.build.json", second_library.name])
 
 
 def _int8_reference(card, weights, obs: np.ndarray) -> np.ndarray:
