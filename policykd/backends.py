@@ -40,6 +40,18 @@ def check_backends(backends: Sequence[str]) -> None:
                             f"choose from {', '.join(BACKENDS)}")
 
 
+def check_backend_tools(backends: Sequence[str]) -> None:
+    """Refuse, before any work, a backend whose runtime is missing here: the C ones need `cc`, the ONNX ones
+    onnxruntime (`c-ctypes`, a latency path, is the C export through ctypes)."""
+    import importlib.util
+
+    for backend in backends:
+        if backend in ("c", "c-int16", "c-int8", "c-ctypes") and shutil.which("cc") is None:
+            raise PolicyKDError(f"backend {backend}: {NO_CC}")
+        if backend in ("onnx", "onnx-int8") and importlib.util.find_spec("onnxruntime") is None:
+            raise PolicyKDError(f"backend {backend} needs onnxruntime; pip install onnxruntime")
+
+
 def act_function(student_dir: str | Path, backend: str, work_dir: str | Path) -> ActFn:
     """The student in student_dir on `backend`: raw observations [B, obs_dim] -> env actions float32 [B, A], or int64
     [B] action indices for discrete students (as Student.act). Exports are written into work_dir/BACKEND.
@@ -47,6 +59,7 @@ def act_function(student_dir: str | Path, backend: str, work_dir: str | Path) ->
     Raises PolicyKDError for an unknown backend, a missing C compiler (c, c-int16, c-int8), a missing onnxruntime (onnx,
     onnx-int8) or an export that fails its parity check."""
     check_backends([backend])
+    check_backend_tools([backend])
     student_dir, out_dir = Path(student_dir), Path(work_dir) / backend
     spec = fmt.read_card(student_dir)["spec"]
     if fmt.recurrent_size(spec):
@@ -69,8 +82,6 @@ def act_function(student_dir: str | Path, backend: str, work_dir: str | Path) ->
 
         return policykd.runtime.load(student_dir).batch
     if backend in ("c", "c-int16", "c-int8"):
-        if shutil.which("cc") is None:
-            raise PolicyKDError(f"backend {backend}: {NO_CC}")
         import policykd.runtime
         from policykd.export import export_student
 
@@ -87,10 +98,8 @@ def act_function(student_dir: str | Path, backend: str, work_dir: str | Path) ->
     from policykd.export import export_student
 
     if backend in ("onnx", "onnx-int8"):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise PolicyKDError(f"backend {backend} needs onnxruntime; pip install onnxruntime") from None
+        import onnxruntime as ort
+
         (path,) = export_student(student_dir, out_dir, backend)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 

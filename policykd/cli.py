@@ -522,6 +522,7 @@ def distill_multi(
 
 @app.command("eval")
 def eval_command(
+    ctx: typer.Context,
     teacher: Path = typer.Argument(..., help=TEACHER_HELP, parser=_path),
     student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors).", parser=_path),
     episodes: int = typer.Option(20, min=1),
@@ -551,14 +552,31 @@ def eval_command(
     from policykd.tracking import Tracker
 
     def go():
-        from policykd.backends import check_backends, closed_loop
-        from policykd.embedded import load_target
+        from policykd.backends import check_backend_tools, check_backends, closed_loop
+        from policykd.embedded import check_target_tools, load_target, missing_tools
 
         check_output_files(json_out)
         check_backends(backend or [])
-        if latency:
-            for name in target:
-                load_target(name)  # an unknown or malformed target is refused before the evaluation, not after it
+        check_backend_tools(backend or [])
+        given = [f"--{name}" for name in ("target", "rate") if ctx.get_parameter_source(name) is not _CLICK_CORE.ParameterSource.DEFAULT]
+        if given and not latency:
+            raise PolicyKDError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for the embedded targets of "
+                                f"--latency, which is not given: add --latency or drop {'it' if len(given) == 1 else 'them'}")
+        targets = list(target)
+        if latency:  # everything --latency needs is checked before the evaluation, not after it
+            from policykd.latency_backends import BACKENDS
+
+            check_backend_tools(BACKENDS)
+            loaded = [load_target(name) for name in target]  # an unknown or malformed target is refused
+            if "--target" in given:
+                for t in loaded:
+                    check_target_tools(t)
+            else:  # the default targets: those whose toolchain is installed, and a line for the others
+                targets = [t["name"] for t in loaded if not missing_tools(t)]
+                for t in loaded:
+                    if missing_tools(t):
+                        out.print(f"note: skipping target {t['name']} (needs {', '.join(missing_tools(t))}; "
+                                  "scripts/install-toolchains.sh installs them)", highlight=False)
         s = load_student(student)
         t = load_teacher(teacher, algo=algo, env_id=env, trust_pickle=trust_pickle)
         view = check_student_fits(s, t, where=str(student))
@@ -582,7 +600,7 @@ def eval_command(
             record["backends_latency_us"] = backend_latencies(student, BACKENDS, teacher=t, calls=latency_calls)
             print_latency(record["backends_latency_us"], latency_calls)
             record["embedded"] = [{k: v for k, v in r.items() if not k.endswith("_outputs")}
-                                  for r in embedded_report(student, target, rate=rate)]
+                                  for r in embedded_report(student, targets, rate=rate)] if targets else []
         if json_out:
             atomic_write_json(json_out, record)
 

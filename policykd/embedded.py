@@ -134,8 +134,16 @@ def load_target(name_or_path: str | Path) -> dict[str, Any]:
 
 
 def missing_tools(target: dict[str, Any]) -> list[str]:
+    """The target's compiler and emulator, and the host's cc, that are not on PATH."""
     tools = [target["compiler"], target["emulator"][0], "cc"]
     return [t for t in tools if shutil.which(t) is None]
+
+
+def check_target_tools(target: dict[str, Any]) -> None:
+    """Refuse a target whose toolchain is not installed, in one line saying how to install it."""
+    missing = missing_tools(target)
+    if missing:
+        raise PolicyKDError(f"target {target['name']} needs {', '.join(missing)}; run scripts/install-toolchains.sh (as root)")
 
 
 def _test_obs_header(obs: np.ndarray) -> str:
@@ -180,9 +188,7 @@ def run_on_target(student_dir: str | Path, target: dict[str, Any], test_obs: np.
     """
     export_format = export_format or target.get("export_format", "c")
     check_embedded_format(export_format, f"target {target['name']}")
-    missing = missing_tools(target)
-    if missing:
-        raise PolicyKDError(f"target {target['name']} needs {', '.join(missing)}; run scripts/install-toolchains.sh (as root)")
+    check_target_tools(target)
     work = Path(work_dir)
     export_student(student_dir, work, export_format)
     (work / "test_obs.h").write_text(_test_obs_header(test_obs))

@@ -296,6 +296,9 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "eval-unknown-target-before-evaluating": lambda tmp_path, assets: Case(
         ["eval", assets["teacher"], assets["student"], "--env", "CartPole-v1", "--latency", "--target", "cortex-m99"],
         r"cortex-m99"),
+    "eval-target-without-latency": lambda tmp_path, assets: Case(
+        ["eval", assets["teacher"], assets["student"], "--env", "CartPole-v1", "--target", "aarch64", "--rate", "50"],
+        r"--target and --rate are for the embedded targets of --latency, which is not given"),
     "eval-json-is-a-folder": lambda tmp_path, assets: _folder_victim_case(
         tmp_path, ["eval", assets["teacher"], assets["student"], "--env", "CartPole-v1", "--json"], r"is a folder; give a file path"),
     "teacher-eval-json-under-a-file": lambda tmp_path, assets: Case(

@@ -175,6 +175,36 @@ def test_export_and_bench_commands(tmp_path, tiny_teachers):
     assert result.exit_code == 2 and "unknown backends" in result.output
 
 
+def test_eval_refuses_missing_runtimes_and_toolchains_before_evaluating(tmp_path, tiny_teachers, monkeypatch):
+    """No C compiler: `--backend c` and `--latency` stop before the evaluation; an explicit --target without its
+    toolchain too, while the default targets are skipped with a note."""
+    import shutil
+
+    import policykd.backends
+    import policykd.embedded
+
+    teacher = tiny_teachers["dqn"]
+    config = tmp_path / "recipe.yaml"
+    config.write_text("labelled_steps: 200\nrounds: 1\nepochs_per_round: 1\nhidden: [8, 8]\n")
+    assert _invoke("distill", teacher, "--env", "CartPole-v1", "-c", config, "--out-dir", tmp_path, "--run-name", "r", "--no-eval").exit_code == 0
+    student = tmp_path / "r" / "student"
+    real_which = shutil.which
+    monkeypatch.setattr(policykd.backends.shutil, "which", lambda name: None if name == "cc" else real_which(name))
+    for extra in (["--backend", "c-int8"], ["--latency"]):
+        result = _invoke("eval", teacher, student, "--env", "CartPole-v1", "--episodes", 1, *extra)
+        assert result.exit_code == 2 and "`cc` not found on PATH" in result.output, result.output
+        assert "teacher" not in result.output.lower().split("error")[0]  # no comparison was printed first
+    monkeypatch.undo()
+    monkeypatch.setattr(policykd.embedded.shutil, "which", lambda name: None if name.startswith(("arm-", "qemu-system")) else real_which(name))
+    result = _invoke("eval", teacher, student, "--env", "CartPole-v1", "--episodes", 1, "--latency", "--target", "cortex-m4")
+    assert result.exit_code == 2 and "target cortex-m4 needs arm-none-eabi-gcc" in result.output, result.output
+    result = _invoke("eval", teacher, student, "--env", "CartPole-v1", "--episodes", 1, "--latency", "--latency-calls", 10,
+                     "--json", tmp_path / "e.json")
+    assert "note: skipping target cortex-m4" in result.output, result.output
+    if result.exit_code == 0:  # aarch64 (when installed) still runs
+        assert "cortex-m4" not in {t["target"] for t in json.loads((tmp_path / "e.json").read_text())["embedded"]}
+
+
 def test_eval_latency_reports_backends_and_targets(tmp_path, tiny_teachers):
     from policykd.embedded import load_target, missing_tools
 
