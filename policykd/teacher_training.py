@@ -104,6 +104,11 @@ def _check_hyperparams(config: TeacherTrainConfig, path: Path) -> None:
     for name, value in config.hyperparams.items():  # buffer_size: 1e6 is an int argument
         if isinstance(defaults.get(name), int) and not isinstance(defaults[name], bool):
             config.hyperparams[name] = _whole(value)
+    learning_starts = config.hyperparams.get("learning_starts", defaults.get("learning_starts"))
+    if isinstance(learning_starts, int) and config.n_timesteps <= learning_starts:  # off-policy: no update before it
+        raise PolicyKDError(f"teacher config {path}: n_timesteps {config.n_timesteps} is not past {config.algo.upper()}'s "
+                            f"learning_starts {learning_starts}, so the policy would never be trained; raise n_timesteps "
+                            "or lower hyperparams.learning_starts")
     activation = config.policy_kwargs.get("activation_fn")
     if isinstance(activation, str) and activation.lower() not in ACTIVATIONS:
         raise PolicyKDError(f"policy_kwargs activation_fn in teacher config {path} must be one of {', '.join(ACTIVATIONS)}, "

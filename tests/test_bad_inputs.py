@@ -394,6 +394,13 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
         "n_timesteps: 100\nhyperparams:\n  policy_kwargs: {}", r"move policy_kwargs from hyperparams to the top level"),
     "teacher-recipe-unknown-activation": _teacher_recipe_case(
         "n_timesteps: 100\npolicy_kwargs:\n  activation_fn: swish", r"activation_fn .* must be one of relu, tanh, elu, got 'swish'"),
+    "teacher-recipe-never-past-learning-starts": lambda tmp_path, assets: Case(
+        ["teacher", "train", _write(tmp_path / "t.yaml", "algo: sac\nenv_id: Pendulum-v1\nn_timesteps: 1000\nhyperparams:\n"
+                                                         "  learning_starts: 5000\n"), "--out", tmp_path / "agent"],
+        r"n_timesteps 1000 is not past SAC's learning_starts 5000, so the policy would never be trained", absent=[tmp_path / "agent"]),
+    "teacher-recipe-never-past-default-learning-starts": lambda tmp_path, assets: Case(
+        ["teacher", "train", _write(tmp_path / "t.yaml", "algo: dqn\nenv_id: CartPole-v1\nn_timesteps: 50\n"), "--out", tmp_path / "agent"],
+        r"n_timesteps 50 is not past DQN's learning_starts 100", absent=[tmp_path / "agent"]),
     "teacher-recipe-name-escapes": _teacher_recipe_case("n_timesteps: 100\nname: ../../x", r"name '\.\./\.\./x' .* plain folder name"),
     "teacher-recipe-rejected-by-sb3": _teacher_recipe_case(
         "n_timesteps: 100\nhyperparams:\n  n_steps: 1\n  batch_size: 64", r"PPO rejected the teacher config's .*hyperparams"),
