@@ -35,8 +35,9 @@ layers carries a state h [G] from step to step, zero at the start of every episo
 Every runtime keeps the state itself (reset() to start an episode; the C export's policykd_reset()).
 
 Every tensor must be finite, except obs_clip, which is +inf when observations are not clipped; obs_std must be
-positive. `read_student` (used by students.load_student and runtime.load) checks the card against the weights and
-raises PolicyKDError in one line naming the file.
+positive. The card's action bounds and normaliser (when it has one; null for a student that fits its own) must equal
+the weights' to float32 rounding. `read_student` (used by students.load_student and runtime.load) checks the card
+against the weights and raises PolicyKDError in one line naming the file.
 
 Observations: every Python runtime (torch Student.act / predict, runtime.NumpyPolicy, runtime.CPolicy) raises
 errors.InvalidObservation (a PolicyKDError and a ValueError) for an observation of any other shape than the one it
@@ -350,6 +351,34 @@ def validate_weights(spec: Mapping[str, Any], weights: Mapping[str, Any], *, wei
                                 f"entries (a diverged training run or a damaged file); re-distil or re-export the student")
         if name == OBS_STD and not (array > 0).all():
             raise PolicyKDError(f"{weights_name}: obs_std must be positive, it has {int((array <= 0).sum())} entries <= 0")
+    _check_weights_agree_with_card(spec, weights, weights_name, card_name)
+
+
+def _card_values(spec: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """What the card's spec says the action bounds and (when it has one) the normaliser tensors hold."""
+    values = {ACTION_LOW: np.asarray(spec["action_low"], np.float64), ACTION_HIGH: np.asarray(spec["action_high"], np.float64)}
+    normalizer = spec.get("normalizer")
+    if normalizer:  # null for a student that fits its own (a student view): the weights alone hold it
+        values[OBS_MEAN] = np.asarray(normalizer["mean"], np.float64)
+        values[OBS_STD] = np.sqrt(np.asarray(normalizer["var"], np.float64) + float(normalizer["epsilon"]))
+        values[OBS_CLIP] = np.asarray(np.inf if normalizer["clip"] is None else float(normalizer["clip"]))
+    return values
+
+
+def _check_weights_agree_with_card(spec: Mapping[str, Any], weights: Mapping[str, Any], weights_name: str, card_name: str) -> None:
+    """The card and the weights are written together: action bounds and normaliser must agree (to float32 rounding),
+    else one of the two was edited or swapped and the runtimes (which act on the weights) would not do what the card
+    (which evaluation and deployment read) says."""
+    for name, expected in _card_values(spec).items():
+        actual = np.asarray(weights[name], np.float64)
+        if expected.shape != actual.shape or not np.allclose(actual, expected.astype(np.float32), rtol=1e-5, atol=1e-6):
+            raise PolicyKDError(f"{weights_name} and {card_name} disagree on {name} (weights {_short(actual)}, card "
+                                f"{_short(expected)}): one of them was edited or comes from another student; re-export the student")
+
+
+def _short(values: np.ndarray, limit: int = 4) -> str:
+    flat = [f"{v:.4g}" for v in np.asarray(values, np.float64).reshape(-1)]
+    return "[" + ", ".join(flat[:limit]) + (f", ... ({len(flat)} values)" if len(flat) > limit else "") + "]"
 
 
 def not_a_student_folder(path: Path) -> PolicyKDError:

@@ -379,6 +379,10 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "student-weights-truncated": lambda tmp_path, assets: _student_case(
         tmp_path, assets, lambda d: _truncate(d / "student.safetensors"), r"student\.safetensors"),
     "student-weights-nan": lambda tmp_path, assets: _student_case(tmp_path, assets, _nan_weights, r"(NaN|non-finite)"),
+    "student-card-action-bounds-edited": lambda tmp_path, assets: _continuous_student_case(
+        tmp_path, _card_action_high_doubled, r"student\.safetensors and student\.json disagree on action_high"),
+    "student-card-normaliser-edited": lambda tmp_path, assets: _student_case(
+        tmp_path, assets, _card_normaliser_shifted, r"student\.safetensors and student\.json disagree on obs_mean"),
     "recipe-key-given-twice": _config_case("lr: 0.001\nlr: 0.01", r"not valid YAML: .*key 'lr' is given twice"),
     # teacher recipes (policykd teacher train): checked before any env is built or folder written
     "teacher-recipe-invalid-yaml": _teacher_recipe_case("n_timesteps: [1", r"teacher config .* is not valid YAML"),
@@ -607,9 +611,32 @@ def _student_case(tmp_path: Path, assets: dict, damage: Callable[[Path], None], 
                 absent=[tmp_path / "onnx" / "student.onnx"])
 
 
+def _continuous_student_case(tmp_path: Path, damage: Callable[[Path], None], message: str) -> Case:
+    student = _tiny_student(tmp_path / "student", obs_dim=3, action_dim=1, family="gaussian", env_id="Pendulum-v1")
+    damage(student)
+    return Case(["export", student, "--format", "onnx", "--out", tmp_path / "onnx"], message, victims=[student],
+                absent=[tmp_path / "onnx" / "student.onnx"])
+
+
 def _card_obs_dim_7(student: Path) -> None:
     card = json.loads((student / "student.json").read_text())
     card["spec"]["obs_dim"] = 7
+    (student / "student.json").write_text(json.dumps(card))
+
+
+def _card_action_high_doubled(student: Path) -> None:
+    card = json.loads((student / "student.json").read_text())
+    card["spec"]["action_high"] = [2 * v for v in card["spec"]["action_high"]]
+    (student / "student.json").write_text(json.dumps(card))
+
+
+def _card_normaliser_shifted(student: Path) -> None:
+    """The card claims another normaliser mean than the weights hold (the weights' std and clip kept)."""
+    card = json.loads((student / "student.json").read_text())
+    weights = load_file(str(student / "student.safetensors"))
+    std, clip = weights["obs_std"].astype(np.float64), float(weights["obs_clip"])
+    card["spec"]["normalizer"] = {"mean": (weights["obs_mean"] + 1.0).tolist(), "var": (std**2 - 1e-8).tolist(),
+                                  "clip": None if np.isinf(clip) else clip, "epsilon": 1e-8}
     (student / "student.json").write_text(json.dumps(card))
 
 
