@@ -47,6 +47,22 @@ def save_checkpoint(run_dir: Path, student: Student, optimizer: torch.optim.Opti
     shutil.rmtree(old, ignore_errors=True)
 
 
+def checkpoint_config(run_dir: Path) -> dict[str, Any] | None:
+    """The config the run's latest checkpoint was trained with (its student card's "config"), None without one."""
+    for folder in ("checkpoint", "checkpoint.old"):  # .old: interrupted between the two renames
+        card_path = run_dir / folder / "student.json"
+        if (run_dir / folder / "progress.json").exists() and card_path.exists():
+            try:
+                config = json.loads(card_path.read_text()).get("config")
+            except (OSError, ValueError, AttributeError) as e:
+                raise PolicyKDError(f"{card_path} is corrupt ({e.__class__.__name__}); this run cannot be resumed, "
+                                    "start a new one with another --run-name") from e
+            if not isinstance(config, dict):
+                raise PolicyKDError(f"{card_path} records no config; this run cannot be resumed, start a new one with another --run-name")
+            return config
+    return None
+
+
 def load_checkpoint(run_dir: Path, optimizer_factory) -> tuple[Student, torch.optim.Optimizer, Progress] | None:
     """(student, optimizer, progress) from RUN_DIR/checkpoint, or None when there is none yet."""
     final = run_dir / "checkpoint"

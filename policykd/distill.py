@@ -18,7 +18,7 @@ import torch
 
 from policykd.artifacts import atomic_write_json, package_versions
 from policykd.buffer import Buffer, check_room, row_bytes, space_to_json
-from policykd.checkpoint import load_checkpoint, save_checkpoint
+from policykd.checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
 from policykd.collectors import round_collector
 from policykd.config import DistillConfig
 from policykd.distributions import DistParams, family_strategy, kl_divergence
@@ -228,11 +228,22 @@ _RESUMABLE_CHANGES = {"ray_address", "eval_episodes", "eval_every_round", "eval_
 
 
 def _check_resume_config(run_dir: Path, record: dict[str, Any], config: DistillConfig) -> None:
+    """Refuse a resumption whose settings differ from config.json's, or whose config.json no longer says what the
+    checkpoint was trained with (edited by hand: the record would then lie about the student)."""
+    current = config.to_dict()
     saved = {**DistillConfig().to_dict(), **record["config"]}  # keys newer than the run: defaults
-    changed = sorted(k for k, v in config.to_dict().items() if k not in _RESUMABLE_CHANGES and saved.get(k) != v)
+    changed = sorted(k for k, v in current.items() if k not in _RESUMABLE_CHANGES and saved.get(k) != v)
     if changed:
         raise PolicyKDError(f"--resume with a different config than {run_dir / CONFIG_FILE} ({', '.join(changed)}); "
                             "resume with the same settings")
+    trained = checkpoint_config(run_dir)
+    if trained is not None:
+        trained = {**DistillConfig().to_dict(), **trained}
+        edited = sorted(k for k in current if k not in _RESUMABLE_CHANGES and trained.get(k) != saved.get(k))
+        if edited:
+            raise PolicyKDError(f"{run_dir / CONFIG_FILE} was edited since its checkpoint was written ({', '.join(edited)}: "
+                                f"{', '.join(f'{k}={trained.get(k)!r:.30}' for k in edited[:3])} in the checkpoint); nothing was "
+                                "changed. Restore those settings, or start a new run with another --run-name")
 
 
 def prepare_run_dir(config: DistillConfig, teacher: Teacher, *, resume: bool) -> Path:

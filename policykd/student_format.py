@@ -275,6 +275,32 @@ def validate_card(card: Any, source: str | None = CARD_FILE) -> None:
         raise PolicyKDError(f"{where}the card lacks its spec; re-export the student")
     validate_spec(card["spec"], source)
     view_name(card, source)
+    validate_teacher_record(card.get("teacher"), source)
+
+
+_TEACHER_RECORD_STRINGS = ("path", "algo", "sha256", "family")
+
+
+def validate_teacher_record(teacher: Any, source: str | None = CARD_FILE) -> None:
+    """The card's teacher record (absent for a hand-built student): an object whose path, algo, sha256 and family are
+    strings, env an object with a string env_id, members a list of such records."""
+    if teacher is None:
+        return
+    where = _prefix(source)
+    if not isinstance(teacher, Mapping):
+        raise PolicyKDError(f"{where}teacher must be an object (the teacher's record), got {type(teacher).__name__}; re-export the student")
+    for key in _TEACHER_RECORD_STRINGS:
+        if key in teacher and teacher[key] is not None and not isinstance(teacher[key], str):
+            raise PolicyKDError(f"{where}teacher.{key} must be a string, got {teacher[key]!r:.60}; re-export the student")
+    env = teacher.get("env")
+    if env is not None and not (isinstance(env, Mapping) and isinstance(env.get("env_id"), str)):
+        raise PolicyKDError(f"{where}teacher.env must be an object with a string env_id, got {env!r:.80}; re-export the student")
+    members = teacher.get("members")
+    if members is not None:
+        if not isinstance(members, list):
+            raise PolicyKDError(f"{where}teacher.members must be a list of teacher records, got {type(members).__name__}")
+        for member in members:
+            validate_teacher_record(member, source)
 
 
 def view_name(card: Mapping[str, Any], source: str | None = CARD_FILE, *, resolving: bool = False) -> str:

@@ -223,6 +223,7 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "resume-changed-recipe": lambda tmp_path, assets: _run_case(
         tmp_path, assets, ["--resume", "--steps", "300"], r"different config.*labelled_steps"),
     "resume-replaced-teacher": lambda tmp_path, assets: _replaced_teacher_case(tmp_path, assets),
+    "resume-run-record-edited-to-match": lambda tmp_path, assets: _edited_record_case(tmp_path, assets),
     "resume-corrupt-progress": lambda tmp_path, assets: _run_case(
         tmp_path, assets, ["--resume"], r"progress\.json is corrupt.*new one", damage="checkpoint/progress.json"),
     "resume-corrupt-optimizer": lambda tmp_path, assets: _run_case(
@@ -379,6 +380,8 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "student-weights-truncated": lambda tmp_path, assets: _student_case(
         tmp_path, assets, lambda d: _truncate(d / "student.safetensors"), r"student\.safetensors"),
     "student-weights-nan": lambda tmp_path, assets: _student_case(tmp_path, assets, _nan_weights, r"(NaN|non-finite)"),
+    "student-card-teacher-path-not-a-string": lambda tmp_path, assets: _student_case(
+        tmp_path, assets, _card_teacher_path_number, r"student\.json: teacher\.path must be a string, got 5"),
     "student-card-action-bounds-edited": lambda tmp_path, assets: _continuous_student_case(
         tmp_path, _card_action_high_doubled, r"student\.safetensors and student\.json disagree on action_high"),
     "student-card-normaliser-edited": lambda tmp_path, assets: _student_case(
@@ -466,6 +469,19 @@ def _replaced_teacher_case(tmp_path: Path, assets: dict) -> Case:
     argv = ["distill", teacher, "--env", "CartPole-v1", "-c", assets["recipe"], "--out-dir", tmp_path / "runs", "--run-name", "done",
             "--resume"]
     return Case(argv, r"not the file .* was started with.*original teacher", victims=[run])
+
+
+def _edited_record_case(tmp_path: Path, assets: dict) -> Case:
+    """config.json's lr edited by hand to match a new recipe: the checkpoint was trained with the old lr."""
+    run = _copy_run(assets, tmp_path)
+    record = json.loads((run / "config.json").read_text())
+    record["config"]["lr"] = 0.01
+    (run / "config.json").write_text(json.dumps(record))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(Path(assets["recipe"]).read_text() + "lr: 0.01\n")
+    argv = ["distill", assets["teacher"], "--env", "CartPole-v1", "-c", recipe, "--out-dir", tmp_path / "runs", "--run-name", "done",
+            "--resume"]
+    return Case(argv, r"config\.json was edited since its checkpoint was written \(lr: lr=0\.001 in the checkpoint\)", victims=[run])
 
 
 def _locked_case(tmp_path: Path, assets: dict) -> Case:
@@ -621,6 +637,12 @@ def _continuous_student_case(tmp_path: Path, damage: Callable[[Path], None], mes
 def _card_obs_dim_7(student: Path) -> None:
     card = json.loads((student / "student.json").read_text())
     card["spec"]["obs_dim"] = 7
+    (student / "student.json").write_text(json.dumps(card))
+
+
+def _card_teacher_path_number(student: Path) -> None:
+    card = json.loads((student / "student.json").read_text())
+    card["teacher"]["path"] = 5
     (student / "student.json").write_text(json.dumps(card))
 
 
