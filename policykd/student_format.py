@@ -283,15 +283,20 @@ _TEACHER_RECORD_STRINGS = ("path", "algo", "sha256", "family")
 
 def validate_teacher_record(teacher: Any, source: str | None = CARD_FILE) -> None:
     """The card's teacher record (absent for a hand-built student): an object whose path, algo, sha256 and family are
-    strings, env an object with a string env_id, members a list of such records."""
+    strings (an ensemble's path: its members' paths), env an object with a string env_id, members a list of records."""
     if teacher is None:
         return
     where = _prefix(source)
     if not isinstance(teacher, Mapping):
         raise PolicyKDError(f"{where}teacher must be an object (the teacher's record), got {type(teacher).__name__}; re-export the student")
+    ensemble = teacher.get("members") is not None
     for key in _TEACHER_RECORD_STRINGS:
-        if key in teacher and teacher[key] is not None and not isinstance(teacher[key], str):
-            raise PolicyKDError(f"{where}teacher.{key} must be a string, got {teacher[key]!r:.60}; re-export the student")
+        value = teacher.get(key)
+        if key == "path" and ensemble:  # an ensemble's record: the members' paths
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise PolicyKDError(f"{where}teacher.path of an ensemble must be a list of strings, got {value!r:.60}; re-export the student")
+        elif value is not None and not isinstance(value, str):
+            raise PolicyKDError(f"{where}teacher.{key} must be a string, got {value!r:.60}; re-export the student")
     env = teacher.get("env")
     if env is not None and not (isinstance(env, Mapping) and isinstance(env.get("env_id"), str)):
         raise PolicyKDError(f"{where}teacher.env must be an object with a string env_id, got {env!r:.80}; re-export the student")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,15 +28,38 @@ OUTPUTS = ("results.md", "pareto.png")  # rewritten at the end of every sweep; t
 SWEPT_COLUMNS = ("ratio", "student_return", "teacher_return", "student_params", "numpy_p50_us", "kl", "wall_s")
 
 
+MAX_COMBINATIONS = 1_000  # each one a full distillation and evaluation: minutes to hours apiece
+
+
 def parse_grid(items: list[str]) -> dict[str, list[Any]]:
-    """['hidden=[32,32]|[64,64]', 'tau=0.5|1'] -> {'hidden': [[32, 32], [64, 64]], 'tau': [0.5, 1]} (values as YAML)."""
+    """['hidden=[32,32]|[64,64]', 'tau=0.5|1'] -> {'hidden': [[32, 32], [64, 64]], 'tau': [0.5, 1]} (values as YAML).
+
+    A key given twice, a value given twice for one key, and a product of more than MAX_COMBINATIONS are refused
+    (counted without building the product)."""
     grid: dict[str, list[Any]] = {}
     for item in items:
         key, sep, values = item.partition("=")
         if not sep or not values:
             raise PolicyKDError(f"--grid {item!r} must look like KEY=V1|V2 (values in YAML, e.g. hidden=[32,32]|[64,64])")
-        grid[key.strip()] = [parse_yaml_value(v, where=f"--grid {item!r}") for v in values.split("|")]
+        key = key.strip()
+        if key in grid:
+            raise PolicyKDError(f"--grid gives {key} twice; give all its values in one --grid {key}=V1|V2")
+        parsed = [parse_yaml_value(v, where=f"--grid {item!r}") for v in values.split("|")]
+        seen = [json.dumps(v, sort_keys=True) for v in parsed]
+        repeated = sorted({v for v in seen if seen.count(v) > 1})
+        if repeated:
+            raise PolicyKDError(f"--grid {key} lists {', '.join(repeated)} more than once; each value would be distilled twice")
+        grid[key] = parsed
+    count = combination_count(grid)
+    if count > MAX_COMBINATIONS:
+        sizes = " x ".join(f"{len(v)} {k}" for k, v in grid.items())
+        raise PolicyKDError(f"--grid has {count:,} combinations ({sizes}), more than {MAX_COMBINATIONS:,}; each is a full "
+                            "distillation: sweep fewer values, or split the grid into several sweeps")
     return grid
+
+
+def combination_count(grid: dict[str, list[Any]]) -> int:
+    return math.prod(len(values) for values in grid.values())
 
 
 def combinations(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -208,14 +233,27 @@ def run_sweep(base_config: Path | None, overrides: dict[str, Any], grid: dict[st
         results = load_results(out_dir)
         context = SweepContext(base_config, overrides, out_dir)
         check_same_sweep(out_dir, context)
+        names = [run_name(index, combo) for index, combo in enumerate(combinations(grid))]
+        done = {r["name"] for r in results}
+        _say(f"sweep: {len(names)} combinations in {out_dir}, {sum(n in done for n in names)} already done")
         for index, combo in enumerate(combinations(grid)):
-            name = run_name(index, combo)
-            if any(r["name"] == name for r in results):
+            name = names[index]
+            if name in done:
                 continue
-            results.append(context.run(name, combo, latency_calls=latency_calls))
+            where = f"sweep [{index + 1}/{len(names)}] {name}"
+            _say(f"{where}: distilling")
+            row = context.run(name, combo, latency_calls=latency_calls, on_round=lambda m, where=where: _say(
+                f"{where}: round {m.round + 1} done, {m.labelled_steps:,} labelled steps, KL {m.kl:.3g}, {m.wall_s:.0f} s"))
+            _say(f"{where}: ratio {row['ratio']:.3f}, {row['wall_s']:.0f} s")
+            results.append(row)
             context.save(results, grid)
         context.write_outputs(results, grid)
     return results
+
+
+def _say(line: str) -> None:
+    """A plain progress line on stderr (a sweep's runs are quiet; this says which one is working)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def wandb_sweep_config(grid: dict[str, list[Any]], *, name: str) -> dict[str, Any]:

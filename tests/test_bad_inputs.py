@@ -343,6 +343,16 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "sweep-malformed-grid": lambda tmp_path, assets: Case(
         ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "hidden", "--out", tmp_path / "sw"], r"KEY=V1\|V2",
         absent=[tmp_path / "sw"]),
+    "sweep-grid-too-large": lambda tmp_path, assets: Case(
+        ["sweep", assets["teacher"], "--env", "CartPole-v1", "--out", tmp_path / "sw",
+         *[a for k in ("lr", "tau", "lambda_v", "beta0") for a in ("--grid", f"{k}=" + "|".join(str(0.1 * (i + 1)) for i in range(9)))]],
+        r"--grid has 6,561 combinations \(9 lr x 9 tau x 9 lambda_v x 9 beta0\), more than 1,000", absent=[tmp_path / "sw"]),
+    "sweep-grid-key-twice": lambda tmp_path, assets: Case(
+        ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "lr=0.001", "--grid", "lr=0.01", "--out", tmp_path / "sw"],
+        r"--grid gives lr twice", absent=[tmp_path / "sw"]),
+    "sweep-grid-value-twice": lambda tmp_path, assets: Case(
+        ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "hidden=[8]|[8,8]|[8]", "--out", tmp_path / "sw"],
+        r"--grid hidden lists \[8\] more than once", absent=[tmp_path / "sw"]),
     "sweep-fixed-key": lambda tmp_path, assets: Case(
         ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "run_name=a|b", "--out", tmp_path / "sw"],
         r"cannot sweep run_name", absent=[tmp_path / "sw"]),

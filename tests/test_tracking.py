@@ -91,6 +91,10 @@ def test_sweep_runs_the_grid_and_marks_the_pareto_front(tmp_path, tiny_teachers)
                                       "--grid", "hidden=[8]|[16,16]", "--grid", "data_mode=teacher|dagger", "--out", str(tmp_path / "s")],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    assert "sweep: 4 combinations" in result.output and "0 already done" in result.output  # progress, a line per round
+    assert [line.split(":")[0] for line in result.output.splitlines() if "round 1 done" in line] == [
+        f"sweep [{i}/4] {name}" for i, name in enumerate(["sweep000__hidden=[8]__data_mode=\"teacher\"", "sweep001__hidden=[8]__data_mode=\"dagger\"",
+                                                          "sweep002__hidden=[16,16]__data_mode=\"teacher\"", "sweep003__hidden=[16,16]__data_mode=\"dagger\""], 1)]
     runs = json.loads((tmp_path / "s" / "results.json").read_text())["runs"]
     assert sorted((r["param/hidden"], r["param/data_mode"]) for r in runs) == sorted(
         [([8], "teacher"), ([8], "dagger"), ([16, 16], "teacher"), ([16, 16], "dagger")])
@@ -110,6 +114,7 @@ def test_sweep_runs_the_grid_and_marks_the_pareto_front(tmp_path, tiny_teachers)
     again = CliRunner().invoke(app, ["sweep", str(tiny_teachers["dqn"]), "--env", "CartPole-v1", "-c", str(config),
                                      "--grid", "hidden=[8]|[16,16]", "--grid", "data_mode=teacher|dagger", "--out", str(tmp_path / "s")])
     assert again.exit_code == 0, again.output
+    assert "sweep: 4 combinations" in again.output and "4 already done" in again.output and "distilling" not in again.output
     (tmp_path / "s" / "results.md").write_text(table + "my notes on these runs\n")
     edited = CliRunner().invoke(app, ["sweep", str(tiny_teachers["dqn"]), "--env", "CartPole-v1", "-c", str(config),
                                       "--grid", "hidden=[8]|[16,16]", "--grid", "data_mode=teacher|dagger", "--out", str(tmp_path / "s")])
