@@ -74,13 +74,15 @@ def learning_rate(config: DistillConfig, step: int, *, total_steps: int | None =
     return config.lr * 0.5 * (1.0 + np.cos(np.pi * min(step / total, 1.0)))
 
 
-def held_out_episodes(episode_id: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+def held_out_episodes(episode_id: np.ndarray, fraction: float, seed: int, row_round: np.ndarray | None = None) -> np.ndarray:
     """[N] bool: rows of the episodes held out for validation, about `fraction` of the episodes, chosen by a hash
     of (seed, episode id) so that an episode stays on its side in every round. When the hash picks none of two or
     more episodes (a few long episodes, as a balancing teacher's first round gives), the episode with the lowest
     hash is held out. A later, new episode may take its place; an episode trained on never becomes validation as
     long as every round holds one out, which two collection envs (the default), each starting an episode in round 0,
-    guarantee."""
+    guarantee. When the hash picks every episode of the first round (row_round [N], each row's round; without it
+    every row counts as the first round's), as a short first round of long episodes can give, the earliest episode
+    is trained on, in that round and every later one, so that no round trains on nothing."""
     if fraction <= 0:
         return np.zeros(len(episode_id), dtype=bool)
     ids = episode_id.astype(np.uint64)
@@ -90,6 +92,9 @@ def held_out_episodes(episode_id: np.ndarray, fraction: float, seed: int) -> np.
     held = mixed < np.uint64(round(fraction * 10_000))
     if not held.any() and len(np.unique(episode_id)) >= 2:
         held = episode_id == episode_id[np.argmin(mixed)]
+    first_round = np.ones(len(episode_id), dtype=bool) if row_round is None or not len(row_round) else row_round == row_round.min()
+    if len(episode_id) and held[first_round].all():
+        held &= episode_id != episode_id.min()
     return held
 
 
@@ -399,7 +404,7 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
                 if config.student_view:  # the teacher's normaliser is for the teacher's view: fit the student's own
                     student.fit_normalizer(data["student_obs"])
             with tracker.progress(f"round {round_index + 1}/{config.rounds}: training", config.decided_epochs_per_round(round_index)) as advance:
-                held_out = held_out_episodes(data["episode_id"], config.validation_fraction, config.seed)
+                held_out = held_out_episodes(data["episode_id"], config.validation_fraction, config.seed, data["round"])
                 train = data if not held_out.any() else {k: v[~held_out] for k, v in data.items()}
                 validation = {k: v[held_out] for k, v in data.items()} if held_out.any() else None
                 student.quantise_int8 = round_index >= config.rounds - config.quantise_aware_rounds

@@ -233,7 +233,7 @@ def distill_multitask(teachers, config: DistillConfig, run_dir: Path, *, progres
                 student.io[task].value_std.fill_(float(chunk["value"].std()) + 1e-6)
         splits = []
         for task_data in data:
-            held = held_out_episodes(task_data["episode_id"], config.validation_fraction, config.seed)
+            held = held_out_episodes(task_data["episode_id"], config.validation_fraction, config.seed, task_data["round"])
             splits.append(({k: v[~held] for k, v in task_data.items()}, {k: v[held] for k, v in task_data.items()} if held.any() else None))
         metrics, step = _train_round(student, views, teachers, splits, optimizer, loss_config, config, round_index, step)
         history.append({"round": round_index, "beta": beta, **metrics})

@@ -152,6 +152,21 @@ def test_a_few_long_episodes_still_hold_one_out_and_a_trained_episode_never_move
     assert not held_out_episodes(np.zeros(50, dtype=np.int64), 0.1, seed=2).any()  # one episode: nothing to hold out
 
 
+def test_a_first_round_whose_episodes_the_hash_all_holds_out_still_trains_on_one():
+    """Seed 0 hashes episode 0 into validation; a short first round of two long episodes (ids 0 and 361, a
+    MountainCar teacher's 120 steps on two envs) had both held out, so round 0 trained on nothing and its loss was
+    NaN ("training diverged"). The earliest episode is trained on then, and stays so in every later round."""
+    ids = np.repeat([0, 361], 60)
+    assert (held_out_episodes(ids, 0.1, seed=0) == (ids == 361)).all()  # without round info, all rows are the first round
+    first = held_out_episodes(ids, 0.1, seed=0, row_round=np.zeros(len(ids), dtype=np.int32))
+    assert not first[ids == 0].any() and first[ids == 361].all()
+    later_ids = np.concatenate([ids, np.repeat(np.arange(362, 400), 5)])
+    later_rounds = np.concatenate([np.zeros(len(ids), dtype=np.int32), np.ones(len(later_ids) - len(ids), dtype=np.int32)])
+    later = held_out_episodes(later_ids, 0.1, seed=0, row_round=later_rounds)
+    assert not later[later_ids == 0].any() and later[later_ids == 361].all()  # each episode keeps its side
+    assert not held_out_episodes(np.zeros(50, dtype=np.int64), 0.1, seed=0, row_round=np.zeros(50, dtype=np.int32)).any()
+
+
 def test_validation_keeps_the_best_epoch_and_stops_early(tiny_teachers, tmp_path):
     config = _config(tiny_teachers, tmp_path, validation_fraction=0.2, early_stopping_patience=2, epochs_per_round=30,
                      lr=0.05, lr_schedule="constant")
