@@ -125,7 +125,8 @@ def _returns_table(title: str, rows: list[tuple[str, ReturnStats]]) -> Table:
     for col in ("policy", "mean", "std", "IQM", "95% CI", "episodes"):
         table.add_column(col, justify="right" if col != "policy" else "left")
     for name, s in rows:
-        table.add_row(name, f"{s.mean:.1f}", f"{s.std:.1f}", f"{s.iqm:.1f}", f"[{s.ci95_low:.1f}, {s.ci95_high:.1f}]", str(s.episodes))
+        interval = f"[{s.ci95_low:.1f}, {s.ci95_high:.1f}]" if math.isfinite(s.ci95_low) else "n/a"
+        table.add_row(name, f"{s.mean:.1f}", f"{s.std:.1f}", f"{s.iqm:.1f}", interval, str(s.episodes))
     return table
 
 
@@ -134,8 +135,13 @@ def print_comparison(report: Comparison) -> None:
     out.print(_returns_table(f"{report.env}: same {len(report.seeds)} seeds",
                              [("teacher", report.teacher), ("student", report.student)]))
     low, high = report.ratio_ci95
-    out.print(Text.assemble("return ratio (1 = teacher parity, lower = worse): ", (f"{report.ratio:.3f}", "bold"),
-                            f" (95% CI [{low:.3f}, {high:.3f}], seeds resampled in pairs)"))
+    if math.isfinite(low):
+        interval = f" (95% CI [{low:.3f}, {high:.3f}], seeds resampled in pairs)"
+    elif len(report.seeds) < 2:
+        interval = " (no 95% CI from one episode: evaluate 2 or more, --episodes or the recipe key eval_episodes)"
+    else:
+        interval = " (no 95% CI: a mean return of 0 has no ratio)"
+    out.print(Text.assemble("return ratio (1 = teacher parity, lower = worse): ", (f"{report.ratio:.3f}", "bold"), interval))
     n = len(report.seeds)
     out.print(f"failed episodes (missed targets, or ended early: falls, crashes): teacher {report.teacher.failures}/{n}, "
               f"student {report.student.failures}/{n}")

@@ -29,8 +29,10 @@ def interquartile_mean(x: np.ndarray) -> float:
 
 
 def bootstrap_ci(x: np.ndarray, *, n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean."""
+    """Percentile bootstrap interval of the mean; NaN for fewer than 2 values (one value has no spread to resample)."""
     x = np.asarray(x, dtype=np.float64)
+    if len(x) < 2:
+        return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, len(x), size=(n_resamples, len(x)))].mean(axis=1)
     alpha = (1 - confidence) / 2
@@ -50,8 +52,10 @@ def return_ratio(student_mean: float, teacher_mean: float) -> float:
 def ratio_bootstrap_ci(student_returns: np.ndarray, teacher_returns: np.ndarray, *, n_resamples: int = 10_000,
                        confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of return_ratio, resampling the evaluation seeds in pairs (both policies ran
-    each seed): student_returns, teacher_returns [n_episodes]."""
+    each seed): student_returns, teacher_returns [n_episodes]. NaN for fewer than 2 episodes."""
     student_returns, teacher_returns = np.asarray(student_returns, float), np.asarray(teacher_returns, float)
+    if len(student_returns) < 2:
+        return float("nan"), float("nan")
     idx = np.random.default_rng(seed).integers(0, len(student_returns), size=(n_resamples, len(student_returns)))
     ratios = np.array([return_ratio(s, t) for s, t in zip(student_returns[idx].mean(axis=1), teacher_returns[idx].mean(axis=1))])
     ratios = ratios[np.isfinite(ratios)]

@@ -30,6 +30,14 @@ def test_ratio_interval_resamples_seeds_in_pairs():
     assert low == pytest.approx(0.5) and high == pytest.approx(0.5)
 
 
+def test_one_episode_has_no_interval():
+    """A bootstrap of one value resamples that value only: its [x, x] would claim a certainty one episode cannot give."""
+    assert all(np.isnan(bootstrap_ci(np.array([47.0]))))
+    assert all(np.isnan(ratio_bootstrap_ci(np.array([47.0]), np.array([50.0]))))
+    stats = ReturnStats.of(np.array([47.0]))
+    assert stats.mean == 47.0 and np.isnan(stats.ci95_low) and np.isnan(stats.ci95_high)
+
+
 def test_failures_are_missed_targets_or_early_ends():
     episodes = Episodes(np.array([1.0, 2.0, 3.0]), np.array([5, 9, 9]), np.zeros((1, 2)), terminated=np.array([True, False, False]))
     assert ReturnStats.of_episodes(episodes).failures == 1
