@@ -484,6 +484,8 @@ def distill_multi(
     out_dir: Optional[str] = typer.Option(None, help=f"Where run folders go \\[default: {_DEFAULTS.out_dir}]."),
     run_name: Optional[str] = typer.Option(None, help="Run folder name inside --out-dir \\[default: multitask__SEED__TIME]."),
     episodes: Optional[int] = typer.Option(None, help=f"Evaluation episodes per task \\[default: {_DEFAULTS.eval_episodes}]."),
+    env: Optional[list[str]] = typer.Option(None, "--env", help="Env id of each teacher, in the teachers' order: once per "
+                                            "teacher, '-' for one that records its env (needed for bare SB3 zips)."),
     trust_pickle: Optional[bool] = typer.Option(None, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
     """Distil several teachers (one per task) into one multi-task student, then compare it with each teacher."""
@@ -503,7 +505,11 @@ def distill_multi(
         if len(cfg.hidden) < 2:
             raise PolicyKDError(f"--hidden needs at least two layers for a multi-task student (the first is per task), got {cfg.hidden}")
         check_multitask_keys(cfg)
-        loaded = [load_teacher(t, trust_pickle=cfg.trust_pickle) for t in teachers]
+        if env and len(env) != len(teachers):
+            raise PolicyKDError(f"--env was given {len(env)} times for {len(teachers)} teachers; give it once per teacher, "
+                                "in their order, with '-' for a teacher that records its env")
+        env_ids = [None if e == "-" else e for e in env] if env else [None] * len(teachers)
+        loaded = [load_teacher(t, env_id=e, trust_pickle=cfg.trust_pickle) for t, e in zip(teachers, env_ids)]
         name = cfg.run_name or f"multitask__{cfg.seed}__{int(time_module.time())}"
         check_run_name(name)
         run_dir = Path(cfg.out_dir) / name

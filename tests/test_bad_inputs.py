@@ -325,6 +325,9 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
         ["distill", REPO / "agents" / "sac-Pendulum-v1", "--student-view", "policykd.views:nosuch", "--steps", "300",
          "--out-dir", tmp_path / "runs"],
         r"cannot import 'policykd\.views:nosuch': module policykd\.views has no 'nosuch'; check the name", absent=[tmp_path / "runs"]),
+    "distill-multi-env-count": lambda tmp_path, assets: Case(
+        ["distill-multi", assets["teacher"], assets["sac"], "--env", "CartPole-v1", "--out-dir", tmp_path / "runs"],
+        r"--env was given 1 times for 2 teachers; give it once per teacher", absent=[tmp_path / "runs"]),
     "sweep-ray-options-without-ray": lambda tmp_path, assets: Case(
         ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "hidden=[8]", "--out", tmp_path / "sw", "--asha", "--num-samples", "3"],
         r"--num-samples, --asha are for Ray Tune sweeps; add --backend ray or drop them", absent=[tmp_path / "sw"]),

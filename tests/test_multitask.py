@@ -104,3 +104,19 @@ def test_a_diverging_multitask_training_stops_before_a_student_is_saved(two_teac
     with pytest.raises(PolicyKDError, match=r"training diverged in round 1, epoch 1: the loss became NaN or inf"):
         distill_multitask(two_teachers, config, tmp_path / "run")
     assert not (tmp_path / "run" / "student").exists()
+
+
+def test_cli_takes_an_env_per_teacher_for_bare_zips(tiny_teachers, tmp_path):
+    """Bare SB3 zips record no env: `--env` once per teacher, in order, names them ('-' would keep a recorded one)."""
+    from typer.testing import CliRunner
+
+    from policykd.cli import app
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("rounds: 2\nepochs_per_round: 2\nhidden: [16, 16]\n")
+    argv = ["distill-multi", str(tiny_teachers["sac"]), str(tiny_teachers["dqn"]), "--env", "Pendulum-v1", "--env", "CartPole-v1",
+            "-c", str(recipe), "--steps", "400", "--episodes", "2", "--out-dir", str(tmp_path / "runs"), "--run-name", "two"]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    assert "task 0 Pendulum-v1" in result.output and "task 1 CartPole-v1" in result.output
+    assert load_multitask(tmp_path / "runs" / "two" / "student").view(1).act(np.zeros((1, 4), np.float32)).shape == (1,)
