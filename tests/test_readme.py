@@ -210,3 +210,22 @@ def test_relative_links_resolve(page):
         elif anchor and file.suffix == ".md" and anchor not in _anchors(file):
             problems.append(f"{_name(page)}: link to {target}: no heading #{anchor} in {_name(file)}")
     assert not problems, "\n".join(problems)
+
+
+def test_install_script_stops_before_replacing_a_users_torch_outside_the_range(tmp_path):
+    """A torch that pip would replace (here 2.0.1) is its owner's to change: install.sh says so and installs nothing."""
+    import subprocess
+    import venv
+
+    venv.EnvBuilder(with_pip=False).create(tmp_path / "env")
+    python = tmp_path / "env" / "bin" / "python"
+    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True,
+                               text=True, check=True).stdout.strip())
+    (site / "torch").mkdir(parents=True)
+    (site / "torch" / "__init__.py").write_text('__version__ = "2.0.1+cu117"\n')
+    before = sorted(p.name for p in site.iterdir())
+    result = subprocess.run(["bash", str(CHECKOUT / "scripts" / "install.sh")], capture_output=True, text=True, timeout=120,
+                            env={"POLICYKD_PYTHON": str(python), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "has torch 2.0.1+cu117, and policykd needs torch>=2.1,<3" in result.stderr and "nothing was installed" in result.stderr
+    assert sorted(p.name for p in site.iterdir()) == before
