@@ -41,6 +41,37 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
 
 
+WRITTEN_BY = "written_by"      # the key that marks a JSON file as an output policykd wrote (so a later run may replace it)
+IMAGE_MARK = "policykd"        # what policykd.plots.save writes into an image's metadata, for the same reason
+
+
+def write_output_json(path: str | os.PathLike, record: dict[str, Any], command: str) -> None:
+    """Write an output record (a --json file, a run's eval.json) with its mark, {"written_by": "policykd COMMAND"}."""
+    atomic_write_json(path, {WRITTEN_BY: f"policykd {command}", **record})
+
+
+def check_replaceable_output(path: str | os.PathLike, kind: str) -> None:
+    """Refuse, before any work, to replace an existing file that is not an output policykd wrote: kind "json" (a record
+    with WRITTEN_BY) or "image" (a figure with IMAGE_MARK in its metadata). A student card, weights, a checkpoint or the
+    user's own figure given as an output path stays as it is."""
+    from policykd.errors import PolicyKDError
+
+    path = Path(path)
+    if not path.is_file():
+        return
+    if kind == "json":
+        try:
+            record = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            record = None
+        ours = isinstance(record, dict) and str(record.get(WRITTEN_BY, "")).startswith("policykd")
+    else:
+        ours = IMAGE_MARK.encode() in path.read_bytes()
+    if not ours:
+        raise PolicyKDError(f"{path} exists and is not {'a record' if kind == 'json' else 'a figure'} policykd wrote (or one "
+                            "written before policykd marked its outputs); give another path or move it away (nothing was written)")
+
+
 def read_json(path: str | os.PathLike, *, fix: str) -> Any:
     """The JSON document at `path`, or a one-line PolicyKDError naming the file and `fix` (what to do)."""
     from policykd.errors import PolicyKDError

@@ -108,11 +108,15 @@ def _positive_hz(value: float) -> float:
     return value
 
 
-def check_output_files(*paths: Path | None) -> None:
-    """Refuse, before any long work, an output file (--json, --plot) that cannot be one: a folder, or under a file."""
-    for path in paths:
+def check_output_files(json_out: Path | None, plot: Path | None = None) -> None:
+    """Refuse, before any long work, an output file (--json, --plot) that cannot be one: a folder, under a file, or an
+    existing file that policykd did not write as such an output (a student card, a checkpoint, the user's figure)."""
+    from policykd.artifacts import check_replaceable_output
+
+    for path, kind in ((json_out, "json"), (plot, "image")):
         if path is None:
             continue
+        check_replaceable_output(path, kind)
         if path.is_dir():
             raise PolicyKDError(f"{path} is a folder; give a file path for the output, e.g. {path / 'result.json'}")
         blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
@@ -281,7 +285,7 @@ def teacher_eval(
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
     """Run a teacher deterministically on seeded episodes and report its return."""
-    from policykd.artifacts import atomic_write_json
+    from policykd.artifacts import write_output_json
     from policykd.rollout import run_episodes
     from policykd.teachers import load_teacher
     from policykd.tracking import Tracker
@@ -295,7 +299,7 @@ def teacher_eval(
         stats = ReturnStats.of_episodes(eps)
         out.print(_returns_table(f"{t.algo} teacher on {t.env_spec.env_id}", [(str(teacher), stats)]))
         if json_out:
-            atomic_write_json(json_out, {"teacher": t.identity(), "seeds": seeds, **stats.to_json(), "lengths": eps.lengths.tolist()})
+            write_output_json(json_out, {"teacher": t.identity(), "seeds": seeds, **stats.to_json(), "lengths": eps.lengths.tolist()}, "teacher eval")
 
     _run(go)
 
@@ -491,7 +495,7 @@ def distill_multi(
     """Distil several teachers (one per task) into one multi-task student, then compare it with each teacher."""
     import time as time_module
 
-    from policykd.artifacts import atomic_write_json
+    from policykd.artifacts import write_output_json
     from policykd.config import check_run_name, load_config
     from policykd.multitask import check_multitask_keys, distill_multitask, evaluate_multitask, single_task_parameter_counts
     from policykd.teachers import load_teacher
@@ -525,8 +529,8 @@ def distill_multi(
         total = result.student.parameter_count()
         out.print(f"multi-task student: {total:,} parameters, against {sum(singles):,} for the {len(singles)} single-task "
                   f"students ({total / sum(singles):.2f}x); {result.wall_s:.1f} s collection + training: {run_dir / 'student'}")
-        atomic_write_json(run_dir / "eval.json", {"tasks": rows, "parameters": total, "single_task_parameters": singles,
-                                                  "wall_s": result.wall_s})
+        write_output_json(run_dir / "eval.json", {"tasks": rows, "parameters": total, "single_task_parameters": singles,
+                                                  "wall_s": result.wall_s}, "distill-multi")
 
     _run(go, on_interrupt="distill-multi does not resume: what it wrote stays in its run folder; run it again with "
                           "another --run-name")
@@ -556,7 +560,7 @@ def eval_command(
                                                 "on the same seeds: return ratio vs the teacher and vs the float student."),
 ) -> None:
     """Compare teacher and student: returns on the same seeds, agreement, latency, parameter counts."""
-    from policykd.artifacts import atomic_write_json
+    from policykd.artifacts import write_output_json
     from policykd.collection import check_student_fits
     from policykd.evaluate import compare
     from policykd.students import load_student
@@ -614,7 +618,7 @@ def eval_command(
             record["embedded"] = [{k: v for k, v in r.items() if not k.endswith("_outputs")}
                                   for r in embedded_report(student, targets, rate=rate)] if targets else []
         if json_out:
-            atomic_write_json(json_out, record)
+            write_output_json(json_out, record, "eval")
 
     _run(go)
 
@@ -718,7 +722,7 @@ def bench(
     """Batch-1, one-thread, pinned latency of the student per backend, the teacher and SB3 predict() beside it.
 
     The teacher named in the student card is loaded only if its file still has the card's sha256."""
-    from policykd.artifacts import atomic_write_json, package_versions
+    from policykd.artifacts import package_versions, write_output_json
     from policykd.collection import check_student_fits
     from policykd.latency_backends import backend_latencies
     from policykd.students import load_student
@@ -757,7 +761,7 @@ def bench(
             latency_histograms(samples, plot, title=f"{student}: batch-1 latency, {calls:,} calls per path")
             out.print(f"wrote {plot}")
         if json_out:
-            atomic_write_json(json_out, {"student": str(student), "calls": calls, "latency_us": results, "versions": package_versions()})
+            write_output_json(json_out, {"student": str(student), "calls": calls, "latency_us": results, "versions": package_versions()}, "bench")
 
     _run(go)
 
@@ -772,7 +776,7 @@ def embedded(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here.", parser=_path),
 ) -> None:
     """Cross-compile the C export, run it under qemu, report flash/RAM, instructions, time and output parity."""
-    from policykd.artifacts import atomic_write_json, package_versions
+    from policykd.artifacts import package_versions, write_output_json
 
     def go():
         check_output_files(json_out)
@@ -782,7 +786,7 @@ def embedded(
             check_embedded_format(fmt)
         results = embedded_report(student, target, rate=rate, observations=observations, export_format=fmt)
         if json_out:
-            atomic_write_json(json_out, {"student": str(student), "results": results, "versions": package_versions()})
+            write_output_json(json_out, {"student": str(student), "results": results, "versions": package_versions()}, "embedded")
 
     _run(go)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from policykd.artifacts import atomic_write_json
+from policykd.artifacts import write_output_json
 from policykd.config import DistillConfig
 from policykd.distill import DistillResult, distill_in_run_dir, load_run_state, prepare_run_dir
 from policykd.ensemble import load_teacher_for
@@ -63,7 +63,7 @@ def distill_and_evaluate(config: DistillConfig, *, resume: bool = False, evaluat
                 report = compare(teacher, result.student, episodes=config.eval_episodes, eval_seed=config.eval_seed,
                                  n_envs=config.n_envs, latency_calls=config.latency_calls, progress_factory=tracker.progress,
                                  teacher_episodes=teacher_episodes, student_view=config.student_view)
-                atomic_write_json(run_dir / "eval.json", report.to_json())
+                write_output_json(run_dir / "eval.json", report.to_json(), "distill")
                 log_evaluation(tracker, report)
                 if on_report is not None:
                     on_report(report)

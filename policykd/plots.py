@@ -22,6 +22,7 @@ from matplotlib.axis import Axis  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from policykd.artifacts import IMAGE_MARK  # noqa: E402
 from policykd.errors import PolicyKDError  # noqa: E402
 
 DPI = 110
@@ -308,5 +309,10 @@ def save(fig: Figure, path: Path) -> Path:
     """Write fig (format from the suffix, PNG for policykd's own names) at policykd's resolution, making its folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    fmt = path.suffix.lstrip(".").lower()
+    # the mark that lets a later run replace this figure (policykd.artifacts.check_replaceable_output); formats
+    # without text metadata carry none, and are then never replaced
+    metadata = {"png": {"Software": IMAGE_MARK}, "svg": {"Creator": IMAGE_MARK}, "pdf": {"Creator": IMAGE_MARK},
+                "ps": {"Creator": IMAGE_MARK}, "eps": {"Creator": IMAGE_MARK}}.get(fmt)
+    fig.savefig(path, dpi=DPI, **({"metadata": metadata} if metadata else {}))
     return path

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from policykd.artifacts import atomic_write_bytes, read_json
+from policykd.artifacts import atomic_write_bytes, check_replaceable_output, read_json
 from policykd.errors import PolicyKDError
 from policykd.plots import distillation_curve, latency_chart
 
@@ -16,21 +16,52 @@ def _table(columns: list[str], rows: list[list]) -> str:
     return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows])
 
 
-def make_plots(run_dir: Path) -> list[Path]:
-    """PNG figures of the run in RUN_DIR/plots: the distillation curve (the return panel only when the run evaluated
-    the student every round; the final evaluation is quoted otherwise), and latency when evaluated."""
-    card = read_json(run_dir / "student" / "student.json", fix="pass a run folder written by `policykd distill`")
+def read_evaluation(run_dir: Path) -> dict | None:
+    """RUN_DIR/eval.json (policykd.evaluate.Comparison.to_json), None when the run was not evaluated; a file of another
+    shape is refused in one line rather than read as no evaluation or failing on a missing key."""
     eval_path = run_dir / "eval.json"
-    report = read_json(eval_path, fix="evaluate the run again with `policykd eval`") if eval_path.exists() else None
+    if not eval_path.exists():
+        return None
+    fix = (f"move it away and evaluate again: `policykd eval TEACHER {run_dir / 'student'} --json {eval_path}`")
+    report = read_json(eval_path, fix=fix)
+    stats = ("mean", "std", "iqm", "ci95_low", "ci95_high")
+    problem = None
+    if not isinstance(report, dict):
+        problem = f"a JSON {'null' if report is None else type(report).__name__}, not a record"
+    elif not (isinstance(report.get("seeds"), list) and report["seeds"]):
+        problem = "no list of seeds"
+    elif any(not (isinstance(report.get(who), dict) and all(isinstance(report[who].get(k), (int, float)) for k in stats))
+             for who in ("teacher", "student")):
+        problem = f"teacher and student need {', '.join(stats)}"
+    elif not isinstance(report.get("ratio"), (int, float)) or not isinstance(report.get("agreement"), dict):
+        problem = "no ratio or agreement"
+    elif not (isinstance(report.get("latency_us"), dict)
+              and all(isinstance(v, dict) and all(isinstance(v.get(k), (int, float)) for k in ("p50", "p99", "max"))
+                      for v in report["latency_us"].values())):
+        problem = "latency_us needs p50, p99 and max per path"
+    if problem:
+        raise PolicyKDError(f"{eval_path} is not a run's evaluation record ({problem}); {fix}")
+    return report
+
+
+def make_plots(run_dir: Path, *, replace_only_own: bool = False) -> list[Path]:
+    """PNG figures of the run in RUN_DIR/plots: the distillation curve (the return panel only when the run evaluated
+    the student every round; the final evaluation is quoted otherwise), and latency when evaluated. replace_only_own:
+    first refuse (in one line, before drawing any) to replace a figure there that policykd did not draw."""
+    card = read_json(run_dir / "student" / "student.json", fix="pass a run folder written by `policykd distill`")
+    report = read_evaluation(run_dir)
     plots = run_dir / "plots"
+    paths = [plots / "distillation_curve.png", *([plots / "latency.png"] if report else [])]
+    if replace_only_own:
+        for path in paths:
+            check_replaceable_output(path, "image")
     plots.mkdir(exist_ok=True)
     env = card["teacher"]["env"]["env_id"]
     teacher = report["teacher"] if report else {"mean": float("nan"), "ci95_low": float("nan"), "ci95_high": float("nan")}
     student = {"mean": report["student"]["mean"], "ratio": report["ratio"]} if report else None
-    paths = [distillation_curve(card["history"], teacher, plots / "distillation_curve.png", title=f"{env}: {run_dir.name}",
-                                student=student)]
+    distillation_curve(card["history"], teacher, paths[0], title=f"{env}: {run_dir.name}", student=student)
     if report:
-        paths.append(latency_chart(report["latency_us"], plots / "latency.png", title=f"{env}: batch-1 latency"))
+        latency_chart(report["latency_us"], paths[1], title=f"{env}: batch-1 latency")
     return paths
 
 
@@ -39,10 +70,9 @@ def write_report(run_dir: str | Path) -> Path:
     if not (run_dir / "student" / "student.json").exists():
         raise PolicyKDError(f"{run_dir} is not a finished distillation run (no student/student.json); run `policykd distill` first")
     card = read_json(run_dir / "student" / "student.json", fix="pass a run folder written by `policykd distill`")
-    eval_path = run_dir / "eval.json"
-    report = read_json(eval_path, fix="evaluate the run again with `policykd eval`") if eval_path.exists() else None
+    report = read_evaluation(run_dir)
     check_replaceable(run_dir / "report.md")
-    plots = make_plots(run_dir)
+    plots = make_plots(run_dir, replace_only_own=True)
     config, teacher = card["config"], card["teacher"]
     lines = [f"# Distillation report: {run_dir.name}", "",
              f"Teacher: `{teacher['path']}` ({teacher['algo']}, {teacher['actor_params']:,} actor parameters, sha256 "

@@ -294,6 +294,13 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
          "--env", "CartPole-v1", "--episodes", "1"], r"takes 3 observations"),
     "report-corrupt-eval": lambda tmp_path, assets: _corrupt_eval_case(tmp_path, assets),
     "report-over-users-notes": lambda tmp_path, assets: _users_report_case(tmp_path, assets),
+    "report-over-users-plot": lambda tmp_path, assets: _users_plot_case(tmp_path, assets),
+    "report-eval-of-another-shape": lambda tmp_path, assets: _eval_of_another_shape_case(tmp_path, assets),
+    "eval-json-over-the-student-card": lambda tmp_path, assets: _json_over_student_case(tmp_path, assets),
+    "teacher-eval-json-over-the-checkpoint": lambda tmp_path, assets: _json_over_checkpoint_case(tmp_path, assets),
+    "bench-plot-over-users-figure": lambda tmp_path, assets: Case(
+        ["bench", assets["student"], "--plot", _write(tmp_path / "mine.png", "my figure\n"), "--teacher", "none"],
+        r"mine\.png exists and is not a figure policykd wrote.*move it away", victims=[tmp_path / "mine.png"]),
     "eval-unknown-target-before-evaluating": lambda tmp_path, assets: Case(
         ["eval", assets["teacher"], assets["student"], "--env", "CartPole-v1", "--latency", "--target", "cortex-m99"],
         r"cortex-m99"),
@@ -552,6 +559,33 @@ def _export_into_student_case(tmp_path: Path, assets: dict) -> Case:
     return Case(["export", student, "--format", "safetensors", "--out", student],
                 r"--out .*student is a student folder and the export would replace its student\.safetensors; pass another --out",
                 victims=[student])
+
+
+def _users_plot_case(tmp_path: Path, assets: dict) -> Case:
+    run = _copy_run(assets, tmp_path)
+    _write(run / "plots" / "distillation_curve.png", "my own figure\n")
+    return Case(["report", run], r"distillation_curve\.png exists and is not a figure policykd wrote", victims=[run],
+                absent=[run / "report.md"])
+
+
+def _eval_of_another_shape_case(tmp_path: Path, assets: dict) -> Case:
+    run = _copy_run(assets, tmp_path)
+    _write(run / "eval.json", '{"teacher": 5}')
+    return Case(["report", run], r"eval\.json is not a run's evaluation record", victims=[run], absent=[run / "report.md"])
+
+
+def _json_over_student_case(tmp_path: Path, assets: dict) -> Case:
+    student = tmp_path / "student"
+    shutil.copytree(assets["student"], student)
+    return Case(["eval", assets["teacher"], student, "--env", "CartPole-v1", "--json", student / "student.json"],
+                r"student\.json exists and is not a record policykd wrote.*move it away", victims=[student])
+
+
+def _json_over_checkpoint_case(tmp_path: Path, assets: dict) -> Case:
+    teacher = tmp_path / "teacher.zip"
+    shutil.copyfile(assets["teacher"], teacher)
+    return Case(["teacher", "eval", teacher, "--env", "CartPole-v1", "--json", teacher],
+                r"teacher\.zip exists and is not a record policykd wrote", victims=[teacher])
 
 
 def _users_report_case(tmp_path: Path, assets: dict) -> Case:

@@ -245,3 +245,22 @@ def test_version_names_policykd_and_the_packages_it_runs_on():
     result = _invoke("--version")
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"policykd {policykd.__version__} (python ") and f"torch {torch.__version__}" in result.output
+
+
+def test_an_output_policykd_wrote_is_replaced_by_the_next_run_and_carries_its_mark(tiny_teachers, tmp_path):
+    """--json and --plot refuse files policykd did not write (tests/test_bad_inputs.py); their own are rewritten."""
+    from matplotlib.figure import Figure
+
+    from policykd.artifacts import check_replaceable_output
+    from policykd.plots import save
+
+    out = tmp_path / "teacher.json"
+    argv = ["teacher", "eval", tiny_teachers["dqn"], "--env", "CartPole-v1", "--episodes", "2", "--json", out]
+    for seed in ("0", "5"):
+        result = _invoke(*argv, "--seed", seed)
+        assert result.exit_code == 0, result.output
+        record = json.loads(out.read_text())
+        assert record["written_by"] == "policykd teacher eval" and record["seeds"] == [int(seed), int(seed) + 1]
+    for suffix in ("png", "svg", "pdf"):
+        figure = save(Figure(), tmp_path / f"plot.{suffix}")
+        check_replaceable_output(figure, "image")  # its own mark: replaceable
