@@ -21,7 +21,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from policykd.config import MAX_ENVS, MAX_SEED, DistillConfig
+from policykd.config import MAX_ENVS, MAX_EVAL_EPISODES, MAX_LATENCY_CALLS, MAX_SEED, DistillConfig
 from policykd.errors import PolicyKDError
 from policykd.evaluate import Comparison, ReturnStats
 from policykd.tracking import Tracker, make_console
@@ -276,7 +276,7 @@ def teacher_train(
 @teacher_app.command("eval")
 def teacher_eval(
     teacher: Path = typer.Argument(..., help=TEACHER_HELP, parser=_path),
-    episodes: int = typer.Option(10, min=1, help="Episodes, on seeds seed..seed+episodes-1."),
+    episodes: int = typer.Option(10, min=1, max=MAX_EVAL_EPISODES, help="Episodes, on seeds seed..seed+episodes-1."),
     seed: int = typer.Option(1_000_000, min=0, max=MAX_SEED, help="First evaluation seed."),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
@@ -541,10 +541,10 @@ def eval_command(
     ctx: typer.Context,
     teacher: Path = typer.Argument(..., help=TEACHER_HELP, parser=_path),
     student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors).", parser=_path),
-    episodes: int = typer.Option(20, min=1),
+    episodes: int = typer.Option(20, min=1, max=MAX_EVAL_EPISODES),
     seed: int = typer.Option(1_000_000, min=0, max=MAX_SEED, help="First evaluation seed; episode i uses seed + i for both policies."),
     n_envs: int = typer.Option(2, min=1, max=MAX_ENVS, help="Worker processes."),
-    latency_calls: int = typer.Option(2_000, min=10, help="Timed batch-1 calls per latency path."),
+    latency_calls: int = typer.Option(2_000, min=10, max=MAX_LATENCY_CALLS, help="Timed batch-1 calls per latency path."),
     noise_floor: bool = typer.Option(False, "--noise-floor", help="Also run the teacher twice more on the same seeds: "
                                      "one env at a time, and with the student's action error added. A student ratio "
                                      "within that spread is at the teacher's own noise floor (chaotic envs: Hopper)."),
@@ -714,7 +714,7 @@ def bench(
     backends: str = typer.Option("torch,numpy,onnx,c", help="Comma-separated: torch, numpy, onnx, c (a compiled C timer), "
                                  "c-ctypes (the C export called from Python through ctypes)."),
     teacher: Optional[Path] = typer.Option(None, help="Teacher to time beside (default: the one in the student card; 'none' to skip).", parser=_path),
-    calls: int = typer.Option(10_000, min=100, help="Timed batch-1 calls per backend (after a warm-up)."),
+    calls: int = typer.Option(10_000, min=100, max=MAX_LATENCY_CALLS, help="Timed batch-1 calls per backend (after a warm-up)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the table as JSON here.", parser=_path),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write latency histograms per backend to this PNG.", parser=_path),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
@@ -771,7 +771,7 @@ def embedded(
     student: Path = typer.Argument(..., help="Student folder (student.json + student.safetensors).", parser=_path),
     target: list[str] = typer.Option(["cortex-m4", "aarch64"], help="Built-in target (policykd/targets/: cortex-m4, aarch64) or a YAML path (repeatable)."),
     rate: float = typer.Option(1000.0, callback=_positive_hz, help="Control rate in Hz to check the student against."),
-    observations: int = typer.Option(32, min=1, help="Random test observations compared with the host build."),
+    observations: int = typer.Option(32, min=1, max=10_000, help="Random test observations compared with the host build."),
     fmt: Optional[str] = typer.Option(None, "--format", help="c (float), c-int16 or c-int8 (fixed point); default: the target's."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here.", parser=_path),
 ) -> None:

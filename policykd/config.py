@@ -177,8 +177,10 @@ _MINIMUM: dict[str, tuple[float, bool]] = {
     "beta0": (0.0, True), "beta_decay": (0.0, True), "validation_fraction": (0.0, True), "early_stopping_patience": (0, True),
     "quantise_aware_rounds": (0, True), "hint_weight": (0.0, True), "gru": (0, True), "tbptt_steps": (1, True), "attention_weight": (0.0, True),
 }
+MAX_EVAL_EPISODES = 100_000       # per policy; each episode's return, length and seed are kept and written
+MAX_LATENCY_CALLS = 10_000_000    # timed calls per latency path; each call's time is kept (80 MB at the maximum)
 _MAXIMUM = {"beta0": 1.0, "beta_decay": 1.0, "validation_fraction": 0.5, "n_envs": MAX_ENVS, "seed": MAX_SEED,
-            "eval_seed": MAX_SEED}
+            "eval_seed": MAX_SEED, "eval_episodes": MAX_EVAL_EPISODES, "latency_calls": MAX_LATENCY_CALLS}
 _HINTS = {"hidden": "a list of positive layer widths, e.g. [64, 64]",
           "ensemble": "a list of teacher paths (rl-zoo run folders, agents/ folders or SB3 zips), e.g. [teachers/a2c/ENV_1]", "labelled_steps": "a whole number of env steps, e.g. 20000"}
 

@@ -165,6 +165,8 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "hidden-zero-width": _config_case("hidden: [64, 0]", r"hidden must be a list"),
     "kl-direction-unknown": _config_case("kl_direction: sideways", r"kl_direction must be one of forward, reverse"),
     "eval-episodes-zero": _config_case("eval_episodes: 0", r"eval_episodes must be >= 1"),
+    "eval-episodes-beyond-memory": _config_case("eval_episodes: 1000000000000", r"eval_episodes must be <= 100000"),
+    "latency-calls-beyond-memory": _config_case("latency_calls: 99999999999999999999", r"latency_calls must be <= 10000000"),
     "data-mode-unknown": _config_case("data_mode: bc", r"data_mode must be one of teacher, dagger"),
     "activation-unknown": _config_case("activation: swish", r"activation must be one of"),
     "lr-negative": _config_case("lr: -0.001", r"lr must be > 0"),
