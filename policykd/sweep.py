@@ -45,7 +45,7 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
         if key in grid:
             raise PolicyKDError(f"--grid gives {key} twice; give all its values in one --grid {key}=V1|V2")
         parsed = [parse_yaml_value(v, where=f"--grid {item!r}") for v in values.split("|")]
-        seen = [json.dumps(v, sort_keys=True) for v in parsed]
+        seen = [json.dumps(_canonical(v), sort_keys=True) for v in parsed]
         repeated = sorted({v for v in seen if seen.count(v) > 1})
         if repeated:
             raise PolicyKDError(f"--grid {key} lists {', '.join(repeated)} more than once; each value would be distilled twice")
@@ -56,6 +56,17 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
         raise PolicyKDError(f"--grid has {count:,} combinations ({sizes}), more than {MAX_COMBINATIONS:,}; each is a full "
                             "distillation: sweep fewer values, or split the grid into several sweeps")
     return grid
+
+
+def _canonical(value: Any) -> Any:
+    """A grid value as the config will see it: a whole float is its int (tau=1|1.0 is one value twice); bools stay."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    return value
 
 
 def combination_count(grid: dict[str, list[Any]]) -> int:

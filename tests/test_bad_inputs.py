@@ -362,6 +362,9 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "sweep-grid-key-twice": lambda tmp_path, assets: Case(
         ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "lr=0.001", "--grid", "lr=0.01", "--out", tmp_path / "sw"],
         r"--grid gives lr twice", absent=[tmp_path / "sw"]),
+    "sweep-grid-value-twice-spelled-differently": lambda tmp_path, assets: Case(
+        ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "tau=1|1.0", "--out", tmp_path / "sw"],
+        r"--grid tau lists 1 more than once", absent=[tmp_path / "sw"]),
     "sweep-grid-value-twice": lambda tmp_path, assets: Case(
         ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "hidden=[8]|[8,8]|[8]", "--out", tmp_path / "sw"],
         r"--grid hidden lists \[8\] more than once", absent=[tmp_path / "sw"]),
