@@ -58,6 +58,8 @@ TEACHER_HELP = "An SB3 .zip (with --env), an rl-zoo run folder (e.g. $POLICYKD_T
 
 
 def _fail_line(message: str) -> None:
+    """`error: MESSAGE` on stderr, on one line whatever the message holds (a path with a newline shows it as \\n)."""
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
     make_console(stderr=True).print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True)
 
 
@@ -820,7 +822,8 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get(TRACEBACK_ENV):
             raise
         frame = traceback.extract_tb(e.__traceback__)[-1]
-        _fail_line(f"unexpected {type(e).__name__}: {str(e).strip() or repr(e)} (at {Path(frame.filename).name}:{frame.lineno}); "
+        what = (str(e).strip() or repr(e)).splitlines()[0]  # the first line: a tensor dump below it is for the traceback
+        _fail_line(f"unexpected {type(e).__name__}: {what} (at {Path(frame.filename).name}:{frame.lineno}); "
                    f"this is a policykd bug: rerun with {TRACEBACK_ENV}=1 and report the traceback")
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

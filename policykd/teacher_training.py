@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import os
 import shutil
 import sys
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 
 from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_versions, sha256_file
-from policykd.config import is_plain_folder_name
+from policykd.config import MAX_ENVS, MAX_EVAL_EPISODES, is_plain_folder_name
 from policykd.env_factory import EnvSpec, parse_wrappers
 from policykd.errors import PolicyKDError
 from policykd.evaluate import ReturnStats
@@ -59,6 +60,8 @@ _FIELD_RULES: dict[str, tuple[type, int | None]] = {
     "n_envs": (int, 1), "normalize": (bool, None), "env_kwargs": (dict, None), "policy": (str, None),
     "policy_kwargs": (dict, None), "hyperparams": (dict, None), "eval_episodes": (int, 1), "eval_seed": (int, 0),
 }
+# beyond these a run would never end (10 billion steps) or exhaust memory; as for distillation recipes
+_FIELD_MAXIMUM = {"n_timesteps": 10**10, "n_envs": MAX_ENVS, "eval_episodes": MAX_EVAL_EPISODES}
 ACTIVATIONS = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "elu": torch.nn.ELU}
 _SET_BY_POLICYKD = {"self", "policy", "env", "seed", "device", "verbose", "policy_kwargs", "_init_setup_model"}
 
@@ -88,6 +91,19 @@ def _check_fields(values: dict[str, Any], path: Path) -> None:
             raise PolicyKDError(f"key {name} in teacher config {path} must be a {kind.__name__}, got {value!r}")
         if minimum is not None and value < minimum:
             raise PolicyKDError(f"key {name} in teacher config {path} must be >= {minimum}, got {value}")
+        if name in _FIELD_MAXIMUM and value > _FIELD_MAXIMUM[name]:
+            raise PolicyKDError(f"key {name} in teacher config {path} must be <= {_FIELD_MAXIMUM[name]:,}, got {value:,}")
+
+
+def _all_finite(value: Any) -> bool:
+    """No NaN or infinity in a hyperparameter value (numbers, or lists and mappings of them: train_freq [1, step])."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_all_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    return True
 
 
 def _check_hyperparams(config: TeacherTrainConfig, path: Path) -> None:
@@ -100,6 +116,9 @@ def _check_hyperparams(config: TeacherTrainConfig, path: Path) -> None:
     if unknown:
         raise PolicyKDError(f"hyperparams {unknown} in teacher config {path} are not {config.algo.upper()} arguments; "
                             f"valid: {', '.join(sorted(accepted))}")
+    for name, value in config.hyperparams.items():
+        if not _all_finite(value):
+            raise PolicyKDError(f"hyperparams.{name} in teacher config {path} must hold finite numbers, got {value!r}")
     defaults = {name: p.default for name, p in inspect.signature(algo_class(config.algo).__init__).parameters.items()}
     for name, value in config.hyperparams.items():  # buffer_size: 1e6 is an int argument
         if isinstance(defaults.get(name), int) and not isinstance(defaults[name], bool):

@@ -399,6 +399,8 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "teacher-config-names-a-foreign-wrapper": lambda tmp_path, assets: _foreign_wrapper_case(tmp_path, assets),
     # students
     "student-missing": lambda tmp_path, assets: Case(["export", tmp_path / "nostudent", "--format", "onnx"], r"not a student"),
+    "student-path-with-a-newline": lambda tmp_path, assets: Case(["export", tmp_path / "no\nstudent", "--format", "onnx"],
+                                                                 r"no\\nstudent is not a student folder"),
     "student-card-corrupt": lambda tmp_path, assets: _student_case(tmp_path, assets, lambda d: (d / "student.json").write_text("{oops"),
                                                                     r"student\.json"),
     "student-card-wrong-shape": lambda tmp_path, assets: _student_case(tmp_path, assets, _card_obs_dim_7, r"student"),
@@ -419,6 +421,9 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
         absent=[tmp_path / "agent"]),
     "teacher-recipe-timesteps-not-a-number": _teacher_recipe_case("n_timesteps: abc", r"key n_timesteps .* must be a int, got 'abc'"),
     "teacher-recipe-timesteps-negative": _teacher_recipe_case("n_timesteps: -5", r"key n_timesteps .* must be >= 1, got -5"),
+    "teacher-recipe-timesteps-beyond-any-run": _teacher_recipe_case("n_timesteps: 1.0e+30", r"key n_timesteps .* must be <= 10,000,000,000"),
+    "teacher-recipe-hyperparam-nan": _teacher_recipe_case("n_timesteps: 128\nhyperparams: {gamma: .nan}",
+                                                          r"hyperparams\.gamma in teacher config .* must hold finite numbers, got nan"),
     "teacher-recipe-unknown-key": _teacher_recipe_case("n_timesteps: 100\nlearning_rate: 0.1", r"unknown keys \['learning_rate'\].*valid keys"),
     "teacher-recipe-unknown-hyperparam": _teacher_recipe_case(
         "n_timesteps: 100\nhyperparams:\n  n_stepz: 64", r"hyperparams \['n_stepz'\] .* are not PPO arguments; valid: .*n_steps"),
