@@ -217,6 +217,11 @@ def print_latency(results: dict[str, dict], calls: int) -> None:
     out.print(table)
 
 
+def _memory_cell(used: int, fits: bool | None, fraction: float | None) -> str:
+    """'12.3 KiB', or with 'NO' and the share of the target's memory when it does not fit."""
+    return f"{used / 1024:.1f} KiB" + ("" if fits is not False else f" NO ({fraction:.0%} of the target's)")
+
+
 def embedded_report(student: Path, targets: list[str], *, rate: float, observations: int = 32,
                     export_format: str | None = None) -> list[dict]:
     """Run the student on each embedded target, print a table, return the results (with fit to `rate` Hz)."""
@@ -245,8 +250,11 @@ def embedded_report(student: Path, targets: list[str], *, rate: float, observati
         r["control_rate_hz"] = rate
         r["budget_fraction"] = None if us is None else us * 1e-6 * rate
         r["fits_rate"] = None if us is None else bool(r["budget_fraction"] < 1.0)
+        r["fits_flash"] = None if r.get("flash_fraction") is None else bool(r["flash_fraction"] <= 1.0)
+        r["fits_ram"] = bool(r["ram_fraction"] <= 1.0)
         results.append(r)
-        table.add_row(r["target"], r["export_format"], f"{r['flash_bytes'] / 1024:.1f} KiB", f"{r['ram_bytes'] / 1024:.1f} KiB",
+        table.add_row(r["target"], r["export_format"], _memory_cell(r["flash_bytes"], r["fits_flash"], r.get("flash_fraction")),
+                      _memory_cell(r["ram_bytes"], r["fits_ram"], r["ram_fraction"]),
                       f"{r['instructions_per_inference']:,.0f}" if us else "-", f"{us:.1f} us" if us else "- (user-mode qemu)",
                       "-" if us is None else f"{'yes' if r['fits_rate'] else 'NO'} ({r['budget_fraction']:.0%} of the period)",
                       "yes" if r["outputs_equal_host"] else f"max diff {r['max_abs_diff_vs_host']:.2g}")

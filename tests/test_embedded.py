@@ -130,3 +130,24 @@ def test_recurrent_and_cnn_students_run_bit_identical_on_the_targets(tmp_path, n
         assert result["outputs_equal_host"], (kind, result["max_abs_diff_vs_host"])
         host = np.array(result["host_outputs"])
         assert not np.allclose(host[0], host[1:])  # different observations (and states): different actions
+
+
+def test_a_student_larger_than_the_targets_memory_is_reported_as_not_fitting(student_dir, tmp_path):
+    """The aarch64 target with 256 bytes of RAM and 4 KiB of flash: the 2x64 student fits in neither, and says so."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from policykd.cli import app
+
+    target = _target_or_skip("aarch64")
+    small = tmp_path / "small.yaml"
+    small.write_text(yaml.safe_dump({**target, "name": "small", "ram_bytes": 256, "flash_bytes": 4096}))
+    result = CliRunner().invoke(app, ["embedded", str(student_dir), "--target", str(small), "--target", "aarch64",
+                                      "--observations", "2", "--json", str(tmp_path / "e.json")])
+    assert result.exit_code == 0, result.output
+    small_row, full_row = json.loads((tmp_path / "e.json").read_text())["results"]
+    assert small_row["fits_flash"] is False and small_row["fits_ram"] is False and small_row["flash_fraction"] > 1
+    assert full_row["fits_ram"] is True
+    assert "NO" in result.output  # the table (wrapped to the terminal's width) marks the cells
