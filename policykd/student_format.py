@@ -60,6 +60,7 @@ from policykd.errors import InvalidObservation, PolicyKDError
 
 WEIGHTS_FILE = "student.safetensors"
 CARD_FILE = "student.json"
+SPEC_METADATA_KEY = "policykd_spec"  # safetensors metadata: the spec the weights were saved with (spec_metadata)
 CARD_FORMAT = "policykd-student"
 CARD_VERSION = 1
 
@@ -440,6 +441,7 @@ def read_card(path: str | Path) -> dict[str, Any]:
 
 def read_student(directory: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(card, weights as numpy arrays) of a student folder, the card checked against the weights. Never unpickles."""
+    from safetensors import safe_open
     from safetensors.numpy import load_file
 
     directory = Path(directory)
@@ -449,11 +451,42 @@ def read_student(directory: str | Path) -> tuple[dict[str, Any], dict[str, np.nd
     card = read_card(card_path)
     try:
         weights = load_file(str(weights_path))
+        with safe_open(str(weights_path), framework="numpy") as f:
+            metadata = f.metadata() or {}
     except Exception as e:  # safetensors raises its own error types
         detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise PolicyKDError(f"{weights_path} is not a readable safetensors file ({detail}); re-export the student") from e
     validate_weights(card["spec"], weights, weights_name=str(weights_path), card_name=CARD_FILE)
+    _check_spec_agrees_with_weights(card["spec"], metadata, str(weights_path))
     return card, weights
+
+
+def spec_metadata(spec: Mapping[str, Any]) -> dict[str, str]:
+    """The safetensors metadata a student's weights carry: its spec as JSON, so that a card edited afterwards (an
+    activation, a family, a stride: nothing the weights' shapes would show) is caught at load."""
+    return {SPEC_METADATA_KEY: json.dumps(spec, sort_keys=True)}
+
+
+def _check_spec_agrees_with_weights(spec: Mapping[str, Any], metadata: Mapping[str, str], weights_name: str) -> None:
+    """The card's spec must be the one saved with the weights (students saved before the weights carried it: not checked)."""
+    if SPEC_METADATA_KEY not in metadata:
+        return
+    try:
+        saved = json.loads(metadata[SPEC_METADATA_KEY])
+    except ValueError as e:
+        raise PolicyKDError(f"{weights_name} holds an unreadable spec in its metadata; re-export the student") from e
+    card = json.loads(json.dumps(spec, sort_keys=True))
+    differ = sorted(k for k in set(saved) | set(card) if saved.get(k) != card.get(k)) if isinstance(saved, dict) else ["spec"]
+    if differ:
+        key = differ[0]
+        shown = "" if not isinstance(saved, dict) else f" (weights {_brief(saved.get(key))}, card {_brief(card.get(key))})"
+        raise PolicyKDError(f"{weights_name} was saved with another spec than {CARD_FILE} holds: {', '.join(differ)} differ{shown}; "
+                            "the card was edited or comes from another student; re-export the student")
+
+
+def _brief(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def env_record(card: Mapping[str, Any], source: str = "the student's card") -> dict[str, Any]:

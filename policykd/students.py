@@ -288,13 +288,14 @@ class Student(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f".{WEIGHTS_FILE}.tmp"
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp))
+        spec = self.spec.to_json()
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp), metadata=fmt.spec_metadata(spec))
         os.chmod(tmp, 0o644)
         tmp.replace(directory / WEIGHTS_FILE)
         card = {
             "format": CARD_FORMAT,
             "format_version": CARD_VERSION,
-            "spec": self.spec.to_json(),
+            "spec": spec,
             "parameters": self.parameter_count(),
             "versions": package_versions(),
             **(card_extra or {}),

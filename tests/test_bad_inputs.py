@@ -411,6 +411,9 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
         tmp_path, assets, _card_teacher_path_number, r"student\.json: teacher\.path must be a string, got 5"),
     "student-card-action-bounds-edited": lambda tmp_path, assets: _continuous_student_case(
         tmp_path, _card_action_high_doubled, r"student\.safetensors and student\.json disagree on action_high"),
+    "student-card-activation-edited": lambda tmp_path, assets: _student_case(
+        tmp_path, assets, _card_activation_swapped, r"student\.safetensors was saved with another spec than student\.json holds: "
+                                                    r"activation differ \(weights \"relu\", card \"tanh\"\)"),
     "student-card-normaliser-edited": lambda tmp_path, assets: _student_case(
         tmp_path, assets, _card_normaliser_shifted, r"student\.safetensors and student\.json disagree on obs_mean"),
     "recipe-key-given-twice": _config_case("lr: 0.001\nlr: 0.01", r"not valid YAML: .*key 'lr' is given twice"),
@@ -682,6 +685,14 @@ def _student_case(tmp_path: Path, assets: dict, damage: Callable[[Path], None], 
     damage(student)
     return Case(["export", student, "--format", "onnx", "--out", tmp_path / "onnx"], message, victims=[student],
                 absent=[tmp_path / "onnx" / "student.onnx"])
+
+
+def _card_activation_swapped(student: Path) -> None:
+    """relu -> tanh in the card: the weights' shapes cannot show it, the spec saved in their metadata does."""
+    card = json.loads((student / "student.json").read_text())
+    assert card["spec"]["activation"] == "relu"
+    card["spec"]["activation"] = "tanh"
+    (student / "student.json").write_text(json.dumps(card))
 
 
 def _continuous_student_case(tmp_path: Path, damage: Callable[[Path], None], message: str) -> Case:
