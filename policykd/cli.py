@@ -609,6 +609,11 @@ def eval_command(
         distilled_on = (((s.card or {}).get("teacher") or {}).get("env") or {}).get("env_id")
         if distilled_on and distilled_on != t.env_spec.env_id:  # same shapes, another task: legal, but say so
             out.print(f"note: {student} was distilled on {distilled_on}; evaluating it on {t.env_spec.env_id}", highlight=False)
+        record = (s.card or {}).get("teacher") or {}
+        distilled_from = {m.get("sha256") for m in record.get("members") or [] if isinstance(m, dict)} | {record.get("sha256")}
+        if record.get("sha256") and t.identity()["sha256"] not in distilled_from:  # legal (a peer teacher), but say so
+            out.print(f"note: {student} was distilled from another teacher ({record.get('path')}, sha256 "
+                      f"{str(record['sha256'])[:12]}); the ratio compares it with {teacher}", highlight=False)
         if view and [b for b in backend or [] if b != "torch"]:
             raise PolicyKDError(f"--backend runs exports on the teacher's observation; {student} sees the {view!r} view")
         report = compare(t, s, episodes=episodes, eval_seed=seed, n_envs=n_envs, latency_calls=latency_calls,

@@ -264,3 +264,16 @@ def test_an_output_policykd_wrote_is_replaced_by_the_next_run_and_carries_its_ma
     for suffix in ("png", "svg", "pdf"):
         figure = save(Figure(), tmp_path / f"plot.{suffix}")
         check_replaceable_output(figure, "image")  # its own mark: replaceable
+
+
+def test_eval_says_when_the_teacher_is_not_the_one_the_student_was_distilled_from(tmp_path, tiny_teachers):
+    config = tmp_path / "recipe.yaml"
+    config.write_text("labelled_steps: 200\nrounds: 1\nepochs_per_round: 1\nhidden: [8, 8]\n")
+    assert _invoke("distill", tiny_teachers["dqn"], "--env", "CartPole-v1", "-c", config, "--out-dir", tmp_path, "--run-name", "r",
+                   "--no-eval").exit_code == 0
+    student = tmp_path / "r" / "student"
+    own = _invoke("eval", tiny_teachers["dqn"], student, "--env", "CartPole-v1", "--episodes", 2, "--latency-calls", 10)
+    peer = _invoke("eval", tiny_teachers["qrdqn"], student, "--env", "CartPole-v1", "--episodes", 2, "--latency-calls", 10)
+    assert own.exit_code == 0 and peer.exit_code == 0, own.output + peer.output
+    assert "distilled from another teacher" not in own.output
+    assert re.search(r"note: .* was distilled from another teacher \(.*, sha256 [0-9a-f]{12}\)", " ".join(peer.output.split()))
