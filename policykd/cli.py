@@ -141,13 +141,17 @@ def print_comparison(report: Comparison) -> None:
     out.print(_returns_table(f"{report.env}: same {len(report.seeds)} seeds",
                              [("teacher", report.teacher), ("student", report.student)]))
     low, high = report.ratio_ci95
-    if math.isfinite(low):
-        interval = f" (95% CI [{low:.3f}, {high:.3f}], seeds resampled in pairs)"
-    elif len(report.seeds) < 2:
-        interval = " (no 95% CI from one episode: evaluate 2 or more, --episodes or the recipe key eval_episodes)"
+    if not math.isfinite(report.ratio):
+        out.print(f"return ratio: none, the mean returns are {report.student.mean:.4g} (student) and {report.teacher.mean:.4g} "
+                  "(teacher): a 0 or opposite signs make no fraction; compare the means", highlight=False)
     else:
-        interval = " (no 95% CI: a mean return of 0 has no ratio)"
-    out.print(Text.assemble("return ratio (1 = teacher parity, lower = worse): ", (f"{report.ratio:.3f}", "bold"), interval))
+        if math.isfinite(low):
+            interval = f" (95% CI [{low:.3f}, {high:.3f}], seeds resampled in pairs)"
+        elif len(report.seeds) < 2:
+            interval = " (no 95% CI from one episode: evaluate 2 or more, --episodes or the recipe key eval_episodes)"
+        else:
+            interval = " (no 95% CI: resampled means of 0 or of opposite signs make no ratio)"
+        out.print(Text.assemble("return ratio (1 = teacher parity, lower = worse): ", (f"{report.ratio:.3f}", "bold"), interval))
     n = len(report.seeds)
     out.print(f"failed episodes (missed targets, or ended early: falls, crashes): teacher {report.teacher.failures}/{n}, "
               f"student {report.student.failures}/{n}")

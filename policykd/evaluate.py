@@ -43,8 +43,10 @@ def return_ratio(student_mean: float, teacher_mean: float) -> float:
     """Student return as a fraction of the teacher's: student / teacher, 1 = parity, lower = worse.
 
     For a negative teacher return (costs, as in Pendulum) it is teacher / student, so that it keeps that meaning.
+    NaN when either is 0 or their signs differ: no fraction says how a student at +90 compares with a teacher at
+    -0.4 (teacher / student would read -0.004, far worse, for a far better student); compare the means there.
     """
-    if teacher_mean == 0 or student_mean == 0:
+    if teacher_mean == 0 or student_mean == 0 or (teacher_mean > 0) != (student_mean > 0):
         return float("nan")
     return student_mean / teacher_mean if teacher_mean > 0 else teacher_mean / student_mean
 
@@ -52,14 +54,14 @@ def return_ratio(student_mean: float, teacher_mean: float) -> float:
 def ratio_bootstrap_ci(student_returns: np.ndarray, teacher_returns: np.ndarray, *, n_resamples: int = 10_000,
                        confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of return_ratio, resampling the evaluation seeds in pairs (both policies ran
-    each seed): student_returns, teacher_returns [n_episodes]. NaN for fewer than 2 episodes."""
+    each seed): student_returns, teacher_returns [n_episodes]. NaN for fewer than 2 episodes, and when resampled
+    means reach 0 or opposite signs (return_ratio has no value there)."""
     student_returns, teacher_returns = np.asarray(student_returns, float), np.asarray(teacher_returns, float)
     if len(student_returns) < 2:
         return float("nan"), float("nan")
     idx = np.random.default_rng(seed).integers(0, len(student_returns), size=(n_resamples, len(student_returns)))
     ratios = np.array([return_ratio(s, t) for s, t in zip(student_returns[idx].mean(axis=1), teacher_returns[idx].mean(axis=1))])
-    ratios = ratios[np.isfinite(ratios)]
-    if not len(ratios):
+    if not np.isfinite(ratios).all():  # resampled means cross 0: the ratio has no interval worth printing
         return float("nan"), float("nan")
     alpha = (1 - confidence) / 2
     return float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1 - alpha))

@@ -77,6 +77,9 @@ def test_return_ratio_keeps_its_meaning_for_negative_returns():
     assert return_ratio(2900.0, 2950.0) == pytest.approx(2900 / 2950)
     assert return_ratio(-160.0, -150.0) == pytest.approx(150 / 160)  # worse student -> below 1
     assert return_ratio(-140.0, -150.0) > 1.0
+    assert np.isnan(return_ratio(90.0, -0.4)) and np.isnan(return_ratio(-5.0, 20.0))  # opposite signs: no fraction
+    # resampled means on both sides of 0 (a teacher near 0): no interval rather than one from the same-sign resamples
+    assert all(np.isnan(ratio_bootstrap_ci(np.array([5.0, 6.0, 5.5]), np.array([-1.0, 2.0, 0.5]))))
 
 
 def _noise_floor(teacher, seeds, error, n_envs=2):
