@@ -349,9 +349,11 @@ def collect(
     """Roll out teacher / student / beta-mixture and write every state with the teacher's labels to a buffer.
 
     Chunks are committed as they fill: an interrupted collection keeps them and continues with --resume."""
+    from policykd.artifacts import sha256_file
     from policykd.collection import collect_to_buffer
     from policykd.collectors import round_collector
     from policykd.config import load_config
+    from policykd.student_format import WEIGHTS_FILE
     from policykd.students import load_student
     from policykd.teachers import load_teacher
     from policykd.tracking import Tracker
@@ -376,7 +378,8 @@ def collect(
             return
         s = load_student(student) if student else None
         settings = {"steps": steps, "beta": beta, "seed": seed, "n_envs": n_envs, "deterministic": deterministic,
-                    "student": str(student) if student else None}
+                    "student": str(student) if student else None,
+                    "student_sha256": sha256_file(student / WEIGHTS_FILE) if student else None, "chunk_steps": chunk_steps}
         workers = load_config(None, {"teacher": str(teacher), "env_id": env, "algo": algo, "trust_pickle": trust_pickle,
                                      "n_envs": n_envs, "sample_actions": not deterministic, "backend": backend,
                                      "num_workers": num_workers, "ray_address": address,

@@ -66,6 +66,11 @@ def collect_to_buffer(teacher: Teacher, out_dir: Path, settings: dict[str, Any],
                                progress=progress, collector=collector)
 
 
+# the student's weights (a folder at the same path may hold another student by now) and the chunk size (it decides
+# each chunk's seed): recorded since 2026-12-02
+SETTINGS_ADDED_LATER = ("student_sha256", "chunk_steps")
+
+
 def _collect_locked(teacher: Teacher, out_dir: Path, settings: dict[str, Any], *, student: Student | None,
                     chunk_steps: int, resume: bool, progress, collector) -> Buffer:
     identity = teacher.identity()
@@ -74,10 +79,14 @@ def _collect_locked(teacher: Teacher, out_dir: Path, settings: dict[str, Any], *
         if (buffer.metadata.get("teacher") or {}).get("sha256") != identity["sha256"]:
             raise PolicyKDError(f"{out_dir} was collected from another teacher file than {teacher.source.path}; "
                                 "resume with the original teacher or collect into a new --out")
-        if buffer.metadata.get("config") != settings:
-            changed = sorted(k for k in settings if (buffer.metadata.get("config") or {}).get(k) != settings[k])
+        recorded = buffer.metadata.get("config") or {}
+        # settings recorded since a later version are compared only where the buffer has them (older buffers resume)
+        changed = sorted(k for k in settings if (k in recorded or k not in SETTINGS_ADDED_LATER) and recorded.get(k) != settings[k])
+        if changed:
             raise PolicyKDError(f"--resume with other settings than {out_dir} was started with ({', '.join(changed)}); "
-                                "resume with the same options")
+                                "resume with the same options"
+                                + (" and the same student (its weights' sha256 is recorded)" if "student_sha256" in changed else ""))
+        settings = {k: v for k, v in settings.items() if k in recorded or k not in SETTINGS_ADDED_LATER}
         episode_offset = int(buffer.load()["episode_id"].max()) + 1 if buffer.rows else 0
     else:
         buffer = Buffer.create(out_dir, observation_space=teacher.observation_space, action_space=teacher.action_space,

@@ -256,6 +256,8 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "collect-over-existing-buffer": lambda tmp_path, assets: _buffer_case(tmp_path, assets, [], r"already holds a buffer.*--resume"),
     "collect-resume-other-settings": lambda tmp_path, assets: _buffer_case(
         tmp_path, assets, ["--resume", "--seed", "7"], r"other settings.*seed"),
+    "collect-resume-other-chunk-size": lambda tmp_path, assets: _buffer_case(
+        tmp_path, assets, ["--resume", "--chunk-steps", "7"], r"other settings.*\(chunk_steps\)"),
     "collect-resume-other-teacher": lambda tmp_path, assets: _buffer_case(
         tmp_path, assets, ["--resume"], r"another teacher file", teacher="qrdqn"),
     "collect-resume-locked-buffer": lambda tmp_path, assets: _locked_buffer_case(tmp_path, assets),
