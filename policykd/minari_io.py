@@ -4,7 +4,10 @@ Export (`policykd buffer export BUFFER --format minari --dataset-id ID`): one Mi
 in buffer order, with observations [T + 1] (the buffer's obs, then the last step's next_obs), actions [T], rewards,
 terminations and truncations [T]; the teacher's labels ride along as per-step infos (T entries each):
 `teacher_<param>` for each distribution parameter (e.g. teacher_mean, teacher_log_std), `teacher_value`, and the
-buffer's `actor`, `round`, `episode_id` and `row` (the buffer interleaves the episodes of its parallel envs). The dataset's description ends with one line
+buffer's `actor`, `round`, `episode_id` and `row` (the buffer interleaves the episodes of its parallel envs). An
+episode the buffer holds only in part (cut where its chunk or the collection ended, neither terminated nor truncated)
+ends with truncations[-1] = True, as Minari's own DataCollector marks it; the buffer's flags ride along as
+`buffer_truncated`, so import restores them. The dataset's description ends with one line
 `policykd: {json}` (family, spaces, teacher identity, normaliser), so a round trip keeps every value.
 
 Import (`policykd collect TEACHER --from-minari ID --out BUFFER`): a policykd buffer from a Minari dataset. Labels
@@ -22,6 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from policykd.buffer import TRANSITION_FIELDS, Buffer
@@ -97,11 +101,15 @@ def export_minari(buffer_dir: str | Path, dataset_id: str, *, author: str | None
         actions = data["action"][rows]
         infos = {f"teacher_{n}": data[f"dist_{n}"][rows] for n in PARAM_NAMES[family]}
         infos.update({"teacher_value": data["value"][rows], "actor": data["actor"][rows], "round": data["round"][rows],
-                      "episode_id": data["episode_id"][rows], "row": rows.astype(np.int64)})
+                      "episode_id": data["episode_id"][rows], "row": rows.astype(np.int64),
+                      "buffer_truncated": data["truncated"][rows]})
+        truncations = data["truncated"][rows].copy()
+        if not (data["terminated"][rows[-1]] or truncations[-1]):  # cut where its chunk ended: truncated, as Minari marks it
+            truncations[-1] = True
         episodes.append(EpisodeBuffer(
             id=number, observations=np.concatenate([data["obs"][rows], data["next_obs"][rows[-1:]]]),
             actions=actions.astype(np.int64) if discrete else actions, rewards=list(data["reward"][rows]),
-            terminations=list(data["terminated"][rows]), truncations=list(data["truncated"][rows]), infos=infos))
+            terminations=list(data["terminated"][rows]), truncations=list(truncations), infos=infos))
     record = {"family": family, "observation_space": meta["observation_space"], "action_space": meta["action_space"],
               "teacher": meta["teacher"], "normalizer": meta["normalizer"]}
     teacher_name = meta["teacher"].get("path", "a teacher")
@@ -150,6 +158,15 @@ def _policykd_record(dataset) -> dict[str, Any] | None:
     return json.loads(lines[-1][len(MARKER):]) if lines else None
 
 
+def _check_action_space(dataset_id: str, theirs: gym.Space, ours: gym.Space) -> None:
+    """The dataset's actions must be the teacher's kind: Discrete of the same n, or a Box of the same shape."""
+    same = ((isinstance(ours, gym.spaces.Discrete) and isinstance(theirs, gym.spaces.Discrete) and int(theirs.n) == int(ours.n))
+            or (isinstance(ours, gym.spaces.Box) and isinstance(theirs, gym.spaces.Box) and theirs.shape == ours.shape))
+    if not same:
+        raise PolicyKDError(f"dataset {dataset_id} has actions {theirs}; the teacher acts in {ours}: use a dataset of the "
+                            "teacher's env")
+
+
 def buffer_from_minari(dataset_id: str, out_dir: str | Path, teacher) -> Buffer:
     """A new policykd buffer in out_dir from Minari dataset `dataset_id`, labelled as the module docstring says."""
     dataset = load_dataset(dataset_id)
@@ -157,6 +174,7 @@ def buffer_from_minari(dataset_id: str, out_dir: str | Path, teacher) -> Buffer:
     if obs_shape is None or len(obs_shape) != 1 or obs_shape[0] != teacher.obs_dim:
         raise PolicyKDError(f"dataset {dataset_id} has observations {dataset.spec.observation_space}; the teacher takes "
                             f"{teacher.obs_dim} values: use a dataset of the teacher's env")
+    _check_action_space(dataset_id, dataset.spec.action_space, teacher.action_space)
     record = _policykd_record(dataset)
     same_teacher = record is not None and record["teacher"].get("sha256") == teacher.identity()["sha256"]
     names = PARAM_NAMES[teacher.family]
@@ -174,8 +192,15 @@ def buffer_from_minari(dataset_id: str, out_dir: str | Path, teacher) -> Buffer:
             fields.update(_label(teacher, np.asarray(episode.observations[:-1], dtype=np.float32)))
             fields.update({"actor": np.zeros(steps, np.int8), "round": np.zeros(steps, np.int32),
                            "episode_id": np.full(steps, int(episode.id), np.int64)})
+        actions = np.asarray(episode.actions)
+        if isinstance(teacher.action_space, gym.spaces.Discrete) and len(actions) and not (
+                (actions == np.round(actions)).all() and actions.min() >= 0 and actions.max() < teacher.action_space.n):
+            raise PolicyKDError(f"Minari dataset {dataset_id}, episode {episode.id}: actions outside the teacher's "
+                                f"{teacher.action_space} (from {actions.min()} to {actions.max()}); use a dataset of the teacher's env")
         if "row" in infos:
             fields["row"] = infos["row"]
+        if "buffer_truncated" in infos:  # policykd's export: the buffer's own flags (a cut episode is marked truncated there)
+            fields["truncated"] = infos["buffer_truncated"]
         for key, value in fields.items():
             parts.setdefault(key, []).append(np.asarray(value))
     if not parts:

@@ -41,7 +41,12 @@ def test_round_trip_keeps_every_value(tiny_teachers, tmp_path, datasets):
     np.testing.assert_array_equal(first.observations[:-1], data["obs"][rows])
     np.testing.assert_array_equal(first.observations[-1], data["next_obs"][rows][-1])
     np.testing.assert_array_equal(first.infos["teacher_mean"], data["dist_mean"][rows])
-    assert set(first.infos) == {"teacher_mean", "teacher_log_std", "teacher_value", "actor", "round", "episode_id", "row"}
+    assert set(first.infos) == {"teacher_mean", "teacher_log_std", "teacher_value", "actor", "round", "episode_id", "row",
+                                "buffer_truncated"}
+    for episode in episodes:  # every episode ends flagged: those the buffer holds in part (cut) as truncated, as Minari does
+        assert episode.terminations[-1] or episode.truncations[-1]
+    cut = [e for e in episodes if not (e.terminations[-1] or e.infos["buffer_truncated"][-1])]
+    assert cut  # 500 steps on two envs of Pendulum's 200-step episodes: the last episodes are cut
 
     back = buffer_from_minari("policykd/pendulum/test-v0", tmp_path / "back", teacher)
     assert back.metadata["config"]["labels"] == "dataset"
@@ -142,3 +147,16 @@ def test_rollout_options_with_from_minari_are_refused_naming_them(tiny_teachers,
     assert result.exit_code == 2, result.output
     assert f"--from-minari builds the buffer from the dataset's rows: {named} (rollout option" in result.output
     assert not out.exists()
+
+
+def test_a_dataset_of_other_actions_is_refused():
+    """Observations of the right shape are not enough: a Box(2) or Discrete(5) dataset is not a Discrete(2) teacher's."""
+    import gymnasium as gym
+
+    from policykd.minari_io import _check_action_space
+
+    _check_action_space("d", gym.spaces.Discrete(2), gym.spaces.Discrete(2))
+    _check_action_space("d", gym.spaces.Box(-2, 2, (1,)), gym.spaces.Box(-1, 1, (1,)))  # bounds may differ
+    for theirs in (gym.spaces.Box(-1, 1, (2,)), gym.spaces.Discrete(5)):
+        with pytest.raises(PolicyKDError, match=r"dataset d has actions .*; the teacher acts in Discrete\(2\)"):
+            _check_action_space("d", theirs, gym.spaces.Discrete(2))
