@@ -80,6 +80,22 @@ class StudentSpec:
         return cls(**{k: tuple(v) if k in ("hidden", "action_low", "action_high") else v for k, v in spec.items()})
 
 
+def _recurrent_input(value: Any, shape: tuple[int, int], single: bool, name: str) -> np.ndarray:
+    """predict()'s state [G] / [B, G] or episode_start [] / [B] as finite float32 of `shape` [B, G] or [B, 1], else an
+    InvalidObservation naming what was expected."""
+    batch, width = shape
+    expected = (f"[{width}]" if single else f"[{batch}, {width}]") if name == "state" else ("one bool" if single else f"[{batch}] bools")
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise InvalidObservation(f"{name} must be {expected} (numbers), got {type(value).__name__}") from e
+    if array.size != batch * width:
+        raise InvalidObservation(f"{name} must be {expected}, got shape {list(array.shape)}")
+    if not np.isfinite(array).all():
+        raise InvalidObservation(f"{name} holds NaN/inf; pass the state predict() returned, or None at an episode start")
+    return np.ascontiguousarray(array.reshape(batch, width))
+
+
 class Student(nn.Module):
     """(CNN encoder ->) MLP trunk -> heads: action mean/logits [B, A], log_std [B, A] (Gaussian families), value [B].
 
@@ -262,9 +278,9 @@ class Student(nn.Module):
         single = obs.ndim == 1
         checked = fmt.check_observations(obs[None] if single else obs, self.spec.obs_dim)
         batch, size = len(checked), self.spec.gru
-        h = torch.zeros(batch, size) if state is None else torch.as_tensor(np.asarray(state, dtype=np.float32)).reshape(batch, size)
+        h = torch.zeros(batch, size) if state is None else torch.from_numpy(_recurrent_input(state, (batch, size), single, "state"))
         if episode_start is not None:
-            h = h * (1.0 - torch.as_tensor(np.asarray(episode_start, dtype=np.float32)).reshape(batch, 1))
+            h = h * (1.0 - torch.from_numpy(_recurrent_input(episode_start, (batch, 1), single, "episode_start")))
         with torch.no_grad():
             action, h = self.act_step_torch(torch.from_numpy(np.require(checked, requirements=["C", "W"])), h)
         action = action.numpy().astype(np.int64, copy=False) if self.strategy.discrete else action.numpy()

@@ -67,6 +67,11 @@ def test_act_carries_the_state_until_reset(tmp_path):
     np.testing.assert_allclose(action, first[1], atol=1e-6)
     action, _ = student.predict(obs[1], state=state, episode_start=np.array([True]))
     np.testing.assert_allclose(action, student.predict(obs[1])[0], atol=1e-6)
+    for bad_state, message in ((np.full(6, np.nan), "state holds NaN/inf"), (np.zeros(5), r"state must be \[6\], got shape \[5\]")):
+        with pytest.raises(InvalidObservation, match=message):  # a NaN state used to give NaN actions, a wrong size a torch error
+            student.predict(obs[1], state=bad_state)
+    with pytest.raises(InvalidObservation, match=r"episode_start must be \[2\] bools, got shape \[1\]"):
+        student.predict(obs[:2], state=np.zeros((2, 6)), episode_start=np.array([True]))
 
 
 @pytest.mark.parametrize("family", ["gaussian", "squashed_gaussian", "categorical"])
