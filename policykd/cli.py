@@ -372,6 +372,8 @@ def collect(
         if from_minari is not None:
             from policykd.minari_io import buffer_from_minari
 
+            if Path(out_dir).exists() and any(Path(out_dir).iterdir()):  # no --resume here: the buffer is built in one go
+                raise PolicyKDError(f"{out_dir} already exists and is not empty; --from-minari writes a new buffer: choose a new --out")
             buffer = buffer_from_minari(from_minari, out_dir, t)
             out.print(f"{buffer.rows} labelled states ({buffer.metadata['config']['labels']} labels) from Minari dataset "
                       f"{from_minari}: {out_dir}")
@@ -391,7 +393,10 @@ def collect(
                                        progress=Tracker().progress, collector=collector)
         out.print(f"{buffer.rows} labelled states in {len(buffer.metadata['chunks'])} chunks: {out_dir}")
 
-    _run(go, on_interrupt=f"every chunk committed so far is kept in {out_dir}; continue with the same command and --resume")
+    _run(go, on_interrupt=(f"every chunk committed so far is kept in {out_dir}; continue with the same command and --resume"
+                           if from_minari is None else
+                           f"a buffer from a Minari dataset is written once the whole dataset is labelled; run the command "
+                           f"again (into a new --out if {out_dir} was written)"))
 
 
 @buffer_app.command("export")
