@@ -13,6 +13,7 @@ import shlex
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
@@ -824,10 +825,26 @@ _CLICK_EXCEPTIONS = sys.modules[typer.BadParameter.__module__]
 _CLICK_CORE = sys.modules[typer.Context.__mro__[1].__module__]  # click.core (ParameterSource), vendored or not
 
 
+def _policykd_warnings_as_notes(show):
+    """A warnings.showwarning that prints policykd's own warnings as one `note:` line each, once per message (not
+    Python's two lines with the source line, repeated per call site); other packages' warnings go to `show`."""
+    shown: set[str] = set()
+
+    def note(message, category, filename, lineno, file=None, line=None):
+        if f"{os.sep}policykd{os.sep}" not in str(filename):
+            return show(message, category, filename, lineno, file, line)
+        if str(message) not in shown:
+            shown.add(str(message))
+            make_console(stderr=True).print(f"note: {message}", highlight=False, soft_wrap=True)
+
+    return note
+
+
 def main(argv: list[str] | None = None) -> None:
     """The `policykd` command: the app, with usage errors (a flag value of the wrong type, an unknown option, a
     missing argument) as one `error:` line and exit code 2, like every other bad input, instead of click's box."""
     errors = _CLICK_EXCEPTIONS
+    warnings.showwarning = _policykd_warnings_as_notes(warnings.showwarning)
     try:
         code = app(args=argv, prog_name="policykd", standalone_mode=False)
     except getattr(errors, "NoArgsIsHelpError", ()) as e:  # click >= 8.2: a bare command shows its help

@@ -277,3 +277,19 @@ def test_eval_says_when_the_teacher_is_not_the_one_the_student_was_distilled_fro
     assert own.exit_code == 0 and peer.exit_code == 0, own.output + peer.output
     assert "distilled from another teacher" not in own.output
     assert re.search(r"note: .* was distilled from another teacher \(.*, sha256 [0-9a-f]{12}\)", " ".join(peer.output.split()))
+
+
+def test_policykd_warnings_are_one_note_line_once(capsys):
+    """A warning policykd raises (a stray buffer chunk) is `note: ...` once, not Python's two lines per call site."""
+    import os
+
+    from policykd.cli import _policykd_warnings_as_notes
+
+    others = []
+    show = _policykd_warnings_as_notes(lambda *args: others.append(args))
+    here = os.path.join("x", "policykd", "buffer.py")
+    for lineno in (56, 73):
+        show(UserWarning("buf: ignoring chunks not committed"), UserWarning, here, lineno)
+    show(UserWarning("from elsewhere"), UserWarning, os.path.join("x", "gymnasium", "core.py"), 1)
+    assert capsys.readouterr().err.strip().splitlines() == ["note: buf: ignoring chunks not committed"]
+    assert len(others) == 1  # other packages' warnings are shown as Python shows them
