@@ -78,7 +78,30 @@ def _metadata_problem(metadata: dict[str, Any]) -> str | None:
     needed = [*BASE_FIELDS, *(f"dist_{n}" for n in PARAM_NAMES[family])]
     if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields) or not set(needed) <= set(fields):
         return f"fields must list {', '.join(needed)}"
+    for key in ("teacher", "config"):
+        if not isinstance(metadata.get(key), dict):
+            return f"{key} must be a mapping"
+    if "normalizer" not in metadata or not isinstance(metadata["normalizer"], (dict, type(None))):
+        return "normalizer must be a mapping or null"
+    for key in ("observation_space", "action_space"):
+        problem = _space_problem(metadata.get(key))
+        if problem:
+            return f"{key} {problem}"
     return None
+
+
+def _space_problem(record: Any) -> str | None:
+    """What is wrong with a space record ({type: Discrete, n} or {type: Box, low, high, dtype}), or None."""
+    if not isinstance(record, dict) or record.get("type") not in ("Discrete", "Box"):
+        return "must be a Discrete {n} or a Box {low, high, dtype}"
+    if record["type"] == "Discrete":
+        return None if type(record.get("n")) is int and record["n"] > 0 else "must have a positive whole n"
+    try:
+        low, high = np.asarray(record["low"], dtype=np.float64), np.asarray(record["high"], dtype=np.float64)
+        np.dtype(record["dtype"])
+    except (KeyError, TypeError, ValueError):
+        return "must have numeric low and high and a numpy dtype"
+    return None if low.shape == high.shape else "must have low and high of one shape"
 
 
 # Float fields in the order a NaN spreads (a bad observation makes bad labels), each with what it is and what to check.

@@ -96,6 +96,12 @@ def export_minari(buffer_dir: str | Path, dataset_id: str, *, author: str | None
     observation_space, action_space = _space(meta["observation_space"]), _space(meta["action_space"])
     data = buffer.load()
     discrete = isinstance(action_space, gym.spaces.Discrete)
+    actions_fit = ((data["action"].ndim == 1 and data["action"].min(initial=0) >= 0 and data["action"].max(initial=0) < action_space.n)
+                   if discrete else data["action"].shape[1:] == action_space.shape)
+    if data["obs"].shape[1:] != observation_space.shape or not actions_fit:
+        raise PolicyKDError(f"{buffer_dir}/metadata.json states {observation_space} and {action_space}, and its rows hold "
+                            f"observations of shape {list(data['obs'].shape[1:])} and actions of shape {list(data['action'].shape[1:])}: "
+                            "the metadata was edited or the buffer is damaged; collect it again")
     episodes = []
     for number, rows in enumerate(_episodes(data)):
         actions = data["action"][rows]

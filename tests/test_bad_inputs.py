@@ -261,6 +261,10 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "collect-resume-other-teacher": lambda tmp_path, assets: _buffer_case(
         tmp_path, assets, ["--resume"], r"another teacher file", teacher="qrdqn"),
     "collect-resume-locked-buffer": lambda tmp_path, assets: _locked_buffer_case(tmp_path, assets),
+    "collect-resume-buffer-spaces-edited": lambda tmp_path, assets: _edited_buffer_case(
+        tmp_path, assets, lambda m: m.update(action_space={"type": "Discrete", "n": -1}), r"action_space must have a positive whole n"),
+    "collect-resume-buffer-config-edited": lambda tmp_path, assets: _edited_buffer_case(
+        tmp_path, assets, lambda m: m.update(config=None), r"metadata\.json is corrupt \(config must be a mapping\)"),
     "collect-resume-not-a-buffer": lambda tmp_path, assets: Case(
         ["collect", assets["teacher"], "--env", "CartPole-v1", "--out", tmp_path / "nothing", "--resume"], r"not a policykd buffer"),
     "collect-student-wrong-shape": lambda tmp_path, assets: Case(
@@ -560,6 +564,15 @@ def _buffer_case(tmp_path: Path, assets: dict, extra: list, message: str, *, tea
     shutil.copytree(assets["buffer"], buffer)
     argv = ["collect", assets[teacher], "--env", "CartPole-v1", "--out", buffer, "--steps", "100", *extra]
     return Case(argv, message, victims=[buffer])
+
+
+def _edited_buffer_case(tmp_path: Path, assets: dict, edit: Callable[[dict], None], message: str) -> Case:
+    """A buffer whose metadata.json was edited into another valid JSON document: one line, not a bug line later."""
+    case = _buffer_case(tmp_path, assets, ["--resume"], message)
+    metadata = json.loads((tmp_path / "buffer" / "metadata.json").read_text())
+    edit(metadata)
+    (tmp_path / "buffer" / "metadata.json").write_text(json.dumps(metadata))
+    return case
 
 
 def _corrupt_eval_case(tmp_path: Path, assets: dict) -> Case:
