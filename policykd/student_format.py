@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -444,6 +445,8 @@ def read_student(directory: str | Path) -> tuple[dict[str, Any], dict[str, np.nd
     from safetensors import safe_open
     from safetensors.numpy import load_file
 
+    if not isinstance(directory, (str, os.PathLike)):
+        raise PolicyKDError(f"a student folder is a path (str or pathlib.Path), got {type(directory).__name__}")
     directory = Path(directory)
     card_path, weights_path = directory / CARD_FILE, directory / WEIGHTS_FILE
     if not card_path.is_file() or not weights_path.is_file():

@@ -324,8 +324,8 @@ class Student(nn.Module):
 def load_student(directory: str | Path) -> Student:
     """Load a student from safetensors + JSON, the card checked against the weights (student_format.read_student:
     shapes, finite values; one-line PolicyKDError naming the file). Never unpickles."""
-    directory = Path(directory)
     card, weights = fmt.read_student(directory)
+    directory = Path(directory)
     student = Student(StudentSpec.from_json(card["spec"]))
     try:
         student.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)

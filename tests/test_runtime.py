@@ -444,3 +444,14 @@ def test_quantisation_aware_forward_is_what_c_int8_computes(tmp_path, family):
     else:
         np.testing.assert_allclose(fake_quantised, exported, atol=2e-4)
         assert np.abs(float_actions - exported).max() > 1e-3  # the float student differs: this is not trivial
+
+
+def test_a_student_folder_that_is_not_a_path_is_one_clear_error():
+    from policykd.errors import PolicyKDError
+    from policykd.runtime import load
+    from policykd.students import load_student
+
+    for bad in (None, 3, b"runs/x/student"):
+        for loader in (load, load_student):
+            with pytest.raises(PolicyKDError, match=f"a student folder is a path .*, got {type(bad).__name__}"):
+                loader(bad)
