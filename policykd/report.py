@@ -68,6 +68,10 @@ def make_plots(run_dir: Path, *, replace_only_own: bool = False) -> list[Path]:
 def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / "student" / "student.json").exists():
+        if (run_dir / "config.json").exists():  # a run folder whose distillation stopped before its student was written
+            raise PolicyKDError(f"{run_dir} is a distillation run that did not finish (no student/student.json yet); continue it "
+                                f"with `policykd distill TEACHER --out-dir {run_dir.parent} --run-name {run_dir.name} --resume` "
+                                "(the same recipe), then report")
         raise PolicyKDError(f"{run_dir} is not a finished distillation run (no student/student.json); run `policykd distill` first")
     card = read_json(run_dir / "student" / "student.json", fix="pass a run folder written by `policykd distill`")
     report = read_evaluation(run_dir)

@@ -302,6 +302,9 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
          "--env", "CartPole-v1", "--episodes", "1"], r"takes 3 observations"),
     "report-corrupt-eval": lambda tmp_path, assets: _corrupt_eval_case(tmp_path, assets),
     "report-over-users-notes": lambda tmp_path, assets: _users_report_case(tmp_path, assets),
+    "report-unfinished-run": lambda tmp_path, assets: Case(
+        ["report", _write(tmp_path / "runs" / "unfinished" / "config.json", "{}").parent],
+        r"unfinished is a distillation run that did not finish .*--run-name unfinished --resume", victims=[tmp_path / "runs"]),
     "report-over-users-plot": lambda tmp_path, assets: _users_plot_case(tmp_path, assets),
     "report-eval-of-another-shape": lambda tmp_path, assets: _eval_of_another_shape_case(tmp_path, assets),
     "eval-json-over-the-student-card": lambda tmp_path, assets: _json_over_student_case(tmp_path, assets),
