@@ -925,7 +925,7 @@ def test_an_evaluation_worker_that_dies_is_one_line(tmp_path, assets) -> None:
     """An env worker killed mid-evaluation (the OOM killer, a simulator crash) looked like a Ctrl-C ('interrupted',
     exit 130: click reads the EOFError as an abort) with tracebacks from gymnasium and the other worker."""
     argv = [sys.executable, "-m", "policykd.cli", "teacher", "eval", str(assets["teacher"]), "--env", "CartPole-v1",
-            "--episodes", "200000", "--n-envs", "2"]
+            "--episodes", "100000", "--n-envs", "2"]
     process = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
