@@ -515,7 +515,11 @@ def non_finite_error(array: np.ndarray, what: str = "observation") -> InvalidObs
 
 
 def as_float32(obs: Any, what: str = "observation") -> np.ndarray:
-    """obs as a float32 array (no copy when it is one), or InvalidObservation for non-numbers. Shape unchecked."""
+    """obs as a float32 array (no copy when it is one), or InvalidObservation for non-numbers, masked arrays and
+    floats beyond float32's range. Shape unchecked."""
+    if isinstance(obs, np.ma.MaskedArray) and np.ma.is_masked(obs):
+        raise InvalidObservation(f"{what} is a masked array with masked entries, whose values would be used as they are; "
+                                 "fill them first (obs.filled(value))")
     try:
         array = np.asarray(obs)
     except (TypeError, ValueError) as e:
@@ -523,7 +527,14 @@ def as_float32(obs: Any, what: str = "observation") -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise InvalidObservation(f"{what} must be an array of numbers, got dtype {array.dtype}")
     with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused below
-        return array.astype(np.float32, copy=False)
+        cast = array.astype(np.float32, copy=False)
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4 and not np.isfinite(cast).all():
+        beyond = np.isfinite(array) & ~np.isfinite(cast)
+        if beyond.any():
+            first = tuple(int(i) for i in np.argwhere(beyond)[0])
+            raise InvalidObservation(f"{what} entry {first[0] if len(first) == 1 else list(first)} is {array[first]:.3g}, beyond "
+                                     "float32's range (+-3.4e38) that students compute in; check the env or its units")
+    return cast
 
 
 def check_observation(obs: Any, obs_dim: int, *, batch_hint: str = "", finite: bool = True) -> np.ndarray:

@@ -131,7 +131,7 @@ def test_non_finite_observations_raise_in_numpy_and_torch(tmp_path, family, bad)
                         (lambda: student.predict(obs[1]), "3")):
         with pytest.raises(InvalidObservation, match=rf"observation entry {where} is .*; NaN/inf observations are refused"):
             call()
-    with pytest.raises(InvalidObservation, match="NaN/inf"), np.errstate(over="ignore"):
+    with pytest.raises(InvalidObservation, match="beyond float32's range"), np.errstate(over="ignore"):
         policy(np.full(5, 1e300))  # finite as float64, inf as float32
     huge = np.full(5, 3e38, dtype=np.float32)  # finite: clipped, not refused (the fast path's sum overflows)
     with np.errstate(over="ignore"):
@@ -455,3 +455,20 @@ def test_a_student_folder_that_is_not_a_path_is_one_clear_error():
         for loader in (load, load_student):
             with pytest.raises(PolicyKDError, match=f"a student folder is a path .*, got {type(bad).__name__}"):
                 loader(bad)
+
+
+def test_observations_beyond_float32_or_masked_are_refused_by_name(tmp_path):
+    """1e300 used to read 'entry 0 is inf' (after the cast), and a masked array's hidden values were used silently."""
+    from policykd.errors import InvalidObservation
+    from policykd.runtime import load
+
+    _student("gaussian").save(tmp_path / "s")
+    policy = load(tmp_path / "s")
+    obs = np.zeros(policy.obs_dim)
+    obs[1] = 1e300
+    with pytest.raises(InvalidObservation, match=r"entry 1 is 1e\+300, beyond float32's range"):
+        policy(obs)
+    masked = np.ma.masked_array(np.zeros(policy.obs_dim), mask=[True] + [False] * (policy.obs_dim - 1))
+    with pytest.raises(InvalidObservation, match="masked array with masked entries"):
+        policy(masked)
+    policy(np.ma.masked_array(np.zeros(policy.obs_dim)))  # nothing masked: an ordinary array
