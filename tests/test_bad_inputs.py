@@ -300,13 +300,17 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "eval-student-wrong-shape": lambda tmp_path, assets: Case(
         ["eval", assets["teacher"], _tiny_student(tmp_path / "s", obs_dim=3, action_dim=1, family="gaussian", env_id="Pendulum-v1"),
          "--env", "CartPole-v1", "--episodes", "1"], r"takes 3 observations"),
-    "report-corrupt-eval": lambda tmp_path, assets: _corrupt_eval_case(tmp_path, assets),
+    "report-corrupt-eval": lambda tmp_path, assets: _damaged_run_report_case(
+        tmp_path, assets, "eval.json", '{"teacher": ', r"eval\.json is corrupt"),
     "report-over-users-notes": lambda tmp_path, assets: _users_report_case(tmp_path, assets),
     "report-unfinished-run": lambda tmp_path, assets: Case(
         ["report", _write(tmp_path / "runs" / "unfinished" / "config.json", "{}").parent],
         r"unfinished is a distillation run that did not finish .*--run-name unfinished --resume", victims=[tmp_path / "runs"]),
-    "report-over-users-plot": lambda tmp_path, assets: _users_plot_case(tmp_path, assets),
-    "report-eval-of-another-shape": lambda tmp_path, assets: _eval_of_another_shape_case(tmp_path, assets),
+    "report-over-users-plot": lambda tmp_path, assets: _damaged_run_report_case(
+        tmp_path, assets, "plots/distillation_curve.png", "my own figure\n",
+        r"distillation_curve\.png exists and is not a figure policykd wrote"),
+    "report-eval-of-another-shape": lambda tmp_path, assets: _damaged_run_report_case(
+        tmp_path, assets, "eval.json", '{"teacher": 5}', r"eval\.json is not a run's evaluation record"),
     "eval-json-over-the-student-card": lambda tmp_path, assets: _json_over_student_case(tmp_path, assets),
     "teacher-eval-json-over-the-checkpoint": lambda tmp_path, assets: _json_over_checkpoint_case(tmp_path, assets),
     "bench-plot-over-users-figure": lambda tmp_path, assets: Case(
@@ -578,10 +582,11 @@ def _edited_buffer_case(tmp_path: Path, assets: dict, edit: Callable[[dict], Non
     return case
 
 
-def _corrupt_eval_case(tmp_path: Path, assets: dict) -> Case:
+def _damaged_run_report_case(tmp_path: Path, assets: dict, name: str, text: str, message: str) -> Case:
+    """`policykd report` on a finished run whose file `name` holds `text`: refused, the run untouched, no report.md."""
     run = _copy_run(assets, tmp_path)
-    _write(run / "eval.json", '{"teacher": ')
-    return Case(["report", run], r"eval\.json is corrupt", victims=[run], absent=[run / "report.md"])
+    _write(run / name, text)
+    return Case(["report", run], message, victims=[run], absent=[run / "report.md"])
 
 
 def _export_into_student_case(tmp_path: Path, assets: dict) -> Case:
@@ -590,19 +595,6 @@ def _export_into_student_case(tmp_path: Path, assets: dict) -> Case:
     return Case(["export", student, "--format", "safetensors", "--out", student],
                 r"--out .*student is a student folder and the export would replace its student\.safetensors; pass another --out",
                 victims=[student])
-
-
-def _users_plot_case(tmp_path: Path, assets: dict) -> Case:
-    run = _copy_run(assets, tmp_path)
-    _write(run / "plots" / "distillation_curve.png", "my own figure\n")
-    return Case(["report", run], r"distillation_curve\.png exists and is not a figure policykd wrote", victims=[run],
-                absent=[run / "report.md"])
-
-
-def _eval_of_another_shape_case(tmp_path: Path, assets: dict) -> Case:
-    run = _copy_run(assets, tmp_path)
-    _write(run / "eval.json", '{"teacher": 5}')
-    return Case(["report", run], r"eval\.json is not a run's evaluation record", victims=[run], absent=[run / "report.md"])
 
 
 def _json_over_student_case(tmp_path: Path, assets: dict) -> Case:
