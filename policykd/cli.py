@@ -104,6 +104,15 @@ def _path(value: str | Path) -> Path:
     return Path(value)
 
 
+def _output_file(value: str | Path) -> Path:
+    """An output file option (--json, --plot): a path as _path reads it, refused when it ends with a separator, which
+    names a folder (pathlib drops the trailing "/", so "out.png/" would be written as the file out.png)."""
+    path = _path(value)
+    if isinstance(value, str) and value.rstrip().endswith(("/", os.sep)):
+        raise typer.BadParameter(f"{value!r} ends with a separator, which names a folder; give a file path (no trailing separator)")
+    return path
+
+
 def _positive_hz(value: float) -> float:
     """A control rate option: a positive, finite number of Hz."""
     if not (math.isfinite(value) and value > 0):
@@ -296,7 +305,7 @@ def teacher_eval(
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
     n_envs: int = typer.Option(2, min=1, max=MAX_ENVS, help="Worker processes."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON here.", parser=_path),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the result as JSON here.", parser=_output_file),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
     """Run a teacher deterministically on seeded episodes and report its return."""
@@ -574,7 +583,7 @@ def eval_command(
     latency: bool = typer.Option(False, "--latency", help="Also time every backend (torch, numpy, onnx, C) and the embedded targets."),
     rate: float = typer.Option(1000.0, callback=_positive_hz, help="With --latency: control rate in Hz the student must fit on each target."),
     target: list[str] = typer.Option(["cortex-m4", "aarch64"], help="With --latency: embedded targets (repeatable)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here.", parser=_path),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here.", parser=_output_file),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
@@ -743,8 +752,8 @@ def bench(
                                  "c-ctypes (the C export called from Python through ctypes)."),
     teacher: Optional[Path] = typer.Option(None, help="Teacher to time beside (default: the one in the student card; 'none' to skip).", parser=_path),
     calls: int = typer.Option(10_000, min=100, max=MAX_LATENCY_CALLS, help="Timed batch-1 calls per backend (after a warm-up)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the table as JSON here.", parser=_path),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write latency histograms per backend to this PNG.", parser=_path),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the table as JSON here.", parser=_output_file),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write latency histograms per backend to this PNG.", parser=_output_file),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help=TRUST_PICKLE_HELP),
 ) -> None:
     """Batch-1, one-thread, pinned latency of the student per backend, the teacher and SB3 predict() beside it.
@@ -801,7 +810,7 @@ def embedded(
     rate: float = typer.Option(1000.0, callback=_positive_hz, help="Control rate in Hz to check the student against."),
     observations: int = typer.Option(32, min=1, max=10_000, help="Random test observations compared with the host build."),
     fmt: Optional[str] = typer.Option(None, "--format", help="c (float), c-int16 or c-int8 (fixed point); default: the target's."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here.", parser=_path),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here.", parser=_output_file),
 ) -> None:
     """Cross-compile the C export, run it under qemu, report flash/RAM, instructions, time and output parity."""
     from policykd.artifacts import package_versions, write_output_json

@@ -36,6 +36,8 @@ def test_help_is_available(command):
     (["export", "s", "--out", ""], r"Invalid value for '--out': is an empty path; give a file or folder name"),
     (["collect", "t.zip", "--out", " "], r"Invalid value for '--out': is an empty path"),
     (["report", ""], r"Invalid value for 'run_dir': is an empty path"),
+    (["bench", "s", "--plot", "latency.png/"], r"'--plot': 'latency\.png/' ends with a separator, which names a folder"),
+    (["eval", "t.zip", "s", "--json", "out.json/"], r"'--json': 'out\.json/' ends with a separator"),
 ])
 def test_usage_errors_of_the_command_are_one_line_and_exit_2(argv, message, capsys):
     """The console script (policykd.cli:main) reports what click would box as one `error:` line."""
