@@ -128,17 +128,26 @@ class WrapperSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+# Where older rl-zoo configs name a wrapper that moved: rl-zoo's own `utils.wrappers` (before it became the rl_zoo3
+# package) and `rl_zoo3.wrappers` import TimeFeatureWrapper from sb3_contrib (rl_zoo3/wrappers.py re-exports it).
+MOVED_WRAPPERS = {
+    "utils.wrappers.TimeFeatureWrapper": "sb3_contrib.common.wrappers.TimeFeatureWrapper",
+    "rl_zoo3.wrappers.TimeFeatureWrapper": "sb3_contrib.common.wrappers.TimeFeatureWrapper",
+}
+
+
 def parse_wrappers(raw: Any) -> tuple[WrapperSpec, ...]:
-    """rl-zoo's `env_wrapper` (a path, a {path: kwargs} dict, or a list of either) -> WrapperSpecs."""
+    """rl-zoo's `env_wrapper` (a path, a {path: kwargs} dict, or a list of either) -> WrapperSpecs, with the paths of
+    MOVED_WRAPPERS replaced by where the class lives now."""
     if raw is None:
         return ()
     items = raw if isinstance(raw, list) else [raw]
     specs = []
     for item in items:
         if isinstance(item, str):
-            specs.append(WrapperSpec(item))
+            specs.append(WrapperSpec(MOVED_WRAPPERS.get(item, item)))
         elif isinstance(item, dict):
-            specs.extend(WrapperSpec(path, dict(kwargs or {})) for path, kwargs in item.items())
+            specs.extend(WrapperSpec(MOVED_WRAPPERS.get(path, path), dict(kwargs or {})) for path, kwargs in item.items())
         else:
             raise PolicyKDError(f"env_wrapper entry {item!r} is neither an import path nor a {{path: kwargs}} mapping")
     return tuple(specs)

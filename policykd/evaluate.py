@@ -146,9 +146,10 @@ def agreement(teacher: Teacher, student: Student, states: np.ndarray, student_st
 
 
 def classification_agreement(reference: np.ndarray, predicted: np.ndarray, n_classes: int) -> dict[str, float]:
-    """Accuracy and macro precision / recall / F1 of predicted vs reference action labels [N]."""
+    """Accuracy and macro precision / recall / F1 of predicted vs reference action labels [N], averaged over the actions
+    either of them takes (as scikit-learn does): an action of the n_classes that neither takes is no disagreement."""
     precision, recall, f1 = [], [], []
-    for c in range(n_classes):
+    for c in np.union1d(np.unique(reference), np.unique(predicted)).astype(int) if len(reference) else range(n_classes):
         tp = np.sum((predicted == c) & (reference == c))
         p = tp / max(np.sum(predicted == c), 1)
         r = tp / max(np.sum(reference == c), 1)

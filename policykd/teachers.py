@@ -116,6 +116,9 @@ class Teacher(TeacherActions):
             probe.close()
         self._check_spaces()
         obs_dim = int(np.prod(self.observation_space.shape))
+        if source.normalizer is not None and source.normalizer.mean.shape != (obs_dim,):
+            raise PolicyKDError(f"the VecNormalize statistics of {source.path} are for {source.normalizer.mean.size} observations, "
+                                f"but {self.env_spec.env_id} gives {obs_dim}; restore the run's own vecnormalize.pkl")
         self.normalizer = source.normalizer or ObsNormalizer.identity(obs_dim)
         self.family = self._family()
         self.strategy = family_strategy(self.family)
@@ -284,6 +287,11 @@ class Teacher(TeacherActions):
         env_label = self.env_spec.env_id
         if self.env_spec.wrappers:
             env_label += f" (wrappers {[w.path for w in self.env_spec.wrappers]})"
+        for kind, space in (("observation", self.observation_space), ("action", self.action_space)):
+            if isinstance(space, gym.spaces.Box) and len(space.shape) != 1:
+                raise PolicyKDError(f"{env_label} gives {kind}s of shape {space.shape}, not one flat vector; policykd "
+                                    f"distils teachers whose observations and actions are flat vectors: train the teacher on "
+                                    "the env wrapped so that they are (e.g. gymnasium.wrappers.FlattenObservation)")
         problem = (_space_mismatch("observation", self.model.observation_space, self.observation_space, env_label)
                    or _space_mismatch("action", self.model.action_space, self.action_space, env_label))
         if problem is None:

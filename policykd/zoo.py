@@ -15,6 +15,7 @@ config.yml, args.yml and vec_normalize.pkl in one folder.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib
 import os
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from policykd.errors import PolicyKDError
@@ -117,8 +119,17 @@ def settings_folder(folder: Path) -> Path | None:
 
 
 def is_zoo_run_model(path: Path) -> bool:
-    """`path` is a model inside an rl-zoo run folder (its final model, best_model.zip or a checkpoint)."""
-    return path.suffix == ".zip" and path.is_file() and settings_folder(path.parent) is not None
+    """`path` is a model inside an rl-zoo run folder: its final model (named after the settings folder), best_model.zip,
+    a checkpoint (`<prefix>_<N>_steps.zip`), any model of a folder rl-zoo named `<env_id>_<n>` or of a flat snapshot
+    (args.yml beside it). A zip that merely sits beside some other run's settings folder is not one of its models."""
+    if path.suffix != ".zip" or not path.is_file():
+        return False
+    sub = settings_folder(path.parent)
+    if sub is None:
+        return False
+    return (sub == path.parent or path.stem == sub.name or path.name == "best_model.zip"
+            or re.fullmatch(r".*_\d+_steps", path.stem) is not None
+            or re.fullmatch(rf"{re.escape(sub.name)}_\d+", path.parent.name) is not None)
 
 
 def _is_sb3_model(path: Path) -> bool:
@@ -156,6 +167,19 @@ def _checkpoint_vecnormalize(model_zip: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def normalizes_observations(setting: Any) -> bool:
+    """Whether rl-zoo's `normalize` hyperparameter (true/false, a {norm_obs: ..., ...} mapping, or that mapping as the
+    string rl-zoo writes to config.yml) normalises observations; VecNormalize's norm_obs defaults to true."""
+    if isinstance(setting, str) and setting.strip().startswith("{"):
+        try:
+            setting = ast.literal_eval(setting)
+        except (ValueError, SyntaxError):
+            return True  # unreadable: as if observations were normalised, so that the statistics are asked for
+    if isinstance(setting, dict):
+        return bool(setting.get("norm_obs", True))
+    return bool(setting)
+
+
 def find_zoo_run(folder: Path, model_zip: Path | None = None) -> ZooRun:
     """Recognise `folder` as an rl-zoo run folder (`<algo>/<env_id>_<n>/`). model_zip: one of its models (best_model.zip,
     a checkpoint) instead of the final one; a checkpoint's own VecNormalize statistics are used where SB3 saved them."""
@@ -167,8 +191,9 @@ def find_zoo_run(folder: Path, model_zip: Path | None = None) -> ZooRun:
     algo = str(args.get("algo") or folder.parent.name).lower()
     vecnorm = _checkpoint_vecnormalize(model_zip) or next(
         (sub / name for name in ("vecnormalize.pkl", "vec_normalize.pkl") if (sub / name).exists()), sub / "vecnormalize.pkl")
-    if config.get("normalize") and not vecnorm.exists():
-        raise PolicyKDError(f"{sub} says normalize: true but vecnormalize.pkl is missing; copy it from the rl-zoo run")
+    if normalizes_observations(config.get("normalize")) and not vecnorm.exists():
+        raise PolicyKDError(f"{sub / 'config.yml'} says normalize: {config['normalize']} but vecnormalize.pkl is missing; copy it "
+                            "from the rl-zoo run")
     return ZooRun(
         root=folder,
         algo=algo,
@@ -195,7 +220,7 @@ def load_vecnormalize_stats(path: Path, *, trust_pickle: bool = False) -> ObsNor
         vec_normalize = load_vecnormalize_pickle(path)
     try:
         if not getattr(vec_normalize, "norm_obs", False):
-            return ObsNormalizer.identity(int(vec_normalize.observation_space.shape[0]))
+            return ObsNormalizer.identity(int(np.prod(vec_normalize.observation_space.shape)))
         rms = vec_normalize.obs_rms
         return ObsNormalizer(mean=rms.mean, var=rms.var, clip=float(vec_normalize.clip_obs), epsilon=float(vec_normalize.epsilon))
     except (AttributeError, TypeError, ValueError, IndexError) as e:

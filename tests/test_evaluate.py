@@ -56,6 +56,15 @@ def test_classification_agreement_known_values():
     assert m["recall"] == pytest.approx((0.5 + 1.0) / 2)
 
 
+def test_classification_agreement_averages_over_the_actions_taken():
+    """A teacher and student that both always take action 0 of 3 agree perfectly (macro scores over every action
+    counted the two never taken as 0: f1 0.333)."""
+    same = np.zeros(50, dtype=np.int64)
+    assert classification_agreement(same, same, 3) == {"accuracy": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0}
+    m = classification_agreement(np.array([0, 0, 2, 2]), np.array([0, 2, 2, 2]), 3)  # action 1: taken by neither
+    assert m["precision"] == pytest.approx((1.0 + 2 / 3) / 2) and m["recall"] == pytest.approx((0.5 + 1.0) / 2)
+
+
 def test_run_episodes_uses_the_given_seeds_reproducibly():
     spec = EnvSpec("CartPole-v1")
     push_right = lambda obs: np.ones(len(obs), dtype=np.int64)  # noqa: E731

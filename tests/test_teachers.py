@@ -471,3 +471,105 @@ def test_an_image_policy_is_refused_in_one_line_naming_what_it_is(tmp_path):
     with pytest.raises(PolicyKDError, match=r"cnn\.zip is an image policy \(convolutions, as SB3's CnnPolicy; observations "
                                             r"Box\(0, 255, \(3, 40, 40\)\)\): policykd reads SB3 teachers with flat observations only"):
         load_teacher(tmp_path / "cnn.zip", env_id="PolicyKDTest/Image-v0")
+
+
+class _MatrixObservations(gym.ObservationWrapper):
+    """CartPole whose 4 observations come as a 2x2 matrix (as highway-env's or a frame stack's do)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2, 2), np.float32)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return observation.reshape(2, 2)
+
+
+class _ColumnActions(gym.ActionWrapper):
+    """Pendulum whose torque is a (1, 1) Box."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.action_space = gym.spaces.Box(-2.0, 2.0, (1, 1), np.float32)
+
+    def action(self, action: np.ndarray) -> np.ndarray:
+        assert action.shape == (1, 1), action.shape
+        return action.reshape(1)
+
+
+@pytest.mark.parametrize("kind,env_id,entry,shape", [
+    ("observation", "PolicyKDTestMatrixObs-v0", lambda: _MatrixObservations(gym.make("CartPole-v1")), (2, 2)),
+    ("action", "PolicyKDTestColumnAction-v0", lambda: _ColumnActions(gym.make("Pendulum-v1")), (1, 1)),
+])
+def test_a_teacher_of_non_flat_spaces_is_refused_in_one_line(tmp_path, kind, env_id, entry, shape):
+    """SB3 flattens such observations and reshapes such actions itself; policykd's students take and give vectors, so
+    the teacher is refused at load (training crashed on the observations, and the env got flat actions)."""
+    import stable_baselines3 as sb3
+
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=entry)
+    path = tmp_path / "teacher.zip"
+    (sb3.PPO if kind == "observation" else sb3.SAC)("MlpPolicy", env_id, device="cpu", policy_kwargs={"net_arch": [8]}).save(path)
+    with pytest.raises(PolicyKDError, match=rf"{env_id} gives {kind}s of shape \({shape[0]}, {shape[1]}\), not one flat vector") as info:
+        load_teacher(path, env_id=env_id)
+    assert "\n" not in str(info.value)
+
+
+def _zoo_folder(run: Path, model: Path, *, env_id: str, algo: str, config: str = "") -> Path:
+    """An rl-zoo run folder `run` (<env_id>_1/) holding `model` as <env_id>.zip and <env_id>/{args,config}.yml."""
+    settings = run / env_id
+    settings.mkdir(parents=True)
+    shutil.copy(model, run / f"{env_id}.zip")
+    (settings / "args.yml").write_text(f"!!python/object/apply:collections.OrderedDict\n- - - algo\n    - {algo}\n  - - env\n    - {env_id}\n")
+    (settings / "config.yml").write_text(config or "!!python/object/apply:collections.OrderedDict\n- []\n")
+    return run
+
+
+def test_a_zip_beside_another_runs_settings_is_a_bare_zip(tmp_path, tiny_teachers):
+    """A zip whose folder holds one unrelated rl-zoo settings folder is not that run's model: before, it took the run's
+    algorithm, wrappers and VecNormalize statistics (a QR-DQN zip beside a TD3 run loaded 'as td3')."""
+    from policykd.zoo import is_zoo_run_model
+
+    _zoo_folder(tmp_path / "other", tiny_teachers["td3"], env_id="Pendulum-v1", algo="td3")
+    shutil.copytree(tmp_path / "other" / "Pendulum-v1", tmp_path / "Pendulum-v1")  # settings beside the zip
+    mine = shutil.copy(tiny_teachers["qrdqn"], tmp_path / "qrdqn_cartpole.zip")
+    assert not is_zoo_run_model(Path(mine))
+    teacher = load_teacher(mine, env_id="CartPole-v1")
+    assert teacher.algo == "qrdqn" and teacher.env_spec.env_id == "CartPole-v1"
+    for name in ("Pendulum-v1.zip", "best_model.zip", "rl_model_1000_steps.zip"):  # the run's own models still are
+        assert is_zoo_run_model(Path(shutil.copy(tiny_teachers["td3"], tmp_path / name)))
+
+
+def test_a_zoo_run_whose_model_is_another_algorithm_is_refused(tmp_path, tiny_teachers):
+    run = _zoo_folder(tmp_path / "sac" / "Pendulum-v1_1", tiny_teachers["td3"], env_id="Pendulum-v1", algo="sac")
+    with pytest.raises(PolicyKDError, match=r"the rl-zoo run says the teacher is sac \(args\.yml\), but Pendulum-v1\.zip holds a TD3 "
+                                            r"checkpoint.*pass --algo td3") as info:
+        load_teacher(run)
+    assert "\n" not in str(info.value)
+    assert load_teacher(run, algo="td3").algo == "td3"
+
+
+@pytest.mark.parametrize("wrapper", ["utils.wrappers.TimeFeatureWrapper", "rl_zoo3.wrappers.TimeFeatureWrapper"])
+def test_older_zoo_names_of_time_feature_wrapper_load_it_from_sb3_contrib(tmp_path, tiny_teachers, wrapper):
+    """Older rl-zoo configs name the wrapper by rl-zoo's own module; the class lives in sb3_contrib."""
+    import sb3_contrib
+
+    model = tmp_path / "model.zip"
+    env = sb3_contrib.common.wrappers.TimeFeatureWrapper(gym.make("Pendulum-v1"))
+    sb3_contrib.TQC("MlpPolicy", env, device="cpu", policy_kwargs={"net_arch": [8]}).save(model)
+    config = f"!!python/object/apply:collections.OrderedDict\n- - - env_wrapper\n    - {wrapper}\n"
+    run = _zoo_folder(tmp_path / "tqc" / "Pendulum-v1_1", model, env_id="Pendulum-v1", algo="tqc", config=config)
+    teacher = load_teacher(run)
+    assert [w.path for w in teacher.env_spec.wrappers] == ["sb3_contrib.common.wrappers.TimeFeatureWrapper"]
+    assert teacher.observation_space.shape == (4,)
+
+
+def test_zoo_normalize_without_observations_needs_no_statistics(tmp_path, tiny_teachers):
+    """rl-zoo writes `normalize: "{'norm_obs': False, 'norm_reward': True}"`: no observation statistics to ask for."""
+    config = "!!python/object/apply:collections.OrderedDict\n- - - normalize\n    - '{''norm_obs'': False, ''norm_reward'': True}'\n"
+    run = _zoo_folder(tmp_path / "sac" / "Pendulum-v1_1", tiny_teachers["sac"], env_id="Pendulum-v1", algo="sac", config=config)
+    teacher = load_teacher(run)
+    assert np.array_equal(teacher.normalizer.mean, np.zeros(3))
+    (run / "Pendulum-v1" / "config.yml").write_text(config.replace("False", "True"))
+    with pytest.raises(PolicyKDError, match=r"config\.yml says normalize: \{'norm_obs': True, 'norm_reward': True\} but "
+                                            r"vecnormalize\.pkl is missing"):
+        load_teacher(run)
