@@ -72,6 +72,9 @@ def _read_bytes(model_zip: Path) -> bytes:
 def parse_zip_data(model_zip: Path, raw: bytes) -> dict[str, Any]:
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            if "data" not in archive.namelist() and any(name.endswith("/data.pkl") for name in archive.namelist()):
+                raise PolicyKDError(f"{model_zip} is a torch archive (as policy.save() or torch.save write), not a whole SB3 "
+                                    "model; save the model with model.save(PATH) and pass that .zip")
             data = json.loads(archive.read("data"))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, EOFError, ValueError, RecursionError) as e:
         raise PolicyKDError(f"{model_zip} is not a readable SB3 checkpoint ({e}); re-download or re-save it") from e
@@ -273,6 +276,9 @@ def resolve_source(path: str | Path, *, algo: str | None = None, env_id: str | N
         return _zoo_source(path, find_zoo_run(path), algo=algo, env_id=env_id, trust_pickle=trust_pickle)
     if is_zoo_run_model(path):  # best_model.zip or a checkpoint, read with its run's env and statistics
         return _zoo_source(path, find_zoo_run(path.parent, model_zip=path), algo=algo, env_id=env_id, trust_pickle=trust_pickle)
+    if path.suffix in (".pth", ".pt"):
+        raise PolicyKDError(f"{path} is a torch file (as policy.save() or torch.save write), not a whole SB3 model; save the "
+                            "model with model.save(PATH) and pass that .zip")
     if path.suffix != ".zip":
         raise PolicyKDError(f"{path} is neither a .zip checkpoint nor a folder; pass an SB3 .zip or an rl-zoo run folder")
     if env_id is None:

@@ -573,3 +573,14 @@ def test_zoo_normalize_without_observations_needs_no_statistics(tmp_path, tiny_t
     with pytest.raises(PolicyKDError, match=r"config\.yml says normalize: \{'norm_obs': True, 'norm_reward': True\} but "
                                             r"vecnormalize\.pkl is missing"):
         load_teacher(run)
+
+
+def test_a_policy_saved_alone_is_told_to_save_the_whole_model(tmp_path):
+    """policy.save() writes a torch archive (no SB3 `data`); it read 'There is no item named data', 're-download it'."""
+    import stable_baselines3 as sb3
+
+    policy = sb3.SAC("MlpPolicy", "Pendulum-v1", device="cpu", policy_kwargs={"net_arch": [8]}).policy
+    for name in ("policy.zip", "policy.pth"):
+        policy.save(tmp_path / name)
+        with pytest.raises(PolicyKDError, match=rf"{name} is a torch (archive|file) .*save the model with model\.save\(PATH\)"):
+            load_teacher(tmp_path / name, env_id="Pendulum-v1")
