@@ -141,9 +141,14 @@ def _returns_table(title: str, rows: list[tuple[str, ReturnStats]]) -> Table:
     for col in ("policy", "mean", "std", "IQM", "95% CI", "episodes"):
         table.add_column(col, justify="right" if col != "policy" else "left")
     for name, s in rows:
-        interval = f"[{s.ci95_low:.1f}, {s.ci95_high:.1f}]" if math.isfinite(s.ci95_low) else "n/a"
-        table.add_row(name, f"{s.mean:.1f}", f"{s.std:.1f}", f"{s.iqm:.1f}", interval, str(s.episodes))
+        interval = f"[{_return_text(s.ci95_low)}, {_return_text(s.ci95_high)}]" if math.isfinite(s.ci95_low) else "n/a"
+        table.add_row(name, *(_return_text(x) for x in (s.mean, s.std, s.iqm)), interval, str(s.episodes))
     return table
+
+
+def _return_text(value: float) -> str:
+    """A return in the tables: one decimal from 100 up, else 4 significant digits (a return of -0.0073 read -0.0)."""
+    return f"{value:.1f}" if abs(value) >= 100 or value == 0 else f"{value:.4g}"
 
 
 def print_comparison(report: Comparison) -> None:

@@ -295,3 +295,11 @@ def test_policykd_warnings_are_one_note_line_once(capsys):
     show(UserWarning("from elsewhere"), UserWarning, os.path.join("x", "gymnasium", "core.py"), 1)
     assert capsys.readouterr().err.strip().splitlines() == ["note: buf: ignoring chunks not committed"]
     assert len(others) == 1  # other packages' warnings are shown as Python shows them
+
+
+def test_small_returns_keep_their_digits_in_the_tables():
+    """MountainCarContinuous returns of -0.0073 and -0.0056 both read -0.0 beside a ratio of 1.3."""
+    from policykd.cli import _return_text
+
+    assert [_return_text(x) for x in (-0.0073, -0.0056, 21.375, 0.0, 1500.25, -250.0)] == [
+        "-0.0073", "-0.0056", "21.38", "0.0", "1500.2", "-250.0"]
