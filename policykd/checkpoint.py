@@ -68,7 +68,14 @@ def load_checkpoint(run_dir: Path, optimizer_factory) -> tuple[Student, torch.op
     final = run_dir / "checkpoint"
     if not final.exists() and (run_dir / "checkpoint.old").exists():
         (run_dir / "checkpoint.old").rename(final)  # interrupted between the two renames
+    if final.exists() and not final.is_dir():
+        raise PolicyKDError(f"{final} is a file, not the run's checkpoint folder; this run cannot be resumed, start a new one "
+                            "with another --run-name")
     if not (final / "progress.json").exists():
+        history = run_dir / "history.jsonl"
+        if history.is_file() and '"distill/round"' in history.read_text(errors="replace"):
+            raise PolicyKDError(f"{run_dir} finished rounds before (per its history.jsonl) but its checkpoint is missing; this run "
+                                "cannot be resumed, start a new one with another --run-name")
         return None
     student = load_student(final).train()
     progress_path, optimizer_path = final / "progress.json", final / "optimizer.safetensors"

@@ -305,7 +305,8 @@ def _built_library(export_dir: Path) -> Path:
 
 def _check_exported_from(student_dir: Path, export_dir: Path, header: Path) -> None:
     """Refuse an export whose record (export-FORMAT.json, written by `policykd export`) says it was made from other
-    weights than student_dir's: same dimensions, another policy. An export without a record is taken on trust."""
+    weights than student_dir's: same dimensions, another policy; and one that no intact record vouches for (no record, a
+    corrupt one, or none whose header sha256 matches: the C source could be anything)."""
     header_digest = sha256_file(header)
     for record_path in sorted(export_dir.glob("export-*.json")):
         try:
@@ -324,6 +325,9 @@ def _check_exported_from(student_dir: Path, export_dir: Path, header: Path) -> N
                                 f"(other weights, per {record_path.name}); re-export: policykd export {student_dir} --format "
                                 f"{record.get('format', 'c')} --out {export_dir}")
         return
+    raise PolicyKDError(f"{export_dir} has no intact export record (export-FORMAT.json, written by `policykd export`) for its "
+                        f"{header.name}: missing, corrupt, or the header was edited, so nothing vouches for the C source it "
+                        f"would compile and run; re-export: policykd export {student_dir} --format c --out {export_dir}")
 
 
 def load_c(student_dir: str | Path, export_dir: str | Path) -> CPolicy:

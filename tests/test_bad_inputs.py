@@ -237,6 +237,8 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "resume-modified-buffer-chunk": lambda tmp_path, assets: _run_case(
         tmp_path, assets, ["--resume"], r"does not match its sha256", damage="buffer/chunk_000000.npz"),
     "resume-locked-run": lambda tmp_path, assets: _locked_case(tmp_path, assets),
+    "resume-checkpoint-missing": lambda tmp_path, assets: _lost_checkpoint_case(tmp_path, assets, replace_with_file=False),
+    "resume-checkpoint-is-a-file": lambda tmp_path, assets: _lost_checkpoint_case(tmp_path, assets, replace_with_file=True),
     # output locations
     "out-dir-is-a-file": lambda tmp_path, assets: Case(
         _distill(assets, tmp_path, "--out-dir", _write(tmp_path / "file", "keep"), "--run-name", "r"),
@@ -503,6 +505,19 @@ def _run_case(tmp_path: Path, assets: dict, extra: list, message: str, *, damage
         data[:4] = b"\x00{x\x01"
         target.write_bytes(bytes(data))
     return Case(_distill(assets, tmp_path, "--run-name", "done", *extra), message, victims=[run])
+
+
+def _lost_checkpoint_case(tmp_path: Path, assets: dict, *, replace_with_file: bool) -> Case:
+    """A finished run whose checkpoint folder is gone (or a file): resuming it restarted from round 1 and cut the buffer
+    (history doubled, chunks deleted); it is refused before anything changes."""
+    run = _copy_run(assets, tmp_path)
+    shutil.rmtree(run / "checkpoint")
+    if replace_with_file:
+        (run / "checkpoint").write_text("x\n")
+        message = r"checkpoint is a file, not the run's checkpoint folder; this run cannot be resumed"
+    else:
+        message = r"finished rounds before \(per its history\.jsonl\) but its checkpoint is missing; this run cannot be resumed"
+    return Case(_distill(assets, tmp_path, "--run-name", "done", "--resume"), message, victims=[run])
 
 
 def _replaced_teacher_case(tmp_path: Path, assets: dict) -> Case:

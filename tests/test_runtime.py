@@ -279,7 +279,18 @@ def _c_export(student_dir, export_dir, arithmetic="float"):
     (export_dir / "policykd_student.c").write_text(source)
     assert "malloc" not in source
     subprocess.run([*_STRICT, "-c", str(export_dir / "policykd_student.c"), "-o", str(export_dir / "s.o")], check=True)
+    _vouch_for(student_dir, export_dir)
     return policykd.runtime.load_c(student_dir, export_dir)
+
+
+def _vouch_for(student_dir, export_dir):
+    """The export record `policykd export` writes beside the C files (load_c refuses C files no record vouches for)."""
+    from policykd.artifacts import sha256_file
+    from policykd.student_format import WEIGHTS_FILE
+
+    files = {name: sha256_file(export_dir / name) for name in ("policykd_student.h", "policykd_student.c")}
+    (export_dir / "export-c.json").write_text(json.dumps({"format": "c", "files": files,
+                                                          "student_sha256": sha256_file(student_dir / WEIGHTS_FILE)}))
 
 
 @needs_cc
@@ -374,7 +385,10 @@ def test_load_c_never_calls_a_library_built_from_another_source(tmp_path):
     header, source = generate_c(card, weights)
     (tmp_path / "c2").mkdir()
     (tmp_path / "c2" / "policykd_student.h").write_text(header)
-    (tmp_path / "c2" / "policykd_student.c").write_text(source)  # hand-made export, no export record
+    (tmp_path / "c2" / "policykd_student.c").write_text(source)  # hand-made export, no export record: refused
+    with pytest.raises(PolicyKDError, match=r"c2 has no intact export record .*re-export: policykd export"):
+        policykd.runtime.load_c(tmp_path / "second", tmp_path / "c2")
+    _vouch_for(tmp_path / "second", tmp_path / "c2")
     second_library = policykd.runtime.compile_c_export(tmp_path / "c2")
     second_library.unlink()
     shutil.copy(first_library, second_library)  # the other policy's build under this one's name
@@ -387,7 +401,7 @@ def test_load_c_never_calls_a_library_built_from_another_source(tmp_path):
     with pytest.raises(InvalidObservation, match="array of numbers, got dtype complex128"):
         policykd.runtime.load_c(tmp_path / "second", tmp_path / "c2")(obs.astype(np.complex128) + 1j)
     assert sorted(p.name for p in (tmp_path / "c2").iterdir()) == sorted(  # the rebuild replaced the bad one, no partial builds
-        ["policykd_student.h", "policykd_student.c", "libpolicykd_student.build.json", second_library.name])
+        ["policykd_student.h", "policykd_student.c", "export-c.json", "libpolicykd_student.build.json", second_library.name])
 
 
 def _int8_reference(card, weights, obs: np.ndarray) -> np.ndarray:
