@@ -252,6 +252,10 @@ def check_run_name(name: str) -> None:
                             "choose where runs go with --out-dir")
 
 
+MAX_HIDDEN_WIDTH = 8_192  # units per hidden layer: students are compact (a 8192x8192 layer is already 67M weights)
+MAX_HIDDEN_LAYERS = 64
+
+
 def validate(config: DistillConfig) -> None:
     """Check and normalise every field of `config` in place; raises PolicyKDError (one line) on the first bad one."""
     for f in dataclasses.fields(config):
@@ -278,6 +282,14 @@ def validate(config: DistillConfig) -> None:
             if getattr(config, key) != neutral:
                 raise PolicyKDError(f"{key} {getattr(config, key)!r} shapes the KL to the teacher's distribution, which loss "
                                     f"{config.loss!r} does not use; use loss: kl or leave {key} at {neutral!r}")
+    if max(config.hidden) > MAX_HIDDEN_WIDTH or len(config.hidden) > MAX_HIDDEN_LAYERS:
+        raise PolicyKDError(f"hidden {config.hidden} is beyond a student policykd trains (at most {MAX_HIDDEN_LAYERS} layers of "
+                            f"at most {MAX_HIDDEN_WIDTH:,} units; a 2x64 student matches most teachers); give smaller widths")
+    if config.backend == "local" and (config.ray_address is not None or config.num_workers != DistillConfig.num_workers):
+        given = [key for key, default in (("num_workers", DistillConfig.num_workers), ("ray_address", None))
+                 if getattr(config, key) != default]
+        raise PolicyKDError(f"{' and '.join(given)} (--num-workers, --address) {'is' if len(given) == 1 else 'are'} for backend: "
+                            "ray, which is not given; add --backend ray or drop them")
     if not -len(config.hidden) <= config.hint_student_layer < len(config.hidden):
         raise PolicyKDError(f"hint_student_layer must index the student's {len(config.hidden)} hidden layers "
                             f"(-{len(config.hidden)} to {len(config.hidden) - 1}), got {config.hint_student_layer}")

@@ -43,6 +43,9 @@ from policykd.student_format import ACTIVATION_NAMES as RUNTIME_ACTIVATIONS
     ("hint_student_layer", 5, "index the student's 2 hidden layers"),
     ("quantise_aware_rounds", 6, "at most rounds"),
     ("validation_fraction", 0.9, "<= 0.5"),
+    ("hidden", [100_000_000], r"at most 64 layers of at most 8,192 units"),
+    ("num_workers", 7, r"\(--num-workers, --address\) is for backend: ray, which is not given"),
+    ("ray_address", "1.2.3.4:1", r"\(--num-workers, --address\) is for backend: ray"),
 ])
 def test_every_key_is_validated_when_the_config_is_built(key, value, message):
     with pytest.raises(PolicyKDError, match=f"{key}.*{message}" if key != "run_name" else message):
