@@ -96,11 +96,16 @@ _TARGET_KINDS = ("mcu", "linux")  # bare metal with semihosting (cycle counts), 
 _TARGET_NUMBERS = ("clock_hz", "ram_bytes", "flash_bytes", "cpi")  # > 0; flash_bytes optional, cpi needed by an mcu
 _TARGET_STRINGS = ("name", "description", "compiler", "size_tool")
 _TARGET_LISTS = ("cflags", "ldflags", "emulator", "apt_packages")  # of strings; ldflags and apt_packages optional
+_TARGET_KEYS = ("kind", *_TARGET_STRINGS, *_TARGET_NUMBERS, *_TARGET_LISTS, "export_format")
 
 
 def check_target(target: dict[str, Any], where: str) -> dict[str, Any]:
     """The target, or a one-line PolicyKDError naming its first missing or mistyped key."""
     required = [*_TARGET_STRINGS, "kind", "clock_hz", "ram_bytes", "cflags", "emulator", *(["cpi"] if target.get("kind") == "mcu" else [])]
+    unknown = sorted(set(target) - set(_TARGET_KEYS))
+    if unknown:
+        raise PolicyKDError(f"target {where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} (a typo "
+                            f"would drop its check); the keys are {', '.join(_TARGET_KEYS)}")
     missing = [key for key in required if key not in target]
     if missing:
         raise PolicyKDError(f"target {where} lacks {', '.join(missing)}; see policykd/targets/cortex-m4.yaml for the keys")

@@ -71,6 +71,16 @@ def test_unknown_target_is_reported():
         load_target("esp32")
 
 
+def test_a_target_with_an_unknown_key_is_refused_naming_it(tmp_path):
+    """A typo in an optional key (flash_byte for flash_bytes) silently dropped the flash check."""
+    from importlib import resources
+
+    board = tmp_path / "typo.yaml"
+    board.write_text((resources.files("policykd") / "targets" / "cortex-m4.yaml").read_text().replace("flash_bytes:", "flash_byte:"))
+    with pytest.raises(PolicyKDError, match=r"unknown key 'flash_byte' \(a typo would drop its check\); the keys are .*flash_bytes"):
+        load_target(board)
+
+
 def test_targets_ship_in_the_package_and_load_by_name_or_path(tmp_path):
     """The built-in targets are package data (policykd/targets/), found through importlib.resources."""
     from importlib import resources
