@@ -251,6 +251,9 @@ def _check_resume_config(run_dir: Path, record: dict[str, Any], config: DistillC
                                 "changed. Restore those settings, or start a new run with another --run-name")
 
 
+OUTPUT_FOLDERS = ("student", "plots")  # what a run writes in its run dir at the end, after the rounds
+
+
 def prepare_run_dir(config: DistillConfig, teacher: Teacher, *, resume: bool) -> Path:
     """The run folder for `config`, checked before anything in it is touched: a new run needs an absent or empty
     folder; --resume needs a policykd run of the same recipe, teacher file and env. Creates the folder."""
@@ -264,6 +267,10 @@ def prepare_run_dir(config: DistillConfig, teacher: Teacher, *, resume: bool) ->
         record = read_run_record(run_dir)
         check_same_teacher(run_dir, record, teacher.identity())
         _check_resume_config(run_dir, record, config)
+        blocking = next((run_dir / name for name in OUTPUT_FOLDERS if (run_dir / name).exists() and not (run_dir / name).is_dir()), None)
+        if blocking is not None:  # found before the rounds are trained, not when the student is saved after them
+            raise PolicyKDError(f"{blocking} is a file where the run keeps its {blocking.name} folder; move it away, then resume "
+                                "(nothing was changed)")
     elif run_dir.exists() and (not run_dir.is_dir() or any(p.name != LOCK_FILE for p in run_dir.iterdir())):
         raise PolicyKDError(f"run dir {run_dir} already exists; pass --resume to continue it or choose another --run-name")
     else:

@@ -237,6 +237,7 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "resume-modified-buffer-chunk": lambda tmp_path, assets: _run_case(
         tmp_path, assets, ["--resume"], r"does not match its sha256", damage="buffer/chunk_000000.npz"),
     "resume-locked-run": lambda tmp_path, assets: _locked_case(tmp_path, assets),
+    "resume-student-is-a-file": lambda tmp_path, assets: _student_file_case(tmp_path, assets),
     "resume-checkpoint-missing": lambda tmp_path, assets: _lost_checkpoint_case(tmp_path, assets, replace_with_file=False),
     "resume-checkpoint-is-a-file": lambda tmp_path, assets: _lost_checkpoint_case(tmp_path, assets, replace_with_file=True),
     # output locations
@@ -505,6 +506,15 @@ def _run_case(tmp_path: Path, assets: dict, extra: list, message: str, *, damage
         data[:4] = b"\x00{x\x01"
         target.write_bytes(bytes(data))
     return Case(_distill(assets, tmp_path, "--run-name", "done", *extra), message, victims=[run])
+
+
+def _student_file_case(tmp_path: Path, assets: dict) -> Case:
+    """A file where a run keeps its student folder: found only after every remaining round was trained, before."""
+    run = _copy_run(assets, tmp_path)
+    shutil.rmtree(run / "student")
+    (run / "student").write_text("mine\n")
+    return Case(_distill(assets, tmp_path, "--run-name", "done", "--resume"),
+                r"student is a file where the run keeps its student folder; move it away, then resume", victims=[run])
 
 
 def _lost_checkpoint_case(tmp_path: Path, assets: dict, *, replace_with_file: bool) -> Case:
