@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +156,28 @@ def load_dataset(dataset: str):
     if dataset not in local:
         raise PolicyKDError(f"no local Minari dataset {dataset!r} (in $MINARI_DATASETS_PATH or ~/.minari/datasets); "
                             f"local ones: {', '.join(sorted(local)) or 'none'}")
-    return minari.load_dataset(dataset)
+    try:
+        return minari.load_dataset(dataset)
+    except OSError as e:  # h5py: a truncated or damaged data file
+        raise _damaged(dataset, e) from e
+
+
+def _damaged(dataset_id: str, error: OSError) -> PolicyKDError:
+    return PolicyKDError(f"cannot read Minari dataset {dataset_id!r} ({(str(error).splitlines() or [type(error).__name__])[0][:160]}); "
+                         "its files are damaged: re-create or re-download it")
+
+
+def _read_episodes(dataset, dataset_id: str) -> Iterator:
+    """dataset.iterate_episodes(), with h5py's OSError on a damaged data file as one PolicyKDError line."""
+    episodes = iter(dataset.iterate_episodes())
+    while True:
+        try:
+            episode = next(episodes)
+        except StopIteration:
+            return
+        except OSError as e:
+            raise _damaged(dataset_id, e) from e
+        yield episode
 
 
 def _policykd_record(dataset) -> dict[str, Any] | None:
@@ -185,7 +207,7 @@ def buffer_from_minari(dataset_id: str, out_dir: str | Path, teacher) -> Buffer:
     same_teacher = record is not None and record["teacher"].get("sha256") == teacher.identity()["sha256"]
     names = PARAM_NAMES[teacher.family]
     parts: dict[str, list[np.ndarray]] = {}
-    for episode in dataset.iterate_episodes():
+    for episode in _read_episodes(dataset, dataset_id):
         infos = episode.infos or {}
         steps = len(episode.rewards)
         fields = {"obs": episode.observations[:-1], "next_obs": episode.observations[1:], "action": episode.actions,
@@ -208,7 +230,12 @@ def buffer_from_minari(dataset_id: str, out_dir: str | Path, teacher) -> Buffer:
         if "buffer_truncated" in infos:  # policykd's export: the buffer's own flags (a cut episode is marked truncated there)
             fields["truncated"] = infos["buffer_truncated"]
         for key, value in fields.items():
-            parts.setdefault(key, []).append(np.asarray(value))
+            value = np.asarray(value)
+            if value.ndim == 0 or len(value) != steps or (key in parts and value.shape[1:] != parts[key][0].shape[1:]):
+                expected = f"({steps}, ...)" if key not in parts else str((steps, *parts[key][0].shape[1:]))
+                raise PolicyKDError(f"Minari dataset {dataset_id}, episode {episode.id}: {key} has shape {value.shape}, expected "
+                                    f"{expected} (the episode has {steps} steps); the dataset is malformed, re-create it")
+            parts.setdefault(key, []).append(value)
     if not parts:
         raise PolicyKDError(f"Minari dataset {dataset_id} holds no episodes; nothing to label")
     rows = {k: np.concatenate(v) for k, v in parts.items()}

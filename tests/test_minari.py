@@ -83,6 +83,29 @@ def test_bad_minari_input_is_one_line(tiny_teachers, tmp_path, datasets):
     assert not (tmp_path / "y").exists()  # nothing written for a refused dataset
 
 
+def test_a_damaged_dataset_is_one_line_naming_what_is_wrong(tiny_teachers, tmp_path, datasets):
+    """An episode whose labels are shorter than its steps met an IndexError 'policykd bug'; a truncated data file read
+    'cannot use: ...; choose another location'."""
+    import h5py
+
+    sac = load_teacher(tiny_teachers["sac"], env_id="Pendulum-v1")
+    _buffer(sac, tmp_path / "buffer")
+    export_minari(tmp_path / "buffer", "policykd/pendulum/shape-v0")
+    data_file = next((datasets / "policykd" / "pendulum" / "shape-v0").rglob("*.hdf5"))
+    with h5py.File(data_file, "r+") as f:
+        labels = f["episode_0/infos/teacher_mean"][:]
+        del f["episode_0/infos/teacher_mean"]
+        f["episode_0/infos/teacher_mean"] = labels[:-50]
+    with pytest.raises(PolicyKDError, match=r"Minari dataset policykd/pendulum/shape-v0, episode 0: dist_mean has shape "
+                                            r"\(\d+, 1\), expected \(\d+, \.\.\.\).*malformed, re-create it"):
+        buffer_from_minari("policykd/pendulum/shape-v0", tmp_path / "x", sac)
+    assert not (tmp_path / "x").exists()
+    with open(data_file, "r+b") as f:
+        f.truncate(20_000)
+    with pytest.raises(PolicyKDError, match=r"cannot read Minari dataset 'policykd/pendulum/shape-v0' \(.*\); its files are damaged"):
+        buffer_from_minari("policykd/pendulum/shape-v0", tmp_path / "x", sac)
+
+
 @pytest.mark.parametrize("dataset_id", ["bad id", "noversion", "", "../outside-v0", "a/b.c-v0"])
 def test_a_malformed_dataset_id_is_refused_before_anything_is_written(tiny_teachers, tmp_path, datasets, dataset_id):
     _buffer(load_teacher(tiny_teachers["sac"], env_id="Pendulum-v1"), tmp_path / "buffer")
