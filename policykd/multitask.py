@@ -98,7 +98,11 @@ class MultiTaskStudent(nn.Module):
         return dist, io.value_head(hidden).squeeze(-1) * io.value_std + io.value_mean
 
     def view(self, task: int) -> TaskView:
-        return TaskView(self, task)
+        """The student on task number `task` (0 .. len(self.tasks) - 1, in the order of the card's tasks)."""
+        if isinstance(task, bool) or not isinstance(task, int | np.integer) or not 0 <= task < len(self.tasks):
+            raise PolicyKDError(f"task {task!r} is not a task number of this multi-task student: give 0 to {len(self.tasks) - 1}, "
+                                "in the order of its card's tasks")
+        return TaskView(self, int(task))
 
     def parameter_count(self) -> int:
         """Parameters needed to act on every task (value heads excluded, as Student.parameter_count)."""

@@ -1,5 +1,7 @@
 """Multi-task students: spaces that differ per task, one shared trunk, smaller than the single-task students."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +29,10 @@ def test_multitask_distillation_acts_per_task_saves_and_is_smaller(two_teachers,
     loaded = load_multitask(tmp_path / "student")
     np.testing.assert_array_equal(loaded.view(0).act(pendulum_obs), continuous)
     np.testing.assert_array_equal(loaded.view(1).act(cartpole_obs), discrete)
+    assert loaded.view(np.int64(1)).act(cartpole_obs).shape == (5,)
+    for task in (-1, 2, "0", 1.5, None, True):  # -1 picked the last task; the others met IndexError / TypeError
+        with pytest.raises(PolicyKDError, match=rf"task {re.escape(repr(task))} is not a task number .*give 0 to 1"):
+            loaded.view(task)
     singles = single_task_parameter_counts(two_teachers, (32, 32), "relu")
     assert student.parameter_count() < sum(singles)
     assert [h["round"] for h in result.history] == [0, 1] and all("kl" in h for h in result.history)
