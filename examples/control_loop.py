@@ -10,6 +10,7 @@ is a miss. The simulator step is part of the tick here, as it would be the robot
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -18,15 +19,27 @@ import numpy as np
 import policykd.runtime
 from policykd.errors import PolicyKDError
 
+MAX_TICKS = 10_000_000  # rate x seconds: what one run may loop (about a day at 100 Hz)
+
+
+def positive(value: str) -> float:
+    """A rate or duration: a positive, finite number."""
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return number
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("student", type=Path)
-    parser.add_argument("--rate", type=float, default=200.0, help="control rate in Hz")
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rate", type=positive, default=200.0, help="control rate in Hz")
+    parser.add_argument("--seconds", type=positive, default=5.0)
     parser.add_argument("--backend", choices=["numpy", "c"], default="numpy")
     parser.add_argument("--c-dir", type=Path, help="folder of `policykd export --format c` (for --backend c)")
     args = parser.parse_args()
+    if not 1 <= args.rate * args.seconds <= MAX_TICKS:
+        parser.error(f"--rate x --seconds gives {args.rate * args.seconds:g} ticks; give between 1 and {MAX_TICKS:,}")
 
     env = policykd.runtime.make_env(args.student)  # the env as the teacher was trained (wrappers included), from the card
     if args.backend == "c":

@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -486,3 +487,19 @@ def test_observations_beyond_float32_or_masked_are_refused_by_name(tmp_path):
     with pytest.raises(InvalidObservation, match="masked array with masked entries"):
         policy(masked)
     policy(np.ma.masked_array(np.zeros(policy.obs_dim)))  # nothing masked: an ordinary array
+
+
+@pytest.mark.parametrize("options,message", [
+    (["--rate", "0"], r"argument --rate: must be a positive number, got 0"),
+    (["--seconds", "-1"], r"argument --seconds: must be a positive number, got -1"),
+    (["--rate", "nan"], r"argument --rate: must be a positive number, got nan"),
+    (["--rate", "1e9", "--seconds", "0.5"], r"gives 5e\+08 ticks; give between 1 and 10,000,000"),
+])
+def test_the_control_loop_example_refuses_rates_it_cannot_keep(options, message):
+    """--rate 0 met ZeroDivisionError, a negative one 'negative dimensions', 1e9 Hz looped without end."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "control_loop.py"
+    result = subprocess.run([sys.executable, str(script), "no-student", *options], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert re.search(message, result.stderr), result.stderr
