@@ -327,17 +327,26 @@ def export_with_parity(student_dir: str | Path, out_dir: str | Path, fmt: str, *
         kind = "a CNN" if student.spec.conv else "a recurrent"
         raise PolicyKDError(f"{student_dir} is {kind} student and {fmt} export supports MLP students only; export it with "
                             f"--format c (float C), onnx or torchscript")
+    created = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()]  # deepest first
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".export-{fmt}-", dir=out_dir) as staging:
-        staged = _write_artefacts(student, student_dir, Path(staging), fmt)
-        parity = check_parity(student, fmt, staged, Path(staging), observations=observations)
-        if parity["passed"] is False:
-            raise PolicyKDError(f"{fmt} export of {student_dir} failed its {describe_parity(parity)}; nothing was written to "
-                                f"{out_dir}, do not deploy it")
-        _check_replaceable(out_dir, [f.name for f in staged])
-        files = [out_dir / f.name for f in staged]
-        for source, destination in zip(staged, files, strict=True):
-            os.replace(source, destination)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".export-{fmt}-", dir=out_dir) as staging:
+            staged = _write_artefacts(student, student_dir, Path(staging), fmt)
+            parity = check_parity(student, fmt, staged, Path(staging), observations=observations)
+            if parity["passed"] is False:
+                raise PolicyKDError(f"{fmt} export of {student_dir} failed its {describe_parity(parity)}; nothing was written to "
+                                    f"{out_dir}, do not deploy it")
+            _check_replaceable(out_dir, [f.name for f in staged])
+            files = [out_dir / f.name for f in staged]
+            for source, destination in zip(staged, files, strict=True):
+                os.replace(source, destination)
+    except BaseException:
+        for folder in created:  # the folders this export made, while they are still empty: nothing is left behind
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     _drop_stale_records(out_dir, keep=fmt)
     atomic_write_json(out_dir / f"export-{fmt}.json", {
         "format": fmt, "student": str(student_dir), "student_sha256": sha256_file(student_dir / WEIGHTS_FILE),

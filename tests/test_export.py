@@ -109,6 +109,9 @@ def test_onnx_int8_parity_check_can_fail(student_case, tmp_path, monkeypatch):
     with pytest.raises(PolicyKDError, match="failed its parity"):
         export_student(directory, tmp_path, "onnx-int8")
     assert not (tmp_path / "student.int8.onnx").exists() and not (tmp_path / "export-onnx-int8.json").exists()
+    with pytest.raises(PolicyKDError, match="failed its parity"):  # into folders it would create: none is left behind
+        export_student(directory, tmp_path / "new" / "deep" / "out", "onnx-int8")
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_failed_export_leaves_an_earlier_export_in_the_folder_as_it_was(student_case, tmp_path, monkeypatch):
