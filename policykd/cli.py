@@ -259,6 +259,7 @@ def embedded_report(student: Path, targets: list[str], *, rate: float, observati
     for col in ("target", "export", "flash", "RAM", "instr/inference", "est. time", f"fits {rate:g} Hz", "output = host"):
         table.add_column(col, justify="right" if col != "target" else "left")
     runs = []
+    targets = list(dict.fromkeys(targets))  # a target given twice runs once
     with Tracker().progress("cross-compiling and emulating the student", len(targets), unit="targets") as advance:
         for name in targets:
             with tempfile.TemporaryDirectory() as work:
@@ -776,7 +777,7 @@ def bench(
             from policykd.plots import check_image_path
 
             check_image_path(plot)
-        chosen = tuple(b.strip() for b in backends.split(",") if b.strip())
+        chosen = tuple(dict.fromkeys(b.strip() for b in backends.split(",") if b.strip()))  # each once, in the given order
         if not chosen:
             raise PolicyKDError(f"--backends {backends!r} names no backend; give some of torch, numpy, onnx, c, c-ctypes")
         loaded_student = load_student(student)

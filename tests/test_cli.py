@@ -167,10 +167,11 @@ def test_export_and_bench_commands(tmp_path, tiny_teachers):
     assert result.exit_code == 0 and (tmp_path / "onnx" / "student.onnx").exists()
     result = _invoke("export", student, "--format", "tflite")
     assert result.exit_code == 2 and "unknown export format" in result.output
-    result = _invoke("bench", student, "--backends", "torch,numpy", "--calls", 100, "--json", tmp_path / "lat.json", "--plot", tmp_path / "lat.png")
+    result = _invoke("bench", student, "--backends", "torch,numpy,,torch", "--calls", 100, "--json", tmp_path / "lat.json", "--plot", tmp_path / "lat.png")
     assert result.exit_code == 0, result.output
     lat = json.loads((tmp_path / "lat.json").read_text())["latency_us"]
     assert set(lat) == {"teacher_torch", "sb3_predict", "torch", "numpy"}
+    assert result.output.count("│ torch ") == 1  # a backend named twice is timed once (a row each before)
     assert all(v["calls"] == 100 and v["p50"] <= v["p99"] for v in lat.values())
     assert (tmp_path / "lat.png").read_bytes()[:4] == b"\x89PNG"
     result = _invoke("bench", student, "--backends", "gpu", "--teacher", "none", "--calls", 100)
