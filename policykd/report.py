@@ -68,6 +68,9 @@ def make_plots(run_dir: Path, *, replace_only_own: bool = False) -> list[Path]:
 def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / "student" / "student.json").exists():
+        if (run_dir / "student" / "multitask.json").exists():  # policykd.multitask's CARD
+            raise PolicyKDError(f"{run_dir} is a multi-task run (`policykd distill-multi`), whose per-task comparison is its "
+                                f"eval.json; report writes single-teacher runs only")
         if (run_dir / "config.json").exists():  # a run folder whose distillation stopped before its student was written
             raise PolicyKDError(f"{run_dir} is a distillation run that did not finish (no student/student.json yet); continue it "
                                 f"with `policykd distill TEACHER --out-dir {run_dir.parent} --run-name {run_dir.name} --resume` "

@@ -309,6 +309,9 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "report-unfinished-run": lambda tmp_path, assets: Case(
         ["report", _write(tmp_path / "runs" / "unfinished" / "config.json", "{}").parent],
         r"unfinished is a distillation run that did not finish .*--run-name unfinished --resume", victims=[tmp_path / "runs"]),
+    "report-multitask-run": lambda tmp_path, assets: Case(
+        ["report", _write(tmp_path / "runs" / "multi" / "student" / "multitask.json", "{}").parents[1]],
+        r"multi is a multi-task run \(`policykd distill-multi`\).*report writes single-teacher runs only", victims=[tmp_path / "runs"]),
     "report-over-users-plot": lambda tmp_path, assets: _damaged_run_report_case(
         tmp_path, assets, "plots/distillation_curve.png", "my own figure\n",
         r"distillation_curve\.png exists and is not a figure policykd wrote"),
