@@ -392,10 +392,15 @@ def load_teacher(path: str | Path, *, algo: str | None = None, env_id: str | Non
         with gym_module_alias(), warnings.catch_warnings():
             # old DQN checkpoints: SB3 drops their optimizer state, which inference does not need
             warnings.filterwarnings("ignore", message="You are probably loading a DQN model saved with SB3")
+            # torch.load of a .pth member pickled at another protocol: weights_only refuses what it cannot read (below)
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             model = cls.load(io.BytesIO(raw), device="cpu", custom_objects=custom_objects)
     except PolicyKDError:
         raise
     except Exception as e:  # SB3's load runs zipfile, json, torch.load and the policy's constructor: any type
+        if isinstance(e, KeyError):  # SB3 reads the "data" entries it saved: one is missing (an edited or partial save)
+            raise PolicyKDError(f"cannot load {source.model_zip}: an entry SB3 saves with every model is missing "
+                                f"({str(e.args[0] if e.args else e)[:120]}); re-save it with model.save() or re-download the file") from e
         detail = ("a .pth member is damaged or holds more than tensors" if isinstance(e, pickle.UnpicklingError)
                   else (str(e).splitlines() or [e.__class__.__name__])[0][:200])
         raise PolicyKDError(f"cannot load {source.model_zip} as {source.algo}: {detail}; check --algo or re-download the file") from e

@@ -584,3 +584,20 @@ def test_a_policy_saved_alone_is_told_to_save_the_whole_model(tmp_path):
         policy.save(tmp_path / name)
         with pytest.raises(PolicyKDError, match=rf"{name} is a torch (archive|file) .*save the model with model\.save\(PATH\)"):
             load_teacher(tmp_path / name, env_id="Pendulum-v1")
+
+
+def test_a_checkpoint_missing_an_entry_sb3_saves_is_told_to_re_save_not_to_check_algo(tmp_path, tiny_teachers):
+    """A zip whose data lost `policy_class` (an edited or partial save) read "'policy_class'; check --algo"."""
+    import json
+
+    with zipfile.ZipFile(tiny_teachers["sac"]) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    data = json.loads(members["data"])
+    del data["policy_class"]
+    edited = tmp_path / "edited.zip"
+    with zipfile.ZipFile(edited, "w") as archive:
+        for name, raw in members.items():
+            archive.writestr(name, json.dumps(data) if name == "data" else raw)
+    with pytest.raises(PolicyKDError, match=r"an entry SB3 saves with every model is missing \(policy_class\); re-save it") as info:
+        load_teacher(edited, env_id="Pendulum-v1", algo="sac")
+    assert "--algo" not in str(info.value)
