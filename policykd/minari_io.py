@@ -212,10 +212,12 @@ def buffer_from_minari(dataset_id: str, out_dir: str | Path, teacher) -> Buffer:
         steps = len(episode.rewards)
         fields = {"obs": episode.observations[:-1], "next_obs": episode.observations[1:], "action": episode.actions,
                   "reward": episode.rewards, "terminated": episode.terminations, "truncated": episode.truncations}
+        own = ["obs", "next_obs", "action", "reward"]  # the fields whose values are the dataset's own (NaN: its damage)
         if same_teacher and all(f"teacher_{n}" in infos for n in names):
             fields.update({f"dist_{n}": infos[f"teacher_{n}"] for n in names})
             fields["value"] = infos["teacher_value"]
             fields.update({k: infos[k] for k in ("actor", "round", "episode_id")})
+            own += [*(f"dist_{n}" for n in names), "value"]
         else:
             fields.update(_label(teacher, np.asarray(episode.observations[:-1], dtype=np.float32)))
             fields.update({"actor": np.zeros(steps, np.int8), "round": np.zeros(steps, np.int32),
@@ -235,6 +237,10 @@ def buffer_from_minari(dataset_id: str, out_dir: str | Path, teacher) -> Buffer:
                 expected = f"({steps}, ...)" if key not in parts else str((steps, *parts[key][0].shape[1:]))
                 raise PolicyKDError(f"Minari dataset {dataset_id}, episode {episode.id}: {key} has shape {value.shape}, expected "
                                     f"{expected} (the episode has {steps} steps); the dataset is malformed, re-create it")
+            if key in own and value.dtype.kind in "fc" and not np.isfinite(value).all():
+                raise PolicyKDError(f"Minari dataset {dataset_id}, episode {episode.id}: {key} holds NaN or inf (step "
+                                    f"{int(np.flatnonzero(~np.isfinite(value.reshape(steps, -1)).all(axis=1))[0])}); the dataset "
+                                    "is damaged, re-create it")
             parts.setdefault(key, []).append(value)
     if not parts:
         raise PolicyKDError(f"Minari dataset {dataset_id} holds no episodes; nothing to label")

@@ -100,6 +100,13 @@ def test_a_damaged_dataset_is_one_line_naming_what_is_wrong(tiny_teachers, tmp_p
                                             r"\(\d+, 1\), expected \(\d+, \.\.\.\).*malformed, re-create it"):
         buffer_from_minari("policykd/pendulum/shape-v0", tmp_path / "x", sac)
     assert not (tmp_path / "x").exists()
+    with h5py.File(data_file, "r+") as f:  # a NaN among the dataset's labels: the dataset's damage, not the teacher's
+        labels[5, 0] = np.nan
+        del f["episode_0/infos/teacher_mean"]
+        f["episode_0/infos/teacher_mean"] = labels
+    with pytest.raises(PolicyKDError, match=r"shape-v0, episode 0: dist_mean holds NaN or inf \(step 5\); the dataset is damaged"):
+        buffer_from_minari("policykd/pendulum/shape-v0", tmp_path / "x", sac)
+    assert not (tmp_path / "x").exists()
     with open(data_file, "r+b") as f:
         f.truncate(20_000)
     with pytest.raises(PolicyKDError, match=r"cannot read Minari dataset 'policykd/pendulum/shape-v0' \(.*\); its files are damaged"):
