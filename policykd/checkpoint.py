@@ -77,7 +77,11 @@ def load_checkpoint(run_dir: Path, optimizer_factory) -> tuple[Student, torch.op
             raise PolicyKDError(f"{run_dir} finished rounds before (per its history.jsonl) but its checkpoint is missing; this run "
                                 "cannot be resumed, start a new one with another --run-name")
         return None
-    student = load_student(final).train()
+    try:
+        student = load_student(final).train()
+    except PolicyKDError as e:  # its advice is for a student folder (re-export it); this one is the run's checkpoint
+        raise PolicyKDError(f"the checkpoint of {run_dir} is damaged ({str(e)[:200]}); this run cannot be resumed, start a new "
+                            "one with another --run-name") from e
     progress_path, optimizer_path = final / "progress.json", final / "optimizer.safetensors"
     try:
         record = json.loads(progress_path.read_text())

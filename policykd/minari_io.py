@@ -50,7 +50,9 @@ def _local_datasets(minari) -> dict[str, Any]:
     from minari.storage import get_dataset_path
 
     try:
-        return minari.list_local_datasets()
+        with warnings.catch_warnings():  # Minari warns of, and skips, each dataset whose metadata it cannot read
+            warnings.filterwarnings("ignore", message="Misconfigured dataset")
+            return minari.list_local_datasets()
     except (ValueError, TypeError, OSError) as e:
         raise PolicyKDError(f"the Minari datasets folder {get_dataset_path()} holds a folder Minari cannot read "
                             f"({(str(e).splitlines() or [''])[0][:200]}); move it out of there") from None
@@ -154,6 +156,11 @@ def load_dataset(dataset: str):
     minari = _minari()
     local = _local_datasets(minari)
     if dataset not in local:
+        from minari.storage import get_dataset_path
+
+        if (Path(get_dataset_path()) / dataset / "data" / "metadata.json").is_file():
+            raise PolicyKDError(f"Minari dataset {dataset!r} exists but Minari cannot read its data/metadata.json (corrupt, or "
+                                "written for another dataset id); re-create or re-download it")
         raise PolicyKDError(f"no local Minari dataset {dataset!r} (in $MINARI_DATASETS_PATH or ~/.minari/datasets); "
                             f"local ones: {', '.join(sorted(local)) or 'none'}")
     try:

@@ -228,6 +228,9 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "resume-run-record-edited-to-match": lambda tmp_path, assets: _edited_record_case(tmp_path, assets),
     "resume-corrupt-progress": lambda tmp_path, assets: _run_case(
         tmp_path, assets, ["--resume"], r"progress\.json is corrupt.*new one", damage="checkpoint/progress.json"),
+    "resume-corrupt-checkpoint-student": lambda tmp_path, assets: _run_case(
+        tmp_path, assets, ["--resume"], r"the checkpoint of .*done is damaged \(.*\); this run cannot be resumed",
+        damage="checkpoint/student.safetensors"),
     "resume-corrupt-optimizer": lambda tmp_path, assets: _run_case(
         tmp_path, assets, ["--resume"], r"optimizer\.safetensors is corrupt.*new one", damage="checkpoint/optimizer.safetensors"),
     "resume-corrupt-run-record": lambda tmp_path, assets: _run_case(

@@ -113,6 +113,18 @@ def test_a_damaged_dataset_is_one_line_naming_what_is_wrong(tiny_teachers, tmp_p
         buffer_from_minari("policykd/pendulum/shape-v0", tmp_path / "x", sac)
 
 
+def test_a_dataset_whose_metadata_is_corrupt_is_named_as_such(tiny_teachers, tmp_path, datasets, recwarn):
+    """Minari skips it with a warning per dataset; policykd said 'no local Minari dataset' although it is there."""
+    sac = load_teacher(tiny_teachers["sac"], env_id="Pendulum-v1")
+    _buffer(sac, tmp_path / "buffer")
+    export_minari(tmp_path / "buffer", "policykd/pendulum/meta-v0")
+    (datasets / "policykd" / "pendulum" / "meta-v0" / "data" / "metadata.json").write_text("{")
+    with pytest.raises(PolicyKDError, match=r"Minari dataset 'policykd/pendulum/meta-v0' exists but Minari cannot read its "
+                                            r"data/metadata\.json"):
+        buffer_from_minari("policykd/pendulum/meta-v0", tmp_path / "x", sac)
+    assert not [w for w in recwarn if "Misconfigured dataset" in str(w.message)]
+
+
 @pytest.mark.parametrize("dataset_id", ["bad id", "noversion", "", "../outside-v0", "a/b.c-v0"])
 def test_a_malformed_dataset_id_is_refused_before_anything_is_written(tiny_teachers, tmp_path, datasets, dataset_id):
     _buffer(load_teacher(tiny_teachers["sac"], env_id="Pendulum-v1"), tmp_path / "buffer")
