@@ -133,7 +133,7 @@ def infer_algo_from_data(data: dict[str, Any]) -> str | None:
     policy_module = str(entry.get("__module__", "")) if isinstance(entry, dict) else ""
     for prefix, algo in _POLICY_MODULE_ALGO:
         if policy_module.startswith(prefix):
-            return algo
+            return "ddpg" if algo == "td3" and _is_ddpg(data) else algo
     keys = set(data)
     if "qrdqn" in policy_module:
         return "qrdqn"
@@ -146,7 +146,7 @@ def infer_algo_from_data(data: dict[str, Any]) -> str | None:
     if "target_entropy" in keys or "ent_coef_optimizer" in keys:
         return "sac"
     if "policy_delay" in keys:
-        return "td3"
+        return "ddpg" if _is_ddpg(data) else "td3"
     if "cg_max_steps" in keys or "target_kl" in keys and "n_critic_updates" in keys:
         return "trpo"
     if "n_epochs" in keys and "clip_range" in keys:
@@ -154,6 +154,11 @@ def infer_algo_from_data(data: dict[str, Any]) -> str | None:
     if "n_steps" in keys:
         return "a2c"
     return None
+
+
+def _is_ddpg(data: dict[str, Any]) -> bool:
+    """SB3's DDPG is TD3 (same policy class) with policy_delay 1 and no target policy smoothing (target_noise_clip 0)."""
+    return data.get("policy_delay") == 1 and data.get("target_noise_clip") == 0.0
 
 
 def infer_algo(model_zip: Path) -> str:

@@ -601,3 +601,14 @@ def test_a_checkpoint_missing_an_entry_sb3_saves_is_told_to_re_save_not_to_check
     with pytest.raises(PolicyKDError, match=r"an entry SB3 saves with every model is missing \(policy_class\); re-save it") as info:
         load_teacher(edited, env_id="Pendulum-v1", algo="sac")
     assert "--algo" not in str(info.value)
+
+
+def test_a_ddpg_checkpoint_is_named_ddpg_not_td3(tmp_path):
+    """SB3's DDPG saves TD3's policy class; it was recorded as td3 unless --algo ddpg was given."""
+    import stable_baselines3 as sb3
+
+    for cls, name in ((sb3.DDPG, "ddpg"), (sb3.TD3, "td3")):
+        path = tmp_path / f"{name}.zip"
+        cls("MlpPolicy", "Pendulum-v1", device="cpu", policy_kwargs={"net_arch": [8]}).save(path)
+        assert infer_algo(path) == name
+        assert load_teacher(path, env_id="Pendulum-v1").algo == name
