@@ -708,7 +708,7 @@ def sweep(
             from policykd.ray_backend import check_ray_target
             from policykd.tune_sweep import run_tune_sweep
 
-            check_ray_target(DistillConfig(ray_address=address))
+            check_ray_target(DistillConfig(backend="ray", ray_address=address))
             if teacher and Path(teacher).exists():
                 overrides["teacher"] = str(Path(teacher).resolve())
             # trials run in folders of Ray's: the recipe's path must not depend on this one
