@@ -5,8 +5,8 @@
 The action term is chosen by `loss`:
 - "kl" (default): KL(T_tau(.|s) || S(.|s)) [or the reverse KL], closed form per family and summed over action
   dimensions (distributions.kl_divergence). The temperature tau scales the teacher's std (Gaussian families,
-  pre-tanh for squashed ones) or divides the logits (categorical; DQN's Q-values become softmax(Q / tau)); for
-  categorical targets the student's logits are divided by tau too and the term is multiplied by tau^2, so its
+  pre-tanh for squashed ones) or divides the logits (categorical; DQN's Q-values, divided by the teacher's
+  logit_scale, become softmax(Q / (logit_scale * tau))); for categorical targets the student's logits are divided by tau too and the term is multiplied by tau^2, so its
   gradients keep their size (Hinton et al., 2015). A deterministic (TD3) teacher has no temperature.
 - "bc": behaviour cloning on hard labels, -log S(mode of T | s), as the `imitation` library trains it
   (cross-entropy with the teacher's argmax for categorical actions): a Gaussian student's std is one per action

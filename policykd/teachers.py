@@ -7,7 +7,9 @@ A Teacher offers, for a batch of *raw* env observations obs [B, obs_dim] (normal
 
 Distributions: Gaussian for PPO/A2C/TRPO, squashed (tanh) Gaussian for SAC/TQC/CrossQ and for on-policy teachers
 with squash_output=True; with gSDE (use_sde=True) the std at a state is the one gSDE's noise has there
-(gsde_log_std); one action per state for TD3/DDPG and ARS (Box); logits for DQN/QR-DQN (Q-values) and ARS (Discrete).
+(gsde_log_std); one action per state for TD3/DDPG and ARS (Box); logits for DQN/QR-DQN (Q-values) and ARS (Discrete), divided by
+the teacher's logit_scale (argmax_logit_scale: outputs whose scale is the reward's become a distribution that puts
+0.95 on the best of two actions at the median state, so targets and sampled actions follow the greedy policy).
 Values: V(s) for actor-critic (PPO/A2C/TRPO); min over critics of Q(s, mu(s)) for SAC/CrossQ/TD3/TQC
 (TQC: mean over quantiles first); max_a Q(s, a) for DQN/QR-DQN (QR-DQN: mean over quantiles); none for ARS
 (has_value False: zeros, and distillation turns value matching off).
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import pickle
 import warnings
 from pathlib import Path
@@ -124,6 +127,9 @@ class Teacher(TeacherActions):
         self.strategy = family_strategy(self.family)
         self._one_pass = OnPolicyForward.of(self.policy) if self.algo in ON_POLICY else None
         self._set_action_bounds(self.action_space)
+        self.logit_scale = 1.0  # raw outputs until decided (argmax teachers only)
+        if self.acts_on_argmax:
+            self.logit_scale = argmax_logit_scale(self)
         # Activation modules along the actor; hooked only while features() runs (no cost on other forwards).
         self._feature_modules = [
             (name, module) for name, module in self.policy.named_modules()
@@ -152,6 +158,11 @@ class Teacher(TeacherActions):
         """Whether the teacher has a value to match (ARS learns none: its value() is zeros and value matching is off)."""
         return self.algo not in SEARCH_BASED
 
+    @property
+    def acts_on_argmax(self) -> bool:
+        """Whether the teacher acts on the argmax of outputs that are not a distribution (DQN, QR-DQN, discrete ARS)."""
+        return self.strategy.discrete and (self.algo in Q_BASED or self.algo in SEARCH_BASED)
+
     def identity(self) -> dict[str, Any]:
         return {
             "path": str(self.source.path),
@@ -160,6 +171,7 @@ class Teacher(TeacherActions):
             "sha256": sha256_file(self.source.model_zip),
             "family": self.family,
             "actor_params": self.actor_parameter_count(),
+            **({"logit_scale": self.logit_scale} if self.acts_on_argmax else {}),
         }
 
     def make_env(self, *, render_mode: str | None = None) -> gym.Env:
@@ -211,7 +223,7 @@ class Teacher(TeacherActions):
         if algo in SEARCH_BASED:
             return self._search_based_dist(policy.action_net(policy.extract_features(x, policy.features_extractor)))
         q_values = policy.quantile_net(x).mean(dim=1) if algo == "qrdqn" else policy.q_net(x)
-        return DistParams("categorical", {"logits": q_values})
+        return DistParams("categorical", {"logits": q_values / self.logit_scale})
 
     def _value(self, x: torch.Tensor, dist: DistParams) -> torch.Tensor:
         policy, algo = self.policy, self.algo
@@ -225,14 +237,14 @@ class Teacher(TeacherActions):
             return torch.cat(policy.critic(x, dist["action"]), dim=-1).min(dim=-1).values
         if algo in SEARCH_BASED:
             return torch.zeros(len(x))
-        return dist["logits"].max(dim=-1).values
+        return dist["logits"].max(dim=-1).values * self.logit_scale  # max_a Q(s, a), in the reward's units
 
     def _search_based_dist(self, out: torch.Tensor) -> DistParams:
         """ARS: the action net's output [B, out] as logits (Discrete: SB3 acts on their argmax) or as one action per
         state in [-1, 1], the deterministic family's policy space: a squashed policy's tanh output as SB3 unscales it
         to the bounds, a linear one's output clipped to the bounds (as SB3 acts) and mapped onto [-1, 1]."""
         if self.strategy.discrete:
-            return DistParams("categorical", {"logits": out})
+            return DistParams("categorical", {"logits": out / self.logit_scale})
         if self.policy.squash_output:
             return DistParams("deterministic", {"action": out.clamp(-1.0, 1.0)})
         low, high = self._low.to(out.dtype), self._high.to(out.dtype)
@@ -367,6 +379,35 @@ def _guess_env_id(source: TeacherSource) -> str | None:
             if env_id in name:
                 return env_id
     return None
+
+
+ARGMAX_SCALE_STATES = 256  # states of the teacher's own greedy rollout (seed 0) that decide its logit scale
+ARGMAX_MEDIAN_GAP = math.log(19.0)  # logit gap at the median state: 0.95 on the best of two actions
+
+
+@torch.no_grad()
+def argmax_logit_scale(teacher: Teacher) -> float:
+    """The divisor of an argmax teacher's outputs [B, N] (Q-values, ARS scores), decided from the teacher alone: the
+    median gap between its best and second-best output over ARGMAX_SCALE_STATES states of its own greedy rollout
+    (seed 0), divided by ARGMAX_MEDIAN_GAP. Softmax of raw Q-values depends on the reward's scale (gaps of 0.01 gave
+    near-uniform targets and sampled actions: a student with 90% argmax agreement); this makes the targets as sharp
+    on every such teacher. 1 where the outputs never differ."""
+    env = teacher.make_env()
+    try:
+        obs, _ = env.reset(seed=0)
+        states = []
+        for _ in range(ARGMAX_SCALE_STATES):
+            states.append(np.asarray(obs, dtype=np.float64).reshape(-1))
+            action = int(teacher.dist_and_value(states[-1][None])[0]["logits"].argmax())
+            obs, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                obs, _ = env.reset()
+    finally:
+        env.close()
+    logits = teacher.dist_and_value(np.stack(states))[0]["logits"].double()
+    top = logits.topk(2, dim=-1).values
+    gap = float((top[:, 0] - top[:, 1]).median())
+    return gap / ARGMAX_MEDIAN_GAP if math.isfinite(gap) and gap > 0 else 1.0
 
 
 def load_teacher(path: str | Path, *, algo: str | None = None, env_id: str | None = None,

@@ -50,10 +50,11 @@ def test_student_needed_below_beta_one(cartpole_teacher):
         collect(cartpole_teacher, steps=10, beta=0.5, seed=0)
 
 
-def test_max_episode_steps_truncates_collection_episodes(cartpole_teacher):
-    """No episode runs past 20 recorded states, and the truncated ones are cut at exactly 20 (CartPole's own
-    limit is 500)."""
-    rows = collect(cartpole_teacher, steps=200, beta=1.0, seed=2, n_envs=2, max_episode_steps=20)
+def test_max_episode_steps_truncates_collection_episodes(tiny_teachers):
+    """No episode runs past 20 recorded states, and the truncated ones are cut at exactly 20 (Pendulum's own
+    limit is 200, and it never terminates)."""
+    teacher = load_teacher(tiny_teachers["sac"], env_id="Pendulum-v1")
+    rows = collect(teacher, steps=200, beta=1.0, seed=2, n_envs=2, max_episode_steps=20)
     lengths = np.bincount(rows["episode_id"])
     truncated = lengths[np.unique(rows["episode_id"][rows["truncated"]])]
     assert len(truncated) >= 6 and (truncated == 20).all()

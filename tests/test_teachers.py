@@ -612,3 +612,26 @@ def test_a_ddpg_checkpoint_is_named_ddpg_not_td3(tmp_path):
         cls("MlpPolicy", "Pendulum-v1", device="cpu", policy_kwargs={"net_arch": [8]}).save(path)
         assert infer_algo(path) == name
         assert load_teacher(path, env_id="Pendulum-v1").algo == name
+
+
+def test_an_argmax_teachers_targets_do_not_depend_on_its_output_scale(tiny_teachers):
+    """DQN's Q-values are in the reward's units: softmax(Q) was near-uniform where action gaps are small (the rl-zoo
+    CartPole DQN's median gap is 0.12). The teacher's logits are divided by a scale decided from its own greedy
+    rollout: the same targets for outputs x100, 0.95 on the best action at the median state, values in Q's units."""
+    from policykd.teachers import ARGMAX_SCALE_STATES, argmax_logit_scale
+
+    teacher = load_teacher(tiny_teachers["dqn"], env_id="CartPole-v1")
+    assert teacher.acts_on_argmax and teacher.identity()["logit_scale"] == teacher.logit_scale > 0
+    obs = np.random.default_rng(0).normal(scale=0.05, size=(64, 4))
+    before, value_before = teacher.dist_and_value(obs)
+    last = teacher.policy.q_net.q_net[-1]
+    with torch.no_grad():
+        last.weight.mul_(100.0)
+        last.bias.mul_(100.0)
+    teacher.logit_scale = 1.0
+    teacher.logit_scale = argmax_logit_scale(teacher)
+    after, value_after = teacher.dist_and_value(obs)
+    torch.testing.assert_close(after["logits"], before["logits"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(value_after, value_before * 100.0, rtol=1e-4, atol=1e-3)
+    assert ARGMAX_SCALE_STATES >= 100
+    assert not load_teacher(tiny_teachers["sac"], env_id="Pendulum-v1").acts_on_argmax
