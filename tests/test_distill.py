@@ -125,6 +125,19 @@ def test_resume_accepts_a_run_saved_before_newer_config_keys(tiny_teachers, tmp_
     assert len(result.history) == 2
 
 
+def test_resume_refuses_a_run_labelled_with_an_argmax_teachers_raw_outputs(tiny_teachers, tmp_path):
+    """A DQN run started before argmax teachers' logits were scaled holds labels of another scale: not resumed."""
+    config = _config(tiny_teachers, tmp_path, rounds=2, labelled_steps=200)
+    distill(config, tracker=Tracker(None, quiet=True))
+    path = tmp_path / "run" / "config.json"
+    saved = json.loads(path.read_text())
+    assert saved["teacher"]["logit_scale"] > 0
+    del saved["teacher"]["logit_scale"]
+    path.write_text(json.dumps(saved))
+    with pytest.raises(PolicyKDError, match="labelled with this teacher's raw outputs.*start a new run"):
+        distill(config, resume=True, tracker=Tracker(None, quiet=True))
+
+
 def test_held_out_episodes_are_stable_and_about_the_fraction():
     ids = np.arange(10_000)
     held = held_out_episodes(ids, 0.1, seed=3)
