@@ -16,7 +16,7 @@ import numpy as np
 
 from policykd.buffer import Buffer, check_room, row_bytes
 from policykd.errors import PolicyKDError
-from policykd.run_dir import RunLock
+from policykd.run_dir import RunLock, check_label_scale
 from policykd.student_format import view_name
 from policykd.students import Student
 from policykd.teachers import Teacher
@@ -79,6 +79,7 @@ def _collect_locked(teacher: Teacher, out_dir: Path, settings: dict[str, Any], *
         if (buffer.metadata.get("teacher") or {}).get("sha256") != identity["sha256"]:
             raise PolicyKDError(f"{out_dir} was collected from another teacher file than {teacher.source.path}; "
                                 "resume with the original teacher or collect into a new --out")
+        check_label_scale(out_dir, buffer.metadata.get("teacher") or {}, identity, fix="collect into a new --out")
         recorded = buffer.metadata.get("config") or {}
         # settings recorded since a later version are compared only where the buffer has them (older buffers resume)
         changed = sorted(k for k in settings if (k in recorded or k not in SETTINGS_ADDED_LATER) and recorded.get(k) != settings[k])

@@ -46,6 +46,14 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
     return record
 
 
+def check_label_scale(where: Path, saved: dict[str, Any], teacher_identity: dict[str, Any], *, fix: str) -> None:
+    """Refuse to add labels to rows an argmax teacher labelled with its raw outputs, before policykd divided them by
+    its logit scale (policykd.teachers.argmax_logit_scale): the labels would mix two scales."""
+    if "logit_scale" in teacher_identity and "logit_scale" not in saved:
+        raise PolicyKDError(f"{where} was labelled with this teacher's raw outputs (before policykd scaled an argmax "
+                            f"teacher's logits); its labels would mix two scales, so {fix}")
+
+
 def check_same_teacher(run_dir: Path, record: dict[str, Any], teacher_identity: dict[str, Any]) -> None:
     """Refuse to resume with a teacher file or env other than the one the run was started with."""
     saved = record["teacher"]
@@ -53,9 +61,7 @@ def check_same_teacher(run_dir: Path, record: dict[str, Any], teacher_identity: 
         raise PolicyKDError(f"the teacher {teacher_identity['path']} is not the file {run_dir} was started with "
                             f"(sha256 {str(saved.get('sha256'))[:12]}..., now {teacher_identity['sha256'][:12]}...); "
                             "resume with the original teacher or start a new run")
-    if "logit_scale" in teacher_identity and "logit_scale" not in saved:  # policykd.teachers.argmax_logit_scale
-        raise PolicyKDError(f"{run_dir} was labelled with this teacher's raw outputs (before policykd scaled an argmax "
-                            "teacher's logits); its labels would mix two scales, so start a new run")
+    check_label_scale(run_dir, saved, teacher_identity, fix="start a new run")
     saved_env = (saved.get("env") or {}).get("env_id")
     if saved_env != teacher_identity["env"]["env_id"]:
         raise PolicyKDError(f"{run_dir} was started on {saved_env}, not {teacher_identity['env']['env_id']}; "

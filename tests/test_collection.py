@@ -41,6 +41,21 @@ def test_chunks_are_committed_as_they_fill_and_a_resumed_buffer_is_the_uninterru
     assert len(ids[np.r_[True, np.diff(ids) != 0]]) == len(np.unique(ids))  # each episode id is one run of rows
 
 
+def test_a_buffer_labelled_with_an_argmax_teachers_raw_outputs_is_not_resumed(tiny_teachers, tmp_path):
+    teacher = load_teacher(tiny_teachers["dqn"], env_id="CartPole-v1")
+    progress = Tracker(None, quiet=True).progress
+    collector = LocalCollector(teacher, DistillConfig(n_envs=2, label_every=1))
+    collect_to_buffer(teacher, tmp_path / "b", {**SETTINGS, "steps": 200}, student=None, chunk_steps=120, resume=False,
+                      progress=progress, collector=collector)
+    meta = Buffer.open(tmp_path / "b").metadata
+    assert meta["teacher"]["logit_scale"] == teacher.logit_scale
+    del meta["teacher"]["logit_scale"]  # as a buffer collected before the logit scale
+    atomic_write_json(tmp_path / "b" / "metadata.json", meta)
+    with pytest.raises(PolicyKDError, match="labelled with this teacher's raw outputs.*collect into a new --out"):
+        collect_to_buffer(teacher, tmp_path / "b", SETTINGS, student=None, chunk_steps=120, resume=True, progress=progress,
+                          collector=collector)
+
+
 def test_a_student_must_fit_the_teacher(tiny_teachers):
     teacher = load_teacher(tiny_teachers["dqn"], env_id="CartPole-v1")
     fits = Student(StudentSpec(obs_dim=4, action_dim=2, family="categorical", hidden=(8,)))
