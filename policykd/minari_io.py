@@ -211,7 +211,11 @@ def buffer_from_minari(dataset_id: str, out_dir: str | Path, teacher) -> Buffer:
                             f"{teacher.obs_dim} values: use a dataset of the teacher's env")
     _check_action_space(dataset_id, dataset.spec.action_space, teacher.action_space)
     record = _policykd_record(dataset)
-    same_teacher = record is not None and record["teacher"].get("sha256") == teacher.identity()["sha256"]
+    identity = teacher.identity()
+    # the dataset's labels are used when this teacher made them at today's scale (an argmax teacher's logits were raw
+    # before policykd.teachers.argmax_logit_scale): else the teacher labels the observations again
+    same_teacher = (record is not None and record["teacher"].get("sha256") == identity["sha256"]
+                    and ("logit_scale" in record["teacher"]) == ("logit_scale" in identity))
     names = PARAM_NAMES[teacher.family]
     parts: dict[str, list[np.ndarray]] = {}
     for episode in _read_episodes(dataset, dataset_id):
