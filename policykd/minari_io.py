@@ -32,6 +32,7 @@ import numpy as np
 from policykd.buffer import TRANSITION_FIELDS, Buffer
 from policykd.distributions import PARAM_NAMES
 from policykd.errors import PolicyKDError
+from policykd.run_dir import same_label_scale
 
 MARKER = "policykd: "
 LABEL_CHUNK = 4096  # observations labelled per teacher call on import
@@ -212,10 +213,9 @@ def buffer_from_minari(dataset_id: str, out_dir: str | Path, teacher) -> Buffer:
     _check_action_space(dataset_id, dataset.spec.action_space, teacher.action_space)
     record = _policykd_record(dataset)
     identity = teacher.identity()
-    # the dataset's labels are used when this teacher made them at today's scale (an argmax teacher's logits were raw
-    # before policykd.teachers.argmax_logit_scale): else the teacher labels the observations again
+    # the dataset's labels are used when this teacher made them at today's scale: else it labels the observations again
     same_teacher = (record is not None and record["teacher"].get("sha256") == identity["sha256"]
-                    and ("logit_scale" in record["teacher"]) == ("logit_scale" in identity))
+                    and same_label_scale(record["teacher"], identity))
     names = PARAM_NAMES[teacher.family]
     parts: dict[str, list[np.ndarray]] = {}
     for episode in _read_episodes(dataset, dataset_id):

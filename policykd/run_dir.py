@@ -46,10 +46,15 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
     return record
 
 
+def same_label_scale(saved: dict[str, Any], teacher_identity: dict[str, Any]) -> bool:
+    """Whether labels recorded with teacher record `saved` are at the scale this teacher labels now: an argmax teacher
+    labelled with its raw outputs before policykd divided them by its logit scale (teachers.argmax_logit_scale)."""
+    return ("logit_scale" in saved) == ("logit_scale" in teacher_identity)
+
+
 def check_label_scale(where: Path, saved: dict[str, Any], teacher_identity: dict[str, Any], *, fix: str) -> None:
-    """Refuse to add labels to rows an argmax teacher labelled with its raw outputs, before policykd divided them by
-    its logit scale (policykd.teachers.argmax_logit_scale): the labels would mix two scales."""
-    if "logit_scale" in teacher_identity and "logit_scale" not in saved:
+    """Refuse to add labels to rows labelled at another scale (same_label_scale): the labels would mix two scales."""
+    if not same_label_scale(saved, teacher_identity):
         raise PolicyKDError(f"{where} was labelled with this teacher's raw outputs (before policykd scaled an argmax "
                             f"teacher's logits); its labels would mix two scales, so {fix}")
 

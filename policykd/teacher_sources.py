@@ -249,11 +249,12 @@ def _zoo_source(path: Path, run: ZooRun, *, algo: str | None, env_id: str | None
     normalizer = load_vecnormalize_stats(run.vecnormalize, trust_pickle=trust_pickle) if run.vecnormalize else None
     recorded = run.algo if run.algo in ALGOS else infer_algo(run.model_zip)  # no args.yml, a folder not named after it
     if algo is None and run.algo in ALGOS:  # the run's record against what the checkpoint itself says it is
-        actual = infer_algo_from_data(read_zip_data(run.model_zip))
+        data = read_zip_data(run.model_zip)
+        actual = infer_algo_from_data(data)
         if actual is not None and not _compatible(run.algo, actual):
             where = "args.yml" if run.args.get("algo") else f"its folder name ({run.root.parent.name})"
             raise PolicyKDError(f"{path}: the rl-zoo run says the teacher is {run.algo} ({where}), but {run.model_zip.name} holds "
-                                f"a {actual.upper()} checkpoint (policy {policy_class_name(read_zip_data(run.model_zip))}); "
+                                f"a {actual.upper()} checkpoint (policy {policy_class_name(data)}); "
                                 f"pass --algo {actual} if that file is the teacher, or the run's own model")
     return TeacherSource(path, run.model_zip, algo or recorded, env, normalizer, {"config": run.config}, trust_pickle)
 
