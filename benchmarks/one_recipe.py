@@ -41,7 +41,7 @@ from policykd.zoo import default_teachers_dir
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 CACHE = ROOT / "runs" / "benchmark_cache"
-EPISODE_ARRAYS = ("returns", "lengths", "states", "successes", "terminated", "view_states")
+EPISODE_ARRAYS = ("returns", "lengths", "states", "successes", "terminated", "view_states", "last_rewards", "max_earlier_rewards")
 EVAL_SEED = 1_000_000
 
 

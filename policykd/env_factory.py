@@ -9,8 +9,9 @@ import importlib.machinery
 import importlib.util
 import os
 import sys
+import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,13 @@ _REGISTERING_PACKAGES = ("pybullet_envs_gymnasium",)
 _NAMESPACE_PACKAGES = {"PolicyKD": "policykd_envs"}
 
 
-def ensure_registered(env_id: str) -> None:
-    """Import the package that registers `env_id`, or fail with the closest known ids."""
+def ensure_registered(env_id: str, packages: tuple[str, ...] = ()) -> None:
+    """Import the package that registers `env_id` (first those the teacher names, rl-zoo's gym_packages), or fail
+    with the closest known ids."""
     if env_id in gym.registry:
         return
     namespace = env_id.split("/")[0] if "/" in env_id else None
-    candidates = ((_NAMESPACE_PACKAGES.get(namespace, namespace.lower()),) if namespace else ()) + _REGISTERING_PACKAGES
+    candidates = packages + ((_NAMESPACE_PACKAGES.get(namespace, namespace.lower()),) if namespace else ()) + _REGISTERING_PACKAGES
     for package in candidates:
         if not _installed_outside_cwd(package):
             continue
@@ -42,6 +44,12 @@ def ensure_registered(env_id: str) -> None:
             return
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
     hint = f" (close matches: {', '.join(close)})" if close else ""
+    if packages:
+        missing = [p for p in packages if not _installed_outside_cwd(p)]
+        named = (f"; the teacher's args.yml lists gym_packages {list(packages)}, and "
+                 + (f"{', '.join(missing)} is not installed here: install it into this environment" if missing
+                    else "none of them registers it: check the env id"))
+        raise PolicyKDError(f"unknown env id {env_id!r}{hint}{named}")
     raise PolicyKDError(f"unknown env id {env_id!r}{hint}; check the spelling or install the package that registers it")
 
 
@@ -161,6 +169,7 @@ class EnvSpec:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     wrappers: tuple[WrapperSpec, ...] = ()
     trusted: bool = field(default=False, compare=False)  # wrappers from any module (wrapper_class); not serialised
+    packages: tuple[str, ...] = ()  # imported to register env_id when it is not yet (rl-zoo's gym_packages)
 
     def check_wrappers(self) -> None:
         """Fail in one line now, not at the first make(), for a wrapper that wrapper_class refuses."""
@@ -170,13 +179,14 @@ class EnvSpec:
     def make(self, *, render_mode: str | None = None, max_episode_steps: int | None = None) -> gym.Env:
         """The env; max_episode_steps (when given) replaces the registered time limit, also for wrappers that read
         it (TimeFeatureWrapper then runs its time feature from 1 to 0 over the shorter episode)."""
-        ensure_registered(self.env_id)
+        ensure_registered(self.env_id, self.packages)
         kwargs = dict(self.env_kwargs)
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
+        kwargs_limit = kwargs.pop("max_episode_steps", None)  # rl-zoo's env_kwargs may set it: gym.make's own argument
         try:
             with native_stdout_silenced((1, 2)):  # Python exceptions still propagate
-                env = gym.make(self.env_id, max_episode_steps=max_episode_steps, **kwargs)
+                env = gym.make(self.env_id, max_episode_steps=max_episode_steps or kwargs_limit, **kwargs)
         except TypeError as e:
             raise PolicyKDError(f"env {self.env_id!r} rejected its kwargs {kwargs}: {e}") from e
         except (gym.error.DependencyNotInstalled, ImportError) as e:  # e.g. LunarLander without Box2D, Ant without MuJoCo
@@ -186,7 +196,9 @@ class EnvSpec:
             env = QuietReset(env)
         for wrapper in self.wrappers:
             try:
-                env = wrapper_class(wrapper.path, trusted=self.trusted)(env, **wrapper.kwargs)
+                with warnings.catch_warnings():  # RescaleAction's float64 bounds on a float32 Box: the env acts as in training
+                    warnings.filterwarnings("ignore", message=".*precision lowered by casting to float32", category=UserWarning)
+                    env = wrapper_class(wrapper.path, trusted=self.trusted)(env, **wrapper.kwargs)
             except TypeError as e:
                 raise PolicyKDError(f"wrapper {wrapper.path} rejected its kwargs {wrapper.kwargs}: {e}; fix env_wrapper "
                                     "in the teacher's config") from e
@@ -194,24 +206,25 @@ class EnvSpec:
 
     def time_limit(self) -> int | None:
         """The registered max_episode_steps (or the env_kwargs' one); None for an env whose episodes may never end."""
-        ensure_registered(self.env_id)
+        ensure_registered(self.env_id, self.packages)
         return self.env_kwargs.get("max_episode_steps") or gym.spec(self.env_id).max_episode_steps
 
     def with_view(self, view: str) -> EnvSpec:
         """This env with a student view (policykd.views): info["student_obs"] after every reset and step."""
         if not view:
             return self
-        return EnvSpec(self.env_id, self.env_kwargs, (*self.wrappers, WrapperSpec("policykd.views:StudentViewWrapper", {"view": view})),
-                       self.trusted)
+        return replace(self, wrappers=(*self.wrappers, WrapperSpec("policykd.views:StudentViewWrapper", {"view": view})))
 
     def to_json(self) -> dict[str, Any]:
         return {
             "env_id": self.env_id,
             "env_kwargs": self.env_kwargs,
             "wrappers": [{"path": w.path, "kwargs": w.kwargs} for w in self.wrappers],
+            **({"packages": list(self.packages)} if self.packages else {}),
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any], *, trusted: bool = False) -> EnvSpec:
         wrappers = tuple(WrapperSpec(w["path"], dict(w.get("kwargs") or {})) for w in d.get("wrappers", []))
-        return cls(env_id=d["env_id"], env_kwargs=dict(d.get("env_kwargs") or {}), wrappers=wrappers, trusted=trusted)
+        return cls(env_id=d["env_id"], env_kwargs=dict(d.get("env_kwargs") or {}), wrappers=wrappers, trusted=trusted,
+                   packages=tuple(d.get("packages") or ()))

@@ -216,18 +216,47 @@ class Episodes:
     successes: np.ndarray | None = None  # [n_episodes] bool, the env's final info["is_success"] where it reports one
     terminated: np.ndarray | None = None  # [n_episodes] bool, the env ended the episode before its time limit
     view_states: np.ndarray | None = None  # [n_states, ...] float32, a student view of the same states (run with view=)
+    last_rewards: np.ndarray | None = None  # [n_episodes] float64, the reward of each episode's last step
+    max_earlier_rewards: np.ndarray | None = None  # [n_episodes] float64, the highest reward before it (-inf: none)
 
     def success_rate(self) -> float | None:
         return None if self.successes is None else float(np.mean(self.successes))
 
     def failures(self) -> np.ndarray:
-        """[n_episodes] bool: a missed target where the env reports success, else an episode the env ended before
-        its time limit (a fall, a crash); all False for envs that can neither fail nor succeed."""
+        """[n_episodes] bool. Where the env reports info["is_success"]: a missed target. Else an episode the env
+        ended before its time limit, unless its own rewards say that end was a goal: a last reward above every
+        earlier one (Acrobot's 0 after -1s, +100 on a landing), or, where every reward is the same, steps that
+        cost (MountainCar's -1s; CartPole's 1s pay: a fall). Anything else is a fall or crash (a Bullet walker's
+        alive bonus turned -1, even on a fall forward that gains ground; -100). Without last_rewards and
+        max_earlier_rewards, or after one step, every early end is a failure. All False for envs that never end
+        an episode early."""
         if self.successes is not None:
             return ~np.asarray(self.successes, dtype=bool)
-        if self.terminated is not None:
-            return np.asarray(self.terminated, dtype=bool)
-        return np.zeros(len(self.returns), dtype=bool)
+        if self.terminated is None:
+            return np.zeros(len(self.returns), dtype=bool)
+        terminated = np.asarray(self.terminated, dtype=bool)
+        if self.last_rewards is None or self.max_earlier_rewards is None:
+            return terminated
+        return terminated & ~_ended_at_a_goal(np.asarray(self.returns, dtype=np.float64),
+                                              np.asarray(self.lengths, dtype=np.int64),
+                                              np.asarray(self.last_rewards, dtype=np.float64),
+                                              np.asarray(self.max_earlier_rewards, dtype=np.float64))
+
+
+END_REWARD_RTOL = 1e-6  # rewards within this relative distance of each other are equal (float sums, float32 envs)
+
+
+def _ended_at_a_goal(returns: np.ndarray, lengths: np.ndarray, last: np.ndarray, max_earlier: np.ndarray) -> np.ndarray:
+    """[n_episodes] bool: the episode's rewards say its early end was a goal (see Episodes.failures). Stricter than
+    "above the mean of the earlier rewards": a Hopper falling forward can end on more than its mean step."""
+    mean_earlier = (returns - last) / np.maximum(lengths - 1, 1)
+    above = (last > max_earlier) & ~_same(last, max_earlier)
+    constant = _same(last, max_earlier) & _same(max_earlier, mean_earlier)  # mean == max: every reward the same
+    return (lengths > 1) & (above | (constant & (mean_earlier < 0)))  # one step: nothing earlier to compare with
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.isclose(a, b, rtol=END_REWARD_RTOL, atol=1e-12)
 
 
 def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2, progress: Callable[[int], None] | None = None,
@@ -236,7 +265,7 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
     a student view (policykd.views), `view_states` records that view of every state, and `act` gets the view
     (act_on_view, a student) or the env's observation (a teacher). reset() (a recurrent policy's) is called before
     each batch of n_envs episodes: every env of a batch starts its episode together."""
-    returns, lengths, states, successes, ended, view_states = [], [], [], [], [], []
+    returns, lengths, states, successes, ended, view_states, last_rewards, max_earlier = [], [], [], [], [], [], [], []
     reports_success = False
     n_envs = max(1, min(n_envs, len(seeds)))  # no worker without an episode to run
     envs = make_vector_env(spec.with_view(view), n_envs, max_episode_steps=evaluation_time_limit(spec))
@@ -253,6 +282,8 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
             ep_length = np.zeros(n_envs, dtype=np.int64)
             ep_success = np.zeros(n_envs, dtype=bool)
             ep_terminated = np.zeros(n_envs, dtype=bool)
+            ep_last_reward = np.zeros(n_envs)
+            ep_max_earlier = np.full(n_envs, -np.inf)
             while running.any():
                 states.append(obs[running].astype(np.float32))
                 if view:
@@ -266,6 +297,8 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
                     bad = batch_seeds[int(np.flatnonzero(running & ~np.isfinite(reward))[0])]
                     raise PolicyKDError(f"evaluation stopped: {spec.env_id} returned a non-finite reward on seed {bad} "
                                         "(a NaN or inf action or state); check the policy and the env")
+                ep_max_earlier = np.where(running & (ep_length > 0), np.maximum(ep_max_earlier, ep_last_reward), ep_max_earlier)
+                ep_last_reward = np.where(running, reward, ep_last_reward)
                 ep_return += np.where(running, reward, 0.0)
                 ep_length += running
                 ending = running & (terminated | truncated)
@@ -278,6 +311,8 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
             lengths.extend(ep_length[: len(batch)])
             successes.extend(ep_success[: len(batch)])
             ended.extend(ep_terminated[: len(batch)])
+            last_rewards.extend(ep_last_reward[: len(batch)])
+            max_earlier.extend(ep_max_earlier[: len(batch)])
             if progress is not None:
                 progress(len(batch))
     except _WORKER_GONE as e:
@@ -289,4 +324,5 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
     close_vector_env(envs, failed=False)
     return Episodes(np.array(returns), np.array(lengths), np.concatenate(states),
                     np.array(successes) if reports_success else None, np.array(ended, dtype=bool),
-                    np.concatenate(view_states) if view else None)
+                    np.concatenate(view_states) if view else None, np.array(last_rewards, dtype=np.float64),
+                    np.array(max_earlier, dtype=np.float64))

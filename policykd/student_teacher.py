@@ -14,7 +14,7 @@ normaliser is the identity.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,7 @@ def student_env_spec(card: dict[str, Any], source: str) -> EnvSpec:
     spec = EnvSpec.from_json(fmt.env_record(card, source))
     view = fmt.view_name(card, source, resolving=True)
     if view:
-        spec = EnvSpec(spec.env_id, spec.env_kwargs, (*spec.wrappers, WrapperSpec("policykd.views:StudentViewObservation", {"view": view})),
-                       spec.trusted)
+        spec = replace(spec, wrappers=(*spec.wrappers, WrapperSpec("policykd.views:StudentViewObservation", {"view": view})))
     return spec
 
 

@@ -12,7 +12,7 @@ import io
 import json
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -241,9 +241,12 @@ def _zoo_source(path: Path, run: ZooRun, *, algo: str | None, env_id: str | None
     if algo is not None:
         check_algo(run.model_zip, algo)
     try:
-        env = _checked_env(EnvSpec(env_id or run.env_id, run.env_kwargs, parse_wrappers(run.env_wrapper), trust_pickle))
+        packages = run.gym_packages
+        if not all(isinstance(p, str) and p for p in packages):
+            raise ValueError(f"gym_packages {list(packages)} is not a list of package names")
+        env = _checked_env(EnvSpec(env_id or run.env_id, run.env_kwargs, parse_wrappers(run.env_wrapper), trust_pickle, packages))
     except (TypeError, ValueError, AttributeError) as e:
-        raise PolicyKDError(f"{path}: env_kwargs (args.yml) or env_wrapper (config.yml) is malformed ({_first_line(e)}); "
+        raise PolicyKDError(f"{path}: env_kwargs or gym_packages (args.yml) or env_wrapper (config.yml) is malformed ({_first_line(e)}); "
                             f"restore them from the rl-zoo run") from e
     env.check_wrappers()
     normalizer = load_vecnormalize_stats(run.vecnormalize, trust_pickle=trust_pickle) if run.vecnormalize else None
@@ -272,7 +275,7 @@ def resolve_source(path: str | Path, *, algo: str | None = None, env_id: str | N
     if path.is_dir() and (path / MODEL_CARD).exists():
         card, env, normalizer = read_model_card(path / MODEL_CARD, trusted=trust_pickle)
         if env_id is not None and env_id != env.env_id:  # as for rl-zoo runs: another env, the card's kwargs and wrappers
-            env = EnvSpec(env_id, env.env_kwargs, env.wrappers, env.trusted)
+            env = replace(env, env_id=env_id)
         env.check_wrappers()
         model_zip = path / card["model_file"]
         if algo is not None:

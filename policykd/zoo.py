@@ -104,6 +104,12 @@ class ZooRun:
     def env_kwargs(self) -> dict[str, Any]:
         return dict(self.args.get("env_kwargs") or {})
 
+    @property
+    def gym_packages(self) -> tuple[str, ...]:
+        """The packages rl-zoo imports to register the env (args.yml gym_packages)."""
+        packages = self.args.get("gym_packages") or ()
+        return (packages,) if isinstance(packages, str) else tuple(packages)
+
 
 def settings_folder(folder: Path) -> Path | None:
     """Where the run's args.yml / config.yml are: the sub folder rl-zoo names after the env (with several, the one a

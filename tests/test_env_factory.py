@@ -21,6 +21,34 @@ def test_env_spec_roundtrip_and_wrappers_applied():
     env.close()
 
 
+def test_a_time_limit_in_env_kwargs_is_the_episode_length():
+    """rl-zoo's env_kwargs may hold max_episode_steps, gym.make's own argument (given once, not twice)."""
+    spec = EnvSpec("Pendulum-v1", {"max_episode_steps": 7}, (WrapperSpec("sb3_contrib.common.wrappers.TimeFeatureWrapper"),))
+    env = spec.make()
+    env.reset(seed=0)
+    steps = 1
+    while not env.step(env.action_space.sample())[3]:
+        steps += 1
+    assert steps == spec.time_limit() == 7
+    assert spec.make(max_episode_steps=3).spec.max_episode_steps == 3  # a caller's limit wins
+    env.close()
+
+
+def test_the_packages_a_teacher_names_register_its_env(tmp_path, monkeypatch):
+    """rl-zoo's gym_packages: imported when the env id is not registered yet; one line when one is not installed."""
+    package = tmp_path / "site" / "policykd_probe_envs"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("import gymnasium\ngymnasium.register('PolicyKDProbePendulum-v0', "
+                                         "entry_point='gymnasium.envs.classic_control:PendulumEnv', max_episode_steps=5)\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    spec = EnvSpec.from_json(EnvSpec("PolicyKDProbePendulum-v0", packages=("policykd_probe_envs",)).to_json())
+    assert spec.packages == ("policykd_probe_envs",) and spec.time_limit() == 5
+    assert "packages" not in EnvSpec("Pendulum-v1").to_json()  # records written before the field read the same
+    with pytest.raises(PolicyKDError, match=r"lists gym_packages \['policykd_no_such_envs'\], and policykd_no_such_envs is "
+                                            r"not installed here: install it"):
+        EnvSpec("PolicyKDNoSuchEnv-v0", packages=("policykd_no_such_envs",)).make()
+
+
 def test_bad_env_kwargs_and_wrappers_are_one_line_errors():
     with pytest.raises(PolicyKDError, match="rejected its kwargs"):
         EnvSpec("CartPole-v1", {"bogus": 1}).make()

@@ -5,6 +5,7 @@ import pytest
 from policykd.rollout import ACTOR_STUDENT, ACTOR_TEACHER, collect
 from policykd.students import Student, student_spec_for
 from policykd.teachers import load_teacher
+from tests.conftest import zoo_run
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +134,103 @@ def test_an_env_without_a_time_limit_is_evaluated_to_a_cap_and_said(capsys):
     assert "note: PolicyKDTest/Forever-v0 has no time limit (max_episode_steps); evaluation episodes stop after 10,000" in \
         capsys.readouterr().err
     assert run_episodes(lambda obs: np.zeros(len(obs), dtype=np.int64), EnvSpec("CartPole-v1"), [0]).lengths[0] < 500
+
+
+
+
+def _episodes(returns, lengths, last, max_earlier, terminated, successes=None):
+    from policykd.rollout import Episodes
+
+    recorded = last is not None
+    return Episodes(np.array(returns, dtype=np.float64), np.array(lengths), np.zeros((1, 2)), successes=successes,
+                    terminated=np.array(terminated), last_rewards=np.array(last, dtype=np.float64) if recorded else None,
+                    max_earlier_rewards=np.array(max_earlier, dtype=np.float64) if recorded else None)
+
+
+def test_an_early_end_is_a_failure_or_a_goal_by_the_envs_own_rewards():
+    """A goal: a last reward above every earlier one, or, where every reward is the same, steps that cost."""
+    cases = [  # (return, length, last reward, highest earlier reward, terminated, failure)
+        (-85.0, 86, 0.0, -1.0, True, False),               # Acrobot: 0 after -1s, the goal
+        (-10.0 + 99.9, 101, 99.9, -0.05, True, False),     # MountainCarContinuous: +99.9 after -0.1s, the goal
+        (-50.0 + 100.0, 200, 100.0, 10.0, True, False),    # LunarLander: +100 on landing
+        (60.0 - 100.0, 200, -100.0, 10.0, True, True),     # LunarLander: -100 on a crash
+        (-3.0 - 0.01, 50, -0.01, -0.02, True, False),      # -distance to a target, ending on arrival: the best step
+        (40.0 - 1.0, 41, -1.0, 2.2, True, True),           # a Bullet walker: the alive bonus turned -1 at a fall
+        (651 * 2.603 + 2.701, 652, 2.701, 4.864, True, True),  # a Hopper teacher falling forward: above its mean step,
+                                                           # not above its best: a fall
+        (-40.0 - 7.0, 41, -7.0, 0.2, True, True),          # below a negative mean (a thrashing random Humanoid)
+        (10.0, 10, 1.0, 1.0, True, True),                  # CartPole: every reward 1, steps pay: a fall
+        (-120.0, 120, -1.0, -1.0, True, False),            # MountainCar: every reward -1, steps cost: the goal
+        (-60.0, 120, -1.0, 0.0, True, True),               # -1 at the end, not every reward the same: a fall
+        (0.0, 30, 0.0, 0.0, True, True),                   # steps free and nothing gained at the end: a fall
+        (-0.7, 7, -0.1, -0.1, True, False),                # every reward -0.1 (earlier mean -0.09999999999999999)
+        (0.7, 7, 0.1, 0.1, True, True),                    # every reward 0.1 (earlier mean 0.09999999999999999)
+        (5.0, 1, 5.0, -np.inf, True, True),                # one step: nothing to compare with, an early end as before
+        (500.0, 500, 1.0, 1.0, False, False),              # ran to the time limit
+        (-500.0, 500, -1.0, -1.0, False, False),
+    ]
+    returns, lengths, last, max_earlier, terminated, expected = map(list, zip(*cases))
+    assert list(_episodes(returns, lengths, last, max_earlier, terminated).failures()) == expected
+    # without the rewards (Episodes built by hand, or cached before they were recorded): every early end, as before
+    assert list(_episodes(returns, lengths, None, None, terminated).failures()) == terminated
+    # the env's own is_success wins where it reports one
+    reported = np.arange(len(cases)) % 2 == 0
+    assert list(_episodes(returns, lengths, last, max_earlier, terminated, successes=reported).failures()) == list(~reported)
+    # never terminated: no failures at all
+    assert not _episodes(returns, lengths, last, max_earlier, [False] * len(cases)).failures().any()
+
+
+def _first_joint_pump(obs):
+    """Acrobot: torque against the first joint's angular velocity pumps energy in; reaches the goal in ~70-140 steps."""
+    return np.where(obs[:, 4] > 0, 0, 2)
+
+
+@pytest.mark.parametrize(("env_id", "policy", "ends_early", "failed"), [
+    ("CartPole-v1", lambda obs: np.zeros(len(obs), dtype=np.int64), True, True),  # one push: the pole falls
+    ("Acrobot-v1", _first_joint_pump, True, False),
+    ("MountainCar-v0", lambda obs: np.where(obs[:, 1] > 0, 2, 0), True, False),  # push along the velocity
+    ("MountainCarContinuous-v0", lambda obs: np.where(obs[:, 1:2] >= 0, 1.0, -1.0).astype(np.float32), True, False),
+    ("Pendulum-v1", lambda obs: np.zeros((len(obs), 1), dtype=np.float32), False, False),  # never ends early
+    ("HopperBulletEnv-v0", lambda obs: np.zeros((len(obs), 3), dtype=np.float32), True, True),  # it falls
+])
+def test_real_envs_falls_and_goals(env_id, policy, ends_early, failed):
+    """Before, every early end without info["is_success"] was a failure: an Acrobot or MountainCar policy that
+    reaches the goal every time had every episode failed."""
+    from policykd.env_factory import EnvSpec
+    from policykd.rollout import run_episodes
+
+    spec = EnvSpec(env_id)
+    episodes = run_episodes(policy, spec, [0, 1, 2, 3], n_envs=1)
+    assert episodes.successes is None  # these envs report no is_success: the rewards decide
+    assert list(episodes.terminated) == [ends_early] * 4
+    assert (episodes.lengths < spec.time_limit()).all() == ends_early
+    assert list(episodes.failures()) == [failed] * 4, (episodes.lengths, episodes.last_rewards, episodes.max_earlier_rewards)
+
+
+def test_run_episodes_records_the_last_and_the_highest_earlier_reward():
+    """MountainCarContinuous: -0.1 * action**2 a step, +100 more on reaching the flag; the returns are their sum."""
+    from policykd.env_factory import EnvSpec
+    from policykd.rollout import run_episodes
+
+    episodes = run_episodes(lambda obs: np.where(obs[:, 1:2] >= 0, 1.0, -1.0).astype(np.float32),
+                            EnvSpec("MountainCarContinuous-v0"), [0, 1, 2], n_envs=2)  # two envs in lockstep, one padded
+    assert np.allclose(episodes.last_rewards, 99.9) and np.allclose(episodes.max_earlier_rewards, -0.1)
+    assert np.allclose(episodes.returns, 99.9 - 0.1 * (episodes.lengths - 1))
+
+
+def test_a_hopper_teacher_falling_forward_is_still_a_failure():
+    """Bullet locomotion's alive bonus turns -1 at a fall, but the forward progress of a fall can outweigh it: the
+    last reward of a noisy Hopper teacher's fall is often above its mean step (never above its best)."""
+    from policykd.rollout import run_episodes
+
+    teacher = load_teacher(zoo_run("ppo", "HopperBulletEnv-v0"))
+    rng = np.random.default_rng(0)
+
+    def noisy(obs):
+        return np.clip(teacher.act(obs) + 0.5 * rng.standard_normal((len(obs), 3)), -1.0, 1.0).astype(np.float32)
+
+    episodes = run_episodes(noisy, teacher.env_spec, list(range(1000, 1008)), n_envs=1)
+    assert episodes.terminated.all()
+    mean_earlier = (episodes.returns - episodes.last_rewards) / (episodes.lengths - 1)
+    assert (episodes.last_rewards > mean_earlier).any()  # the case "above the mean step" would call a goal
+    assert episodes.failures().all()

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from policykd.errors import PolicyKDError
+from policykd.rollout import run_episodes
 from policykd.teachers import infer_algo, load_teacher
 from tests.conftest import zoo_run
 
@@ -635,3 +636,20 @@ def test_an_argmax_teachers_targets_do_not_depend_on_its_output_scale(tiny_teach
     torch.testing.assert_close(value_after, value_before * 100.0, rtol=1e-4, atol=1e-3)
     assert ARGMAX_SCALE_STATES >= 100
     assert not load_teacher(tiny_teachers["sac"], env_id="Pendulum-v1").acts_on_argmax
+
+
+def test_a_zoo_run_registers_its_env_with_its_gym_packages_and_limits_it_by_its_env_kwargs(tmp_path, tiny_teachers, monkeypatch):
+    """args.yml's gym_packages are imported to register the env (as rl-zoo does); env_kwargs' max_episode_steps is the
+    time limit (gym.make's own argument, not the env's)."""
+    package = tmp_path / "site" / "policykd_zoo_probe_envs"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("import gymnasium\ngymnasium.register('PolicyKDZooProbe-v0', "
+                                         "entry_point='gymnasium.envs.classic_control:PendulumEnv', max_episode_steps=200)\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    run = _zoo_folder(tmp_path / "sac" / "PolicyKDZooProbe-v0_1", tiny_teachers["sac"], env_id="PolicyKDZooProbe-v0", algo="sac")
+    (run / "PolicyKDZooProbe-v0" / "args.yml").write_text(
+        "!!python/object/apply:collections.OrderedDict\n- - - algo\n    - sac\n  - - env\n    - PolicyKDZooProbe-v0\n"
+        "  - - env_kwargs\n    - max_episode_steps: 9\n  - - gym_packages\n    - - policykd_zoo_probe_envs\n")
+    teacher = load_teacher(run)
+    assert teacher.env_spec.packages == ("policykd_zoo_probe_envs",)
+    assert run_episodes(lambda obs: teacher.act(obs, deterministic=True), teacher.env_spec, [0]).lengths.tolist() == [9]
