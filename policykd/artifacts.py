@@ -18,10 +18,19 @@ TRACKED_PACKAGES = ("policykd", "torch", "numpy", "gymnasium", "stable-baselines
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either the old file or the whole new one."""
+    """Write `data` to `path` so that readers see either the old file or the whole new one.
+
+    A symbolic link stays a link: the file it names is replaced. An existing path that is not a regular file (a
+    device, a pipe: --json /dev/stdout) is written through, never replaced."""
     path = Path(path)
     if path.is_dir():  # os.replace would name the temporary file in its error
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if path.exists() and not path.is_file():
+        with open(path, "wb") as f:
+            f.write(data)
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

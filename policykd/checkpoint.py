@@ -23,6 +23,7 @@ from policykd.artifacts import atomic_write_json
 from policykd.errors import PolicyKDError
 from policykd.progress import Progress
 from policykd.students import Student, load_student
+from policykd.tracking import HISTORY_FILE
 from policykd.transfer import Transfer
 
 
@@ -72,7 +73,7 @@ def load_checkpoint(run_dir: Path, optimizer_factory) -> tuple[Student, torch.op
         raise PolicyKDError(f"{final} is a file, not the run's checkpoint folder; this run cannot be resumed, start a new one "
                             "with another --run-name")
     if not (final / "progress.json").exists():
-        history = run_dir / "history.jsonl"
+        history = run_dir / HISTORY_FILE
         if history.is_file() and '"distill/round"' in history.read_text(errors="replace"):
             raise PolicyKDError(f"{run_dir} finished rounds before (per its history.jsonl) but its checkpoint is missing; this run "
                                 "cannot be resumed, start a new one with another --run-name")

@@ -49,6 +49,10 @@ def collect_to_buffer(teacher: Teacher, out_dir: Path, settings: dict[str, Any],
     total) is a Tracker.progress context; collector: from policykd.collectors.round_collector."""
     if collector.config.label_every != 1:
         raise ValueError("policykd collect labels every state: give it a collector with label_every 1")
+    if student is not None and settings["beta"] >= 1.0 and not resume:  # a resume keeps the options it was started with
+        raise PolicyKDError("--student acts only when --beta < 1 (the probability that the teacher acts); at --beta 1 the "
+                            "teacher drives every step and the buffer would name a student that never acted: pass "
+                            "--beta below 1 (e.g. 0.5) or drop --student")
     if student is not None and check_student_fits(student, teacher):
         raise PolicyKDError("--student sees a student view of the env (policykd.views); `policykd collect` collects "
                             "with the teacher's observation only: distil sensor-only students with `policykd distill`")

@@ -321,6 +321,45 @@ def validate(config: DistillConfig) -> None:
                             "ensemble; set quantise_aware_rounds, hint_weight and attention_weight to 0 and use one teacher")
     if config.labelled_steps < config.rounds:
         raise PolicyKDError(f"labelled_steps ({config.labelled_steps}) must be at least rounds ({config.rounds})")
+    _refuse_unused_keys(config)
+
+
+def _set(config: DistillConfig, *keys: str) -> list[str]:
+    """Those of `keys` the recipe or flags set to other than their defaults."""
+    defaults = {f.name: f.default for f in dataclasses.fields(DistillConfig)}
+    return [key for key in keys if getattr(config, key) != defaults[key]]
+
+
+def _named(keys: list[str], config: DistillConfig, verb: str) -> str:
+    """'beta0 0.5 and beta_decay 0.9 set': the keys with the values given, and the verb agreeing with them."""
+    return " and ".join(f"{key} {getattr(config, key)!r}" for key in keys) + f" {verb}{'' if len(keys) > 1 else 's'}"
+
+
+def _refuse_unused_keys(config: DistillConfig) -> None:
+    """Keys set to other than their default that the rest of the recipe makes no-ops: one line naming them."""
+    unused = _set(config, "beta0", "beta_decay") if config.data_mode == "teacher" else []
+    if unused:
+        raise PolicyKDError(f"{_named(unused, config, 'set')} DAgger's beta per round, but data_mode: teacher always lets the "
+                            f"teacher act (beta 1); use data_mode: dagger or drop {'them' if len(unused) > 1 else 'it'}")
+    if config.early_stopping_patience > 0 and config.validation_fraction == 0:
+        raise PolicyKDError(f"early_stopping_patience {config.early_stopping_patience} stops a round on the held-out KL, but "
+                            "validation_fraction is 0 (nothing held out), so it never triggers; set validation_fraction "
+                            "above 0 (e.g. 0.1) or early_stopping_patience: 0")
+    if not config.gru and _set(config, "tbptt_steps"):
+        raise PolicyKDError(f"tbptt_steps {config.tbptt_steps} chunks a recurrent student's backprop through time, but gru "
+                            "is 0 (a feed-forward student); set gru above 0 (e.g. 64) or drop tbptt_steps")
+    unused = _set(config, "ensemble_mode", "ensemble_weighting") if not config.ensemble else []
+    if unused:
+        raise PolicyKDError(f"{_named(unused, config, 'combine')} the teachers of an ensemble, but ensemble is empty (one "
+                            f"teacher); list the other teachers in ensemble or drop {'them' if len(unused) > 1 else 'it'}")
+    if not config.sample_actions and _set(config, "noise_scale"):
+        raise PolicyKDError(f"noise_scale {config.noise_scale:g} scales the acting policy's sampling noise, but "
+                            "sample_actions is false (the acting policy takes its mode); set sample_actions: true or "
+                            "drop noise_scale")
+    unused = _set(config, "hint_teacher_layer", "hint_student_layer") if config.hint_weight == 0 else []
+    if unused:
+        raise PolicyKDError(f"{_named(unused, config, 'choose')} the layers of the FitNets hint, but hint_weight is 0 (no hint "
+                            f"term); set hint_weight above 0 (e.g. 1) or drop {'them' if len(unused) > 1 else 'it'}")
 
 
 def build_config(values: dict[str, Any], *, source: str = "the config") -> DistillConfig:

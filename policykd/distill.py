@@ -8,6 +8,7 @@ run resumed from the last checkpoint gives the same student as an uninterrupted 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from policykd.artifacts import atomic_write_json, package_versions
+from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_versions
 from policykd.buffer import Buffer, check_room, row_bytes, space_to_json
 from policykd.checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
 from policykd.collectors import round_collector
@@ -30,7 +31,7 @@ from policykd.rollout import run_episodes
 from policykd.run_dir import CONFIG_FILE, LOCK_FILE, RUN_FORMAT, RunLock, check_same_teacher, read_run_record, resolve_run_dir
 from policykd.students import Student, student_spec_for
 from policykd.teachers import Teacher
-from policykd.tracking import Tracker, make_tracker
+from policykd.tracking import HISTORY_FILE, Tracker, make_tracker
 from policykd.transfer import Transfer
 from policykd.transfer import read_state as read_transfer_state
 from policykd.views import student_observation_space, view_image_shape
@@ -381,6 +382,9 @@ def distill_in_run_dir(config: DistillConfig, teacher: Teacher, run_dir: Path, s
     if state.buffer is not None:
         buffer = state.buffer
         buffer.truncate(progress.buffer_chunks)  # rows collected after the checkpoint: collected again
+        if not (run_dir / HISTORY_FILE).exists():  # the log was deleted: its finished rounds again, from the checkpoint
+            atomic_write_bytes(run_dir / HISTORY_FILE, "".join(json.dumps({"step": m.labelled_steps, **m.to_json()}) + "\n"
+                                                               for m in progress.history).encode())
         tracker.log({"resume/round": progress.rounds_done, "resume/rows": buffer.rows}, step=buffer.rows)
     else:
         if (run_dir / "buffer" / "metadata.json").exists():  # this run's buffer, but no round finished: start it over

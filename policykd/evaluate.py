@@ -227,6 +227,8 @@ def compare(teacher: Teacher, student: Student, *, episodes: int = 20, eval_seed
 
     if teacher_episodes is not None and student_view and teacher_episodes.view_states is None:
         teacher_episodes = None  # reference episodes without the student's view of their states: run them again
+    if teacher_episodes is not None and len(teacher_episodes.returns) != episodes:
+        raise ValueError(f"teacher_episodes holds {len(teacher_episodes.returns)} episodes, not the {episodes} of seeds {seeds[0]}..")
     teacher_eps = teacher_episodes or run("teacher", teacher_act)
     student_eps = run("student", student.act, student=True)
     rng = np.random.default_rng(eval_seed)

@@ -95,6 +95,12 @@ def export_minari(buffer_dir: str | Path, dataset_id: str, *, author: str | None
     _check_dataset_id(dataset_id)
     if dataset_id in _local_datasets(minari):
         raise PolicyKDError(f"Minari dataset {dataset_id} already exists; choose another --dataset-id (nothing was changed)")
+    from minari.storage import get_dataset_path
+
+    folder = Path(get_dataset_path()) / dataset_id
+    if folder.exists():
+        raise PolicyKDError(f"{folder} exists and is not a Minari dataset, and Minari does not write into it; choose another "
+                            "--dataset-id or move that folder away (nothing was changed)")
     meta = buffer.metadata
     family = meta["family"]
     observation_space, action_space = _space(meta["observation_space"]), _space(meta["action_space"])
@@ -126,10 +132,6 @@ def export_minari(buffer_dir: str | Path, dataset_id: str, *, author: str | None
     description = (f"Teacher-labelled states collected by policykd from {teacher_name}: per-step infos hold the "
                    f"teacher's action distribution (teacher_*), its value, who acted and the DAgger round.\n"
                    f"{MARKER}{json.dumps(record, sort_keys=True)}")
-    from minari.storage import get_dataset_path
-
-    folder = Path(get_dataset_path()) / dataset_id
-    existed = folder.exists()  # a folder Minari does not list as a dataset: not ours to remove on failure
     try:
         with warnings.catch_warnings():  # minari warns that no env spec or eval env is given: the record above has the env
             warnings.filterwarnings("ignore", category=UserWarning, module=r"minari\.")
@@ -137,9 +139,8 @@ def export_minari(buffer_dir: str | Path, dataset_id: str, *, author: str | None
                 dataset_id, episodes, observation_space=observation_space, action_space=action_space,
                 algorithm_name="policykd teacher-labelled collection", author=author or "policykd", author_email="n/a",
                 code_permalink="https://github.com/policykd/policykd", description=description, data_format="hdf5")
-    except BaseException:
-        if not existed:  # a half-written dataset would break every later Minari call on this folder
-            shutil.rmtree(folder, ignore_errors=True)
+    except BaseException:  # a half-written dataset would break every later Minari call on this folder (ours: it did not exist)
+        shutil.rmtree(folder, ignore_errors=True)
         raise
 
 

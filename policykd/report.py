@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from policykd.artifacts import atomic_write_bytes, check_replaceable_output, read_json
@@ -44,22 +46,40 @@ def read_evaluation(run_dir: Path) -> dict | None:
     return report
 
 
+@contextmanager
+def _card_fields(card_path: Path) -> Iterator[None]:
+    """Turn a field the report reads that a hand-edited student card lacks or mistypes into a one-line error."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise PolicyKDError(f"{card_path} lacks or mistypes a field the report reads ({e.__class__.__name__}: {e}); report a "
+                            "run whose student.json is as `policykd distill` wrote it") from e
+
+
+def _plot_paths(run_dir: Path, report: dict | None) -> list[Path]:
+    """The figures of a run: the distillation curve, and latency when it was evaluated."""
+    return [run_dir / "plots" / "distillation_curve.png", *([run_dir / "plots" / "latency.png"] if report else [])]
+
+
 def make_plots(run_dir: Path, *, replace_only_own: bool = False) -> list[Path]:
     """PNG figures of the run in RUN_DIR/plots: the distillation curve (the return panel only when the run evaluated
     the student every round; the final evaluation is quoted otherwise), and latency when evaluated. replace_only_own:
     first refuse (in one line, before drawing any) to replace a figure there that policykd did not draw."""
     card = read_json(run_dir / "student" / "student.json", fix="pass a run folder written by `policykd distill`")
     report = read_evaluation(run_dir)
+    paths = _plot_paths(run_dir, report)
     plots = run_dir / "plots"
-    paths = [plots / "distillation_curve.png", *([plots / "latency.png"] if report else [])]
     if replace_only_own:
         for path in paths:
             check_replaceable_output(path, "image")
     plots.mkdir(exist_ok=True)
-    env = card["teacher"]["env"]["env_id"]
     teacher = report["teacher"] if report else {"mean": float("nan"), "ci95_low": float("nan"), "ci95_high": float("nan")}
     student = {"mean": report["student"]["mean"], "ratio": report["ratio"]} if report else None
-    distillation_curve(card["history"], teacher, paths[0], title=f"{env}: {run_dir.name}", student=student)
+    with _card_fields(run_dir / "student" / "student.json"):
+        env = card["teacher"]["env"]["env_id"]
+        if not card["history"]:
+            raise ValueError("history is empty")
+        distillation_curve(card["history"], teacher, paths[0], title=f"{env}: {run_dir.name}", student=student)
     if report:
         latency_chart(report["latency_us"], paths[1], title=f"{env}: batch-1 latency")
     return paths
@@ -79,7 +99,17 @@ def write_report(run_dir: str | Path) -> Path:
     card = read_json(run_dir / "student" / "student.json", fix="pass a run folder written by `policykd distill`")
     report = read_evaluation(run_dir)
     check_replaceable(run_dir / "report.md")
-    plots = make_plots(run_dir, replace_only_own=True)
+    with _card_fields(run_dir / "student" / "student.json"):
+        lines = _report_lines(run_dir, card, report, _plot_paths(run_dir, report))
+    make_plots(run_dir, replace_only_own=True)
+    path = run_dir / "report.md"
+    body = "\n".join(lines).encode()
+    atomic_write_bytes(path, _MARK.format(sha256=hashlib.sha256(body).hexdigest()).encode() + b"\n" + body)
+    return path
+
+
+def _report_lines(run_dir: Path, card: dict, report: dict | None, plots: list[Path]) -> list[str]:
+    """report.md's lines, from the student card, the evaluation record (or None) and the plots."""
     config, teacher = card["config"], card["teacher"]
     lines = [f"# Distillation report: {run_dir.name}", "",
              f"Teacher: `{teacher['path']}` ({teacher['algo']}, {teacher['actor_params']:,} actor parameters, sha256 "
@@ -103,10 +133,7 @@ def write_report(run_dir: str | Path) -> Path:
               "## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots] + ["",
               "## Config", "", "```json", json.dumps(config, indent=2), "```", "",
               "## Versions", "", ", ".join(f"{k} {v}" for k, v in card["versions"].items()), ""]
-    path = run_dir / "report.md"
-    body = "\n".join(lines).encode()
-    atomic_write_bytes(path, _MARK.format(sha256=hashlib.sha256(body).hexdigest()).encode() + b"\n" + body)
-    return path
+    return lines
 
 
 _MARK = "<!-- written by policykd report, sha256 of what follows {sha256}: rewritten by the next report unless edited -->"

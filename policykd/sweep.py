@@ -79,6 +79,7 @@ def combinations(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 _NOT_SWEPT = ("teacher", "out_dir", "run_name", "env_id", "algo")
+_SAME_EVALUATION = ("eval_seed", "eval_episodes")  # the teacher is run once, on the base recipe's seeds
 
 
 def combination_config(base: DistillConfig, combo: dict[str, Any], out_dir: Path, name: str) -> DistillConfig:
@@ -86,6 +87,10 @@ def combination_config(base: DistillConfig, combo: dict[str, Any], out_dir: Path
     fixed = sorted(set(combo) & set(_NOT_SWEPT))
     if fixed:
         raise PolicyKDError(f"--grid cannot sweep {', '.join(fixed)}; a sweep distils one teacher into {out_dir}")
+    evaluation = sorted(set(combo) & set(_SAME_EVALUATION))
+    if evaluation:
+        raise PolicyKDError(f"--grid cannot sweep {', '.join(evaluation)}: every student of a sweep is compared with its "
+                            "teacher on the same seeds; set it once in the base recipe (--config or the flags)")
     return build_config({**base.to_dict(), **combo, "out_dir": str(out_dir / "runs"), "run_name": name},
                         source=f"--grid combination {combo}")
 

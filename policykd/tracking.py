@@ -263,6 +263,25 @@ class PlainProgress:
             self._thread.join(timeout=1.0)
 
 
+HISTORY_FILE = "history.jsonl"  # a run's JSONL log: one record per Tracker.log call
+
+
+def drop_torn_line(path: Path) -> None:
+    """Cut a JSONL file back to its last complete line (a run killed while writing one leaves half a record), so the
+    next record starts a line of its own."""
+    try:
+        with open(path, "rb+") as f:
+            if f.seek(0, os.SEEK_END) == 0:
+                return
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":
+                return
+            f.seek(0)
+            f.truncate(f.read().rfind(b"\n") + 1)
+    except FileNotFoundError:
+        return
+
+
 class Tracker:
     """Console + JSONL history, fanned out to optional sinks (WandbSink, TensorBoardSink).
 
@@ -287,6 +306,7 @@ class Tracker:
     def log(self, metrics: dict[str, Any], *, step: int) -> None:
         if self.history_path is not None:
             self.history_path.parent.mkdir(parents=True, exist_ok=True)
+            drop_torn_line(self.history_path)
             with open(self.history_path, "a") as f:
                 f.write(json.dumps({"step": step, **metrics}) + "\n")
         for sink in self.sinks:
@@ -346,4 +366,4 @@ def make_tracker(run_dir: Path, config: dict[str, Any], *, wandb: bool = False, 
         sinks.append(WandbSink(run_dir, project=project, name=run_dir.name, config=config))
     if tensorboard:
         sinks.append(TensorBoardSink(run_dir))
-    return Tracker(run_dir / "history.jsonl", quiet=quiet, sinks=sinks)
+    return Tracker(run_dir / HISTORY_FILE, quiet=quiet, sinks=sinks)

@@ -318,6 +318,10 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "report-over-users-plot": lambda tmp_path, assets: _damaged_run_report_case(
         tmp_path, assets, "plots/distillation_curve.png", "my own figure\n",
         r"distillation_curve\.png exists and is not a figure policykd wrote"),
+    "report-card-without-history": lambda tmp_path, assets: _edited_card_report_case(
+        tmp_path, assets, lambda card: card.pop("history"), r"student\.json lacks or mistypes a field the report reads \(KeyError: 'history'\)"),
+    "report-card-wall-time-null": lambda tmp_path, assets: _edited_card_report_case(
+        tmp_path, assets, lambda card: card.update(wall_s=None), r"student\.json lacks or mistypes a field the report reads \(TypeError"),
     "report-eval-of-another-shape": lambda tmp_path, assets: _damaged_run_report_case(
         tmp_path, assets, "eval.json", '{"teacher": 5}', r"eval\.json is not a run's evaluation record"),
     "eval-json-over-the-student-card": lambda tmp_path, assets: _json_over_student_case(tmp_path, assets),
@@ -393,6 +397,9 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "sweep-fixed-key": lambda tmp_path, assets: Case(
         ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "run_name=a|b", "--out", tmp_path / "sw"],
         r"cannot sweep run_name", absent=[tmp_path / "sw"]),
+    "sweep-evaluation-seeds": lambda tmp_path, assets: Case(
+        ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "eval_seed=5|77777", "--out", tmp_path / "sw"],
+        r"cannot sweep eval_seed: every student of a sweep is compared with its teacher on the same seeds", absent=[tmp_path / "sw"]),
     "sweep-corrupt-results": lambda tmp_path, assets: Case(
         ["sweep", assets["teacher"], "--env", "CartPole-v1", "-c", assets["recipe"], "--grid", "tau=0.5|1", "--out",
          _write(tmp_path / "sw" / "results.json", "{not json").parent], r"results\.json is corrupt",
@@ -611,6 +618,15 @@ def _edited_buffer_case(tmp_path: Path, assets: dict, edit: Callable[[dict], Non
     edit(metadata)
     (tmp_path / "buffer" / "metadata.json").write_text(json.dumps(metadata))
     return case
+
+
+def _edited_card_report_case(tmp_path: Path, assets: dict, edit: Callable[[dict], None], message: str) -> Case:
+    """`policykd report` on a finished run whose student.json was hand-edited: refused in one line, the run untouched."""
+    run = _copy_run(assets, tmp_path)
+    card = json.loads((run / "student" / "student.json").read_text())
+    edit(card)
+    (run / "student" / "student.json").write_text(json.dumps(card))
+    return Case(["report", run], message, victims=[run], absent=[run / "report.md"])
 
 
 def _damaged_run_report_case(tmp_path: Path, assets: dict, name: str, text: str, message: str) -> Case:

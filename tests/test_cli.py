@@ -1,5 +1,8 @@
 import json
+import os
 import re
+import stat
+import threading
 
 import pytest
 from typer.testing import CliRunner
@@ -124,6 +127,26 @@ def test_teacher_eval_writes_json(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "t.json").read_text())
     assert report["returns"] == [500.0, 500.0] and report["teacher"]["algo"] == "ppo"
+
+
+def test_json_output_through_a_link_or_a_pipe_keeps_the_link_and_the_pipe(tmp_path):
+    """--json /dev/stdout is a link to a pipe or terminal: written through, never replaced by a file."""
+    path = zoo_run("ppo", "CartPole-v1")
+    target = tmp_path / "records" / "t.json"
+    target.parent.mkdir()
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    assert _invoke("teacher", "eval", path, "--episodes", 1, "--json", link).exit_code == 0
+    assert link.is_symlink() and json.loads(target.read_text())["returns"] == [500.0]
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()))
+    reader.start()
+    result = _invoke("teacher", "eval", path, "--episodes", 1, "--json", pipe)
+    reader.join(timeout=60)
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISFIFO(pipe.stat().st_mode) and json.loads(received[0])["returns"] == [500.0]
 
 
 def test_collect_distill_eval_end_to_end(tmp_path, tiny_teachers):

@@ -81,3 +81,17 @@ def test_a_round_smaller_than_n_envs_starts_a_worker_per_row_only(tiny_teachers,
     rows, _ = LocalCollector(teacher, DistillConfig(n_envs=16, label_every=1)).collect_round(
         steps=3, beta=1.0, seed=0, round_index=0, episode_offset=0, student=None)
     assert started == [3] and len(rows["obs"]) == 3
+
+
+def test_a_student_at_beta_1_is_refused_before_anything_is_written(tiny_teachers, tmp_path):
+    """At --beta 1 the teacher drives every step: the buffer's metadata would name a student that never acted."""
+    teacher = load_teacher(tiny_teachers["dqn"], env_id="CartPole-v1")
+    student = Student(StudentSpec(obs_dim=4, action_dim=2, family="categorical", hidden=(8,)))
+    collector = LocalCollector(teacher, DistillConfig(n_envs=1, label_every=1))
+    with pytest.raises(PolicyKDError, match=r"--student acts only when --beta < 1 .*pass --beta below 1 .*or drop --student"):
+        collect_to_buffer(teacher, tmp_path / "b", {**SETTINGS, "student": "s"}, student=student, chunk_steps=120,
+                          resume=False, progress=Tracker(None, quiet=True).progress, collector=collector)
+    assert not (tmp_path / "b").exists()
+    buffer = collect_to_buffer(teacher, tmp_path / "b", {**SETTINGS, "steps": 20, "beta": 0.5, "student": "s"}, student=student,
+                               chunk_steps=120, resume=False, progress=Tracker(None, quiet=True).progress, collector=collector)
+    assert buffer.rows == 20 and buffer.metadata["config"]["beta"] == 0.5

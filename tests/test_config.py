@@ -98,3 +98,33 @@ def test_numbers_in_scientific_notation_are_numbers(tmp_path):
         load_config(recipe, {})
     with pytest.raises(PolicyKDError, match=r"--grid 'hidden=\[32': '\[32' is not a YAML value"):
         parse_grid(["hidden=[32"])
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"data_mode": "teacher", "beta0": 0.5}, r"beta0 0\.5 sets DAgger's beta per round, but data_mode: teacher .*use data_mode: dagger or drop it"),
+    ({"data_mode": "teacher", "beta0": 0.8, "beta_decay": 0.9}, r"beta0 0\.8 and beta_decay 0\.9 set DAgger's beta.*drop them"),
+    ({"data_mode": "teacher", "beta_decay": 0.7}, r"beta_decay 0\.7 sets DAgger's beta"),
+    ({"early_stopping_patience": 3, "validation_fraction": 0.0}, r"early_stopping_patience 3 .*validation_fraction is 0 .*never triggers"),
+    ({"tbptt_steps": 16}, r"tbptt_steps 16 .*gru is 0 .*set gru above 0 .*or drop tbptt_steps"),
+    ({"ensemble_mode": "product"}, r"ensemble_mode 'product' combines the teachers of an ensemble, but ensemble is empty"),
+    ({"ensemble_mode": "product", "ensemble_weighting": "value"}, r"ensemble_mode 'product' and ensemble_weighting 'value' combine"),
+    ({"noise_scale": 1.5, "sample_actions": False}, r"noise_scale 1\.5 .*sample_actions is false .*drop noise_scale"),
+    ({"hint_teacher_layer": "pi.0"}, r"hint_teacher_layer 'pi\.0' chooses the layers of the FitNets hint, but hint_weight is 0"),
+    ({"hint_student_layer": 0}, r"hint_student_layer 0 chooses .*hint_weight is 0 .*set hint_weight above 0"),
+])
+def test_keys_the_rest_of_the_recipe_makes_no_ops_are_refused(keys, message):
+    with pytest.raises(PolicyKDError, match=message):
+        DistillConfig(teacher="t", **keys)
+
+
+@pytest.mark.parametrize("keys", [
+    {"data_mode": "teacher"}, {"data_mode": "dagger", "beta0": 0.5, "beta_decay": 0.9},
+    {"data_mode": "teacher", "beta0": 1.0, "beta_decay": 0.5},  # the defaults, written out
+    {"early_stopping_patience": 3}, {"validation_fraction": 0.0},
+    {"gru": 8, "label_every": 1, "tbptt_steps": 16}, {"tbptt_steps": 32},
+    {"ensemble": ["t2"], "ensemble_mode": "product", "ensemble_weighting": "value"},
+    {"sample_actions": False}, {"noise_scale": 1.5},
+    {"hint_weight": 1.0, "hint_teacher_layer": "pi.0", "hint_student_layer": 0},
+])
+def test_meaningful_combinations_and_written_out_defaults_are_kept(keys):
+    DistillConfig(teacher="t", **keys)

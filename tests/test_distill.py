@@ -64,6 +64,34 @@ def test_interrupted_run_resumes_to_the_same_student(tiny_teachers, tmp_path, mo
     assert final.card["config"]["seed"] == 3 and len(final.card["history"]) == 3
 
 
+@pytest.mark.parametrize("damage", ["torn last line", "deleted"])
+def test_a_resumed_run_mends_its_history_log(tiny_teachers, tmp_path, monkeypatch, damage):
+    """A run killed while writing history.jsonl, or whose log was deleted, resumes to a log of whole JSON lines with
+    every round once."""
+    real_train = distill_module.train_round
+    calls = {"n": 0}
+
+    def crash_in_round_three(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    history = tmp_path / "run" / "history.jsonl"
+    monkeypatch.setattr(distill_module, "train_round", crash_in_round_three)
+    with pytest.raises(KeyboardInterrupt):
+        distill(_config(tiny_teachers, tmp_path), tracker=Tracker(history, quiet=True))
+    monkeypatch.setattr(distill_module, "train_round", real_train)
+    if damage == "deleted":
+        history.unlink()
+    else:
+        with open(history, "a") as f:
+            f.write('{"step": 600, "distill/rou')
+    distill(_config(tiny_teachers, tmp_path), resume=True, tracker=Tracker(history, quiet=True))
+    records = [json.loads(line) for line in history.read_text().splitlines()]
+    assert [r["distill/round"] for r in records if "distill/round" in r] == [0, 1, 2]
+
+
 def test_distilled_student_reaches_teacher_return_on_cartpole(tmp_path):
     teacher = load_teacher(zoo_run("ppo", "CartPole-v1"))
     config = DistillConfig(teacher=str(teacher.source.path), labelled_steps=4000, rounds=4, hidden=[32, 32], out_dir=str(tmp_path),

@@ -151,6 +151,16 @@ def test_a_failed_export_leaves_no_half_dataset_behind(tiny_teachers, tmp_path, 
     assert set(minari.list_local_datasets()) == {"policykd/pendulum/kept-v0"}
 
 
+def test_an_export_into_a_users_folder_is_refused_and_leaves_it_as_it_was(tiny_teachers, tmp_path, datasets):
+    _buffer(load_teacher(tiny_teachers["sac"], env_id="Pendulum-v1"), tmp_path / "buffer")
+    notes = datasets / "pk" / "b-v0" / "notes.txt"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("mine")
+    with pytest.raises(PolicyKDError, match=r"b-v0 exists and is not a Minari dataset.*choose another --dataset-id"):
+        export_minari(tmp_path / "buffer", "pk/b-v0")
+    assert [p.name for p in notes.parent.iterdir()] == ["notes.txt"] and notes.read_text() == "mine"
+
+
 def test_an_unreadable_folder_among_the_datasets_is_one_line(tiny_teachers, tmp_path, datasets):
     (datasets / "not a dataset" / "data").mkdir(parents=True)
     with pytest.raises(PolicyKDError, match=r"Minari datasets folder .* holds a folder Minari cannot read .*move it out"):
