@@ -57,7 +57,11 @@ def collect_to_buffer(teacher: Teacher, out_dir: Path, settings: dict[str, Any],
         raise PolicyKDError("--student sees a student view of the env (policykd.views); `policykd collect` collects "
                             "with the teacher's observation only: distil sensor-only students with `policykd distill`")
     if resume:  # checked before the lock file goes in: a folder that is not a buffer stays as it was
-        collected = Buffer.open(out_dir).rows
+        buffer = Buffer.open(out_dir)
+        if "labelled_steps" in (buffer.metadata.get("config") or {}):  # a DistillConfig: a `policykd distill` run's buffer
+            raise PolicyKDError(f"{out_dir} is the buffer of a distillation run, which `policykd collect` does not extend; resume "
+                                "that run with `policykd distill ... --resume`, or collect into a new --out")
+        collected = buffer.rows
     else:
         Buffer.check_creatable(out_dir)
         collected = 0

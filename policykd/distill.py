@@ -343,12 +343,15 @@ def load_run_state(config: DistillConfig, teacher: Teacher, run_dir: Path, *, re
     restored = load_checkpoint(run_dir, _make_optimizer(config)) if resume else None
     if restored is not None:
         student, optimizer, progress = restored
-        buffer = Buffer.open(run_dir / "buffer")
-        if len(buffer.metadata["chunks"]) < progress.buffer_chunks:
-            raise PolicyKDError(f"{run_dir / 'buffer'} holds fewer chunks than its checkpoint trained on; this run cannot be "
-                                "resumed, start a new one with another --run-name")
-        return RunState(student, optimizer, progress, buffer, buffer.load(n_chunks=progress.buffer_chunks),
-                        read_transfer_state(run_dir / "checkpoint"))
+        try:
+            buffer = Buffer.open(run_dir / "buffer")
+            if len(buffer.metadata["chunks"]) < progress.buffer_chunks:
+                raise PolicyKDError(f"{run_dir / 'buffer'} holds fewer chunks than its checkpoint trained on")
+            data = buffer.load(n_chunks=progress.buffer_chunks)
+        except PolicyKDError as e:  # the buffer's own advice (collect it again) is for `policykd collect`'s buffers
+            problem = str(e).split("; ")[0]
+            raise PolicyKDError(f"{problem}; this run cannot be resumed, start a new one with another --run-name") from e
+        return RunState(student, optimizer, progress, buffer, data, read_transfer_state(run_dir / "checkpoint"))
     torch.manual_seed(config.seed)
     view_space = student_observation_space(teacher.env_spec, config.student_view) if config.student_view else None
     student = Student(student_spec_for(teacher, hidden=tuple(config.hidden), activation=config.activation,

@@ -144,11 +144,18 @@ def missing_tools(target: dict[str, Any]) -> list[str]:
     return [t for t in tools if shutil.which(t) is None]
 
 
+# what scripts/install-toolchains.sh installs (the built-in targets' tools); a target of the user's own may name others
+_SCRIPT_TOOLS = {"cc", "arm-none-eabi-gcc", "arm-none-eabi-size", "qemu-system-arm", "aarch64-linux-gnu-gcc", "aarch64-linux-gnu-size",
+                 "qemu-aarch64"}
+
+
 def check_target_tools(target: dict[str, Any]) -> None:
     """Refuse a target whose toolchain is not installed, in one line saying how to install it."""
     missing = missing_tools(target)
     if missing:
-        raise PolicyKDError(f"target {target['name']} needs {', '.join(missing)}; run scripts/install-toolchains.sh (as root)")
+        fix = ("run scripts/install-toolchains.sh (as root)" if set(missing) <= _SCRIPT_TOOLS else
+               "install them, or give their full paths in the target file (compiler, emulator)")
+        raise PolicyKDError(f"target {target['name']} needs {', '.join(missing)}, not found on PATH; {fix}")
 
 
 def _test_obs_header(obs: np.ndarray) -> str:

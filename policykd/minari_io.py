@@ -90,7 +90,7 @@ def export_minari(buffer_dir: str | Path, dataset_id: str, *, author: str | None
         raise PolicyKDError(f"{buffer_dir} has no {', '.join(missing)} (written by an older policykd): a dataset needs "
                             "full transitions; collect the buffer again with this version")
     if buffer.metadata.get("config", {}).get("label_every", 1) > 1:
-        raise PolicyKDError(f"{buffer_dir} labels every {buffer.metadata['config']['label_every']}-th state only, so its rows "
+        raise PolicyKDError(f"{buffer_dir} labels one state in {buffer.metadata['config']['label_every']} only, so its rows "
                             "are not consecutive transitions; export a buffer collected with label_every 1")
     _check_dataset_id(dataset_id)
     if dataset_id in _local_datasets(minari):

@@ -238,7 +238,7 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "resume-corrupt-buffer-metadata": lambda tmp_path, assets: _run_case(
         tmp_path, assets, ["--resume"], r"buffer/metadata\.json is corrupt", damage="buffer/metadata.json"),
     "resume-modified-buffer-chunk": lambda tmp_path, assets: _run_case(
-        tmp_path, assets, ["--resume"], r"does not match its sha256", damage="buffer/chunk_000000.npz"),
+        tmp_path, assets, ["--resume"], r"does not match its sha256 in metadata\.json \(torn write or modified file\); this run cannot be resumed", damage="buffer/chunk_000000.npz"),
     "resume-locked-run": lambda tmp_path, assets: _locked_case(tmp_path, assets),
     "resume-student-is-a-file": lambda tmp_path, assets: _student_file_case(tmp_path, assets),
     "resume-checkpoint-missing": lambda tmp_path, assets: _lost_checkpoint_case(tmp_path, assets, replace_with_file=False),
@@ -266,6 +266,9 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
         tmp_path, assets, ["--resume", "--chunk-steps", "7"], r"other settings.*\(chunk_steps\)"),
     "collect-resume-other-teacher": lambda tmp_path, assets: _buffer_case(
         tmp_path, assets, ["--resume"], r"another teacher file", teacher="qrdqn"),
+    "collect-resume-a-distill-runs-buffer": lambda tmp_path, assets: Case(
+        ["collect", assets["teacher"], "--env", "CartPole-v1", "--out", _copy_run(assets, tmp_path) / "buffer", "--resume"],
+        r"done/buffer is the buffer of a distillation run.*policykd distill \.\.\. --resume", victims=[tmp_path / "runs"]),
     "collect-resume-locked-buffer": lambda tmp_path, assets: _locked_buffer_case(tmp_path, assets),
     "collect-resume-buffer-spaces-edited": lambda tmp_path, assets: _edited_buffer_case(
         tmp_path, assets, lambda m: m.update(action_space={"type": "Discrete", "n": -1}), r"action_space must have a positive whole n"),

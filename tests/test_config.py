@@ -128,3 +128,12 @@ def test_keys_the_rest_of_the_recipe_makes_no_ops_are_refused(keys, message):
 ])
 def test_meaningful_combinations_and_written_out_defaults_are_kept(keys):
     DistillConfig(teacher="t", **keys)
+
+
+def test_a_yaml_merge_key_reads_as_yaml_does_and_its_keys_may_be_overridden(tmp_path):
+    """`<<: *base` is YAML's merge key, not a key given twice."""
+    from policykd.yaml_files import read_yaml_mapping
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text("defaults: &d {lr: 0.001, tau: 2.0}\n<<: *d\ntau: 3.0\n")
+    assert read_yaml_mapping(path, what="config", examples="configs/distill/") == {"defaults": {"lr": 0.001, "tau": 2.0}, "lr": 0.001, "tau": 3.0}

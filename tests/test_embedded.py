@@ -101,6 +101,15 @@ BOARD = ("name: board\nkind: linux\ndescription: a board\nclock_hz: 1.0e+9\nram_
          "size_tool: size\ncflags: [-O2]\nemulator: [qemu-aarch64]\n")
 
 
+def test_a_missing_tool_of_a_users_own_target_is_not_sent_to_the_install_script(tmp_path):
+    from policykd.embedded import check_target_tools
+
+    custom = tmp_path / "board.yaml"
+    custom.write_text(BOARD.replace("compiler: gcc", "compiler: riscv64-unknown-elf-gcc-nowhere"))
+    with pytest.raises(PolicyKDError, match=r"needs riscv64-unknown-elf-gcc-nowhere.*not found on PATH; install them, or give their full paths"):
+        check_target_tools(load_target(custom))
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("name: board\nkind: linux\n", r"target .*board\.yaml lacks description, compiler, size_tool, clock_hz, ram_bytes, cflags, emulator"),
     (BOARD.replace("kind: linux", "kind: mcu"), r"lacks cpi"),
