@@ -290,7 +290,8 @@ def teacher_train(
     seed: Optional[int] = typer.Option(None, min=0, max=MAX_SEED, help="Override the seed."),
 ) -> None:
     """Train a large SB3 teacher from a YAML recipe; writes model.zip + model card into agents/."""
-    from policykd.teacher_training import load_train_config, train_teacher
+    from policykd.teacher_recipe import load_train_config
+    from policykd.teacher_training import train_teacher
 
     def go():
         cfg = load_train_config(config, {"n_timesteps": timesteps, "seed": seed})

@@ -30,7 +30,7 @@ def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, d
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 # YAML 1.1 (PyYAML) reads `lr: 3e-4`, `labelled_steps: 1e5` and `1.5e6` as strings (its floats need a dot and a
 # signed exponent); YAML 1.2 and every ML recipe mean numbers. Read them as floats: an integer key takes a
-# whole-valued float (config.py, teacher_training.py).
+# whole-valued float (config.py, teacher_recipe.py).
 _SCIENTIFIC = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
 _StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _SCIENTIFIC, list("-+0123456789."))
 

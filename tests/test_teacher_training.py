@@ -88,7 +88,7 @@ def _umask() -> int:
 
 
 def test_a_teacher_recipe_in_scientific_notation_gives_int_arguments(tmp_path):
-    from policykd.teacher_training import load_train_config
+    from policykd.teacher_recipe import load_train_config
 
     recipe = tmp_path / "sac.yaml"
     recipe.write_text("algo: sac\nenv_id: Pendulum-v1\nn_timesteps: 1e6\nhyperparams:\n  learning_rate: 3e-4\n"
@@ -132,14 +132,14 @@ SAC = "algo: sac\nenv_id: Pendulum-v1\nn_timesteps: 300\nhyperparams:\n  learnin
         "action_noise-string", "train_freq-unit", "gamma-above-1", "learning_rate-0", "batch_size-0", "gradient_steps-0", "tau-0",
         "net_arch-0", "net_arch-dict-0"])
 def test_mistyped_or_out_of_range_hyperparameters_are_refused_when_the_recipe_is_read(tmp_path, recipe, message):
-    from policykd.teacher_training import load_train_config
+    from policykd.teacher_recipe import load_train_config
 
     with pytest.raises(PolicyKDError, match=message):
         load_train_config(_write(tmp_path, recipe), {})
 
 
 def test_well_formed_hyperparameters_are_kept_and_normalised(tmp_path):
-    from policykd.teacher_training import load_train_config
+    from policykd.teacher_recipe import load_train_config
 
     config = load_train_config(_write(tmp_path, SAC + "  ent_coef: auto_0.1\n  train_freq: [1, episode]\n  gradient_steps: -1\n"
                                                  "  gamma: 1\n  replay_buffer_kwargs: null\npolicy_kwargs:\n  net_arch: {pi: [8], qf: [6.4e1]}\n"), {})
