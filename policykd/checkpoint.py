@@ -86,6 +86,8 @@ def load_checkpoint(run_dir: Path, optimizer_factory) -> tuple[Student, torch.op
     progress_path, optimizer_path = final / "progress.json", final / "optimizer.safetensors"
     try:
         record = json.loads(progress_path.read_text())
+        if not isinstance(record, dict):
+            raise TypeError(f"a JSON {type(record).__name__}, not the record of a run's progress")
         groups = record.pop("optimizer_param_groups")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise PolicyKDError(f"{progress_path} is corrupt ({e.__class__.__name__}: {e}); this run cannot be resumed, "
