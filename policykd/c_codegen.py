@@ -531,7 +531,7 @@ int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION
 int policykd_act(const float obs[POLICYKD_OBS_DIM], float action[POLICYKD_ACTION_DIM])
 {{
   float a[WIDTH], b[WIDTH];{declare_max}
-  const float clip = {_c_float(float(weights[fmt.OBS_CLIP]))};
+  const float clip = {_c_float(fmt.effective_clip(weights[fmt.OBS_CLIP]))};
   int i;
   for (i = 0; i < POLICYKD_OBS_DIM; ++i) {{
     float z;

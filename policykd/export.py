@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file
 
+from policykd import student_format as fmt
 from policykd.artifacts import atomic_write_bytes, atomic_write_json, package_versions, sha256_file
 from policykd.c_codegen import generate_c
 from policykd.distributions import family_strategy
@@ -114,11 +115,10 @@ def _int8_onnx_model(card: dict, weights: dict[str, np.ndarray]):
         nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
         return output
 
-    clip = float(np.asarray(weights["obs_clip"]).reshape(()))
+    clip = fmt.effective_clip(np.asarray(weights["obs_clip"]).reshape(()))
     x = node("Sub", ["obs", const("obs_mean", f32("obs_mean"))], "centred")
     x = node("Div", [x, const("obs_std", f32("obs_std"))], "scaled")
-    if np.isfinite(clip):
-        x = node("Clip", [x, const("clip_low", np.float32(-clip)), const("clip_high", np.float32(clip))], "normalised")
+    x = node("Clip", [x, const("clip_low", np.float32(-clip)), const("clip_high", np.float32(clip))], "normalised")
     layers = [(f"trunk.{2 * i}", True) for i in range(len(spec["hidden"]))] + [("action_head", False)]
     for i, (prefix, activate) in enumerate(layers):
         q, scale = _quantise_rows(weights[f"{prefix}.weight"])

@@ -88,7 +88,8 @@ class MultiTaskStudent(nn.Module):
     def forward(self, task: int, obs: torch.Tensor) -> tuple[DistParams, torch.Tensor]:
         """Task index and raw obs [B, obs_dim_task] -> (task's action distribution of batch B, value [B])."""
         io = self.io[task]
-        z = torch.clamp((obs - io.obs_mean) / io.obs_std, -io.obs_clip, io.obs_clip)
+        clip = io.obs_clip.clamp(max=fmt.NORMALISED_LIMIT)  # student_format.effective_clip
+        z = torch.clamp((obs - io.obs_mean) / io.obs_std, -clip, clip)
         onehot = torch.zeros(len(obs), len(self.tasks), dtype=z.dtype)
         onehot[:, task] = 1.0
         hidden = self.trunk(torch.cat([io.adapter(z), onehot], dim=1))

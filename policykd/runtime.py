@@ -55,7 +55,7 @@ class NumpyPolicy:
         self._obs_shape = (self.obs_dim,)
         self._activation = fmt.ACTIVATIONS[spec["activation"]]
         f32 = lambda name: np.ascontiguousarray(weights[name], dtype=np.float32)  # noqa: E731
-        self.obs_mean, self.obs_std, self.obs_clip = f32(fmt.OBS_MEAN), f32(fmt.OBS_STD), float(weights[fmt.OBS_CLIP])
+        self.obs_mean, self.obs_std, self.obs_clip = f32(fmt.OBS_MEAN), f32(fmt.OBS_STD), fmt.effective_clip(weights[fmt.OBS_CLIP])
         self.low, self.high = f32(fmt.ACTION_LOW), f32(fmt.ACTION_HIGH)
         *self.layers, self.head = [(f32(w), f32(b)) for w, b in fmt.layer_names(spec)]
         self._inv_std = (1.0 / self.obs_std).astype(np.float32)

@@ -67,6 +67,15 @@ CARD_VERSION = 1
 
 # Buffer names.
 OBS_MEAN, OBS_STD, OBS_CLIP = "obs_mean", "obs_std", "obs_clip"
+# Every runtime clips the normalised observation to +-min(obs_clip, NORMALISED_LIMIT): no real observation lies 1e15
+# standard deviations out, and the bound keeps every layer's sums finite in float32 (an observation near float32's
+# largest value, e.g. a driver's FLT_MAX for "no reading", would otherwise overflow the first layer into a NaN action).
+NORMALISED_LIMIT = 1e15
+
+
+def effective_clip(obs_clip: float) -> float:
+    """The bound every runtime clips the normalised observation to (obs_clip is +inf for a student without one)."""
+    return min(float(obs_clip), NORMALISED_LIMIT)
 ACTION_LOW, ACTION_HIGH = "action_low", "action_high"
 VALUE_MEAN, VALUE_STD = "value_mean", "value_std"
 BUFFER_NAMES = (OBS_MEAN, OBS_STD, OBS_CLIP, ACTION_LOW, ACTION_HIGH, VALUE_MEAN, VALUE_STD)

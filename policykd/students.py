@@ -153,7 +153,8 @@ class Student(nn.Module):
         self.obs_clip.fill_(clip)
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        return torch.clamp((obs - self.obs_mean) / self.obs_std, -self.obs_clip, self.obs_clip)
+        clip = self.obs_clip.clamp(max=fmt.NORMALISED_LIMIT)  # student_format.effective_clip
+        return torch.clamp((obs - self.obs_mean) / self.obs_std, -clip, clip)
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         """raw obs [B, obs_dim] -> the trunk's input [B, in_0]: the normalised observation, or for a CNN student the

@@ -214,3 +214,23 @@ def test_c_int16_export_stays_within_documented_tolerance(student_case, tmp_path
     else:
         span = float(np.max(expected) - np.min(expected)) or 1.0
         assert np.max(np.abs(actual - expected)) <= 0.01 * span  # 12-bit weights, 14-bit activations
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on PATH")
+def test_observations_near_the_float32_limit_give_one_finite_action_in_every_runtime(tmp_path):
+    """A student without an observation clip (a teacher without VecNormalize) fed a driver's FLT_MAX: the normalised
+    observation is bounded (student_format.NORMALISED_LIMIT), so the first layer cannot overflow into a NaN action."""
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    Student(StudentSpec(obs_dim=3, action_dim=1, family="squashed_gaussian", hidden=(16, 16), action_low=(-2.0,),
+                        action_high=(2.0,))).save(tmp_path / "s")
+    obs = np.array([[3.0e38, -3.0e38, 3.0e38], [3.0e38, 3.0e38, 3.0e38], [0.1, -3.0e38, 0.2]], dtype=np.float32)
+    expected = load_student(tmp_path / "s").act(obs)
+    assert np.isfinite(expected).all()
+    _check(policykd.runtime.load(tmp_path / "s").batch(obs), expected, "squashed_gaussian")
+    (onnx_path,) = export_student(tmp_path / "s", tmp_path / "onnx", "onnx")
+    _check(ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, {"obs": obs})[0], expected, "squashed_gaussian")
+    export_student(tmp_path / "s", tmp_path / "c", "c")
+    c_policy = policykd.runtime.load_c(tmp_path / "s", tmp_path / "c")
+    _check(np.array([c_policy(o) for o in obs]), expected, "squashed_gaussian")
