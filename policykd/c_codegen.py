@@ -38,7 +38,7 @@ policykd_reset() (declared with POLICYKD_STATE_DIM in the header) zeroes it at t
 arithmetic="int16" (export format `c-int16`) is for microcontrollers without SIMD floats: each weight row is
 quantised symmetrically to 12 bits (+-2047, one float scale per row) and each layer input to 14 bits (+-8191,
 one scale per call, from its largest magnitude), products are summed exactly in int32 (at most 2^24 each, so
-any input width up to 128 cannot overflow), and the sum is rescaled to float before bias and activation.
+any layer input width up to 128 cannot overflow: MAX_LAYER_INPUTS), and the sum is rescaled to float before bias and activation.
 Pairs of inputs are packed into one 32-bit word so that a Cortex-M4 does two multiply-accumulates per
 instruction (SMLAD, through ACLE's __smlad when __ARM_FEATURE_DSP is defined; portable C elsewhere, with
 identical integer results). The quantisation error is measured in tests and benchmarks, not assumed.
@@ -49,7 +49,7 @@ float export's flash; each layer input is quantised to int8 (+-127, one scale pe
 A Cortex-M4 unpacks a weight word into two pairs of 16-bit lanes with SXTB16 (bytes 0 and 2) and SXTB16 of the
 word shifted by 8 (bytes 1 and 3), and multiplies each pair with SMLAD. The input is expanded once per layer into
 the matching pairs (x0, x2) and (x1, x3), so no weight needs reordering at run time. Sums are exact in int32 (at
-most 127 * 127 per product, any layer input width up to 128), so every target computes bit-identical results.
+most 127 * 127 per product, any layer input width up to 133,144: MAX_LAYER_INPUTS), so every target computes bit-identical results.
 """
 
 from __future__ import annotations
@@ -382,6 +382,8 @@ static void gru_step(const float *x, int in)
 """
 
 ARITHMETICS = ("float", "int16", "int8")
+# the widest layer input whose exact int32 sum cannot overflow: products of at most 2047 * 8191 (int16) or 127 * 127 (int8)
+MAX_LAYER_INPUTS = {"int16": (2**31 - 1) // (2047 * 8191), "int8": (2**31 - 1) // (127 * 127)}
 
 
 def _gru_arrays(weights: dict[str, np.ndarray], size: int) -> list[str]:
@@ -441,8 +443,9 @@ def generate_c(card: dict, weights: dict[str, np.ndarray], *, arithmetic: str = 
         raise ValueError(f"{arithmetic} C export supports feed-forward students; export a recurrent student with float arithmetic (--format c)")
     trunk_in = fmt.trunk_input_dim(spec)
     width = 8 * -(-max([obs_dim if not conv else trunk_in, *hidden, out_dim, gru]) // 8)
-    if arithmetic != "float" and max([obs_dim, *hidden]) > 128:
-        raise ValueError(f"{arithmetic} C export supports layer inputs of at most 128 (int32 sums could overflow beyond)")
+    if arithmetic != "float" and max([obs_dim, *hidden]) > MAX_LAYER_INPUTS[arithmetic]:
+        raise ValueError(f"{arithmetic} C export supports layer inputs of at most {MAX_LAYER_INPUTS[arithmetic]:,} (int32 sums "
+                         "could overflow beyond)")
     shape = f"MLP {obs_dim}-{'-'.join(map(str, hidden))}-{out_dim}"
     if conv:
         shape = (f"CNN: image {'x'.join(map(str, conv['image_shape']))}, convolutions "

@@ -234,3 +234,29 @@ def test_observations_near_the_float32_limit_give_one_finite_action_in_every_run
     export_student(tmp_path / "s", tmp_path / "c", "c")
     c_policy = policykd.runtime.load_c(tmp_path / "s", tmp_path / "c")
     _check(np.array([c_policy(o) for o in obs]), expected, "squashed_gaussian")
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on PATH")
+def test_quantised_parity_holds_each_action_dimension_to_its_own_range(tmp_path):
+    """A 4 cm gripper beside two +-1 joints: each dimension's error against a fraction of its own range (before, the
+    gripper's 4 cm set the tolerance of the joints too, and these exports were refused)."""
+    torch.manual_seed(0)
+    Student(StudentSpec(obs_dim=10, action_dim=3, family="gaussian", hidden=(64, 64), activation="tanh",
+                        action_low=(-1.0, -1.0, 0.0), action_high=(1.0, 1.0, 0.04),
+                        normalizer=ObsNormalizer(np.zeros(10), np.ones(10), clip=10.0).to_json())).save(tmp_path / "s")
+    for fmt in ("onnx-int8", "c-int8"):
+        _, parity = export_with_parity(tmp_path / "s", tmp_path / fmt, fmt)
+        assert parity["passed"] and parity["max_abs_diff"] <= parity["tolerance"]
+        assert "each action dimension's range" in parity["tolerance_basis"]
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on PATH")
+def test_a_layer_wider_than_int16_sums_hold_is_refused_in_one_line_and_int8_takes_it(tmp_path):
+    torch.manual_seed(0)
+    Student(StudentSpec(obs_dim=300, action_dim=2, family="gaussian", hidden=(32,), action_low=(-1.0, -1.0),
+                        action_high=(1.0, 1.0))).save(tmp_path / "s")
+    with pytest.raises(PolicyKDError, match=r"c-int16 export .* at most 128; this student's widest is 300: export it with "
+                                            r"--format c-int8 or --format c") as info:
+        export_with_parity(tmp_path / "s", tmp_path / "int16", "c-int16")
+    assert "\n" not in str(info.value) and not (tmp_path / "int16").exists()
+    assert export_with_parity(tmp_path / "s", tmp_path / "int8", "c-int8")[1]["passed"]
