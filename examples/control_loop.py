@@ -38,8 +38,11 @@ def main() -> None:
     parser.add_argument("--backend", choices=["numpy", "c"], default="numpy")
     parser.add_argument("--c-dir", type=Path, help="folder of `policykd export --format c` (for --backend c)")
     args = parser.parse_args()
-    if not 1 <= args.rate * args.seconds <= MAX_TICKS:
-        parser.error(f"--rate x --seconds gives {args.rate * args.seconds:g} ticks; give between 1 and {MAX_TICKS:,}")
+    ticks = round(args.rate * args.seconds)  # 100 Hz x 0.29 s is 29 ticks, not int(28.999...)
+    if not 1 <= ticks <= MAX_TICKS:
+        parser.error(f"--rate x --seconds gives {args.rate * args.seconds:.3g} ticks; give between 1 and {MAX_TICKS:,}")
+    if args.c_dir is not None and args.backend != "c":
+        parser.error("--c-dir is for --backend c; add --backend c or drop --c-dir")
 
     env = policykd.runtime.make_env(args.student)  # the env as the teacher was trained (wrappers included), from the card
     if args.backend == "c":
@@ -50,7 +53,6 @@ def main() -> None:
         policy = policykd.runtime.load(args.student)
 
     period = 1.0 / args.rate
-    ticks = int(args.seconds * args.rate)
     infer_us, misses, episode_return, returns = np.empty(ticks), 0, 0.0, []
     obs, _ = env.reset(seed=0)
     next_tick = time.perf_counter()

@@ -263,7 +263,11 @@ def compile_c_export(export_dir: str | Path, *, compiler: str = "cc") -> Path:
     source_sha256 = sha256_file(source)
     library = export_dir / f"libpolicykd_student-{source_sha256[:16]}.so"
     previous = _build_record(export_dir).get("library")
-    fd, partial = tempfile.mkstemp(prefix=".libpolicykd_student-", suffix=".so", dir=export_dir)
+    try:
+        fd, partial = tempfile.mkstemp(prefix=".libpolicykd_student-", suffix=".so", dir=export_dir)
+    except OSError as e:  # a read-only file system on the robot: the library is built beside the source
+        raise PolicyKDError(f"cannot build the C library in {export_dir} ({e.strerror}); load the export once where the folder "
+                            "is writable (that build is kept and reused), or copy the export to a writable folder") from e
     os.close(fd)
     command = [compiler, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o", partial, str(source), "-lm"]
     try:

@@ -494,6 +494,8 @@ def test_observations_beyond_float32_or_masked_are_refused_by_name(tmp_path):
     (["--seconds", "-1"], r"argument --seconds: must be a positive number, got -1"),
     (["--rate", "nan"], r"argument --rate: must be a positive number, got nan"),
     (["--rate", "1e9", "--seconds", "0.5"], r"gives 5e\+08 ticks; give between 1 and 10,000,000"),
+    (["--rate", "1e-300"], r"gives 5e-300 ticks; give between 1 and 10,000,000"),
+    (["--c-dir", "export-c"], r"--c-dir is for --backend c"),
 ])
 def test_the_control_loop_example_refuses_rates_it_cannot_keep(options, message):
     """--rate 0 met ZeroDivisionError, a negative one 'negative dimensions', 1e9 Hz looped without end."""
@@ -503,3 +505,24 @@ def test_the_control_loop_example_refuses_rates_it_cannot_keep(options, message)
     result = subprocess.run([sys.executable, str(script), "no-student", *options], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert re.search(message, result.stderr), result.stderr
+
+
+def test_load_c_on_a_read_only_export_without_a_build_is_one_line(tmp_path, monkeypatch):
+    """On a read-only file system (as root, permissions do not stop writes: the error is simulated where it arises)."""
+    import errno
+    import tempfile
+
+    from policykd.export import export_with_parity
+
+    _student("gaussian", seed=0).save(tmp_path / "s")
+    export_with_parity(tmp_path / "s", tmp_path / "c", "c")
+    for built in (tmp_path / "c").glob("libpolicykd_student-*.so"):
+        built.unlink()
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(PolicyKDError, match=r"cannot build the C library in .*c \(Read-only file system\); load the export once "
+                                            r"where the folder is writable"):
+        policykd.runtime.load_c(tmp_path / "s", tmp_path / "c")
