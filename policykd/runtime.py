@@ -238,6 +238,7 @@ class CPolicy:
             raise fmt.non_finite_error(self._obs)
         code = self._fn(self._obs_ptr, self._action_ptr)
         if code < 0:
+            fmt.check_observation(obs, self.obs_dim)  # float64 beyond float32's range: refused as the other runtimes do
             if code == self.ERROR_NON_FINITE_OBS and not np.isfinite(self._obs).all():
                 raise fmt.non_finite_error(self._obs)
             raise InvalidObservation(f"the C policy refused the observation (policykd_act returned {code})")

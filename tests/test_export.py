@@ -11,7 +11,7 @@ import torch
 
 import policykd.export
 import policykd.runtime
-from policykd.errors import PolicyKDError
+from policykd.errors import InvalidObservation, PolicyKDError
 from policykd.export import describe_parity, export_student, export_with_parity
 from policykd.normalization import ObsNormalizer
 from policykd.students import Student, StudentSpec, load_student
@@ -234,6 +234,10 @@ def test_observations_near_the_float32_limit_give_one_finite_action_in_every_run
     export_student(tmp_path / "s", tmp_path / "c", "c")
     c_policy = policykd.runtime.load_c(tmp_path / "s", tmp_path / "c")
     _check(np.array([c_policy(o) for o in obs]), expected, "squashed_gaussian")
+    beyond = np.array([1e300, -1e300, 0.5])  # float64 beyond float32's range: refused alike by every runtime
+    for act in (lambda o: load_student(tmp_path / "s").act(o[None]), policykd.runtime.load(tmp_path / "s"), c_policy):
+        with pytest.raises(InvalidObservation, match=r"entry .*is 1e\+300, beyond float32's range"), np.errstate(over="ignore"):
+            act(beyond)
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on PATH")
