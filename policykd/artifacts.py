@@ -55,8 +55,9 @@ IMAGE_MARK = "policykd"        # what policykd.plots.save writes into an image's
 
 
 def write_output_json(path: str | os.PathLike, record: dict[str, Any], command: str) -> None:
-    """Write an output record (a --json file, a run's eval.json) with its mark, {"written_by": "policykd COMMAND"}."""
-    atomic_write_json(path, {WRITTEN_BY: f"policykd {command}", **record})
+    """Write an output record (a --json file, a run's eval.json) with its mark, {"written_by": "policykd COMMAND"}, and
+    the package versions it was measured with."""
+    atomic_write_json(path, {WRITTEN_BY: f"policykd {command}", **record, "versions": record.get("versions") or package_versions()})
 
 
 def check_replaceable_output(path: str | os.PathLike, kind: str) -> None:

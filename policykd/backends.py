@@ -5,12 +5,14 @@ evaluation seeds of the float student, so a quantised export is judged by its re
     act = act_function("runs/NAME/student", "c-int16", work_dir)   # raw obs [B, obs_dim] -> env actions [B, A]
     results = closed_loop(teacher.env_spec, "runs/NAME/student", ["c-int16", "onnx-int8"], seeds, ...)
 
-Exports are written with policykd.export.export_student, so each one passes its parity check against the torch
-student before it is run (a failing export raises PolicyKDError).
+Exports are written with policykd.export.export_with_parity: a float export must pass its parity check against the
+torch student (PolicyKDError otherwise); a quantised one is run whatever its action error, which closed_loop reports
+beside its return (judging it in closed loop is the point).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -57,7 +59,7 @@ def act_function(student_dir: str | Path, backend: str, work_dir: str | Path) ->
     [B] action indices for discrete students (as Student.act). Exports are written into work_dir/BACKEND.
 
     Raises PolicyKDError for an unknown backend, a missing C compiler (c, c-int16, c-int8), a missing onnxruntime (onnx,
-    onnx-int8) or an export that fails its parity check."""
+    onnx-int8) or a float export that fails its parity check (a quantised one's is recorded in its export-FORMAT.json)."""
     check_backends([backend])
     check_backend_tools([backend])
     student_dir, out_dir = Path(student_dir), Path(work_dir) / backend
@@ -83,9 +85,8 @@ def act_function(student_dir: str | Path, backend: str, work_dir: str | Path) ->
         return policykd.runtime.load(student_dir).batch
     if backend in ("c", "c-int16", "c-int8"):
         import policykd.runtime
-        from policykd.export import export_student
 
-        export_student(student_dir, out_dir, backend)
+        _export(student_dir, out_dir, backend)
         policy = policykd.runtime.load_c(student_dir, out_dir)
 
         def act_c(obs: np.ndarray) -> np.ndarray:
@@ -95,12 +96,10 @@ def act_function(student_dir: str | Path, backend: str, work_dir: str | Path) ->
             return np.stack([policy(o) for o in obs]) if len(obs) else np.zeros((0, spec["action_dim"]), np.float32)
 
         return act_c
-    from policykd.export import export_student
-
     if backend in ("onnx", "onnx-int8"):
         import onnxruntime as ort
 
-        (path,) = export_student(student_dir, out_dir, backend)
+        (path,) = _export(student_dir, out_dir, backend)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
         def act_onnx(obs: np.ndarray) -> np.ndarray:
@@ -109,7 +108,7 @@ def act_function(student_dir: str | Path, backend: str, work_dir: str | Path) ->
         return act_onnx
     import torch  # torchscript
 
-    (path,) = export_student(student_dir, out_dir, backend)
+    (path,) = _export(student_dir, out_dir, backend)
     module = torch.jit.load(str(path))
 
     def act_torchscript(obs: np.ndarray) -> np.ndarray:
@@ -118,6 +117,19 @@ def act_function(student_dir: str | Path, backend: str, work_dir: str | Path) ->
             return finish(module(torch.from_numpy(checked)).numpy())
 
     return act_torchscript
+
+
+def _export(student_dir: Path, out_dir: Path, backend: str) -> list[Path]:
+    """The backend's export files in out_dir; a quantised export is kept whatever its parity (closed_loop reports it)."""
+    from policykd.export import export_with_parity
+
+    return export_with_parity(student_dir, out_dir, backend, keep_failed_parity=backend in QUANTISED)[0]
+
+
+def export_parity(out_dir: Path, backend: str) -> dict[str, Any] | None:
+    """The parity record of the backend's export in out_dir (None for torch and numpy, which export nothing)."""
+    record = out_dir / f"export-{backend}.json"
+    return json.loads(record.read_text())["parity"] if record.is_file() else None
 
 
 def returns_differ(returns: np.ndarray, reference: np.ndarray, *, rtol: float = RETURN_RTOL) -> np.ndarray:
@@ -152,6 +164,7 @@ def closed_loop(env_spec: EnvSpec, student_dir: str | Path, backends: Sequence[s
             if backend == "torch":
                 continue
             act = act_function(student_dir, backend, root)
+            parity = export_parity(root / backend, backend)
             label = f"evaluating {backend} student"
             if progress_factory is None:
                 episodes = run_episodes(act, env_spec, seeds, n_envs=n_envs)
@@ -169,5 +182,6 @@ def closed_loop(env_spec: EnvSpec, student_dir: str | Path, backends: Sequence[s
                 "episodes": len(seeds),
                 "differ_rtol": RETURN_RTOL,
                 "quantised": backend in QUANTISED,
+                "parity": parity,
             }
     return results

@@ -191,17 +191,28 @@ def print_comparison(report: Comparison) -> None:
               f"({report.student_params / report.teacher_actor_params:.1%})")
 
 
+def _parity_cell(parity: dict | None) -> str:
+    """An export's parity in the closed-loop table: its action error against the tolerance, FAILED when beyond."""
+    if not parity or parity.get("passed") is None:
+        return ""
+    if "argmax_agreement" in parity:
+        text = f"argmax {parity['argmax_agreement']:.1%}"
+    else:
+        text = f"{parity['max_abs_diff']:.2g} (tol {parity['tolerance']:.2g})"
+    return text + ("" if parity["passed"] else " FAILED")
+
+
 def print_backends_closed_loop(results: dict[str, dict], float_mean: float, teacher_mean: float) -> None:
     """The student's exports in closed loop (policykd.backends.closed_loop), beside the float (torch) student."""
     table = Table(title="closed loop per backend (same seeds)")
-    for col in ("backend", "mean return", "ratio vs teacher", "ratio vs float student", "episodes differing"):
+    for col in ("backend", "mean return", "ratio vs teacher", "ratio vs float student", "episodes differing", "parity vs torch"):
         table.add_column(col, justify="right" if col != "backend" else "left")
     from policykd.evaluate import return_ratio
 
-    table.add_row("torch (float student)", f"{float_mean:.1f}", f"{return_ratio(float_mean, teacher_mean):.3f}", "1.0000", "")
+    table.add_row("torch (float student)", f"{float_mean:.1f}", f"{return_ratio(float_mean, teacher_mean):.3f}", "1.0000", "", "")
     for name, r in results.items():
         table.add_row(name, f"{r['return_mean']:.1f}", f"{r['ratio_vs_teacher']:.3f}", f"{r['ratio_vs_float_student']:.4f}",
-                      f"{r['episodes_differing_from_float']}/{r['episodes']}")
+                      f"{r['episodes_differing_from_float']}/{r['episodes']}", _parity_cell(r.get("parity")))
     out.print(table)
 
 
@@ -674,7 +685,7 @@ def sweep(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Base YAML recipe; every combination overrides it.", parser=_path),
     grid: list[str] = typer.Option(..., "--grid", help="KEY=V1|V2 (values in YAML), repeatable; the sweep is their product."),
     out_dir: Path = typer.Option(Path("runs/sweep"), "--out", help="Sweep folder (results.json, results.md, pareto.png, runs/).", parser=_path),
-    seed: Optional[int] = typer.Option(None, min=0, max=MAX_SEED, help="Seed of every combination [default: the recipe's, else 0]."),
+    seed: Optional[int] = typer.Option(None, min=0, max=MAX_SEED, help="Seed of every combination (default: the recipe's, else 0)."),
     env: Optional[str] = typer.Option(None, help="Env id (needed for a bare SB3 zip)."),
     algo: Optional[str] = typer.Option(None, help=ALGO_HELP),
     wandb_sweep: bool = typer.Option(False, "--wandb-sweep", help="Run the grid as a W&B sweep (needs `wandb login` and network)."),
