@@ -52,7 +52,8 @@ def one_recipe_table(name: str = "one_recipe.json") -> str:
             f"{t['noise_floor_ratio']:.3f} | {np.mean([r['heldout_kl'] for r in rs]):.3g} | {max(r['wall_s'] for r in rs):.0f} |")
     episodes = next(iter(groups.values()))[0]["episodes"] if groups else 0
     return (f"Teacher and student on the same {episodes} evaluation seeds (from 1,000,000); ratio = student mean return / "
-            "teacher mean return, with a paired bootstrap 95% interval; a failure is an episode the env ended early (a "
+            "teacher mean return (teacher / student where the teacher's mean is negative, as for Pendulum: 1 is a match, "
+            "below 1 worse either way), with a paired bootstrap 95% interval; a failure is an episode the env ended early (a "
             "fall) or a missed target; the noise floor is the teacher against itself stepped one env at a time (its "
             "actions change in the last float bits only). Held-out KL: KL(teacher || student) on held-out teacher-labelled "
             "episodes of the last round. Wall time: collection + training on 2 cores. Raw records: "

@@ -56,8 +56,12 @@ IMAGE_MARK = "policykd"        # what policykd.plots.save writes into an image's
 
 def write_output_json(path: str | os.PathLike, record: dict[str, Any], command: str) -> None:
     """Write an output record (a --json file, a run's eval.json) with its mark, {"written_by": "policykd COMMAND"}, and
-    the package versions it was measured with."""
-    atomic_write_json(path, {WRITTEN_BY: f"policykd {command}", **record, "versions": record.get("versions") or package_versions()})
+    the package versions it was measured with. A value that is not defined (a ratio of returns of opposite signs, the
+    interval of one episode: NaN) is written as null, so the file is strict JSON that every parser reads."""
+    record = {WRITTEN_BY: f"policykd {command}", **record, "versions": record.get("versions") or package_versions()}
+    text = json.dumps(json.loads(json.dumps(record, default=_json_default), parse_constant=lambda _: None), indent=2,
+                      allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 def check_replaceable_output(path: str | os.PathLike, kind: str) -> None:

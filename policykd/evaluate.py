@@ -162,12 +162,14 @@ def classification_agreement(reference: np.ndarray, predicted: np.ndarray, n_cla
 
 def perturbed_act(teacher: Teacher, error: float, rng: np.random.Generator) -> ActFn:
     """The teacher's deterministic actions with an error: Box actions get i.i.d. Gaussian noise of std `error` [env
-    action units], clipped to the bounds; discrete actions become a uniformly random action with probability `error`."""
+    action units], clipped to the bounds; discrete actions become another action (uniformly among the others) with
+    probability `error`, so the teacher disagrees with itself as often as the student disagrees with it."""
     if teacher.strategy.discrete:
         def act(obs: np.ndarray) -> np.ndarray:
             action = teacher.act(obs)
             swap = rng.random(action.shape) < error
-            return np.where(swap, rng.integers(teacher.action_dim, size=action.shape), action)
+            other = (action + rng.integers(1, max(teacher.action_dim, 2), size=action.shape)) % teacher.action_dim
+            return np.where(swap, other, action)
         return act
     low, high = box_bounds(teacher.action_space)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,11 @@ from pathlib import Path
 from policykd.artifacts import atomic_write_bytes, check_replaceable_output, read_json
 from policykd.errors import PolicyKDError
 from policykd.plots import distillation_curve, latency_chart
+
+
+def _ratio_text(ratio: float) -> str:
+    """The return ratio in the report; n/a when undefined (mean returns of opposite signs, or zero)."""
+    return f"{ratio:.3f}" if math.isfinite(ratio) else "n/a (the mean returns have opposite signs or one is zero)"
 
 
 def _table(columns: list[str], rows: list[list]) -> str:
@@ -28,6 +34,8 @@ def read_evaluation(run_dir: Path) -> dict | None:
     report = read_json(eval_path, fix=fix)
     stats = ("mean", "std", "iqm", "ci95_low", "ci95_high")
     problem = None
+    if isinstance(report, dict):  # undefined values are written as null (artifacts.write_output_json): NaN, as measured
+        report = _undefined_as_nan(report)
     if not isinstance(report, dict):
         problem = f"a JSON {'null' if report is None else type(report).__name__}, not a record"
     elif not (isinstance(report.get("seeds"), list) and report["seeds"]):
@@ -54,6 +62,16 @@ def _card_fields(card_path: Path) -> Iterator[None]:
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
         raise PolicyKDError(f"{card_path} lacks or mistypes a field the report reads ({e.__class__.__name__}: {e}); report a "
                             "run whose student.json is as `policykd distill` wrote it") from e
+
+
+def _undefined_as_nan(report: dict) -> dict:
+    """eval.json's null ratio and return statistics (undefined: opposite signs, one episode) as NaN."""
+    nan = float("nan")
+    report = {**report, "ratio": nan if report.get("ratio", 0) is None else report.get("ratio")}
+    for who in ("teacher", "student"):
+        if isinstance(report.get(who), dict):
+            report[who] = {k: nan if v is None else v for k, v in report[who].items()}
+    return report
 
 
 def _plot_paths(run_dir: Path, report: dict | None) -> list[Path]:
@@ -119,7 +137,7 @@ def _report_lines(run_dir: Path, card: dict, report: dict | None, plots: list[Pa
     if report:
         lines += ["## Teacher vs student", "",
                   f"Same {len(report['seeds'])} seeds ({report['seeds'][0]}-{report['seeds'][-1]}), deterministic actions. "
-                  f"Return ratio: **{report['ratio']:.3f}**.", "",
+                  f"Return ratio: **{_ratio_text(report['ratio'])}**.", "",
                   _table(["policy", "mean", "std", "IQM", "95% CI low", "95% CI high"],
                          [[who, report[who]["mean"], report[who]["std"], report[who]["iqm"], report[who]["ci95_low"], report[who]["ci95_high"]]
                           for who in ("teacher", "student")]), "",

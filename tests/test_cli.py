@@ -327,3 +327,15 @@ def test_small_returns_keep_their_digits_in_the_tables():
 
     assert [_return_text(x) for x in (-0.0073, -0.0056, 21.375, 0.0, 1500.25, -250.0)] == [
         "-0.0073", "-0.0056", "21.38", "0.0", "1500.2", "-250.0"]
+
+
+def test_an_undefined_ratio_is_null_in_strict_json_and_n_a_in_the_report(tmp_path, tiny_teachers):
+    """One evaluation episode: no interval; eval.json stays strict JSON (null, not NaN) and report reads it."""
+    config = tmp_path / "recipe.yaml"
+    config.write_text("labelled_steps: 300\nrounds: 1\nepochs_per_round: 1\nhidden: [8, 8]\neval_episodes: 1\nlatency_calls: 20\n")
+    result = _invoke("distill", tiny_teachers["dqn"], "--env", "CartPole-v1", "-c", config, "--out-dir", tmp_path, "--run-name", "r")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "r" / "eval.json").read_text()
+    record = json.loads(text, parse_constant=lambda name: pytest.fail(f"eval.json holds {name}"))
+    assert record["ratio_ci95"] == [None, None] and record["versions"]["policykd"]
+    assert _invoke("report", tmp_path / "r").exit_code == 0

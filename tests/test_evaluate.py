@@ -129,3 +129,15 @@ def test_noise_floor_of_a_discrete_teacher():
     assert exact["student_error"]["ratio"] == 1.0 and exact["other_batch"]["n_envs"] == 2
     _, random_policy = _noise_floor(teacher, seeds, error=1.0, n_envs=1)
     assert random_policy["student_error"]["ratio"] < 0.2  # CartPole: ~20 steps at random against the teacher's 500
+
+
+def test_a_discrete_teacher_perturbed_by_an_error_disagrees_with_itself_that_often(tiny_teachers):
+    """1 - accuracy is the rate of disagreement: the swapped-in action is always another one (a uniformly random one
+    would be the same one 1/N of the time, understating the student's error)."""
+    from policykd.evaluate import perturbed_act
+    from policykd.teachers import load_teacher
+
+    teacher = load_teacher(tiny_teachers["dqn"], env_id="CartPole-v1")
+    obs = np.random.default_rng(0).normal(size=(20_000, 4)).astype(np.float32)
+    perturbed = perturbed_act(teacher, 0.3, np.random.default_rng(1))(obs)
+    assert np.mean(perturbed != teacher.act(obs)) == pytest.approx(0.3, abs=0.01)
