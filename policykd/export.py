@@ -334,16 +334,16 @@ def export_with_parity(student_dir: str | Path, out_dir: str | Path, fmt: str, *
         raise PolicyKDError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     student_dir, out_dir = Path(student_dir), Path(out_dir)
     student = load_student(student_dir)
+    if (student.spec.conv or student.recurrent) and fmt in MLP_ONLY_FORMATS:
+        kind = "a CNN" if student.spec.conv else "a recurrent"
+        raise PolicyKDError(f"{student_dir} is {kind} student and {fmt} export supports MLP students only; export it with "
+                            f"--format c (float C), onnx or torchscript")
     arithmetic = {"c-int16": "int16", "c-int8": "int8"}.get(fmt)
     widest = max([student.spec.obs_dim, *student.spec.hidden])
     if arithmetic and widest > MAX_LAYER_INPUTS[arithmetic]:
         raise PolicyKDError(f"{fmt} export sums each layer exactly in int32, which holds layer inputs of at most "
                             f"{MAX_LAYER_INPUTS[arithmetic]:,}; this student's widest is {widest:,}: export it with "
                             f"{'--format c-int8 or ' if arithmetic == 'int16' else ''}--format c")
-    if (student.spec.conv or student.recurrent) and fmt in MLP_ONLY_FORMATS:
-        kind = "a CNN" if student.spec.conv else "a recurrent"
-        raise PolicyKDError(f"{student_dir} is {kind} student and {fmt} export supports MLP students only; export it with "
-                            f"--format c (float C), onnx or torchscript")
     created = [folder for folder in (out_dir, *out_dir.parents) if not folder.exists()]  # deepest first
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
