@@ -117,6 +117,7 @@ class SweepContext:
         from policykd.rollout import run_episodes
 
         self.out_dir = out_dir
+        self.search: dict[str, Any] = {}  # Ray Tune's search settings (tune_sweep), recorded in results.json
         self.outputs = recorded_outputs(out_dir)
         self.base = load_config(base_config, overrides)
         if not self.base.teacher:
@@ -167,7 +168,8 @@ class SweepContext:
     def save(self, results: list[dict[str, Any]], grid: dict[str, list[Any]]) -> None:
         atomic_write_json(self.out_dir / "results.json", {
             "teacher": self.teacher.identity(), "base_config": self.base.to_dict(), "grid": grid,
-            "eval_seeds": self.seeds, "runs": results, "outputs": self.outputs, "versions": package_versions()})
+            "search": self.search, "eval_seeds": self.seeds, "runs": results, "outputs": self.outputs,
+            "versions": package_versions()})
 
     def write_outputs(self, results: list[dict[str, Any]], grid: dict[str, list[Any]]) -> None:
         """results.md and pareto.png, their sha256 recorded in results.json before they replace the last ones."""
@@ -213,9 +215,9 @@ def load_results(out_dir: Path) -> list[dict[str, Any]]:
                             "or restore it") from e
 
 
-def check_same_sweep(out_dir: Path, context: SweepContext) -> None:
-    """Refuse to continue, in out_dir, a sweep of another teacher or base recipe: its finished rows would be
-    reported as this sweep's."""
+def check_same_sweep(out_dir: Path, context: SweepContext, grid: dict[str, list[Any]], search: dict[str, Any] | None = None) -> None:
+    """Refuse to continue, in out_dir, a sweep of another teacher, base recipe, grid or search (Ray Tune's search,
+    samples, ASHA): its finished rows would be reported as this sweep's, or its runs named for other combinations."""
     path = out_dir / "results.json"
     if not path.exists():
         return
@@ -231,6 +233,12 @@ def check_same_sweep(out_dir: Path, context: SweepContext) -> None:
     if teacher != context.teacher.identity()["sha256"] or changed:
         what = "another teacher" if teacher != context.teacher.identity()["sha256"] else f"another base recipe ({', '.join(changed)})"
         raise PolicyKDError(f"{out_dir} holds a sweep of {what}; its results would be reported as this one's: choose another --out")
+    for name, now_value in (("grid", grid), ("search", search or {})):
+        before = recorded.get(name)  # absent in the results of a sweep before it was recorded
+        if before is not None and json.dumps(before, sort_keys=True) != json.dumps(now_value, sort_keys=True, default=str):
+            raise PolicyKDError(f"{out_dir} holds a sweep of another {'--grid' if name == 'grid' else 'search'} ({json.dumps(before)}); "
+                                f"continue it with the same {'--grid' if name == 'grid' else '--search, --num-samples and --asha'}, "
+                                "or choose another --out")
 
 
 def run_name(index: int, combo: dict[str, Any]) -> str:
@@ -248,7 +256,7 @@ def run_sweep(base_config: Path | None, overrides: dict[str, Any], grid: dict[st
     with RunLock(out_dir):  # a second sweep here would rewrite results.json without the first one's rows
         results = load_results(out_dir)
         context = SweepContext(base_config, overrides, out_dir)
-        check_same_sweep(out_dir, context)
+        check_same_sweep(out_dir, context, grid)
         names = [run_name(index, combo) for index, combo in enumerate(combinations(grid))]
         done = {r["name"] for r in results}
         _say(f"sweep: {len(names)} combinations in {out_dir}, {sum(n in done for n in names)} already done")
@@ -318,7 +326,7 @@ def run_wandb_sweep(base_config: Path | None, overrides: dict[str, Any], grid: d
     check_outputs_replaceable(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     context = SweepContext(base_config, overrides, out_dir)
-    check_same_sweep(out_dir, context)
+    check_same_sweep(out_dir, context, grid)
     sweep_id = wandb.sweep(wandb_sweep_config(grid, name=out_dir.name), project=project)
     wandb.agent(sweep_id, function=lambda: wandb_sweep_run(context, grid, project=project), project=project,
                 count=len(combinations(grid)))

@@ -66,7 +66,8 @@ def run_tune_sweep(base_config: Path | None, overrides: dict[str, Any], grid: di
     check_outputs_replaceable(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     context = SweepContext(base_config, overrides, out_dir)
-    check_same_sweep(out_dir, context)
+    context.search = {"search": search, "num_samples": num_samples, "asha": asha}
+    check_same_sweep(out_dir, context, grid, context.search)
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, **({} if address else {"num_cpus": os.cpu_count()}))
     trainable = tune.with_parameters(_trial, base_config=str(base_config) if base_config else None, overrides=overrides,

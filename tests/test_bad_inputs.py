@@ -960,6 +960,11 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path, assets, monke
     assert [r["name"] for r in rows] == ["sweep000__lr=0.001", "sweep001__lr=0.003"]
     history = (tmp_path / "sw" / "runs" / "sweep000__lr=0.001" / "history.jsonl").read_text().splitlines()
     assert any("resume/round" in json.loads(line) for line in history)  # continued from its checkpoint, not started over
+    before = _digest(tmp_path / "sw")
+    for grid in ("lr=0.0005|0.001|0.003", "tau=1|2"):  # another grid here: runs named for other combinations, rows mixed
+        other = runner.invoke(app, [str(a) for a in argv[:-4]] + ["--grid", grid, "--out", str(tmp_path / "sw")])
+        assert other.exit_code == 2 and "holds a sweep of another --grid" in other.output, other.output
+    assert _digest(tmp_path / "sw") == before
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from Linux /proc")
