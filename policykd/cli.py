@@ -702,7 +702,7 @@ def sweep(
 
     Every combination of the --grid options (student size, loss variants, data mode, ...) is distilled and evaluated
     on the same seeds, locally or as a W&B sweep whose agent runs here. Every combination is validated first."""
-    from policykd.sweep import parse_grid, run_sweep, run_wandb_sweep
+    from policykd.sweep import MAX_COMBINATIONS, parse_grid, run_sweep, run_wandb_sweep
 
     def go():
         overrides = {"teacher": teacher, "seed": seed, "env_id": env, "algo": algo, "trust_pickle": trust_pickle}
@@ -713,6 +713,12 @@ def sweep(
         if given and backend != "ray":
             raise PolicyKDError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for Ray Tune sweeps; add --backend ray "
                                 f"or drop {'it' if len(given) == 1 else 'them'}")
+        if "--num-samples" in given and search != "random":
+            raise PolicyKDError("--num-samples draws trials for --search random; a grid search runs every combination once: "
+                                "add --search random or drop --num-samples")
+        if num_samples > MAX_COMBINATIONS:
+            raise PolicyKDError(f"--num-samples {num_samples:,} is more than {MAX_COMBINATIONS:,} trials, each a full distillation "
+                                "and evaluation; draw fewer")
         if wandb_sweep:
             results = run_wandb_sweep(config, overrides, parse_grid(grid), out_dir, project=project)
         elif backend == "ray":

@@ -374,6 +374,13 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
          "--address", "bogus"], r"--address bogus is not a Ray address; give host:port", absent=[tmp_path / "sw"]),
     "bench-card-teacher-replaced": lambda tmp_path, assets: _bench_replaced_case(tmp_path, assets),
     # sweeps: every combination validated before any work
+    "sweep-too-many-samples": lambda tmp_path, assets: Case(
+        ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "tau=1|2", "--backend", "ray", "--search", "random",
+         "--num-samples", "1000000000", "--out", tmp_path / "sw"], r"--num-samples 1,000,000,000 is more than 1,000 trials",
+        absent=[tmp_path / "sw"]),
+    "sweep-samples-of-a-grid-search": lambda tmp_path, assets: Case(
+        ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "tau=1|2", "--backend", "ray", "--num-samples", "8",
+         "--out", tmp_path / "sw"], r"--num-samples draws trials for --search random", absent=[tmp_path / "sw"]),
     "sweep-locked": lambda tmp_path, assets: _locked_sweep_case(tmp_path, assets),
     "sweep-unknown-key": lambda tmp_path, assets: Case(
         ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "nokey=1|2", "--out", tmp_path / "sw"],
