@@ -286,7 +286,7 @@ def prepare_run_dir(config: DistillConfig, teacher: Teacher, *, resume: bool) ->
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise PolicyKDError(f"cannot create the run folder {run_dir}: {e.strerror}; choose another --out-dir") from e
+        raise PolicyKDError(f"cannot create the run folder {run_dir}: {e.strerror}; choose another --out-dir (--out for a sweep)") from e
     return run_dir
 
 
