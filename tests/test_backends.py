@@ -134,13 +134,9 @@ def test_closed_loop_counts_episodes_differing_from_the_float_student(pendulum_s
 def test_a_quantised_export_that_fails_parity_is_still_judged_in_closed_loop(pendulum_student, tmp_path, monkeypatch):
     """eval --backend judges quantised exports by their return: a parity failure is reported beside it, not an abort."""
     import policykd.export
+    from tests.test_export import _wrong_sign_3_levels
 
-    def wrong_sign(weight):  # in place of _quantise_rows: far outside the int8 tolerance
-        scale = np.abs(weight).max(axis=1).astype(np.float32)
-        scale[scale == 0] = 1.0
-        return -np.rint(weight / scale[:, None]).astype(np.int8), scale
-
-    monkeypatch.setattr(policykd.export, "_quantise_rows", wrong_sign)
+    monkeypatch.setattr(policykd.export, "_quantise_rows", _wrong_sign_3_levels)
     results = closed_loop(EnvSpec("Pendulum-v1"), pendulum_student, ["onnx-int8", "onnx"], SEEDS, n_envs=2,
                           float_returns=[-1.0, -2.0], teacher_mean=-150.0)
     assert results["onnx-int8"]["parity"]["passed"] is False and len(results["onnx-int8"]["returns"]) == 2
