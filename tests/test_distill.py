@@ -38,17 +38,23 @@ def test_same_seed_and_config_give_the_same_student(tiny_teachers, tmp_path):
     assert [h.beta for h in a.history] == [1.0, 0.5, 0.25]
 
 
-def test_interrupted_run_resumes_to_the_same_student(tiny_teachers, tmp_path, monkeypatch):
-    reference = distill(_config(tiny_teachers, tmp_path / "ref"), tracker=Tracker(None, quiet=True))
-    real_train = distill_module.train_round
+def _interrupted_in_round_three(train_round):
+    """train_round, but Ctrl-C (KeyboardInterrupt) when the third round starts training."""
     calls = {"n": 0}
 
     def crash_in_round_three(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real_train(*args, **kwargs)
+        return train_round(*args, **kwargs)
 
+    return crash_in_round_three
+
+
+def test_interrupted_run_resumes_to_the_same_student(tiny_teachers, tmp_path, monkeypatch):
+    reference = distill(_config(tiny_teachers, tmp_path / "ref"), tracker=Tracker(None, quiet=True))
+    real_train = distill_module.train_round
+    crash_in_round_three = _interrupted_in_round_three(real_train)
     monkeypatch.setattr(distill_module, "train_round", crash_in_round_three)
     with pytest.raises(KeyboardInterrupt):
         distill(_config(tiny_teachers, tmp_path / "int"), tracker=Tracker(None, quiet=True))
@@ -69,14 +75,7 @@ def test_a_resumed_run_mends_its_history_log(tiny_teachers, tmp_path, monkeypatc
     """A run killed while writing history.jsonl, or whose log was deleted, resumes to a log of whole JSON lines with
     every round once."""
     real_train = distill_module.train_round
-    calls = {"n": 0}
-
-    def crash_in_round_three(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_train(*args, **kwargs)
-
+    crash_in_round_three = _interrupted_in_round_three(real_train)
     history = tmp_path / "run" / "history.jsonl"
     monkeypatch.setattr(distill_module, "train_round", crash_in_round_three)
     with pytest.raises(KeyboardInterrupt):
