@@ -44,7 +44,7 @@ TEACHERS = ["ppo/HalfCheetahBulletEnv-v0_1", "ppo/HopperBulletEnv-v0_1", "ppo/Re
 VARIANTS: dict[str, dict] = {
     "base": {}, "bc": {"loss": "bc"}, "mse": {"loss": "mse"}, "no-value": {"lambda_v": 0.0},
     "kl-mean-per-dim": {"kl_mean_scale": "dimension"}, "kl-mean-teacher": {"kl_mean_scale": "teacher"}, "no-sampling": {"sample_actions": False},
-    "kl-shared-std": {"kl_student_std": "shared"}, "std-head-detached": {"std_head_detached": True}, "tau=2": {"tau": 2.0},
+    "kl-shared-std": {"kl_student_std": "shared"}, "kl-mixed-std": {"kl_student_std": "mixed"}, "std-head-detached": {"std_head_detached": True}, "tau=2": {"tau": 2.0},
     "hints": {"hint_weight": 1.0}, "attention": {"attention_weight": 0.1}, "teacher-data": {"data_mode": "teacher"},
     "ensemble": {"ensemble_mode": "product", "ensemble_weighting": "value"},
     "ensemble-agreement": {"ensemble_mode": "product", "ensemble_weighting": "agreement"},

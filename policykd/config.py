@@ -14,7 +14,7 @@ from policykd.yaml_files import read_yaml_mapping
 DATA_MODES = ("teacher", "dagger")
 KL_DIRECTIONS = ("forward", "reverse")
 KL_MEAN_SCALES = ("state", "dimension", "teacher")
-KL_STUDENT_STDS = ("state", "shared")
+KL_STUDENT_STDS = ("state", "shared", "mixed")
 ACTION_LOSSES = ("kl", "bc", "mse")
 LR_SCHEDULES = ("constant", "cosine")
 ACTIVATION_NAMES = ("relu", "tanh", "elu")  # the student activations every runtime and export implements
@@ -77,7 +77,8 @@ class DistillConfig:
                                         # or by one shared var per action dimension (dimension: states count alike),
                                         # or by the teacher's var per state (teacher: no escape by a wider student std)
     kl_student_std: str = "state"       # Gaussian KL: the student's std per state, or shared: one per action dimension (the
-                                        # batch mean of its log_std, as hard-label BC and imitation's policies have)
+                                        # batch mean of its log_std, as hard-label BC and imitation's policies have),
+                                        # or mixed: the mean of the two KLs (per-state std, plus a pull on every mean)
     std_head_detached: bool = False     # Gaussian students: the log_std head reads the trunk's features without training
                                         # them, so fitting the teacher's std per state takes no trunk capacity from the means
     tau: float = 1.0                    # temperature: teacher std * tau (Gaussian), logits / tau (categorical)
@@ -297,6 +298,9 @@ def validate(config: DistillConfig) -> None:
         if getattr(config, key) != "state" and (config.loss != "kl" or config.kl_direction != "forward"):
             raise PolicyKDError(f"{key} {getattr(config, key)!r} changes the forward KL; it needs loss: kl and kl_direction: "
                                 f"forward (or leave {key} at 'state')")
+    if config.kl_student_std == "mixed" and config.kl_mean_scale != "state":
+        raise PolicyKDError(f"kl_student_std 'mixed' averages two plain KLs, which kl_mean_scale {config.kl_mean_scale!r} would "
+                            "replace; leave kl_mean_scale at 'state' or choose kl_student_std 'state' or 'shared'")
     if config.quantise_aware_rounds > config.rounds:
         raise PolicyKDError(f"quantise_aware_rounds ({config.quantise_aware_rounds}) must be at most rounds ({config.rounds})")
     if config.student_view:

@@ -255,13 +255,22 @@ def _check_resume_config(run_dir: Path, record: dict[str, Any], config: DistillC
 OUTPUT_FOLDERS = ("student", "plots")  # what a run writes in its run dir at the end, after the rounds
 
 
+def check_recipe_fits_teacher(config: DistillConfig, teacher: Teacher) -> None:
+    """The recipe's settings that only the teacher can judge (a temperature, a student view, a CNN encoder's
+    image), checked before anything is written: PolicyKDError naming the setting otherwise."""
+    if config.tau != 1.0 and config.loss == "kl" and teacher.family == "deterministic":
+        raise PolicyKDError(f"tau={config.tau:g} has no meaning for a deterministic ({teacher.algo}) teacher: its actions have "
+                            "no spread for a temperature to scale; leave tau at 1")
+    if config.student_view:
+        student_observation_space(teacher.env_spec, config.student_view)
+    student_conv(config, teacher)
+
+
 def prepare_run_dir(config: DistillConfig, teacher: Teacher, *, resume: bool) -> Path:
     """The run folder for `config`, checked before anything in it is touched: a new run needs an absent or empty
     folder; --resume needs a policykd run of the same recipe, teacher file and env. Creates the folder."""
     run_dir = resolve_run_dir(config.out_dir, run_dir_for(config, teacher.env_spec.env_id).name)
-    if config.tau != 1.0 and config.loss == "kl" and teacher.family == "deterministic":
-        raise PolicyKDError(f"tau={config.tau:g} has no meaning for a deterministic ({teacher.algo}) teacher: its actions have "
-                            "no spread for a temperature to scale; leave tau at 1")
+    check_recipe_fits_teacher(config, teacher)
     if resume:
         if not run_dir.is_dir():
             raise PolicyKDError(f"there is no run {run_dir} to resume; check --out-dir and --run-name, or drop --resume")

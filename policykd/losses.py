@@ -19,7 +19,9 @@ The action term is chosen by `loss`:
   value at its optimum, but a student can no longer lower the pull on a mean it has not fitted by widening its std
   there (the forward KL lets it: where the mean error is large, the best std is sqrt(var_T + error^2)).
   With kl_student_std "shared", the student's std in the KL is one per action dimension (the batch mean of its
-  log_std, as in "bc"), so its std head does not fit the teacher's std state by state.
+  log_std, as in "bc"), so its std head does not fit the teacher's std state by state. With "mixed", the term is
+  the mean of the two KLs (the student's std per state, and shared): the std head still fits the teacher's std state
+  by state, while the shared half keeps a pull on every state's mean however wide the student's std is there.
 - "mse": squared error between the action means (centred logits for categorical actions).
 With action bounds given (Gaussian family, whose actions the env clips), means beyond a bound are compared as the
 bound itself (bounded_means). The value error is measured in units of the teacher's value std sigma_V over the
@@ -48,7 +50,8 @@ class LossConfig:
     loss: str = "kl"               # the action term: kl, bc (hard-label NLL) or mse (action means)
     kl_mean_scale: str = "state"   # forward KL, Gaussian families: "dimension" weighs every state's mean error alike,
                                    # "teacher" by the teacher's variance there
-    kl_student_std: str = "state"  # forward KL, Gaussian families: "shared" gives the student one std per dimension
+    kl_student_std: str = "state"  # forward KL, Gaussian families: "shared" gives the student one std per dimension,
+                                   # "mixed" averages the KLs with both stds
 
     @property
     def kl_as_is(self) -> bool:
@@ -96,6 +99,9 @@ def action_term(teacher: DistParams, student: DistParams, config: LossConfig) ->
     if strategy.scales_student_temperature and config.tau != 1.0:
         student, scale = with_temperature(student, config.tau), config.tau**2
     if config.kl_direction == "forward":
+        if config.kl_student_std == "mixed" and strategy.has_log_std:
+            return 0.5 * scale * (kl_divergence(target, student, reduction="mean")
+                                  + kl_divergence(target, shared_std(student), reduction="mean"))
         if config.kl_student_std == "shared" and strategy.has_log_std:
             student = shared_std(student)
         if config.kl_mean_scale != "state" and strategy.has_log_std:

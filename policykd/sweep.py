@@ -107,12 +107,18 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
             if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i)]
 
 
+# The recipe settings policykd.distill.check_recipe_fits_teacher reads (with the teacher the ensemble keys make).
+_JUDGED_BY_TEACHER = ("ensemble", "ensemble_mode", "ensemble_weighting", "tau", "loss", "student_view", "conv", "image_shape")
+
+
 class SweepContext:
     """What every combination of a sweep shares: the base config, the teacher and its evaluation episodes."""
 
-    def __init__(self, base_config: Path | None, overrides: dict[str, Any], out_dir: Path, *, teacher_episodes=None):
+    def __init__(self, base_config: Path | None, overrides: dict[str, Any], out_dir: Path, *, teacher_episodes=None,
+                 grid: dict[str, list[Any]] | None = None):
         """teacher_episodes: the teacher already run on the sweep's evaluation seeds (a Ray Tune trial gets the
-        driver's), else it is run here."""
+        driver's), else it is run here. grid: every combination is checked against its teacher first
+        (check_recipe_fits_teacher), so a value that only fails with this teacher stops the sweep before any work."""
         from policykd.ensemble import load_teacher_for
         from policykd.rollout import run_episodes
 
@@ -123,24 +129,50 @@ class SweepContext:
         if not self.base.teacher:
             raise PolicyKDError("no teacher given; pass TEACHER or a --config with a `teacher:` key")
         self.teacher = load_teacher_for(self.base)  # an EnsembleTeacher when the base recipe lists `ensemble`
+        self._teachers = {self._ensemble_key(self.base): self.teacher}
+        if grid is not None:
+            self.check_fits_teacher(grid)
         self.seeds = [self.base.eval_seed + i for i in range(self.base.eval_episodes)]
         self.teacher_episodes = teacher_episodes or run_episodes(self.teacher.act, self.teacher.env_spec, self.seeds,
                                                                  n_envs=self.base.n_envs)
+        self._episodes = {self._ensemble_key(self.base): self.teacher_episodes}
+
+    @staticmethod
+    def _ensemble_key(config) -> tuple:
+        return tuple(config.ensemble), config.ensemble_mode, config.ensemble_weighting
+
+    def _teacher_of(self, config):
+        """The base teacher, or, for a combination that sweeps the ensemble keys, that ensemble (loaded once)."""
+        from policykd.ensemble import load_teacher_for
+
+        key = self._ensemble_key(config)
+        if key not in self._teachers:
+            self._teachers[key] = load_teacher_for(config)
+        return self._teachers[key]
+
+    def check_fits_teacher(self, grid: dict[str, list[Any]]) -> None:
+        """check_recipe_fits_teacher for every combination of the grid's values of the settings it reads, a
+        one-line error naming the combination otherwise."""
+        from policykd.distill import check_recipe_fits_teacher
+
+        judged = {key: values for key, values in grid.items() if key in _JUDGED_BY_TEACHER}
+        for index, combo in enumerate(combinations(judged)):
+            config = combination_config(self.base, combo, self.out_dir, run_name(index, combo))
+            try:
+                check_recipe_fits_teacher(config, self._teacher_of(config))
+            except PolicyKDError as e:
+                raise PolicyKDError(f"--grid combination {combo}: {e}") from e
 
     def teacher_for(self, config):
         """The base teacher and its episodes, or, for a combination that sweeps the ensemble keys, that ensemble
         (loaded and evaluated on the same seeds once per distinct ensemble)."""
-        from policykd.ensemble import load_teacher_for
         from policykd.rollout import run_episodes
 
-        key = (tuple(config.ensemble), config.ensemble_mode, config.ensemble_weighting)
-        if key == (tuple(self.base.ensemble), self.base.ensemble_mode, self.base.ensemble_weighting):
-            return self.teacher, self.teacher_episodes
-        cache = self.__dict__.setdefault("_ensembles", {})
-        if key not in cache:
-            teacher = load_teacher_for(config)
-            cache[key] = (teacher, run_episodes(teacher.act, teacher.env_spec, self.seeds, n_envs=self.base.n_envs))
-        return cache[key]
+        key = self._ensemble_key(config)
+        if key not in self._episodes:
+            teacher = self._teacher_of(config)
+            self._episodes[key] = run_episodes(teacher.act, teacher.env_spec, self.seeds, n_envs=self.base.n_envs)
+        return self._teachers[key], self._episodes[key]
 
     def run(self, name: str, combo: dict[str, Any], *, latency_calls: int = 2_000, on_round=None) -> dict[str, Any]:
         """Distil, evaluate and time one combination; returns its results row. on_round(RoundMetrics) after each round."""
@@ -255,7 +287,7 @@ def run_sweep(base_config: Path | None, overrides: dict[str, Any], grid: dict[st
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(out_dir):  # a second sweep here would rewrite results.json without the first one's rows
         results = load_results(out_dir)
-        context = SweepContext(base_config, overrides, out_dir)
+        context = SweepContext(base_config, overrides, out_dir, grid=grid)
         check_same_sweep(out_dir, context, grid)
         names = [run_name(index, combo) for index, combo in enumerate(combinations(grid))]
         done = {r["name"] for r in results}
@@ -325,7 +357,7 @@ def run_wandb_sweep(base_config: Path | None, overrides: dict[str, Any], grid: d
     validate_grid(load_config(base_config, overrides), grid, out_dir)
     check_outputs_replaceable(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    context = SweepContext(base_config, overrides, out_dir)
+    context = SweepContext(base_config, overrides, out_dir, grid=grid)
     check_same_sweep(out_dir, context, grid)
     sweep_id = wandb.sweep(wandb_sweep_config(grid, name=out_dir.name), project=project)
     wandb.agent(sweep_id, function=lambda: wandb_sweep_run(context, grid, project=project), project=project,

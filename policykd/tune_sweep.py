@@ -65,7 +65,7 @@ def run_tune_sweep(base_config: Path | None, overrides: dict[str, Any], grid: di
     out_dir = out_dir.resolve()
     check_outputs_replaceable(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    context = SweepContext(base_config, overrides, out_dir)
+    context = SweepContext(base_config, overrides, out_dir, grid=grid)
     context.search = {"search": search, "num_samples": num_samples, "asha": asha}
     check_same_sweep(out_dir, context, grid, context.search)
     if not ray.is_initialized():

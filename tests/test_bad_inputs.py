@@ -410,6 +410,14 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "sweep-evaluation-seeds": lambda tmp_path, assets: Case(
         ["sweep", assets["teacher"], "--env", "CartPole-v1", "--grid", "eval_seed=5|77777", "--out", tmp_path / "sw"],
         r"cannot sweep eval_seed: every student of a sweep is compared with its teacher on the same seeds", absent=[tmp_path / "sw"]),
+    "sweep-view-the-env-lacks": lambda tmp_path, assets: Case(
+        ["sweep", assets["teacher"], "--env", "CartPole-v1", "-c", assets["recipe"], "--grid", "tau=0.5|1", "--grid",
+         "student_view=camera", "--out", tmp_path / "sw"],
+        r"--grid combination \{'tau': 0.5, 'student_view': 'camera'\}: env CartPole-v1 has no student view 'camera'", absent=[tmp_path / "sw" / "runs"]),
+    "sweep-conv-without-an-image": lambda tmp_path, assets: Case(
+        ["sweep", assets["teacher"], "--env", "CartPole-v1", "-c", assets["recipe"], "--grid", "conv=[]|[[8,4,2]]", "--out",
+         tmp_path / "sw"], r"--grid combination \{'conv': \[\[8, 4, 2\]\]\}: conv needs to know where the image is",
+        absent=[tmp_path / "sw" / "runs"]),
     "sweep-corrupt-results": lambda tmp_path, assets: Case(
         ["sweep", assets["teacher"], "--env", "CartPole-v1", "-c", assets["recipe"], "--grid", "tau=0.5|1", "--out",
          _write(tmp_path / "sw" / "results.json", "{not json").parent], r"results\.json is corrupt",

@@ -214,6 +214,27 @@ def test_kl_with_a_shared_student_std_gives_the_std_head_one_target_per_dimensio
     assert not LossConfig(kl_student_std="shared").kl_as_is and LossConfig(tau=2.0).kl_as_is
 
 
+def test_mixed_student_std_averages_both_kls_and_keeps_a_pull_on_a_mean_the_student_gave_up_on():
+    teacher = DistParams("gaussian", {"mean": torch.zeros(2, 1), "log_std": torch.log(torch.tensor([[0.1], [0.1]]))})
+
+    def pull_on_the_wide_state(config: LossConfig) -> tuple[float, float]:
+        mean_s = torch.tensor([[0.05], [1.0]], requires_grad=True)  # state 2: mean far off, std widened to escape it
+        student = DistParams("gaussian", {"mean": mean_s, "log_std": torch.log(torch.tensor([[0.1], [3.0]]))})
+        term = action_term(teacher, student, config)
+        term.backward()
+        return term.item(), mean_s.grad[1, 0].item()
+
+    state, state_pull = pull_on_the_wide_state(LossConfig())
+    shared, shared_pull = pull_on_the_wide_state(LossConfig(kl_student_std="shared"))
+    mixed, mixed_pull = pull_on_the_wide_state(LossConfig(kl_student_std="mixed"))
+    assert mixed == pytest.approx(0.5 * (state + shared))
+    assert mixed_pull == pytest.approx(0.5 * (state_pull + shared_pull))
+    assert mixed_pull > 5 * state_pull > 0  # the per-state KL alone barely pulls a mean under a wide std
+    assert not LossConfig(kl_student_std="mixed").kl_as_is
+    with pytest.raises(PolicyKDError, match="kl_student_std 'mixed'.*kl_mean_scale"):
+        DistillConfig(teacher="t.zip", kl_student_std="mixed", kl_mean_scale="teacher")
+
+
 def test_a_detached_std_head_trains_its_own_weights_but_sends_no_gradient_into_the_trunk():
     from policykd.students import Student, StudentSpec
 
