@@ -22,6 +22,7 @@ Ray is optional: `pip install "policykd[ray]"`.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -115,9 +116,8 @@ class RolloutWorker:
 def check_ray_target(config: DistillConfig) -> None:
     """Before any work: a local Ray instance gets at most LOCAL_WORKERS_PER_CPU actors per core (ray.init would start
     one with num_workers CPU slots and wait on that many processes), and a host:port address must answer within
-    CONNECT_TIMEOUT_S (ray.init retries an unreachable one for minutes). Nothing to check once Ray is running here."""
-    import socket
-
+    CONNECT_TIMEOUT_S and speak gRPC (ray.init retries an unreachable one, or one that is not Ray, for minutes).
+    Nothing to check once Ray is running here."""
     if _ray().is_initialized():
         return
     address = config.ray_address
@@ -134,10 +134,34 @@ def check_ray_target(config: DistillConfig) -> None:
         raise PolicyKDError(f"--address {address} is not a Ray address; give host:port (e.g. 10.0.0.5:6379, what "
                             "`ray start --head` prints), ray://host:port or auto")
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        grpc = speaks_grpc(host, int(port), timeout=CONNECT_TIMEOUT_S)
     except OSError as e:
         raise PolicyKDError(f"cannot reach Ray at {address}: {e.strerror or e}; check the address (`ray start --head` "
                             "prints it) and that the cluster is up, or drop --address for a local instance") from None
+    if not grpc:  # ray.init would retry a server that is not Ray's for minutes
+        raise PolicyKDError(f"{address} answers but is not a Ray head (no gRPC there); check the port (`ray start --head` "
+                            "prints host:port, 6379 by default; ray:// addresses use 10001)")
+
+
+# HTTP/2's client connection preface and an empty SETTINGS frame (RFC 9113, section 3.4).
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def speaks_grpc(host: str, port: int, *, timeout: float) -> bool:
+    """Whether the server at host:port speaks HTTP/2, as gRPC servers do (a Ray head's GCS and Ray client server
+    are gRPC): its connection preface is a SETTINGS frame (frame type 4). OSError when nothing answers at all."""
+    with socket.create_connection((host, port), timeout=timeout) as connection:
+        connection.sendall(_HTTP2_PREFACE)
+        header = b""
+        try:
+            while len(header) < 9:
+                data = connection.recv(9 - len(header))
+                if not data:
+                    break
+                header += data
+        except (TimeoutError, ConnectionResetError):
+            return False
+    return len(header) == 9 and header[3] == 4
 
 
 class RayCollector:

@@ -160,3 +160,28 @@ def test_a_local_worker_count_or_an_address_ray_cannot_serve_is_refused_before_t
     with pytest.raises(PolicyKDError, match=rf"cannot reach Ray at 127\.0\.0\.1:{port}: .*drop --address for a local instance"):
         distill(_config(tiny_teachers, tmp_path, backend="ray", ray_address=f"127.0.0.1:{port}"), tracker=Tracker(None, quiet=True))
     assert not (tmp_path / "run").exists()
+
+
+def test_the_address_check_tells_a_ray_head_from_another_server(tiny_teachers, tmp_path, local_ray, monkeypatch):
+    import socket
+    import threading
+
+    from policykd.errors import PolicyKDError
+    from policykd.ray_backend import check_ray_target, speaks_grpc
+
+    host, port = ray.get_runtime_context().gcs_address.rsplit(":", 1)
+    assert speaks_grpc(host, int(port), timeout=5.0)  # the running head's GCS: gRPC
+    web = socket.create_server(("127.0.0.1", 0))
+
+    def answer_http1() -> None:
+        connection, _ = web.accept()
+        with connection:
+            connection.recv(64)
+            connection.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=answer_http1, daemon=True).start()
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as a fresh process joining a cluster would check
+    config = _config(tiny_teachers, tmp_path, backend="ray", ray_address=f"127.0.0.1:{web.getsockname()[1]}")
+    with pytest.raises(PolicyKDError, match=r"answers but is not a Ray head"):
+        check_ray_target(config)
+    web.close()
