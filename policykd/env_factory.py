@@ -161,6 +161,17 @@ def parse_wrappers(raw: Any) -> tuple[WrapperSpec, ...]:
     return tuple(specs)
 
 
+def refuse_running_statistics(wrapper: gym.Env, path: str) -> None:
+    """Fail in one line for a wrapper that updates running statistics as it steps (a RunningMeanStd attribute, as
+    gymnasium's NormalizeObservation / NormalizeReward keep): a checkpoint does not save them, so a rebuilt env
+    would normalise what the teacher sees, or what its return is scored on, unlike its training, and drift."""
+    running = next((name for name, value in vars(wrapper).items() if type(value).__name__ == "RunningMeanStd"), None)
+    if running is not None:
+        raise PolicyKDError(f"wrapper {path} keeps running statistics ({running}) that no checkpoint file saves, so the "
+                            "rebuilt env would normalise unlike the teacher's training; train the teacher with rl-zoo's "
+                            "`normalize: true` (VecNormalize, saved beside it) instead of this wrapper")
+
+
 @dataclass(frozen=True)
 class EnvSpec:
     """Everything needed to rebuild the teacher's training env (observation normalisation excluded)."""
@@ -202,6 +213,7 @@ class EnvSpec:
             except TypeError as e:
                 raise PolicyKDError(f"wrapper {wrapper.path} rejected its kwargs {wrapper.kwargs}: {e}; fix env_wrapper "
                                     "in the teacher's config") from e
+            refuse_running_statistics(env, wrapper.path)
         return env
 
     def time_limit(self) -> int | None:

@@ -292,11 +292,17 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
                     bad = batch_seeds[int(np.flatnonzero(running & ~np.isfinite(obs.reshape(n_envs, -1)).all(axis=1))[0])]
                     raise PolicyKDError(f"evaluation stopped: {spec.env_id} returned a NaN or inf observation on seed {bad}; "
                                         "check the env and its wrappers")
-                obs, reward, terminated, truncated, info = envs.step(act(info[INFO_KEY] if view and act_on_view else obs))
+                action = act(info[INFO_KEY] if view and act_on_view else obs)
+                finite_action = np.isfinite(np.asarray(action, dtype=np.float64).reshape(n_envs, -1)).all(axis=1)
+                if not finite_action[running].all():
+                    bad = batch_seeds[int(np.flatnonzero(running & ~finite_action)[0])]
+                    raise PolicyKDError(f"evaluation stopped: the policy gave a NaN or inf action on seed {bad} (its observation "
+                                        "was finite); check the policy's weights and normaliser")
+                obs, reward, terminated, truncated, info = envs.step(action)
                 if not np.isfinite(reward[running]).all():
                     bad = batch_seeds[int(np.flatnonzero(running & ~np.isfinite(reward))[0])]
-                    raise PolicyKDError(f"evaluation stopped: {spec.env_id} returned a non-finite reward on seed {bad} "
-                                        "(a NaN or inf action or state); check the policy and the env")
+                    raise PolicyKDError(f"evaluation stopped: {spec.env_id} returned a NaN or inf reward on seed {bad} "
+                                        "after a finite observation; check the env's reward for that action")
                 ep_max_earlier = np.where(running & (ep_length > 0), np.maximum(ep_max_earlier, ep_last_reward), ep_max_earlier)
                 ep_last_reward = np.where(running, reward, ep_last_reward)
                 ep_return += np.where(running, reward, 0.0)

@@ -304,6 +304,12 @@ class Teacher(TeacherActions):
                 raise PolicyKDError(f"{env_label} gives {kind}s of shape {space.shape}, not one flat vector; policykd "
                                     f"distils teachers whose observations and actions are flat vectors: train the teacher on "
                                     "the env wrapped so that they are (e.g. gymnasium.wrappers.FlattenObservation)")
+        if isinstance(self.action_space, gym.spaces.Discrete) and int(self.action_space.start) != 0:
+            start = int(self.action_space.start)
+            raise PolicyKDError(f"{env_label} takes actions {describe_space(self.action_space)}, {start} to "
+                                f"{start + int(self.action_space.n) - 1}, but SB3 policies act with indices 0 to "
+                                f"{int(self.action_space.n) - 1} whatever the start, so this teacher's actions are not the env's; "
+                                "train it on the env wrapped to take actions from 0 (a gymnasium ActionWrapper adding the start)")
         problem = (_space_mismatch("observation", self.model.observation_space, self.observation_space, env_label)
                    or _space_mismatch("action", self.model.action_space, self.action_space, env_label))
         if problem is None:

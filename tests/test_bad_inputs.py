@@ -92,6 +92,18 @@ class NanCartPole(gym.Wrapper):
 gym.register("PolicyKDTest/NanCartPole-v0", entry_point=NanCartPole, max_episode_steps=100)
 
 
+class NanRewardCartPole(NanCartPole):
+    """CartPole whose rewards (not observations) turn NaN from the fifth step."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        return obs, (np.nan if self.steps >= 5 else reward), terminated, truncated, info
+
+
+gym.register("PolicyKDTest/NanRewardCartPole-v0", entry_point=NanRewardCartPole, max_episode_steps=100)
+
+
 def _tiny_student(directory: Path, *, obs_dim: int = 4, action_dim: int = 2, family: str = "categorical",
                   env_id: str = "CartPole-v1", teacher: dict | None = None) -> Path:
     low, high = ((), ()) if family == "categorical" else ((-1.0,) * action_dim, (1.0,) * action_dim)
@@ -293,6 +305,10 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "eval-env-returns-nan": lambda tmp_path, assets: Case(
         ["eval", assets["teacher"], assets["student"], "--env", "PolicyKDTest/NanCartPole-v0", "--episodes", "2"],
         r"evaluation stopped: PolicyKDTest/NanCartPole-v0 returned a NaN or inf observation on seed \d+; check the env"),
+    "eval-env-nan-reward": lambda tmp_path, assets: Case(
+        ["eval", assets["teacher"], assets["student"], "--env", "PolicyKDTest/NanRewardCartPole-v0", "--episodes", "2"],
+        r"evaluation stopped: PolicyKDTest/NanRewardCartPole-v0 returned a NaN or inf reward on seed \d+ after a finite "
+        r"observation; check the env's reward"),
     "distill-teacher-weights-nan": lambda tmp_path, assets: Case(
         ["distill", _nan_teacher(assets["teacher"], tmp_path / "nan.zip"), "--env", "CartPole-v1", "-c", assets["recipe"],
          "--out-dir", tmp_path / "runs"],

@@ -515,6 +515,42 @@ def test_a_teacher_of_non_flat_spaces_is_refused_in_one_line(tmp_path, kind, env
     assert "\n" not in str(info.value)
 
 
+class _ShiftedActions(gym.ActionWrapper):
+    """CartPole whose actions are Discrete(2, start=-1): -1 and 0 push left and right."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.action_space = gym.spaces.Discrete(2, start=-1)
+
+    def action(self, action):
+        return int(action) + 1
+
+
+def test_a_teacher_of_a_discrete_space_that_does_not_start_at_0_is_refused(tmp_path):
+    """SB3 acts with indices 0..n-1 whatever the space's start: its actions were not the env's (1 is not in {-1, 0})."""
+    import stable_baselines3 as sb3
+
+    if "PolicyKDTestShiftedActions-v0" not in gym.registry:
+        gym.register("PolicyKDTestShiftedActions-v0", entry_point=lambda: _ShiftedActions(gym.make("CartPole-v1")))
+    path = tmp_path / "teacher.zip"
+    sb3.PPO("MlpPolicy", "PolicyKDTestShiftedActions-v0", n_steps=16, batch_size=16, device="cpu").save(path)
+    with pytest.raises(PolicyKDError, match=r"takes actions Discrete\(2, start=-1\), -1 to 0, but SB3 policies act with "
+                                            r"indices 0 to 1"):
+        load_teacher(path, env_id="PolicyKDTestShiftedActions-v0")
+
+
+@pytest.mark.parametrize("wrapper,statistics", [("gymnasium.wrappers.NormalizeObservation", "obs_rms"),
+                                                ("gymnasium.wrappers.NormalizeReward", "return_rms")])
+def test_a_wrapper_with_running_statistics_is_refused_when_the_env_is_built(wrapper, statistics):
+    """Its statistics are in no checkpoint file: the rebuilt env would start them from zero and drift as it steps."""
+    from policykd.env_factory import EnvSpec, WrapperSpec
+
+    with pytest.raises(PolicyKDError, match=rf"wrapper {wrapper} keeps running statistics \({statistics}\) that no "
+                                            r"checkpoint file saves.*`normalize: true` \(VecNormalize"):
+        EnvSpec("Pendulum-v1", wrappers=(WrapperSpec(wrapper),)).make()
+    EnvSpec("Pendulum-v1", wrappers=(WrapperSpec("gymnasium.wrappers.ClipAction"),)).make().close()  # stateless: built
+
+
 def _zoo_folder(run: Path, model: Path, *, env_id: str, algo: str, config: str = "") -> Path:
     """An rl-zoo run folder `run` (<env_id>_1/) holding `model` as <env_id>.zip and <env_id>/{args,config}.yml."""
     settings = run / env_id
