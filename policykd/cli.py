@@ -548,6 +548,7 @@ def distill_multi(
     from policykd.artifacts import write_output_json
     from policykd.config import check_run_name, load_config
     from policykd.multitask import check_multitask_keys, distill_multitask, evaluate_multitask, single_task_parameter_counts
+    from policykd.run_dir import RunLock
     from policykd.teachers import load_teacher
 
     def go():
@@ -567,20 +568,25 @@ def distill_multi(
         name = cfg.run_name or f"multitask__{cfg.seed}__{int(time_module.time())}"
         check_run_name(name)
         run_dir = Path(cfg.out_dir) / name
-        if run_dir.exists():
-            raise PolicyKDError(f"{run_dir} already exists; choose another --run-name (nothing was changed)")
-        result = distill_multitask(loaded, cfg, run_dir, progress=out.print)
-        rows = evaluate_multitask(result.student, loaded, episodes=cfg.eval_episodes, eval_seed=cfg.eval_seed, n_envs=cfg.n_envs)
-        singles = single_task_parameter_counts(loaded, tuple(cfg.hidden), cfg.activation)
-        for row, single in zip(rows, singles):
-            out.print(f"task {row['task']} {row['env']}: teacher {row['teacher_return']:.1f}, student {row['student_return']:.1f}, "
-                      f"ratio {row['ratio']:.3f} [{row['ratio_ci95'][0]:.3f}, {row['ratio_ci95'][1]:.3f}], "
-                      f"single-task student {single:,} parameters")
-        total = result.student.parameter_count()
-        out.print(f"multi-task student: {total:,} parameters, against {sum(singles):,} for the {len(singles)} single-task "
-                  f"students ({total / sum(singles):.2f}x); {result.wall_s:.1f} s collection + training: {run_dir / 'student'}")
-        write_output_json(run_dir / "eval.json", {"tasks": rows, "parameters": total, "single_task_parameters": singles,
-                                                  "wall_s": result.wall_s}, "distill-multi")
+        try:  # created now, not when the student is saved: a second run of this name is refused, never overwrites it
+            run_dir.mkdir(parents=True)
+        except FileExistsError:
+            raise PolicyKDError(f"{run_dir} already exists; choose another --run-name (nothing was changed)") from None
+        except OSError as e:
+            raise PolicyKDError(f"cannot create the run folder {run_dir}: {e.strerror}; choose another --out-dir") from e
+        with RunLock(run_dir):
+            result = distill_multitask(loaded, cfg, run_dir, progress=out.print)
+            rows = evaluate_multitask(result.student, loaded, episodes=cfg.eval_episodes, eval_seed=cfg.eval_seed, n_envs=cfg.n_envs)
+            singles = single_task_parameter_counts(loaded, tuple(cfg.hidden), cfg.activation)
+            for row, single in zip(rows, singles):
+                out.print(f"task {row['task']} {row['env']}: teacher {row['teacher_return']:.1f}, student {row['student_return']:.1f}, "
+                          f"ratio {row['ratio']:.3f} [{row['ratio_ci95'][0]:.3f}, {row['ratio_ci95'][1]:.3f}], "
+                          f"single-task student {single:,} parameters")
+            total = result.student.parameter_count()
+            out.print(f"multi-task student: {total:,} parameters, against {sum(singles):,} for the {len(singles)} single-task "
+                      f"students ({total / sum(singles):.2f}x); {result.wall_s:.1f} s collection + training: {run_dir / 'student'}")
+            write_output_json(run_dir / "eval.json", {"tasks": rows, "parameters": total, "single_task_parameters": singles,
+                                                      "wall_s": result.wall_s}, "distill-multi")
 
     _run(go, on_interrupt="distill-multi does not resume: what it wrote stays in its run folder; run it again with "
                           "another --run-name")

@@ -18,6 +18,7 @@ weight rounding only (at most half a step of each row's scale per weight), the s
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -186,10 +187,13 @@ def _runner(fmt: str, files: list[Path], out_dir: Path, student: Student) -> tup
             return (lambda obs: np.array([policy(o) for o in obs])), "numpy runtime"
         return policy.batch, "numpy runtime"
     if fmt in ("onnx", "onnx-int8"):
-        try:
-            import onnxruntime as ort
-        except ImportError:
+        if importlib.util.find_spec("onnxruntime") is None:
             return None, "onnxruntime is not installed"
+        try:  # installed: a failing import (a broken install, or Ctrl-C while its native module loads) is no skip
+            import onnxruntime as ort
+        except ImportError as e:
+            raise PolicyKDError(f"onnxruntime is installed but did not import ({str(e).splitlines()[0] if str(e) else 'ImportError'}); "
+                                "reinstall it (pip install --force-reinstall onnxruntime) and export again") from e
         session = ort.InferenceSession(str(files[0]), providers=["CPUExecutionProvider"])
         runtime = f"onnxruntime {ort.__version__} CPU"
         if recurrent:

@@ -137,7 +137,7 @@ def collect(teacher: Teacher, *, steps: int, beta: float, seed: int, n_envs: int
             next_obs, reward, terminated, truncated, info = envs.step(env_action)
             labelled = ~after_done & ((episode_step - offset) % label_every == 0)
             keep = np.flatnonzero(labelled)[: steps - recorded]
-            rows["obs"].append(obs[keep])
+            rows["obs"].append(obs[keep].astype(np.float32))
             rows["value"].append(value.numpy()[keep])
             rows["reward"].append(reward[keep])
             rows["terminated"].append(terminated[keep])

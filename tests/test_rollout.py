@@ -234,3 +234,27 @@ def test_a_hopper_teacher_falling_forward_is_still_a_failure():
     mean_earlier = (episodes.returns - episodes.last_rewards) / (episodes.lengths - 1)
     assert (episodes.last_rewards > mean_earlier).any()  # the case "above the mean step" would call a goal
     assert episodes.failures().all()
+
+
+class _Float64Observations(gym.ObservationWrapper):
+    """CartPole whose observations are float64 (a Box of dtype float64, as some custom envs give)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        space = env.observation_space
+        self.observation_space = gym.spaces.Box(space.low.astype(np.float64), space.high.astype(np.float64), dtype=np.float64)
+
+    def observation(self, observation):
+        return observation.astype(np.float64)
+
+
+def test_float64_observations_are_stored_as_float32_like_every_other_row(tmp_path):
+    """Training crashed in its first batch (a float64 batch into float32 weights) when the buffer kept them as given."""
+    import stable_baselines3 as sb3
+
+    if "PolicyKDTestFloat64Obs-v0" not in gym.registry:
+        gym.register("PolicyKDTestFloat64Obs-v0", entry_point=lambda: _Float64Observations(gym.make("CartPole-v1")),
+                     max_episode_steps=50)
+    sb3.PPO("MlpPolicy", "PolicyKDTestFloat64Obs-v0", n_steps=16, batch_size=16, device="cpu").save(tmp_path / "t.zip")
+    rows = collect(load_teacher(tmp_path / "t.zip", env_id="PolicyKDTestFloat64Obs-v0"), steps=60, beta=1.0, seed=0, n_envs=1)
+    assert rows["obs"].dtype == np.float32 and rows["next_obs"].dtype == np.float32
