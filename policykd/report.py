@@ -8,10 +8,12 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from policykd.artifacts import atomic_write_bytes, check_replaceable_output, read_json
 from policykd.errors import PolicyKDError
 from policykd.plots import distillation_curve, latency_chart
+from policykd.run_dir import run_in_progress
 
 
 def _ratio_text(ratio: float) -> str:
@@ -24,9 +26,10 @@ def _table(columns: list[str], rows: list[list]) -> str:
     return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows])
 
 
-def read_evaluation(run_dir: Path) -> dict | None:
+def read_evaluation(run_dir: Path, env_id: str | None = None) -> dict | None:
     """RUN_DIR/eval.json (policykd.evaluate.Comparison.to_json), None when the run was not evaluated; a file of another
-    shape is refused in one line rather than read as no evaluation or failing on a missing key."""
+    shape, or (env_id: the run's env) of another env's evaluation, is refused in one line rather than read as no
+    evaluation, failing on a missing key or quoting another run's numbers."""
     eval_path = run_dir / "eval.json"
     if not eval_path.exists():
         return None
@@ -49,9 +52,19 @@ def read_evaluation(run_dir: Path) -> dict | None:
               and all(isinstance(v, dict) and all(isinstance(v.get(k), (int, float)) for k in ("p50", "p99", "max"))
                       for v in report["latency_us"].values())):
         problem = "latency_us needs p50, p99 and max per path"
+    elif env_id is not None and report.get("env") != env_id:
+        problem = f"it evaluates on {report.get('env')!r}, this run's teacher acts on {env_id!r}"
     if problem:
-        raise PolicyKDError(f"{eval_path} is not a run's evaluation record ({problem}); {fix}")
+        raise PolicyKDError(f"{eval_path} is not this run's evaluation record ({problem}); {fix}")
     return report
+
+
+def _card_env_id(card: Any) -> str | None:
+    """The run's env id from its student card, None where a hand-edited card lacks it (_card_fields then says so)."""
+    try:
+        return str(card["teacher"]["env"]["env_id"])
+    except (KeyError, TypeError):
+        return None
 
 
 @contextmanager
@@ -84,7 +97,7 @@ def make_plots(run_dir: Path, *, replace_only_own: bool = False) -> list[Path]:
     the student every round; the final evaluation is quoted otherwise), and latency when evaluated. replace_only_own:
     first refuse (in one line, before drawing any) to replace a figure there that policykd did not draw."""
     card = read_json(run_dir / "student" / "student.json", fix="pass a run folder written by `policykd distill`")
-    report = read_evaluation(run_dir)
+    report = read_evaluation(run_dir, _card_env_id(card))
     paths = _plot_paths(run_dir, report)
     plots = run_dir / "plots"
     if replace_only_own:
@@ -109,13 +122,15 @@ def write_report(run_dir: str | Path) -> Path:
         if (run_dir / "student" / "multitask.json").exists():  # policykd.multitask's CARD
             raise PolicyKDError(f"{run_dir} is a multi-task run (`policykd distill-multi`), whose per-task comparison is its "
                                 f"eval.json; report writes single-teacher runs only")
+        if (run_dir / "config.json").exists() and run_in_progress(run_dir):
+            raise PolicyKDError(f"{run_dir} is being distilled now by another policykd process; report it when that finishes")
         if (run_dir / "config.json").exists():  # a run folder whose distillation stopped before its student was written
             raise PolicyKDError(f"{run_dir} is a distillation run that did not finish (no student/student.json yet); continue it "
                                 f"with `policykd distill TEACHER --out-dir {run_dir.parent} --run-name {run_dir.name} --resume` "
                                 "(the same recipe), then report")
         raise PolicyKDError(f"{run_dir} is not a finished distillation run (no student/student.json); run `policykd distill` first")
     card = read_json(run_dir / "student" / "student.json", fix="pass a run folder written by `policykd distill`")
-    report = read_evaluation(run_dir)
+    report = read_evaluation(run_dir, _card_env_id(card))
     check_replaceable(run_dir / "report.md")
     with _card_fields(run_dir / "student" / "student.json"):
         lines = _report_lines(run_dir, card, report, _plot_paths(run_dir, report))

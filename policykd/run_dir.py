@@ -118,3 +118,17 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def run_in_progress(run_dir: Path) -> bool:
+    """Whether another process holds run_dir's RunLock now (reads the lock without creating or changing a file)."""
+    path = run_dir / LOCK_FILE
+    if not path.is_file():
+        return False
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return False

@@ -342,7 +342,12 @@ CASES: dict[str, Callable[[Path, dict], Case]] = {
     "report-card-wall-time-null": lambda tmp_path, assets: _edited_card_report_case(
         tmp_path, assets, lambda card: card.update(wall_s=None), r"student\.json lacks or mistypes a field the report reads \(TypeError"),
     "report-eval-of-another-shape": lambda tmp_path, assets: _damaged_run_report_case(
-        tmp_path, assets, "eval.json", '{"teacher": 5}', r"eval\.json is not a run's evaluation record"),
+        tmp_path, assets, "eval.json", '{"teacher": 5}', r"eval\.json is not this run's evaluation record"),
+    "report-eval-of-another-env": lambda tmp_path, assets: _damaged_run_report_case(
+        tmp_path, assets, "eval.json", json.dumps({
+            "env": "Pendulum-v1", "seeds": [1], "ratio": 0.5, "agreement": {}, "latency_us": {},
+            **{who: {"mean": 1.0, "std": 0.0, "iqm": 1.0, "ci95_low": 1.0, "ci95_high": 1.0} for who in ("teacher", "student")}}),
+        r"eval\.json is not this run's evaluation record \(it evaluates on 'Pendulum-v1', this run's teacher acts on 'CartPole-v1'\)"),
     "eval-json-over-the-student-card": lambda tmp_path, assets: _json_over_student_case(tmp_path, assets),
     "teacher-eval-json-over-the-checkpoint": lambda tmp_path, assets: _json_over_checkpoint_case(tmp_path, assets),
     "bench-plot-over-users-figure": lambda tmp_path, assets: Case(

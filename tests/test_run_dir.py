@@ -51,3 +51,21 @@ def test_lock_is_exclusive_across_processes_and_reentrant_within_one(tmp_path):
     free = subprocess.run([sys.executable, "-c", "import sys\nfrom pathlib import Path\nfrom policykd.run_dir import RunLock\n"
                            "RunLock(Path(sys.argv[1])).acquire()\n", str(tmp_path)], capture_output=True, text=True)
     assert free.returncode == 0, free.stderr
+
+
+def test_report_on_a_run_another_process_is_distilling_says_so(tmp_path):
+    from policykd.errors import PolicyKDError
+    from policykd.report import write_report
+    from policykd.run_dir import RunLock, run_in_progress
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    assert not run_in_progress(run)
+    with RunLock(run):  # flock: a second open file of the lock conflicts as another process's would
+        assert run_in_progress(run)
+        with pytest.raises(PolicyKDError, match=r"is being distilled now by another policykd process"):
+            write_report(run)
+    assert not run_in_progress(run)
+    with pytest.raises(PolicyKDError, match=r"did not finish .* --resume"):
+        write_report(run)
