@@ -187,9 +187,11 @@ class EnvSpec:
         for wrapper in self.wrappers:
             wrapper_class(wrapper.path, trusted=self.trusted)
 
-    def make(self, *, render_mode: str | None = None, max_episode_steps: int | None = None) -> gym.Env:
+    def make(self, *, render_mode: str | None = None, max_episode_steps: int | None = None,
+             episode_cap: int | None = None) -> gym.Env:
         """The env; max_episode_steps (when given) replaces the registered time limit, also for wrappers that read
-        it (TimeFeatureWrapper then runs its time feature from 1 to 0 over the shorter episode)."""
+        it (TimeFeatureWrapper then runs its time feature from 1 to 0 over the shorter episode). episode_cap (when
+        given) truncates episodes outside every wrapper, so what the wrappers see stays as in training."""
         ensure_registered(self.env_id, self.packages)
         kwargs = dict(self.env_kwargs)
         if render_mode is not None:
@@ -214,12 +216,15 @@ class EnvSpec:
                 raise PolicyKDError(f"wrapper {wrapper.path} rejected its kwargs {wrapper.kwargs}: {e}; fix env_wrapper "
                                     "in the teacher's config") from e
             refuse_running_statistics(env, wrapper.path)
-        return env
+        return env if episode_cap is None else gym.wrappers.TimeLimit(env, episode_cap)
 
     def time_limit(self) -> int | None:
         """The registered max_episode_steps (or the env_kwargs' one); None for an env whose episodes may never end."""
         ensure_registered(self.env_id, self.packages)
-        return self.env_kwargs.get("max_episode_steps") or gym.spec(self.env_id).max_episode_steps
+        limits = [w.kwargs.get("max_episode_steps") for w in self.wrappers
+                  if issubclass(wrapper_class(w.path, trusted=self.trusted), gym.wrappers.TimeLimit)]
+        return self.env_kwargs.get("max_episode_steps") or gym.spec(self.env_id).max_episode_steps or next(
+            (limit for limit in limits if limit), None)
 
     def with_view(self, view: str) -> EnvSpec:
         """This env with a student view (policykd.views): info["student_obs"] after every reset and step."""

@@ -26,23 +26,24 @@ from policykd.views import INFO_KEY
 ACTOR_TEACHER, ACTOR_STUDENT = 0, 1
 
 
-def make_vector_env(spec: EnvSpec, n_envs: int, *, max_episode_steps: int | None = None) -> gym.vector.VectorEnv:
+def make_vector_env(spec: EnvSpec, n_envs: int, *, max_episode_steps: int | None = None,
+                    episode_cap: int | None = None) -> gym.vector.VectorEnv:
     """n_envs copies of the env; one worker process each when n_envs > 1. max_episode_steps replaces the
-    registered time limit when given."""
+    registered time limit when given; episode_cap truncates outside the wrappers (EnvSpec.make)."""
     if n_envs == 1:
-        return gym.vector.SyncVectorEnv([functools.partial(spec.make, max_episode_steps=max_episode_steps)])
-    factories = [functools.partial(_make_in_worker, spec, max_episode_steps) for _ in range(n_envs)]
+        return gym.vector.SyncVectorEnv([functools.partial(spec.make, max_episode_steps=max_episode_steps, episode_cap=episode_cap)])
+    factories = [functools.partial(_make_in_worker, spec, max_episode_steps, episode_cap) for _ in range(n_envs)]
     return gym.vector.AsyncVectorEnv(factories, context="fork")
 
 
-def _make_in_worker(spec: EnvSpec, max_episode_steps: int | None) -> gym.Env:
+def _make_in_worker(spec: EnvSpec, max_episode_steps: int | None, episode_cap: int | None) -> gym.Env:
     """Build the env inside a worker process that leaves Ctrl-C (SIGINT) to the parent, which then stops the
     workers with SIGTERM (silent, the default action), so they never print tracebacks of their own.
     (AsyncVectorEnv also calls the first factory in the parent, for the spaces: the parent keeps its handler.)"""
     if multiprocessing.parent_process() is not None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler, inherited through fork
-    return spec.make(max_episode_steps=max_episode_steps)
+    return spec.make(max_episode_steps=max_episode_steps, episode_cap=episode_cap)
 
 
 def close_vector_env(envs: gym.vector.VectorEnv, *, failed: bool) -> None:
@@ -268,7 +269,7 @@ def run_episodes(act: ActFn, spec: EnvSpec, seeds: list[int], *, n_envs: int = 2
     returns, lengths, states, successes, ended, view_states, last_rewards, max_earlier = [], [], [], [], [], [], [], []
     reports_success = False
     n_envs = max(1, min(n_envs, len(seeds)))  # no worker without an episode to run
-    envs = make_vector_env(spec.with_view(view), n_envs, max_episode_steps=evaluation_time_limit(spec))
+    envs = make_vector_env(spec.with_view(view), n_envs, episode_cap=evaluation_time_limit(spec))
     try:
         for start in range(0, len(seeds), n_envs):
             batch = seeds[start : start + n_envs]

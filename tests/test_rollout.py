@@ -136,6 +136,25 @@ def test_an_env_without_a_time_limit_is_evaluated_to_a_cap_and_said(capsys):
     assert run_episodes(lambda obs: np.zeros(len(obs), dtype=np.int64), EnvSpec("CartPole-v1"), [0]).lengths[0] < 500
 
 
+def test_the_evaluation_cap_leaves_the_wrappers_time_limit_alone_and_a_timelimit_wrapper_counts(capsys):
+    """A TimeFeatureWrapper read the cap (10,000) as the episode length and fed the teacher a time feature unlike
+    training; a TimeLimit among the teacher's wrappers is the env's limit (a false 'no time limit' note before)."""
+    from policykd.env_factory import EnvSpec, WrapperSpec
+    from policykd.rollout import run_episodes
+
+    if "PolicyKDTest/Forever-v0" not in gym.registry:
+        gym.register("PolicyKDTest/Forever-v0", entry_point=_Forever)
+    capped = EnvSpec("PolicyKDTest/Forever-v0", wrappers=(WrapperSpec("sb3_contrib.common.wrappers.TimeFeatureWrapper"),))
+    env = capped.make(episode_cap=10_000)
+    assert env.spec.max_episode_steps == 10_000 and env.env.spec.max_episode_steps is None  # the cap is the outer wrapper
+    assert env.env._max_steps == 1000  # TimeFeatureWrapper's default for an env without a limit, as in training
+    limited = EnvSpec("PolicyKDTest/Forever-v0", wrappers=(WrapperSpec("gymnasium.wrappers.TimeLimit", {"max_episode_steps": 7}),))
+    assert limited.time_limit() == 7
+    capsys.readouterr()
+    episodes = run_episodes(lambda obs: np.zeros((len(obs), 1), dtype=np.float32), limited, [0], n_envs=1)
+    assert list(episodes.lengths) == [7] and "no time limit" not in capsys.readouterr().err
+
+
 
 
 def _episodes(returns, lengths, last, max_earlier, terminated, successes=None):
