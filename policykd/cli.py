@@ -6,9 +6,11 @@ an unexpected error as a bug (the traceback with POLICYKD_TRACEBACK=1).
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import re
 import shlex
 import signal
 import sys
@@ -73,6 +75,21 @@ def _on_sigterm(signum: int, _frame) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def _os_error_line(e: OSError) -> str:
+    """One line for an OSError: the file the user named (not policykd's temporary sibling of it), and what to do."""
+    path = Path(e.filename) if e.filename else None
+    if path is not None:
+        staged = re.fullmatch(r"\.(.+)\.\w{8}\.tmp", path.name)  # artifacts.atomic_write_bytes' temporary file
+        path = path.parent / staged.group(1) if staged else path
+    where = f" {path}" if path is not None else ""
+    if e.errno == errno.ENOSPC:
+        return (f"the disk is full{' writing' + where if where else ''}; free space, then run the command again (with "
+                "--resume where it offers one: earlier results are untouched)")
+    if e.errno == errno.EEXIST and path is not None and path.is_file():
+        return f"{path} is a file where a folder is needed; choose another path (nothing was changed)"
+    return f"cannot use{where}: {e.strerror or e}; choose another location (earlier results are untouched)"
+
+
 def _run(fn, *, on_interrupt: str | Callable[[], str] = "nothing was lost: every file written so far is complete"):
     """Run fn(), turning a PolicyKDError or an OSError (unwritable, full or impossible paths) into one line on
     stderr and exit code 2, and SIGINT / SIGTERM into one line (how to resume) and exit code 130."""
@@ -83,8 +100,7 @@ def _run(fn, *, on_interrupt: str | Callable[[], str] = "nothing was lost: every
     except PolicyKDError as e:
         _fail(e)
     except OSError as e:
-        where = f" {e.filename}" if e.filename else ""
-        _fail(PolicyKDError(f"cannot use{where}: {e.strerror or e}; choose another location (earlier results are untouched)"))
+        _fail(PolicyKDError(_os_error_line(e)))
     except KeyboardInterrupt:
         message = on_interrupt() if callable(on_interrupt) else on_interrupt
         make_console(stderr=True).print(Text.assemble(("interrupted:", "bold yellow"), f" {message}"), highlight=False,

@@ -339,3 +339,17 @@ def test_an_undefined_ratio_is_null_in_strict_json_and_n_a_in_the_report(tmp_pat
     record = json.loads(text, parse_constant=lambda name: pytest.fail(f"eval.json holds {name}"))
     assert record["ratio_ci95"] == [None, None] and record["versions"]["policykd"]
     assert _invoke("report", tmp_path / "r").exit_code == 0
+
+
+def test_os_errors_name_the_users_file_and_say_what_to_do(tmp_path):
+    import errno
+
+    from policykd.cli import _os_error_line
+
+    full = _os_error_line(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "buffer" / ".metadata.json.rcu5yo46.tmp")))
+    assert full.startswith(f"the disk is full writing {tmp_path / 'buffer' / 'metadata.json'}; free space") and "--resume" in full
+    afile = tmp_path / "out"
+    afile.write_text("mine")
+    assert _os_error_line(FileExistsError(errno.EEXIST, "File exists", str(afile))) == \
+        f"{afile} is a file where a folder is needed; choose another path (nothing was changed)"
+    assert _os_error_line(PermissionError(errno.EACCES, "Permission denied", "/ro/x")).startswith("cannot use /ro/x: Permission denied")
