@@ -353,3 +353,20 @@ def test_os_errors_name_the_users_file_and_say_what_to_do(tmp_path):
     assert _os_error_line(FileExistsError(errno.EEXIST, "File exists", str(afile))) == \
         f"{afile} is a file where a folder is needed; choose another path (nothing was changed)"
     assert _os_error_line(PermissionError(errno.EACCES, "Permission denied", "/ro/x")).startswith("cannot use /ro/x: Permission denied")
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line_not_a_traceback():
+    """SIGINT during the imports of policykd.cli (torch) printed a 23-frame traceback."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "policykd.entry", "--help"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)  # the imports take longer than this
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert "Traceback" not in out + err
+    if process.returncode != 0:  # interrupted while loading (not after --help printed)
+        assert process.returncode == 130 and err.strip() == "interrupted: nothing was written yet"
