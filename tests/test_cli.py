@@ -43,7 +43,8 @@ def test_help_is_available(command):
     (["eval", "t.zip", "s", "--json", "out.json/"], r"'--json': 'out\.json/' ends with a separator"),
 ])
 def test_usage_errors_of_the_command_are_one_line_and_exit_2(argv, message, capsys):
-    """The console script (policykd.cli:main) reports what click would box as one `error:` line."""
+    """The command (policykd.cli:main, which the console script policykd.entry:main runs) reports what click would box
+    as one `error:` line."""
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     err = capsys.readouterr().err.strip()
